@@ -1,0 +1,118 @@
+//! `ormsync_checkpoint`: how far a destination has applied each source, stored in the
+//! destination and moved in the same transaction as the changes it records.
+
+use sea_orm::{ConnectionTrait, DbBackend, Statement};
+
+use crate::error::{DbContext, Error, Result};
+use crate::position::Position;
+
+/// Reads and locks the checkpoint of `source` inside the caller's transaction, creating it
+/// at zero the first time.
+///
+/// The lock is what makes two shippers racing at a lease hand-over safe: the second waits
+/// for the first to commit, then sees its position and skips what it applied.
+pub(crate) async fn lock<C: ConnectionTrait>(txn: &C, source: &str) -> Result<Position> {
+    let backend = txn.get_database_backend();
+    // The insert also takes SQLite's write lock, which SELECT … FOR UPDATE cannot.
+    let create = match backend {
+        DbBackend::MySql => {
+            "INSERT IGNORE INTO ormsync_checkpoint (source, watermark, applied) VALUES (?, 0, '[]')"
+        }
+        DbBackend::Postgres => {
+            "INSERT INTO ormsync_checkpoint (source, watermark, applied) VALUES ($1, 0, '[]') ON CONFLICT DO NOTHING"
+        }
+        _ => {
+            "INSERT INTO ormsync_checkpoint (source, watermark, applied) VALUES (?, 0, '[]') ON CONFLICT DO NOTHING"
+        }
+    };
+    txn.execute_raw(Statement::from_sql_and_values(
+        backend,
+        create,
+        [source.into()],
+    ))
+    .await
+    .context(|| "creating the destination's checkpoint".into())?;
+    let select = match backend {
+        DbBackend::MySql => {
+            "SELECT watermark, applied FROM ormsync_checkpoint WHERE source = ? FOR UPDATE"
+        }
+        DbBackend::Postgres => {
+            "SELECT watermark, applied FROM ormsync_checkpoint WHERE source = $1 FOR UPDATE"
+        }
+        _ => "SELECT watermark, applied FROM ormsync_checkpoint WHERE source = ?",
+    };
+    read_with(txn, select, source).await?.ok_or_else(|| {
+        Error::Config("the checkpoint row vanished inside its own transaction".into())
+    })
+}
+
+/// The checkpoint of `source`, without locking; `None` before the first batch.
+pub async fn read<C: ConnectionTrait>(db: &C, source: &str) -> Result<Option<Position>> {
+    let sql = match db.get_database_backend() {
+        DbBackend::Postgres => {
+            "SELECT watermark, applied FROM ormsync_checkpoint WHERE source = $1"
+        }
+        _ => "SELECT watermark, applied FROM ormsync_checkpoint WHERE source = ?",
+    };
+    read_with(db, sql, source).await
+}
+
+async fn read_with<C: ConnectionTrait>(
+    db: &C,
+    sql: &str,
+    source: &str,
+) -> Result<Option<Position>> {
+    let backend = db.get_database_backend();
+    let Some(row) = db
+        .query_one_raw(Statement::from_sql_and_values(
+            backend,
+            sql,
+            [source.into()],
+        ))
+        .await
+        .context(|| "reading the destination's checkpoint".into())?
+    else {
+        return Ok(None);
+    };
+    let watermark: i64 = row
+        .try_get("", "watermark")
+        .context(|| "decoding the checkpoint".into())?;
+    let applied: String = row
+        .try_get("", "applied")
+        .context(|| "decoding the checkpoint".into())?;
+    Position::from_stored(watermark, &applied)
+        .map(Some)
+        .map_err(|e| Error::Config(format!("the checkpoint of source {source} is corrupt: {e}")))
+}
+
+/// Writes `position` as the checkpoint of `source`, inside the caller's transaction.
+pub(crate) async fn store<C: ConnectionTrait>(
+    txn: &C,
+    source: &str,
+    position: &Position,
+) -> Result<()> {
+    let backend = txn.get_database_backend();
+    let sql = match backend {
+        DbBackend::Postgres => {
+            "UPDATE ormsync_checkpoint SET watermark = $1, applied = $2, updated_at = now() WHERE source = $3"
+        }
+        DbBackend::MySql => {
+            "UPDATE ormsync_checkpoint SET watermark = ?, applied = ?, updated_at = CURRENT_TIMESTAMP(6) WHERE source = ?"
+        }
+        _ => {
+            "UPDATE ormsync_checkpoint SET watermark = ?, applied = ?, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ','now') WHERE source = ?"
+        }
+    };
+    txn.execute_raw(Statement::from_sql_and_values(
+        backend,
+        sql,
+        [
+            position.watermark.into(),
+            position.above_json().into(),
+            source.into(),
+        ],
+    ))
+    .await
+    .context(|| "advancing the destination's checkpoint".into())?;
+    Ok(())
+}

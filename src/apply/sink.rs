@@ -1,0 +1,30 @@
+//! The `Sink` trait: what a destination must do with a batch.
+
+use async_trait::async_trait;
+
+use crate::change::Batch;
+use crate::error::Result;
+use crate::position::Position;
+
+/// A destination of changes.
+///
+/// # Contract
+///
+/// - **Delivery may repeat.** After a crash, a lost connection or a lease hand-over, a
+///   batch can arrive again, whole or in part. `apply` must skip what its stored position
+///   already covers, so a replayed batch changes nothing.
+/// - **Atomic with the position.** The changes of a batch and the new position are stored
+///   together or not at all.
+/// - **Order.** Changes arrive in outbox-id order; a later change of a row must land after
+///   an earlier one.
+/// - **One caller at a time** per destination and source; the stored position must be
+///   locked while a batch applies, so even two racing callers apply nothing twice.
+#[async_trait]
+pub trait Sink: Send {
+    /// The destination's stored position for `source` (zero before the first batch).
+    async fn position(&mut self, source: &str) -> Result<Position>;
+
+    /// Applies the changes of `batch` not yet covered, marks `batch.skipped` done, and
+    /// returns the position now stored.
+    async fn apply(&mut self, source: &str, batch: &Batch) -> Result<Position>;
+}

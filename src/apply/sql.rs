@@ -1,0 +1,188 @@
+//! The SQL sink: applies batches to a PostgreSQL, MySQL/MariaDB or SQLite database.
+
+use std::collections::{HashMap, HashSet};
+
+use async_trait::async_trait;
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, TransactionTrait};
+use tracing::Instrument;
+
+use super::plan::{self, Step};
+use super::statement::{self, Built};
+use super::{checkpoint, columns};
+use crate::change::{Batch, Change};
+use crate::error::{Error, Result};
+use crate::position::Position;
+use crate::redact::redact;
+
+use super::sink::Sink;
+
+/// Applies batches to a database through sea-orm, with multi-row upserts and deletes.
+///
+/// A batch, collapsed to the last change of each row within runs of the same table and
+/// kind, applies in one transaction that also advances `ormsync_checkpoint`. When that
+/// fails for a reason other than the connection, it is retried change by change so the
+/// error names the change at fault.
+pub struct SqlSink {
+    name: String,
+    db: DatabaseConnection,
+    /// Columns of each destination table, read on first use and forgotten after an error.
+    columns: HashMap<String, HashSet<String>>,
+}
+
+impl SqlSink {
+    /// A sink writing to `db`, called `name` in messages.
+    pub fn new(name: impl Into<String>, db: DatabaseConnection) -> Self {
+        SqlSink {
+            name: name.into(),
+            db,
+            columns: HashMap::new(),
+        }
+    }
+
+    /// Refuses a batch whose tables or columns the destination lacks, before writing.
+    async fn check_columns(&mut self, changes: &[&Change]) -> Result<()> {
+        for change in changes {
+            if !self.columns.contains_key(&change.table) {
+                let found = columns::of(&self.db, &change.table).await?;
+                let found = found.ok_or_else(|| Error::MissingTable {
+                    destination: self.name.clone(),
+                    table: change.table.clone(),
+                })?;
+                self.columns.insert(change.table.clone(), found);
+            }
+            let known = &self.columns[&change.table];
+            if let Some(column) = change.row.columns().find(|c| !known.contains(*c)) {
+                return Err(Error::MissingColumn {
+                    destination: self.name.clone(),
+                    table: change.table.clone(),
+                    column: column.to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    async fn apply_steps(
+        &self,
+        source: &str,
+        batch: &Batch,
+        one_by_one: bool,
+    ) -> std::result::Result<Position, Failure> {
+        let txn = self.db.begin().await.map_err(|e| {
+            Failure::Other(Error::db(
+                format!("destination `{}`: beginning a transaction", self.name),
+                e,
+            ))
+        })?;
+        let mut position = checkpoint::lock(&txn, source)
+            .await
+            .map_err(Failure::Other)?;
+        let todo: Vec<&Change> = batch
+            .changes
+            .iter()
+            .filter(|c| !position.contains(c.id))
+            .collect();
+        if !todo.is_empty() {
+            if one_by_one {
+                for change in &todo {
+                    for step in plan::one_by_one(std::slice::from_ref(change)) {
+                        self.run(&txn, &step).await.map_err(|e| {
+                            Failure::Other(Error::Apply {
+                                destination: self.name.clone(),
+                                id: change.id,
+                                table: change.table.clone(),
+                                reason: redact(&e.to_string()),
+                            })
+                        })?;
+                    }
+                }
+            } else {
+                for step in plan::plan(&todo) {
+                    if let Err(e) = self.run(&txn, &step).await {
+                        return Err(match e {
+                            DbErr::Conn(_) | DbErr::ConnectionAcquire(_) => {
+                                Failure::Other(Error::db(
+                                    format!(
+                                        "destination `{}`: applying to `{}`",
+                                        self.name,
+                                        step.table()
+                                    ),
+                                    e,
+                                ))
+                            }
+                            e => Failure::Statement(e),
+                        });
+                    }
+                }
+            }
+        }
+        batch.mark_done(&mut position);
+        checkpoint::store(&txn, source, &position)
+            .await
+            .map_err(Failure::Other)?;
+        txn.commit().await.map_err(|e| {
+            Failure::Other(Error::db(
+                format!("destination `{}`: committing a batch", self.name),
+                e,
+            ))
+        })?;
+        Ok(position)
+    }
+
+    async fn run<C: ConnectionTrait>(
+        &self,
+        txn: &C,
+        step: &Step<'_>,
+    ) -> std::result::Result<(), DbErr> {
+        for built in statement::build(step, txn.get_database_backend()) {
+            match built {
+                Built::Insert(q) => txn.execute(&q).await?,
+                Built::Delete(q) => txn.execute(&q).await?,
+            };
+        }
+        Ok(())
+    }
+}
+
+enum Failure {
+    /// A statement of the collapsed plan failed: worth a change-by-change retry.
+    Statement(DbErr),
+    Other(Error),
+}
+
+#[async_trait]
+impl Sink for SqlSink {
+    async fn position(&mut self, source: &str) -> Result<Position> {
+        Ok(checkpoint::read(&self.db, source)
+            .await?
+            .unwrap_or_default())
+    }
+
+    async fn apply(&mut self, source: &str, batch: &Batch) -> Result<Position> {
+        let changes: Vec<&Change> = batch.changes.iter().collect();
+        if let Err(e) = self.check_columns(&changes).await {
+            self.columns.clear();
+            return Err(e);
+        }
+        let span = tracing::debug_span!("ormsync.apply_batch", destination = %self.name, changes = batch.changes.len());
+        let outcome = match self
+            .apply_steps(source, batch, false)
+            .instrument(span.clone())
+            .await
+        {
+            Ok(p) => return Ok(p),
+            Err(Failure::Statement(e)) => {
+                tracing::debug!(destination = %self.name, error = %redact(&e.to_string()),
+                    "batched apply failed; retrying change by change");
+                self.apply_steps(source, batch, true).instrument(span).await
+            }
+            Err(Failure::Other(e)) => Err(Failure::Other(e)),
+        };
+        self.columns.clear();
+        match outcome {
+            Ok(p) => Ok(p),
+            Err(Failure::Other(e)) => Err(e),
+            Err(Failure::Statement(e)) => Err(Error::db(format!("destination `{}`", self.name), e)),
+        }
+    }
+}

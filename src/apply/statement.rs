@@ -1,0 +1,154 @@
+//! The SQL of a step, built with sea-query for the destination's backend: identifiers
+//! quoted, values bound, never formatted into the text.
+
+use sea_orm::DbBackend;
+use sea_orm::sea_query::{
+    Alias, DeleteStatement, Expr, ExprTrait, InsertStatement, OnConflict, Query, SimpleExpr,
+    ValueTuple,
+};
+
+use super::plan::Step;
+use crate::change::Row;
+
+/// Rows per statement at most: past this, bigger statements stop paying off.
+const MAX_ROWS: usize = 1000;
+
+/// Bind parameters a statement may carry on `backend`.
+fn max_params(backend: DbBackend) -> usize {
+    match backend {
+        DbBackend::Sqlite => 32_766,
+        // PostgreSQL and MySQL count parameters in an unsigned 16-bit field.
+        _ => 65_535,
+    }
+}
+
+/// A built statement.
+pub(crate) enum Built {
+    Insert(InsertStatement),
+    Delete(DeleteStatement),
+}
+
+/// The statements that carry out `step` on `backend`, split to fit its parameter limit.
+pub(crate) fn build(step: &Step<'_>, backend: DbBackend) -> Vec<Built> {
+    match step {
+        Step::Upsert { table, key, rows } => {
+            let Some(first) = rows.first() else {
+                return Vec::new();
+            };
+            let columns: Vec<&str> = first.columns().collect();
+            let per = chunk_rows(columns.len(), backend);
+            rows.chunks(per)
+                .map(|chunk| Built::Insert(upsert(table, key, &columns, chunk)))
+                .collect()
+        }
+        Step::Delete { table, keys } => {
+            let Some(first) = keys.first() else {
+                return Vec::new();
+            };
+            let per = chunk_rows(first.0.len(), backend);
+            keys.chunks(per)
+                .map(|chunk| Built::Delete(delete(table, chunk)))
+                .collect()
+        }
+    }
+}
+
+fn chunk_rows(columns: usize, backend: DbBackend) -> usize {
+    (max_params(backend) / columns.max(1)).clamp(1, MAX_ROWS)
+}
+
+fn upsert(table: &str, key: &[&str], columns: &[&str], rows: &[&Row]) -> InsertStatement {
+    let mut q = Query::insert();
+    q.into_table(Alias::new(table))
+        .columns(columns.iter().map(|c| Alias::new(*c)));
+    for row in rows {
+        q.values_panic(row.values().map(|v| SimpleExpr::Value(v.to_sea())));
+    }
+    let rest: Vec<Alias> = columns
+        .iter()
+        .filter(|c| !key.contains(c))
+        .map(|c| Alias::new(*c))
+        .collect();
+    let mut on_conflict = OnConflict::columns(key.iter().map(|c| Alias::new(*c)));
+    if rest.is_empty() {
+        on_conflict.do_nothing_on(key.iter().map(|c| Alias::new(*c)));
+    } else {
+        on_conflict.update_columns(rest);
+    }
+    q.on_conflict(on_conflict);
+    q
+}
+
+fn delete(table: &str, keys: &[&Row]) -> DeleteStatement {
+    let mut q = Query::delete();
+    q.from_table(Alias::new(table));
+    let columns: Vec<&str> = keys[0].columns().collect();
+    if columns.len() == 1 {
+        let values = keys
+            .iter()
+            .filter_map(|k| k.values().next().map(|v| v.to_sea()));
+        q.and_where(Expr::col(Alias::new(columns[0])).is_in(values));
+    } else {
+        let tuple = Expr::tuple(columns.iter().map(|c| Expr::col(Alias::new(*c))));
+        let values = keys
+            .iter()
+            .map(|k| ValueTuple::Many(k.values().map(|v| v.to_sea()).collect()));
+        q.and_where(tuple.in_tuples(values));
+    }
+    q
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::value::Value;
+    use sea_orm::sea_query::{MysqlQueryBuilder, PostgresQueryBuilder, SqliteQueryBuilder};
+
+    fn row(id: i64, name: &str) -> Row {
+        Row(vec![
+            ("id".into(), Value::BigInt(Some(id))),
+            ("name".into(), Value::String(Some(name.into()))),
+        ])
+    }
+
+    #[test]
+    fn upserts_quote_identifiers_and_bind_values() {
+        let (a, b) = (row(1, "x'); DROP TABLE t; --"), row(2, "y"));
+        let stmt = upsert("order", &["id"], &["id", "name"], &[&a, &b]);
+        let (pg, values) = stmt.build(PostgresQueryBuilder);
+        assert_eq!(
+            pg,
+            r#"INSERT INTO "order" ("id", "name") VALUES ($1, $2), ($3, $4) ON CONFLICT ("id") DO UPDATE SET "name" = "excluded"."name""#
+        );
+        assert_eq!(values.0.len(), 4);
+        let (my, _) = stmt.build(MysqlQueryBuilder);
+        assert!(my.starts_with(
+            "INSERT INTO `order` (`id`, `name`) VALUES (?, ?), (?, ?) ON DUPLICATE KEY UPDATE"
+        ));
+        let (lite, _) = stmt.build(SqliteQueryBuilder);
+        assert!(lite.contains(r#"ON CONFLICT ("id") DO UPDATE"#));
+    }
+
+    #[test]
+    fn deletes_by_single_and_composite_keys() {
+        let k1 = Row(vec![("id".into(), Value::BigInt(Some(1)))]);
+        let (sql, _) = delete("t", &[&k1]).build(PostgresQueryBuilder);
+        assert_eq!(sql, r#"DELETE FROM "t" WHERE "id" IN ($1)"#);
+        let k2 = Row(vec![
+            ("a".into(), Value::Int(Some(1))),
+            ("b".into(), Value::String(Some("x".into()))),
+        ]);
+        let (sql, _) = delete("t", &[&k2, &k2]).build(SqliteQueryBuilder);
+        assert_eq!(
+            sql,
+            r#"DELETE FROM "t" WHERE ("a", "b") IN ((?, ?), (?, ?))"#
+        );
+    }
+
+    #[test]
+    fn statements_fit_the_parameter_limit() {
+        assert_eq!(chunk_rows(40, DbBackend::Sqlite), 819);
+        assert_eq!(chunk_rows(100, DbBackend::Postgres), 655);
+        assert_eq!(chunk_rows(2, DbBackend::MySql), MAX_ROWS);
+    }
+}

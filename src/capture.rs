@@ -1,0 +1,124 @@
+//! What the derived hooks call: write the outbox row on the caller's connection.
+//!
+//! The outbox row is written with the same connection the application passed to
+//! `insert`, `update`, `save` or `delete`. Inside a transaction that is the transaction,
+//! so the row and its change commit or roll back together. On a bare pooled connection
+//! they would be two separate autocommits, and a crash between them loses the change;
+//! by default ormsync refuses such a write *before* it happens (see [`guard`]).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use sea_orm::sea_query::Query;
+use sea_orm::{ConnectionTrait, DbErr};
+use tracing::Instrument;
+
+use crate::change::{Op, Row};
+use crate::entity::Replicated;
+use crate::error::Error;
+use crate::outbox::OUTBOX;
+
+static NON_ATOMIC: AtomicBool = AtomicBool::new(false);
+
+/// Allows writes of replicated entities through a pooled connection, outside a transaction.
+///
+/// Each such write and its outbox row then commit separately: a crash between the two
+/// loses the change at every destination (until a verify finds the drift). Call this only
+/// if the application cannot use transactions and accepts that risk.
+///
+/// ```
+/// ormsync::capture::allow_non_atomic_writes();
+/// ```
+pub fn allow_non_atomic_writes() {
+    NON_ATOMIC.store(true, Ordering::Relaxed);
+}
+
+/// Goes back to refusing writes outside a transaction (the default).
+pub fn refuse_non_atomic_writes() {
+    NON_ATOMIC.store(false, Ordering::Relaxed);
+}
+
+/// Refuses a write of `E` through a pooled connection unless
+/// [`allow_non_atomic_writes`] was called. Runs in `before_save` and `before_delete`, so a
+/// refused write never reaches the database.
+///
+/// # Errors
+///
+/// [`Error::NonAtomicWrite`] (as `DbErr::Custom`) when `C` is a pool.
+pub fn guard<E: Replicated, C: ConnectionTrait>(_db: &C) -> Result<(), DbErr> {
+    // sea-orm's ConnectionTrait does not say whether it is a transaction, and `C` is not
+    // 'static, so the type's name is the one thing to go by. Pools are `DatabaseConnection`
+    // and `RestrictedConnection`; transactions, executors and user wrappers pass.
+    let name = std::any::type_name::<C>();
+    let pooled = name.ends_with("::DatabaseConnection") || name.ends_with("::RestrictedConnection");
+    if pooled && !NON_ATOMIC.load(Ordering::Relaxed) {
+        return Err(Error::NonAtomicWrite {
+            table: E::default().table_name().to_string(),
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// Captures an insert or update of `model` (called from the derived `after_save`).
+///
+/// # Errors
+///
+/// A database error writing the outbox row; the application's transaction should then be
+/// rolled back, as for any failed statement.
+pub async fn save<E: Replicated, C: ConnectionTrait>(
+    db: &C,
+    model: &E::Model,
+    insert: bool,
+) -> Result<(), DbErr> {
+    let op = if insert { Op::Insert } else { Op::Update };
+    let row = E::to_row(model)?;
+    let key = E::key_of(model)?;
+    write::<E, C>(db, op, &key, &row).await
+}
+
+/// Captures a delete (called from the derived `after_delete`).
+///
+/// # Errors
+///
+/// As for [`save`].
+pub async fn delete<E: Replicated, C: ConnectionTrait>(
+    db: &C,
+    model: &E::ActiveModel,
+) -> Result<(), DbErr> {
+    let row = E::active_to_row(model)?;
+    let spec_key = E::table_spec().key;
+    let key = Row(row
+        .0
+        .iter()
+        .filter(|(c, _)| spec_key.contains(c))
+        .cloned()
+        .collect());
+    write::<E, C>(db, Op::Delete, &key, &row).await
+}
+
+async fn write<E: Replicated, C: ConnectionTrait>(
+    db: &C,
+    op: Op,
+    key: &Row,
+    row: &Row,
+) -> Result<(), DbErr> {
+    let table = E::default().table_name();
+    let stmt = Query::insert()
+        .into_table(OUTBOX)
+        .columns(["table_name", "op", "pk", "payload"])
+        .values_panic([
+            table.into(),
+            op.code().into(),
+            key.to_json().into(),
+            row.to_json().into(),
+        ])
+        .to_owned();
+    db.execute(&stmt)
+        .instrument(tracing::trace_span!(
+            "ormsync.capture",
+            table,
+            op = op.code()
+        ))
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,154 @@
+//! What travels from a source to its destinations.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::de::{MapAccess, Visitor};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::position::Position;
+use crate::value::Value;
+
+/// The kind of a captured change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Op {
+    /// A row was inserted.
+    Insert,
+    /// A row was updated.
+    Update,
+    /// A row was deleted.
+    Delete,
+}
+
+impl Op {
+    /// The one-letter code stored in `ormsync_outbox.op`.
+    pub fn code(self) -> &'static str {
+        match self {
+            Op::Insert => "I",
+            Op::Update => "U",
+            Op::Delete => "D",
+        }
+    }
+
+    /// Parses [`Op::code`].
+    pub fn from_code(code: &str) -> Option<Self> {
+        match code.trim() {
+            "I" => Some(Op::Insert),
+            "U" => Some(Op::Update),
+            "D" => Some(Op::Delete),
+            _ => None,
+        }
+    }
+}
+
+/// Column values by name, in the entity's column order.
+///
+/// Encoded as a JSON object whose values are typed [`Value`]s.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Row(pub Vec<(String, Value)>);
+
+impl Row {
+    /// The value of `column`, if the row holds it.
+    pub fn get(&self, column: &str) -> Option<&Value> {
+        self.0.iter().find(|(c, _)| c == column).map(|(_, v)| v)
+    }
+
+    /// The column names, in order.
+    pub fn columns(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(c, _)| c.as_str())
+    }
+
+    /// The values, in order.
+    pub fn values(&self) -> impl Iterator<Item = &Value> {
+        self.0.iter().map(|(_, v)| v)
+    }
+
+    /// Encodes the row as its JSON payload.
+    pub fn to_json(&self) -> String {
+        // A Row holds only strings and serde-derived values: serialising cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Decodes a JSON payload.
+    pub fn from_json(json: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(json)
+    }
+}
+
+impl Serialize for Row {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (c, v) in &self.0 {
+            map.serialize_entry(c, v)?;
+        }
+        map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Row {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct RowVisitor;
+        impl<'de> Visitor<'de> for RowVisitor {
+            type Value = Row;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object of typed column values")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Row, A::Error> {
+                let mut cols = Vec::with_capacity(map.size_hint().unwrap_or(8));
+                while let Some((c, v)) = map.next_entry::<String, Value>()? {
+                    cols.push((c, v));
+                }
+                Ok(Row(cols))
+            }
+        }
+        d.deserialize_map(RowVisitor)
+    }
+}
+
+/// One captured change, as read back from the outbox.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Change {
+    /// The outbox id: the change's position in the source's order.
+    pub id: i64,
+    /// The table changed.
+    pub table: String,
+    /// Insert, update or delete.
+    pub op: Op,
+    /// The primary key values.
+    pub key: Row,
+    /// The row after the change; for a delete, what the application held of the row (at
+    /// least the key).
+    pub row: Row,
+    /// The node that made the change, for loop control between two-way peers.
+    pub origin: Option<String>,
+    /// When the change was captured.
+    pub created_at: Option<DateTime<Utc>>,
+}
+
+/// What one read of the outbox yields for a destination.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// New changes, in id order.
+    pub changes: Vec<Change>,
+    /// Id ranges done without applying anything: holes (ids of transactions that rolled
+    /// back) and changes this destination does not take.
+    pub skipped: Vec<(i64, i64)>,
+}
+
+impl Batch {
+    /// Whether the batch moves nothing forward.
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty() && self.skipped.is_empty()
+    }
+
+    /// Marks everything this batch covers as done in `position`.
+    pub fn mark_done(&self, position: &mut Position) {
+        for c in &self.changes {
+            position.mark(c.id, c.id);
+        }
+        for &(lo, hi) in &self.skipped {
+            position.mark(lo, hi);
+        }
+    }
+}

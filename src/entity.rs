@@ -1,0 +1,154 @@
+//! The `Replicated` trait: what ormsync knows of an entity.
+
+use sea_orm::{
+    ActiveModelTrait, ActiveValue, EntityTrait, IdenStatic, Iterable, ModelTrait,
+    PrimaryKeyToColumn,
+};
+
+use crate::change::Row;
+use crate::error::{Error, Result};
+use crate::value::Value;
+
+/// A sea-orm entity whose changes ormsync captures and ships.
+///
+/// Implemented by `#[derive(Replicated)]` on the entity's `Model`; the provided methods
+/// describe the table and convert between a `Model` and a [`Row`] of typed values. An
+/// entity with this derive has its `ActiveModelBehavior` generated as well: that impl is
+/// what captures `insert`, `update`, `save` and `delete` into the outbox.
+///
+/// # Examples
+///
+/// ```
+/// use ormsync::Replicated;
+/// use sea_orm::entity::prelude::*;
+///
+/// #[derive(Clone, Debug, PartialEq, DeriveEntityModel, Replicated)]
+/// #[sea_orm(table_name = "customers")]
+/// pub struct Model {
+///     #[sea_orm(primary_key)]
+///     pub id: i64,
+///     pub name: String,
+///     #[replicated(skip)]
+///     pub local_note: Option<String>,
+/// }
+///
+/// #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+/// pub enum Relation {}
+///
+/// let spec = Entity::table_spec();
+/// assert_eq!(spec.table, "customers");
+/// assert_eq!(spec.key, ["id"]);
+/// assert_eq!(spec.columns, ["id", "name"]);
+/// ```
+pub trait Replicated: EntityTrait {
+    /// Columns marked `#[replicated(skip)]`: never captured, never shipped.
+    fn skipped_columns() -> Vec<Self::Column>;
+
+    /// The global key column named by `#[replicated(sync_key = "…")]`, if any.
+    fn sync_key() -> Option<Self::Column>;
+
+    /// Table name, key columns and shipped columns.
+    fn table_spec() -> TableSpec {
+        let skipped: Vec<&'static str> =
+            Self::skipped_columns().iter().map(|c| c.as_str()).collect();
+        TableSpec {
+            table: Self::default().table_name().to_string(),
+            key: Self::PrimaryKey::iter()
+                .map(|k| k.into_column().as_str().to_string())
+                .collect(),
+            columns: Self::Column::iter()
+                .map(|c| c.as_str())
+                .filter(|c| !skipped.contains(c))
+                .map(str::to_string)
+                .collect(),
+            sync_key: Self::sync_key().map(|c| c.as_str().to_string()),
+        }
+    }
+
+    /// The shipped columns of `model`, as typed values.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnsupportedValue`] when a column's type cannot travel (mark it `skip`).
+    fn to_row(model: &Self::Model) -> Result<Row> {
+        let skipped = Self::skipped_columns();
+        let mut row = Vec::with_capacity(16);
+        for c in Self::Column::iter() {
+            if skipped.iter().any(|s| s.as_str() == c.as_str()) {
+                continue;
+            }
+            row.push((c.as_str().to_string(), typed::<Self>(c, model.get(c))?));
+        }
+        Ok(Row(row))
+    }
+
+    /// The primary key of `model`.
+    fn key_of(model: &Self::Model) -> Result<Row> {
+        let mut row = Vec::with_capacity(1);
+        for k in Self::PrimaryKey::iter() {
+            let c = k.into_column();
+            row.push((c.as_str().to_string(), typed::<Self>(c, model.get(c))?));
+        }
+        Ok(Row(row))
+    }
+
+    /// The shipped columns an `ActiveModel` holds (set or unchanged; `NotSet` ones are left out).
+    fn active_to_row(model: &Self::ActiveModel) -> Result<Row> {
+        let skipped = Self::skipped_columns();
+        let mut row = Vec::with_capacity(16);
+        for c in Self::Column::iter() {
+            if skipped.iter().any(|s| s.as_str() == c.as_str()) {
+                continue;
+            }
+            match model.get(c) {
+                ActiveValue::Set(v) | ActiveValue::Unchanged(v) => {
+                    row.push((c.as_str().to_string(), typed::<Self>(c, v)?))
+                }
+                ActiveValue::NotSet => {}
+            }
+        }
+        Ok(Row(row))
+    }
+
+    /// An `ActiveModel` holding the values of `row` (columns the row lacks stay `NotSet`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] when the row names a column the entity does not have.
+    fn active_from_row(row: &Row) -> Result<Self::ActiveModel> {
+        let mut am = <Self::ActiveModel as ActiveModelTrait>::default();
+        for (name, value) in &row.0 {
+            let col = Self::Column::iter()
+                .find(|c| c.as_str() == name)
+                .ok_or_else(|| {
+                    Error::Config(format!(
+                        "`{}` has no column `{name}`",
+                        Self::default().table_name()
+                    ))
+                })?;
+            am.set(col, value.to_sea());
+        }
+        Ok(am)
+    }
+}
+
+fn typed<E: EntityTrait>(c: E::Column, v: sea_orm::Value) -> Result<Value> {
+    Value::from_sea(v).map_err(|kind| Error::UnsupportedValue {
+        table: E::default().table_name().to_string(),
+        column: c.as_str().to_string(),
+        kind,
+    })
+}
+
+/// What ormsync knows of a replicated table, without the Rust types.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableSpec {
+    /// Table name.
+    pub table: String,
+    /// Primary key columns, in order.
+    pub key: Vec<String>,
+    /// Shipped columns, in the entity's order (skipped ones left out).
+    pub columns: Vec<String>,
+    /// The global key column, if the entity names one.
+    pub sync_key: Option<String>,
+}

@@ -1,0 +1,163 @@
+//! The one error type of ormsync.
+
+use sea_orm::DbErr;
+
+use crate::redact::redact;
+
+/// Everything that can go wrong in ormsync, with what a person needs to act on it.
+///
+/// Messages name the destination, table and column involved and say what to do. Database
+/// errors are passed through [`redact`](crate::redact::redact) before they are shown, so a
+/// URL with a password never reaches a log line or an error message.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A database call failed; `context` says which one.
+    #[error("{context}: {}", redact(&.source.to_string()))]
+    Db {
+        /// What ormsync was doing, e.g. "reading the outbox".
+        context: String,
+        /// The driver's error.
+        #[source]
+        source: DbErr,
+    },
+
+    /// A replicated table does not exist at a destination.
+    #[error(
+        "destination `{destination}`: table `{table}` does not exist; create it there with the \
+         same columns as the source (for example with the application's migrations) and ormsync \
+         will ship the pending changes, which stay in the outbox until then"
+    )]
+    MissingTable {
+        /// The destination's name.
+        destination: String,
+        /// The table.
+        table: String,
+    },
+
+    /// A destination table lacks a column that the changes carry.
+    #[error(
+        "destination `{destination}`: table `{table}` has no column `{column}`, which the source \
+         ships; add the column at the destination (or mark the field `#[replicated(skip)]` to stop \
+         shipping it); the changes stay in the outbox until then"
+    )]
+    MissingColumn {
+        /// The destination's name.
+        destination: String,
+        /// The table.
+        table: String,
+        /// The missing column.
+        column: String,
+    },
+
+    /// A change could not be applied at a destination.
+    #[error("destination `{destination}`: change {id} to `{table}` could not be applied: {reason}")]
+    Apply {
+        /// The destination's name.
+        destination: String,
+        /// The outbox id of the change.
+        id: i64,
+        /// The table.
+        table: String,
+        /// The database's explanation (redacted).
+        reason: String,
+    },
+
+    /// A write to a replicated entity went through a pooled connection, where the change
+    /// and its outbox row could not commit together.
+    #[error(
+        "ormsync refused a write to `{table}` on a pooled connection: the row and its outbox \
+         entry would commit separately and a crash between them would lose the change. Write \
+         inside a transaction (`db.transaction(|txn| ...)` or `let txn = db.begin().await?`), or \
+         call `ormsync::capture::allow_non_atomic_writes()` at startup to accept that risk"
+    )]
+    NonAtomicWrite {
+        /// The table written.
+        table: String,
+    },
+
+    /// A column holds a value type ormsync cannot ship.
+    #[error(
+        "`{table}.{column}` holds a {kind} value, which ormsync cannot ship yet; mark the field \
+         `#[replicated(skip)]` or store it as a supported type"
+    )]
+    UnsupportedValue {
+        /// The table.
+        table: String,
+        /// The column.
+        column: String,
+        /// The value's type as sea-query names it.
+        kind: String,
+    },
+
+    /// An outbox row could not be decoded.
+    #[error("outbox row {id} could not be decoded ({reason}); it stays in the outbox")]
+    Decode {
+        /// The outbox id.
+        id: i64,
+        /// What was wrong.
+        reason: String,
+    },
+
+    /// The outbox holds changes of a table the replicator was not told about.
+    #[error(
+        "destination `{destination}`: outbox row {id} is a change to `{table}`, which this \
+         replicator does not know; register the entity with `.entity::<{table}::Entity>()` on the \
+         builder, or exclude it with `Destination::skip_table(\"{table}\")`. The change stays in \
+         the outbox until then"
+    )]
+    UnknownTable {
+        /// The destination's name.
+        destination: String,
+        /// The table.
+        table: String,
+        /// The outbox id.
+        id: i64,
+    },
+
+    /// The replicator's configuration is not usable.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+
+    /// No destination of that name is configured.
+    #[error("no destination named `{0}` is configured")]
+    UnknownDestination(String),
+
+    /// The replicator has shut down.
+    #[error("the replicator has shut down")]
+    Shutdown,
+}
+
+impl Error {
+    /// Wraps a [`DbErr`] with what ormsync was doing.
+    pub(crate) fn db(context: impl Into<String>, source: DbErr) -> Self {
+        Error::Db {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+impl From<Error> for DbErr {
+    /// Hooks of sea-orm return `DbErr`; ormsync's message travels as `DbErr::Custom`.
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Db { source, .. } => source,
+            other => DbErr::Custom(other.to_string()),
+        }
+    }
+}
+
+/// `Result` with ormsync's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Adds context to a `Result<_, DbErr>`.
+pub(crate) trait DbContext<T> {
+    fn context(self, what: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T> DbContext<T> for std::result::Result<T, DbErr> {
+    fn context(self, what: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|e| Error::db(what(), e))
+    }
+}

@@ -1,0 +1,357 @@
+//! Reading the outbox in a gap-safe order.
+
+use std::time::Duration;
+
+use sea_orm::sea_query::{Condition, Expr, Order, Query};
+use sea_orm::{
+    AccessMode, ConnectionTrait, DatabaseConnection, DbBackend, IsolationLevel, QueryResult,
+    TransactionTrait,
+};
+
+use super::OUTBOX;
+use super::gaps::{self, Proof};
+use crate::change::{Batch, Change, Op, Row};
+use crate::error::{DbContext, Error, Result};
+use crate::position::Position;
+
+/// Gap ranges probed with one statement; more than that and the read takes a snapshot
+/// transaction and probes them in several statements.
+const GAPS_PER_STATEMENT: usize = 100;
+
+#[derive(Clone, Debug)]
+struct Gap {
+    lo: i64,
+    hi: i64,
+    proof: Option<Proof>,
+}
+
+/// Reads a source's outbox for one destination without ever skipping a change whose
+/// transaction commits late.
+///
+/// Outbox ids are taken when a transaction writes, not when it commits: transaction A can
+/// take id 10, B id 11, and B commit first. The reader ships 11 at once and remembers 10
+/// as a *gap*; every later read probes the gaps in the same statement (one snapshot) as
+/// new ids, so 10 is shipped when A commits, and never after a later change of the same
+/// row (row locks order those). A gap becomes a *hole*, and is skipped, only once the
+/// backend proves its transaction ended (see the `gaps` module).
+pub struct OutboxReader {
+    db: DatabaseConnection,
+    batch_size: u64,
+    gap_timeout: Duration,
+    /// Highest id examined: ids up to it are shipped, holes, or gaps.
+    scanned: i64,
+    gaps: Vec<Gap>,
+}
+
+impl OutboxReader {
+    /// A reader of `db`'s outbox returning at most `batch_size` changes a read.
+    /// `gap_timeout` bounds the wait for a gap where the backend cannot prove its owner ended.
+    pub fn new(db: DatabaseConnection, batch_size: u64, gap_timeout: Duration) -> Self {
+        OutboxReader {
+            db,
+            batch_size: batch_size.max(1),
+            gap_timeout,
+            scanned: 0,
+            gaps: Vec::new(),
+        }
+    }
+
+    /// Ids in gaps: taken by transactions not known to have ended.
+    pub fn pending_gaps(&self) -> u64 {
+        self.gaps.iter().map(|g| (g.hi - g.lo + 1) as u64).sum()
+    }
+
+    /// Reads the next changes after `position` (what the destination has applied).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Db`] on a failed query; [`Error::Decode`] when a row cannot be decoded (it
+    /// stays in the outbox).
+    pub async fn read(&mut self, position: &Position) -> Result<Batch> {
+        use tracing::Instrument;
+        self.read_inner(position)
+            .instrument(tracing::debug_span!("ormsync.read_batch"))
+            .await
+    }
+
+    async fn read_inner(&mut self, position: &Position) -> Result<Batch> {
+        self.align(position);
+        let frontier = self.scanned.max(position.frontier());
+
+        let settled_before = self.settle_pending().await?;
+        let (rows, full) = self.query(frontier).await?;
+
+        let mut changes = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let change = decode(row)?;
+            if !position.contains(change.id) {
+                changes.push(change);
+            }
+        }
+        let returned: Vec<i64> = changes_ids(&rows);
+        // Absence is certain only up to the last id a full read returned.
+        let last = returned.last().copied().unwrap_or(frontier).max(frontier);
+        let bound = if full { last } else { i64::MAX };
+
+        // Settled gaps still absent are holes; the rest of each gap waits.
+        let mut holes = Vec::new();
+        let mut still = Vec::new();
+        for gap in std::mem::take(&mut self.gaps) {
+            for (lo, hi) in subtract(gap.lo, gap.hi, &returned) {
+                let judged_hi = hi.min(bound);
+                if settled_before.iter().any(|&(a, b)| a <= lo && hi <= b) && lo <= judged_hi {
+                    holes.push((lo, judged_hi));
+                    if judged_hi < hi {
+                        still.push(Gap {
+                            lo: judged_hi + 1,
+                            hi,
+                            proof: gap.proof.clone(),
+                        });
+                    }
+                } else {
+                    still.push(Gap {
+                        lo,
+                        hi,
+                        proof: gap.proof.clone(),
+                    });
+                }
+            }
+        }
+        // New gaps between the old frontier and the highest id this read saw.
+        let seen_up_to = last;
+        let fresh: Vec<i64> = returned
+            .iter()
+            .copied()
+            .filter(|&id| id > frontier)
+            .collect();
+        let mut new_gaps = subtract(frontier + 1, seen_up_to, &fresh);
+        new_gaps.retain(|&(lo, hi)| lo <= hi);
+        if !new_gaps.is_empty() {
+            let proof = gaps::take(&self.db).await?;
+            for (lo, hi) in new_gaps {
+                if matches!(proof, Proof::Immediate) {
+                    holes.push((lo, hi));
+                } else {
+                    still.push(Gap {
+                        lo,
+                        hi,
+                        proof: Some(proof.clone()),
+                    });
+                }
+            }
+        }
+        still.sort_by_key(|g| g.lo);
+        self.gaps = still;
+        self.scanned = self.scanned.max(seen_up_to).max(frontier);
+        if !holes.is_empty() {
+            tracing::debug!(?holes, "outbox ids proven to be holes");
+        }
+        Ok(Batch {
+            changes,
+            skipped: holes,
+        })
+    }
+
+    /// Drops gaps that `position` already covers (another shipper applied them, or a
+    /// restart began from a stored position) and adds those a restart forgot.
+    fn align(&mut self, position: &Position) {
+        let frontier = position.frontier();
+        if self.scanned < frontier {
+            // Everything below the stored frontier that is not applied is a gap to watch.
+            for (lo, hi) in position.above.missing_in(position.watermark + 1, frontier) {
+                if !self.gaps.iter().any(|g| g.lo <= lo && hi <= g.hi) {
+                    self.gaps.push(Gap {
+                        lo,
+                        hi,
+                        proof: None,
+                    });
+                }
+            }
+            self.scanned = frontier;
+        }
+        let mut kept = Vec::with_capacity(self.gaps.len());
+        for gap in std::mem::take(&mut self.gaps) {
+            for (lo, hi) in position
+                .above
+                .missing_in(gap.lo.max(position.watermark + 1), gap.hi)
+            {
+                kept.push(Gap {
+                    lo,
+                    hi,
+                    proof: gap.proof.clone(),
+                });
+            }
+        }
+        kept.sort_by_key(|g| g.lo);
+        self.gaps = kept;
+    }
+
+    /// Checks the pending gaps' proofs; returns the ranges settled *before* this read.
+    async fn settle_pending(&mut self) -> Result<Vec<(i64, i64)>> {
+        if self.gaps.is_empty() {
+            return Ok(Vec::new());
+        }
+        if self.gaps.iter().any(|g| g.proof.is_none()) {
+            // Gaps inherited from a stored position: their owners started before now.
+            let proof = gaps::take(&self.db).await?;
+            for g in self.gaps.iter_mut().filter(|g| g.proof.is_none()) {
+                g.proof = Some(proof.clone());
+            }
+        }
+        let now = gaps::now(&self.db).await?;
+        Ok(self
+            .gaps
+            .iter()
+            .filter(|g| {
+                g.proof
+                    .as_ref()
+                    .is_some_and(|p| gaps::settled(p, &now, self.gap_timeout))
+            })
+            .map(|g| (g.lo, g.hi))
+            .collect())
+    }
+
+    /// New ids above `frontier` and every gap, seen in one snapshot, in id order; and
+    /// whether the new ids were cut by the batch size.
+    async fn query(&self, frontier: i64) -> Result<(Vec<QueryResult>, bool)> {
+        // Scoped here: its `min`/`max` would shadow `Ord`'s on integers elsewhere.
+        use sea_orm::sea_query::ExprTrait;
+        let columns = [
+            "id",
+            "table_name",
+            "op",
+            "pk",
+            "payload",
+            "origin",
+            "created_at",
+        ];
+        if self.gaps.len() <= GAPS_PER_STATEMENT {
+            let mut cond = Condition::any().add(Expr::col("id").gt(frontier));
+            for g in &self.gaps {
+                cond = cond.add(Expr::col("id").between(g.lo, g.hi));
+            }
+            let q = Query::select()
+                .columns(columns)
+                .from(OUTBOX)
+                .cond_where(cond)
+                .order_by("id", Order::Asc)
+                .limit(self.batch_size)
+                .to_owned();
+            let rows = self
+                .db
+                .query_all(&q)
+                .await
+                .context(|| "reading the outbox".into())?;
+            let full = rows.len() as u64 >= self.batch_size;
+            return Ok((rows, full));
+        }
+        // Many gaps: one repeatable-read snapshot for the new ids and every gap probe.
+        let isolation = match self.db.get_database_backend() {
+            DbBackend::Sqlite => None,
+            _ => Some(IsolationLevel::RepeatableRead),
+        };
+        let txn = self
+            .db
+            .begin_with_config(isolation, Some(AccessMode::ReadOnly))
+            .await
+            .context(|| "opening a snapshot of the outbox".into())?;
+        let mut rows = Vec::new();
+        for chunk in self.gaps.chunks(GAPS_PER_STATEMENT) {
+            let mut cond = Condition::any();
+            for g in chunk {
+                cond = cond.add(Expr::col("id").between(g.lo, g.hi));
+            }
+            let q = Query::select()
+                .columns(columns)
+                .from(OUTBOX)
+                .cond_where(cond)
+                .order_by("id", Order::Asc)
+                .to_owned();
+            rows.extend(
+                txn.query_all(&q)
+                    .await
+                    .context(|| "probing outbox gaps".into())?,
+            );
+        }
+        let room = Ord::max(self.batch_size.saturating_sub(rows.len() as u64), 1);
+        let q = Query::select()
+            .columns(columns)
+            .from(OUTBOX)
+            .and_where(Expr::col("id").gt(frontier))
+            .order_by("id", Order::Asc)
+            .limit(room)
+            .to_owned();
+        let newer = txn
+            .query_all(&q)
+            .await
+            .context(|| "reading the outbox".into())?;
+        txn.commit()
+            .await
+            .context(|| "closing the outbox snapshot".into())?;
+        // Gap rows are all below the frontier, so appending keeps id order.
+        let full = newer.len() as u64 >= room;
+        rows.extend(newer);
+        Ok((rows, full))
+    }
+}
+
+fn changes_ids(rows: &[QueryResult]) -> Vec<i64> {
+    rows.iter()
+        .filter_map(|r| r.try_get::<i64>("", "id").ok())
+        .collect()
+}
+
+/// `lo..=hi` minus the sorted `ids`.
+fn subtract(lo: i64, hi: i64, ids: &[i64]) -> Vec<(i64, i64)> {
+    let mut out = Vec::new();
+    let mut next = lo;
+    let start = ids.partition_point(|&id| id < lo);
+    for &id in &ids[start..] {
+        if id > hi {
+            break;
+        }
+        if id > next {
+            out.push((next, id - 1));
+        }
+        next = id + 1;
+    }
+    if next <= hi {
+        out.push((next, hi));
+    }
+    out
+}
+
+fn decode(row: &QueryResult) -> Result<Change> {
+    let id: i64 = row
+        .try_get("", "id")
+        .context(|| "decoding an outbox id".into())?;
+    let bad = |reason: String| Error::Decode { id, reason };
+    let table: String = row
+        .try_get("", "table_name")
+        .map_err(|e| bad(e.to_string()))?;
+    let op_code: String = row.try_get("", "op").map_err(|e| bad(e.to_string()))?;
+    let op = Op::from_code(&op_code).ok_or_else(|| bad(format!("unknown op `{op_code}`")))?;
+    let pk: String = row.try_get("", "pk").map_err(|e| bad(e.to_string()))?;
+    let payload: String = row.try_get("", "payload").map_err(|e| bad(e.to_string()))?;
+    Ok(Change {
+        id,
+        table,
+        op,
+        key: Row::from_json(&pk).map_err(|e| bad(format!("key: {e}")))?,
+        row: Row::from_json(&payload).map_err(|e| bad(format!("payload: {e}")))?,
+        origin: row.try_get::<Option<String>>("", "origin").ok().flatten(),
+        created_at: row.try_get("", "created_at").ok(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::subtract;
+
+    #[test]
+    fn subtract_leaves_the_missing_runs() {
+        assert_eq!(subtract(1, 10, &[2, 3, 7]), vec![(1, 1), (4, 6), (8, 10)]);
+        assert_eq!(subtract(5, 6, &[1, 5, 6, 9]), Vec::<(i64, i64)>::new());
+        assert_eq!(subtract(5, 4, &[]), Vec::<(i64, i64)>::new());
+    }
+}

@@ -1,0 +1,106 @@
+//! What the replicator reports about itself.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+/// What a destination's worker is doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// Not yet through its first pass.
+    Starting,
+    /// Shipping a batch.
+    Running,
+    /// Caught up, waiting for changes.
+    Idle,
+    /// The last pass failed; waiting to try again.
+    Retrying,
+    /// Shut down.
+    Stopped,
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
+            State::Starting => "starting",
+            State::Running => "running",
+            State::Idle => "idle",
+            State::Retrying => "retrying",
+            State::Stopped => "stopped",
+        };
+        f.pad(s)
+    }
+}
+
+/// One destination's status.
+#[derive(Clone, Debug, Serialize)]
+pub struct DestinationStatus {
+    /// The destination's name.
+    pub name: String,
+    /// What its worker is doing.
+    pub state: State,
+    /// Every outbox id at or below this is applied (or a proven hole).
+    pub watermark: i64,
+    /// The highest outbox id applied.
+    pub frontier: i64,
+    /// Ids below the frontier still waited for: taken by transactions not known to have ended.
+    pub pending_gaps: u64,
+    /// Changes applied since start.
+    pub applied: u64,
+    /// Failed passes since start.
+    pub errors: u64,
+    /// When a batch last applied.
+    pub last_success: Option<DateTime<Utc>>,
+    /// The last error, passwords redacted; cleared by the next success.
+    pub last_error: Option<String>,
+}
+
+impl DestinationStatus {
+    pub(crate) fn new(name: &str) -> Self {
+        DestinationStatus {
+            name: name.to_string(),
+            state: State::Starting,
+            watermark: 0,
+            frontier: 0,
+            pending_gaps: 0,
+            applied: 0,
+            errors: 0,
+            last_success: None,
+            last_error: None,
+        }
+    }
+}
+
+/// The status of every destination, as [`Replicator::status`](crate::Replicator::status)
+/// returns it. `Display` prints a compact table.
+#[derive(Clone, Debug, Serialize)]
+pub struct Status {
+    /// One entry per destination, in the order they were added.
+    pub destinations: Vec<DestinationStatus>,
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{:<16} {:<9} {:>10} {:>10} {:>6} {:>10}  last error",
+            "destination", "state", "watermark", "frontier", "gaps", "applied"
+        )?;
+        for d in &self.destinations {
+            writeln!(
+                f,
+                "{:<16} {:<9} {:>10} {:>10} {:>6} {:>10}  {}",
+                d.name,
+                d.state,
+                d.watermark,
+                d.frontier,
+                d.pending_gaps,
+                d.applied,
+                d.last_error.as_deref().unwrap_or("-")
+            )?;
+        }
+        Ok(())
+    }
+}

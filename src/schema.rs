@@ -1,0 +1,147 @@
+//! The `ormsync_*` tables, created idempotently on every backend.
+//!
+//! One database can be a source and a destination at once (a child that feeds its own
+//! children), so [`install`] creates the tables of both sides; the unused ones stay empty.
+
+use sea_orm::{ConnectionTrait, DbBackend};
+
+use crate::error::{DbContext, Result};
+
+/// The tables ormsync owns, in creation order.
+pub const TABLES: [&str; 8] = [
+    "ormsync_node",
+    "ormsync_outbox",
+    "ormsync_leases",
+    "ormsync_dead_letters",
+    "ormsync_progress",
+    "ormsync_checkpoint",
+    "ormsync_key_map",
+    "ormsync_conflicts",
+];
+
+/// Creates every `ormsync_*` table that does not exist yet; running it again changes nothing.
+///
+/// Call it at startup, run [`Migration`](crate::migration::Migration) from the application's
+/// own sea-orm-migration `Migrator`, or let [`Replicator::start`](crate::Replicator) do it.
+///
+/// # Errors
+///
+/// [`Error::Db`](crate::Error::Db) when a `CREATE TABLE` fails, typically for lack of the
+/// privilege to create tables: run the migration as a user that has it.
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let db = sea_orm::Database::connect("sqlite::memory:").await?;
+/// ormsync::install(&db).await?;
+/// ormsync::install(&db).await?; // idempotent
+/// # Ok(()) }
+/// ```
+pub async fn install<C: ConnectionTrait>(db: &C) -> Result<()> {
+    let backend = db.get_database_backend();
+    for (table, ddl) in TABLES.iter().zip(ddl(backend)) {
+        db.execute_unprepared(&ddl).await.context(|| {
+            format!("creating `{table}` (run it as a user allowed to create tables)")
+        })?;
+    }
+    Ok(())
+}
+
+/// Drops every `ormsync_*` table: the outbox, checkpoints and all. For tearing down, and
+/// the `down` of [`Migration`](crate::migration::Migration).
+///
+/// # Errors
+///
+/// [`Error::Db`](crate::Error::Db) when a `DROP TABLE` fails.
+pub async fn uninstall<C: ConnectionTrait>(db: &C) -> Result<()> {
+    for table in TABLES.iter().rev() {
+        db.execute_unprepared(&format!("DROP TABLE IF EXISTS {table}"))
+            .await
+            .context(|| format!("dropping `{table}`"))?;
+    }
+    Ok(())
+}
+
+fn ddl(backend: DbBackend) -> [String; 8] {
+    // Column types per backend; everything else is shared.
+    let (autoinc, text, name, ts, now, suffix) = match backend {
+        DbBackend::Postgres => (
+            "BIGSERIAL PRIMARY KEY",
+            "TEXT",
+            "TEXT",
+            "TIMESTAMPTZ",
+            "now()",
+            "",
+        ),
+        DbBackend::MySql => (
+            "BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY",
+            "LONGTEXT",
+            "VARCHAR(255)",
+            "TIMESTAMP(6)",
+            "CURRENT_TIMESTAMP(6)",
+            " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+        ),
+        // AUTOINCREMENT: a plain rowid is reused once the highest row is deleted, and ids
+        // would run backwards after retention.
+        _ => (
+            "INTEGER PRIMARY KEY AUTOINCREMENT",
+            "TEXT",
+            "TEXT",
+            "TEXT",
+            "(strftime('%Y-%m-%dT%H:%M:%fZ','now'))",
+            "",
+        ),
+    };
+    // Key columns of composite keys are bounded so MariaDB's 3072-byte index limit holds.
+    let short = if backend == DbBackend::MySql {
+        "VARCHAR(128)"
+    } else {
+        name
+    };
+    let key = if backend == DbBackend::MySql {
+        "VARCHAR(512)"
+    } else {
+        name
+    };
+    [
+        format!(
+            "CREATE TABLE IF NOT EXISTS ormsync_node (singleton INTEGER NOT NULL PRIMARY KEY, \
+             id {name} NOT NULL, created_at {ts} NOT NULL DEFAULT {now}){suffix}"
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS ormsync_outbox (id {autoinc}, table_name {name} NOT NULL, \
+             op CHAR(1) NOT NULL, pk {text} NOT NULL, payload {text} NOT NULL, origin {name} NULL, \
+             created_at {ts} NOT NULL DEFAULT {now}){suffix}"
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS ormsync_leases (destination {name} NOT NULL PRIMARY KEY, \
+             holder {name} NOT NULL, expires_at {ts} NOT NULL, updated_at {ts} NOT NULL DEFAULT {now}){suffix}"
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS ormsync_dead_letters (id {autoinc}, destination {name} NOT NULL, \
+             outbox_id BIGINT NOT NULL, table_name {name} NOT NULL, op CHAR(1) NOT NULL, pk {text} NOT NULL, \
+             payload {text} NOT NULL, error {text} NOT NULL, attempts INTEGER NOT NULL, \
+             created_at {ts} NOT NULL DEFAULT {now}){suffix}"
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS ormsync_progress (destination {name} NOT NULL PRIMARY KEY, \
+             watermark BIGINT NOT NULL, frontier BIGINT NOT NULL, updated_at {ts} NOT NULL DEFAULT {now}){suffix}"
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS ormsync_checkpoint (source {name} NOT NULL PRIMARY KEY, \
+             watermark BIGINT NOT NULL, applied {text} NOT NULL, updated_at {ts} NOT NULL DEFAULT {now}){suffix}"
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS ormsync_key_map (source {short} NOT NULL, table_name {short} NOT NULL, \
+             source_key {key} NOT NULL, dest_key {text} NOT NULL, row_hash {name} NULL, \
+             PRIMARY KEY (source, table_name, source_key)){suffix}"
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS ormsync_conflicts (id {autoinc}, source {name} NOT NULL, \
+             table_name {name} NOT NULL, pk {text} NOT NULL, policy {name} NOT NULL, outcome {name} NOT NULL, \
+             incoming {text} NULL, current_row {text} NULL, created_at {ts} NOT NULL DEFAULT {now}){suffix}"
+        ),
+    ]
+}

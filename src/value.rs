@@ -1,0 +1,304 @@
+//! Typed column values, as they travel in the outbox payload.
+
+use base64::Engine as _;
+use chrono::{DateTime, FixedOffset, Local, NaiveDate, NaiveDateTime, NaiveTime, Utc};
+use rust_decimal::Decimal;
+use sea_orm::sea_query::{self, Enum, OptionEnum};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use uuid::Uuid;
+
+/// One column value, with its type, including the type of a NULL.
+///
+/// The payload keeps types exactly: a decimal stays a decimal with its scale, a timestamp
+/// keeps its zone and microseconds, an `i64::MAX` stays an integer, binary stays binary.
+/// A NULL keeps its type as well, because PostgreSQL refuses an untyped NULL for a `uuid`
+/// or `jsonb` column. In JSON a value is a one-key object whose key names the type:
+/// `{"i8":42}`, `{"dec":"12.50"}`, `{"s":null}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Value {
+    /// `BOOLEAN`.
+    #[serde(rename = "b")]
+    Bool(Option<bool>),
+    /// `TINYINT`.
+    #[serde(rename = "i1")]
+    TinyInt(Option<i8>),
+    /// `SMALLINT`.
+    #[serde(rename = "i2")]
+    SmallInt(Option<i16>),
+    /// `INTEGER`.
+    #[serde(rename = "i4")]
+    Int(Option<i32>),
+    /// `BIGINT`.
+    #[serde(rename = "i8")]
+    BigInt(Option<i64>),
+    /// Unsigned `TINYINT`.
+    #[serde(rename = "u1")]
+    TinyUnsigned(Option<u8>),
+    /// Unsigned `SMALLINT`.
+    #[serde(rename = "u2")]
+    SmallUnsigned(Option<u16>),
+    /// Unsigned `INTEGER`.
+    #[serde(rename = "u4")]
+    Unsigned(Option<u32>),
+    /// Unsigned `BIGINT`.
+    #[serde(rename = "u8")]
+    BigUnsigned(Option<u64>),
+    /// `REAL`; NaN and infinities travel as strings.
+    #[serde(rename = "f4", with = "float32")]
+    Float(Option<f32>),
+    /// `DOUBLE PRECISION`; NaN and infinities travel as strings.
+    #[serde(rename = "f8", with = "float64")]
+    Double(Option<f64>),
+    /// Text.
+    #[serde(rename = "s")]
+    String(Option<String>),
+    /// A single character.
+    #[serde(rename = "c")]
+    Char(Option<char>),
+    /// A database enum value (PostgreSQL `CREATE TYPE … AS ENUM`).
+    #[serde(rename = "en")]
+    Enum {
+        /// The enum type's name.
+        #[serde(rename = "t")]
+        type_name: String,
+        /// The variant, or NULL.
+        #[serde(rename = "v")]
+        value: Option<String>,
+    },
+    /// Binary data; base64 in JSON.
+    #[serde(rename = "y", with = "bytes")]
+    Bytes(Option<Vec<u8>>),
+    /// JSON.
+    #[serde(rename = "j")]
+    Json(Option<serde_json::Value>),
+    /// `DATE`.
+    #[serde(rename = "d")]
+    Date(Option<NaiveDate>),
+    /// `TIME`.
+    #[serde(rename = "t")]
+    Time(Option<NaiveTime>),
+    /// `TIMESTAMP` without zone.
+    #[serde(rename = "ts")]
+    DateTime(Option<NaiveDateTime>),
+    /// A timestamp in UTC (`DateTime<Utc>`).
+    #[serde(rename = "tsu")]
+    DateTimeUtc(Option<DateTime<Utc>>),
+    /// A timestamp in the local zone (`DateTime<Local>`).
+    #[serde(rename = "tsl")]
+    DateTimeLocal(Option<DateTime<Local>>),
+    /// A timestamp with a fixed offset (`DateTime<FixedOffset>`, sea-orm's `DateTimeWithTimeZone`).
+    #[serde(rename = "tsz")]
+    DateTimeWithTimeZone(Option<DateTime<FixedOffset>>),
+    /// A UUID.
+    #[serde(rename = "uuid")]
+    Uuid(Option<Uuid>),
+    /// An exact decimal, scale included.
+    #[serde(rename = "dec")]
+    Decimal(Option<Decimal>),
+}
+
+impl Value {
+    /// Converts a sea-query value, or names its type when ormsync cannot carry it.
+    pub fn from_sea(value: sea_query::Value) -> Result<Self, String> {
+        use sea_query::Value as V;
+        Ok(match value {
+            V::Bool(v) => Value::Bool(v),
+            V::TinyInt(v) => Value::TinyInt(v),
+            V::SmallInt(v) => Value::SmallInt(v),
+            V::Int(v) => Value::Int(v),
+            V::BigInt(v) => Value::BigInt(v),
+            V::TinyUnsigned(v) => Value::TinyUnsigned(v),
+            V::SmallUnsigned(v) => Value::SmallUnsigned(v),
+            V::Unsigned(v) => Value::Unsigned(v),
+            V::BigUnsigned(v) => Value::BigUnsigned(v),
+            V::Float(v) => Value::Float(v),
+            V::Double(v) => Value::Double(v),
+            V::String(v) => Value::String(v),
+            V::Char(v) => Value::Char(v),
+            V::Enum(OptionEnum::Some(e)) => Value::Enum {
+                type_name: e.type_name.to_string(),
+                value: Some(e.value.to_string()),
+            },
+            V::Enum(OptionEnum::None(type_name)) => Value::Enum {
+                type_name: type_name.to_string(),
+                value: None,
+            },
+            V::Bytes(v) => Value::Bytes(v),
+            V::Json(v) => Value::Json(v.map(|j| *j)),
+            V::ChronoDate(v) => Value::Date(v),
+            V::ChronoTime(v) => Value::Time(v),
+            V::ChronoDateTime(v) => Value::DateTime(v),
+            V::ChronoDateTimeUtc(v) => Value::DateTimeUtc(v),
+            V::ChronoDateTimeLocal(v) => Value::DateTimeLocal(v),
+            V::ChronoDateTimeWithTimeZone(v) => Value::DateTimeWithTimeZone(v),
+            V::Uuid(v) => Value::Uuid(v),
+            V::Decimal(v) => Value::Decimal(v),
+            #[allow(unreachable_patterns)]
+            other => return Err(sea_type_name(&other)),
+        })
+    }
+
+    /// The sea-query value to bind at a destination.
+    pub fn to_sea(&self) -> sea_query::Value {
+        use sea_query::Value as V;
+        match self {
+            Value::Bool(v) => V::Bool(*v),
+            Value::TinyInt(v) => V::TinyInt(*v),
+            Value::SmallInt(v) => V::SmallInt(*v),
+            Value::Int(v) => V::Int(*v),
+            Value::BigInt(v) => V::BigInt(*v),
+            Value::TinyUnsigned(v) => V::TinyUnsigned(*v),
+            Value::SmallUnsigned(v) => V::SmallUnsigned(*v),
+            Value::Unsigned(v) => V::Unsigned(*v),
+            Value::BigUnsigned(v) => V::BigUnsigned(*v),
+            Value::Float(v) => V::Float(*v),
+            Value::Double(v) => V::Double(*v),
+            Value::String(v) => V::String(v.clone()),
+            Value::Char(v) => V::Char(*v),
+            Value::Enum { type_name, value } => match value {
+                Some(value) => V::Enum(OptionEnum::Some(Box::new(Enum {
+                    type_name: type_name.clone().into(),
+                    value: value.clone().into(),
+                }))),
+                None => V::Enum(OptionEnum::None(type_name.clone().into())),
+            },
+            Value::Bytes(v) => V::Bytes(v.clone()),
+            Value::Json(v) => V::Json(v.clone().map(Box::new)),
+            Value::Date(v) => V::ChronoDate(*v),
+            Value::Time(v) => V::ChronoTime(*v),
+            Value::DateTime(v) => V::ChronoDateTime(*v),
+            Value::DateTimeUtc(v) => V::ChronoDateTimeUtc(*v),
+            Value::DateTimeLocal(v) => V::ChronoDateTimeLocal(*v),
+            Value::DateTimeWithTimeZone(v) => V::ChronoDateTimeWithTimeZone(*v),
+            Value::Uuid(v) => V::Uuid(*v),
+            Value::Decimal(v) => V::Decimal(*v),
+        }
+    }
+
+    /// Whether this is a NULL (of any type).
+    pub fn is_null(&self) -> bool {
+        !self.to_sea().is_some()
+    }
+}
+
+fn sea_type_name(v: &sea_query::Value) -> String {
+    let debug = format!("{v:?}");
+    debug.split('(').next().unwrap_or("unknown").to_string()
+}
+
+macro_rules! float_serde {
+    ($name:ident, $t:ty) => {
+        mod $name {
+            use super::*;
+
+            // serde_json writes NaN and infinities as `null`, which would turn them into NULL.
+            pub fn serialize<S: Serializer>(v: &Option<$t>, s: S) -> Result<S::Ok, S::Error> {
+                match v {
+                    Some(f) if !f.is_finite() => s.serialize_some(&f.to_string()),
+                    Some(f) => s.serialize_some(f),
+                    None => s.serialize_none(),
+                }
+            }
+
+            pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<$t>, D::Error> {
+                #[derive(Deserialize)]
+                #[serde(untagged)]
+                enum Repr {
+                    Num($t),
+                    Text(String),
+                }
+                match Option::<Repr>::deserialize(d)? {
+                    None => Ok(None),
+                    Some(Repr::Num(f)) => Ok(Some(f)),
+                    Some(Repr::Text(t)) => {
+                        t.parse::<$t>().map(Some).map_err(serde::de::Error::custom)
+                    }
+                }
+            }
+        }
+    };
+}
+float_serde!(float32, f32);
+float_serde!(float64, f64);
+
+mod bytes {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(b) => s.serialize_some(&base64::engine::general_purpose::STANDARD.encode(b)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        match Option::<String>::deserialize(d)? {
+            None => Ok(None),
+            Some(t) => base64::engine::general_purpose::STANDARD
+                .decode(t)
+                .map(Some)
+                .map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    fn round_trip(v: Value) {
+        let json = serde_json::to_string(&v).unwrap();
+        let back: Value = serde_json::from_str(&json).unwrap();
+        match (&v, &back) {
+            (Value::Double(Some(a)), Value::Double(Some(b))) if a.is_nan() => assert!(b.is_nan()),
+            _ => assert_eq!(v, back, "through {json}"),
+        }
+        let sea = v.to_sea();
+        let again = Value::from_sea(sea).unwrap();
+        match (&v, &again) {
+            (Value::Double(Some(a)), Value::Double(Some(b))) if a.is_nan() => assert!(b.is_nan()),
+            _ => assert_eq!(v, again),
+        }
+    }
+
+    #[test]
+    fn every_type_survives_json_and_sea_query() {
+        round_trip(Value::BigInt(Some(i64::MAX)));
+        round_trip(Value::BigInt(Some(i64::MIN)));
+        round_trip(Value::BigUnsigned(Some(u64::MAX)));
+        round_trip(Value::Double(Some(0.1 + 0.2)));
+        round_trip(Value::Double(Some(f64::MIN_POSITIVE)));
+        round_trip(Value::Double(Some(f64::NAN)));
+        round_trip(Value::Double(Some(f64::NEG_INFINITY)));
+        round_trip(Value::Float(Some(1.0e-7)));
+        round_trip(Value::Decimal(Some(
+            Decimal::from_str("12345678901234.5678900").unwrap(),
+        )));
+        round_trip(Value::String(Some("ünïcødé 🚀 \u{0}".into())));
+        round_trip(Value::String(None));
+        round_trip(Value::Uuid(None));
+        round_trip(Value::Bytes(Some(vec![0, 255, 1, 2])));
+        round_trip(Value::Json(Some(
+            serde_json::json!({"a": [1, 2.5, "x", null]}),
+        )));
+        round_trip(Value::DateTimeUtc(Some(
+            DateTime::from_str("2024-02-29T23:59:59.123456Z").unwrap(),
+        )));
+        round_trip(Value::DateTimeWithTimeZone(Some(
+            DateTime::parse_from_rfc3339("2024-02-29T23:59:59.123456+05:30").unwrap(),
+        )));
+        round_trip(Value::Uuid(Some(Uuid::new_v4())));
+        round_trip(Value::Enum {
+            type_name: "mood".into(),
+            value: Some("happy".into()),
+        });
+    }
+
+    #[test]
+    fn decimal_keeps_its_scale() {
+        let v = Value::Decimal(Some(Decimal::from_str("1.50").unwrap()));
+        let json = serde_json::to_string(&v).unwrap();
+        assert_eq!(json, r#"{"dec":"1.50"}"#);
+    }
+}

@@ -43,6 +43,7 @@
 pub mod apply;
 pub mod capture;
 pub mod change;
+mod db_error;
 mod entity;
 mod error;
 mod hooks;

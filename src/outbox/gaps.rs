@@ -9,18 +9,28 @@
 //! - **PostgreSQL**: right after the read, take the snapshot's `xmax`: the owner of N had
 //!   already taken N, so its xid is below it. Once the current snapshot's `xmin` reaches
 //!   that value, every such transaction has ended.
-//! - **MySQL/MariaDB**: take the server's `NOW(6)` after the read; the gap settles when
-//!   `information_schema.innodb_trx` lists no transaction started at or before it. Without
-//!   the `PROCESS` privilege that table reads empty or fails, so a timeout (far above any
-//!   transaction's life, configurable) is the fallback.
+//! - **MySQL/MariaDB**: an open transaction that inserted outbox row N holds that row's
+//!   lock. A `SELECT … FOR UPDATE NOWAIT` over the gap (in a READ COMMITTED transaction,
+//!   so no gap locks) fails at once while any owner is open and succeeds once all have
+//!   ended. The autoincrement value is taken a few microseconds before the row is written,
+//!   so a gap is only probed once it is a second old. (`information_schema.innodb_trx`
+//!   would be the obvious source, but MariaDB serves it from a cache that stops
+//!   refreshing while anyone polls it more often than every 100 ms.) If the probe cannot
+//!   run at all (privileges), a timeout, far above any transaction's life, is the fallback.
 //! - **SQLite**: one writer at a time, so a visible higher id means N's writer has ended:
 //!   a gap is a hole at once.
 
 use std::time::{Duration, Instant};
 
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DbBackend, IsolationLevel, Statement, TransactionTrait,
+};
 
+use crate::db_error;
 use crate::error::{DbContext, Result};
+
+/// How old a MySQL gap must be before its probe means anything.
+const MYSQL_MIN_AGE: Duration = Duration::from_secs(1);
 
 /// Evidence taken when a gap was first seen.
 #[derive(Clone, Debug)]
@@ -29,89 +39,97 @@ pub(crate) enum Proof {
     Immediate,
     /// PostgreSQL: the snapshot's `xmax` after the read.
     PgXmax(u64),
-    /// MySQL/MariaDB: the server time after the read, and when we saw it.
-    MySql { server_time: String, seen: Instant },
+    /// MySQL/MariaDB: when the gap was seen.
+    MySql { seen: Instant },
 }
 
 /// Takes the proof for gaps seen in the read that just finished.
 pub(crate) async fn take(db: &DatabaseConnection) -> Result<Proof> {
-    let backend = db.get_database_backend();
-    Ok(match backend {
+    Ok(match db.get_database_backend() {
         DbBackend::Postgres => {
             let v = scalar(db, "SELECT pg_snapshot_xmax(pg_current_snapshot())::text").await?;
             Proof::PgXmax(v.parse().unwrap_or(u64::MAX))
         }
         DbBackend::MySql => Proof::MySql {
-            server_time: scalar(db, "SELECT CAST(NOW(6) AS CHAR)").await?,
             seen: Instant::now(),
         },
         _ => Proof::Immediate,
     })
 }
 
-/// The present state of the source, against which proofs are checked; read once per batch.
-pub(crate) enum Now {
-    Immediate,
-    PgXmin(u64),
-    MySql {
-        oldest_open: Option<String>,
-        readable: bool,
-    },
-}
-
-/// Reads what [`settled`] needs, once for every pending gap.
-pub(crate) async fn now(db: &DatabaseConnection) -> Result<Now> {
-    Ok(match db.get_database_backend() {
+/// Of `gaps` (inclusive id ranges with their proofs), those every owner of which has ended.
+pub(crate) async fn settled(
+    db: &DatabaseConnection,
+    gaps: &[(i64, i64, &Proof)],
+    timeout: Duration,
+) -> Result<Vec<(i64, i64)>> {
+    if gaps.is_empty() {
+        return Ok(Vec::new());
+    }
+    match db.get_database_backend() {
         DbBackend::Postgres => {
             let v = scalar(db, "SELECT pg_snapshot_xmin(pg_current_snapshot())::text").await?;
-            Now::PgXmin(v.parse().unwrap_or(0))
+            let xmin: u64 = v.parse().unwrap_or(0);
+            Ok(gaps
+                .iter()
+                .filter(|(_, _, p)| match p {
+                    Proof::PgXmax(xmax) => xmin >= *xmax,
+                    _ => true,
+                })
+                .map(|&(lo, hi, _)| (lo, hi))
+                .collect())
         }
-        DbBackend::MySql => {
-            let stmt = Statement::from_string(
-                DbBackend::MySql,
-                "SELECT CAST(MIN(trx_started) AS CHAR) AS v FROM information_schema.innodb_trx",
-            );
-            match db.query_one_raw(stmt).await {
-                Ok(Some(row)) => Now::MySql {
-                    oldest_open: row.try_get::<Option<String>>("", "v").ok().flatten(),
-                    readable: true,
-                },
-                _ => Now::MySql {
-                    oldest_open: None,
-                    readable: false,
-                },
-            }
-        }
-        _ => Now::Immediate,
-    })
+        DbBackend::MySql => mysql_settled(db, gaps, timeout).await,
+        _ => Ok(gaps.iter().map(|&(lo, hi, _)| (lo, hi)).collect()),
+    }
 }
 
-/// Whether every transaction that could own a gap proven by `proof` has ended.
-pub(crate) fn settled(proof: &Proof, now: &Now, timeout: Duration) -> bool {
-    match (proof, now) {
-        (Proof::Immediate, _) => true,
-        (Proof::PgXmax(xmax), Now::PgXmin(xmin)) => xmin >= xmax,
-        (
-            Proof::MySql { server_time, seen },
-            Now::MySql {
-                oldest_open,
-                readable,
-            },
-        ) => {
-            if seen.elapsed() >= timeout {
-                return true;
-            }
-            // `trx_started` has whole seconds and `server_time` has microseconds; both are
-            // `YYYY-MM-DD HH:MM:SS…` strings, so they compare as text. A transaction that
-            // started in the same second counts as open, which only waits longer.
-            *readable
-                && match oldest_open {
-                    None => true,
-                    Some(oldest) => oldest.as_str() > server_time.as_str(),
-                }
-        }
-        _ => false,
+async fn mysql_settled(
+    db: &DatabaseConnection,
+    gaps: &[(i64, i64, &Proof)],
+    timeout: Duration,
+) -> Result<Vec<(i64, i64)>> {
+    let due: Vec<(i64, i64, Duration)> = gaps
+        .iter()
+        .map(|&(lo, hi, p)| {
+            let age = match p {
+                Proof::MySql { seen } => seen.elapsed(),
+                _ => Duration::MAX,
+            };
+            (lo, hi, age)
+        })
+        .filter(|&(_, _, age)| age >= MYSQL_MIN_AGE)
+        .collect();
+    if due.is_empty() {
+        return Ok(Vec::new());
     }
+    let txn = db
+        .begin_with_config(Some(IsolationLevel::ReadCommitted), None)
+        .await
+        .context(|| "probing outbox gaps".into())?;
+    let mut out = Vec::new();
+    for (lo, hi, age) in due {
+        let probe = Statement::from_sql_and_values(
+            DbBackend::MySql,
+            "SELECT id FROM ormsync_outbox WHERE id BETWEEN ? AND ? FOR UPDATE NOWAIT",
+            [lo.into(), hi.into()],
+        );
+        match txn.query_all_raw(probe).await {
+            Ok(_) => out.push((lo, hi)),
+            // An owner is still open: wait, however long it takes.
+            Err(e) if db_error::is_row_locked(&e) => {}
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot probe outbox gaps; falling back to the gap timeout");
+                if age >= timeout {
+                    out.push((lo, hi));
+                }
+            }
+        }
+    }
+    txn.commit()
+        .await
+        .context(|| "closing the gap probe".into())?;
+    Ok(out)
 }
 
 async fn scalar(db: &DatabaseConnection, sql: &str) -> Result<String> {

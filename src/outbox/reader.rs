@@ -41,6 +41,9 @@ pub struct OutboxReader {
     /// Highest id examined: ids up to it are shipped, holes, or gaps.
     scanned: i64,
     gaps: Vec<Gap>,
+    /// What the last read returned; if the next position lacks any of it, that batch was
+    /// not applied and is read again.
+    outstanding: Vec<(i64, i64)>,
 }
 
 impl OutboxReader {
@@ -53,6 +56,7 @@ impl OutboxReader {
             gap_timeout,
             scanned: 0,
             gaps: Vec::new(),
+            outstanding: Vec::new(),
         }
     }
 
@@ -146,6 +150,8 @@ impl OutboxReader {
         if !holes.is_empty() {
             tracing::debug!(?holes, "outbox ids proven to be holes");
         }
+        self.outstanding = returned.iter().map(|&id| (id, id)).collect();
+        self.outstanding.extend(holes.iter().copied());
         Ok(Batch {
             changes,
             skipped: holes,
@@ -155,6 +161,19 @@ impl OutboxReader {
     /// Drops gaps that `position` already covers (another shipper applied them, or a
     /// restart began from a stored position) and adds those a restart forgot.
     fn align(&mut self, position: &Position) {
+        let unapplied = self.outstanding.iter().any(|&(lo, hi)| {
+            !position
+                .above
+                .missing_in(lo.max(position.watermark + 1), hi)
+                .is_empty()
+        });
+        if unapplied {
+            // The last batch did not land: forget what was scanned and read it again. Gaps
+            // are recomputed from the position, with fresh (later, so safe) proofs.
+            self.scanned = 0;
+            self.gaps.clear();
+        }
+        self.outstanding.clear();
         let frontier = position.frontier();
         if self.scanned < frontier {
             // Everything below the stored frontier that is not applied is a gap to watch.
@@ -198,17 +217,14 @@ impl OutboxReader {
                 g.proof = Some(proof.clone());
             }
         }
-        let now = gaps::now(&self.db).await?;
-        Ok(self
+        let pending: Vec<(i64, i64, &Proof)> = self
             .gaps
             .iter()
-            .filter(|g| {
-                g.proof
-                    .as_ref()
-                    .is_some_and(|p| gaps::settled(p, &now, self.gap_timeout))
-            })
-            .map(|g| (g.lo, g.hi))
-            .collect())
+            .filter_map(|g| g.proof.as_ref().map(|p| (g.lo, g.hi, p)))
+            .collect();
+        let settled = gaps::settled(&self.db, &pending, self.gap_timeout).await?;
+        tracing::trace!(gaps = ?self.gaps, ?settled, "checked outbox gaps");
+        Ok(settled)
     }
 
     /// New ids above `frontier` and every gap, seen in one snapshot, in id order; and

@@ -79,10 +79,11 @@ impl ReplicatorBuilder {
         self
     }
 
-    /// On MySQL/MariaDB without the `PROCESS` privilege, how long an outbox id missing
-    /// below newer ones is waited for before it is taken for a rolled-back transaction.
-    /// Keep it far above the longest transaction the application runs. PostgreSQL and
-    /// SQLite prove it instead and never wait longer than needed. Default: 10 minutes.
+    /// How long an outbox id missing below newer ones is waited for before it is taken for
+    /// a rolled-back transaction, on MySQL/MariaDB when the row-lock probe that normally
+    /// proves it cannot run (a user without the privilege to lock outbox rows). Keep it far
+    /// above the longest transaction the application runs. PostgreSQL and SQLite always
+    /// prove it and never wait longer than needed. Default: 10 minutes.
     pub fn gap_timeout(mut self, timeout: Duration) -> Self {
         self.gap_timeout = timeout;
         self

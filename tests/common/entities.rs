@@ -1,0 +1,129 @@
+//! The entities the tests replicate, and their tables on each backend (as an application's
+//! migrations would create them).
+
+use sea_orm::DbBackend;
+
+pub mod accounts {
+    use ormsync::{Replicated, ReplicatedHooks};
+    use sea_orm::entity::prelude::*;
+    use sea_orm::{ActiveValue, Set};
+
+    /// A typical entity: a decimal, a timestamp, a nullable column, a column that never
+    /// ships, and a hook of the application's own.
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel, Replicated)]
+    #[sea_orm(table_name = "accounts")]
+    #[replicated(hooks)]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: i64,
+        pub name: String,
+        pub balance: Decimal,
+        pub updated_at: DateTimeUtc,
+        pub note: Option<String>,
+        #[replicated(skip)]
+        pub local_flag: Option<i32>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    #[async_trait::async_trait]
+    impl ReplicatedHooks for ActiveModel {
+        async fn before_save<C: ConnectionTrait>(
+            mut self,
+            _db: &C,
+            _insert: bool,
+        ) -> Result<Self, DbErr> {
+            // The application's own rule: names are stored trimmed.
+            if let ActiveValue::Set(name) = &self.name {
+                let trimmed = name.trim().to_string();
+                self.name = Set(trimmed);
+            }
+            Ok(self)
+        }
+    }
+}
+
+pub mod line_items {
+    use ormsync::Replicated;
+    use sea_orm::entity::prelude::*;
+
+    /// A composite primary key.
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel, Replicated)]
+    #[sea_orm(table_name = "line_items")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub order_id: i64,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub line_no: i32,
+        pub sku: String,
+        pub qty: i32,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+}
+
+pub mod everything {
+    use ormsync::Replicated;
+    use sea_orm::entity::prelude::*;
+
+    /// One column of every type whose exact round trip the payload promises.
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel, Replicated)]
+    #[sea_orm(table_name = "everything")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: i64,
+        pub amount: Decimal,
+        pub ts: DateTimeUtc,
+        pub uid: Uuid,
+        pub doc: Json,
+        pub bin: Vec<u8>,
+        pub big: i64,
+        pub dbl: f64,
+        pub txt: String,
+        pub maybe_txt: Option<String>,
+        pub maybe_int: Option<i32>,
+        pub flag: bool,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+}
+
+/// `CREATE TABLE` statements for the test entities on `backend`.
+pub fn ddl(backend: DbBackend) -> Vec<String> {
+    match backend {
+        DbBackend::Postgres => vec![
+            "CREATE TABLE accounts (id BIGINT PRIMARY KEY, name TEXT NOT NULL, balance NUMERIC(20,4) NOT NULL, \
+             updated_at TIMESTAMPTZ NOT NULL, note TEXT NULL, local_flag INTEGER NULL)".into(),
+            "CREATE TABLE line_items (order_id BIGINT NOT NULL, line_no INTEGER NOT NULL, sku TEXT NOT NULL, \
+             qty INTEGER NOT NULL, PRIMARY KEY (order_id, line_no))".into(),
+            "CREATE TABLE everything (id BIGINT PRIMARY KEY, amount NUMERIC(38,10) NOT NULL, ts TIMESTAMPTZ NOT NULL, \
+             uid UUID NOT NULL, doc JSONB NOT NULL, bin BYTEA NOT NULL, big BIGINT NOT NULL, \
+             dbl DOUBLE PRECISION NOT NULL, txt TEXT NOT NULL, maybe_txt TEXT NULL, maybe_int INTEGER NULL, \
+             flag BOOLEAN NOT NULL)".into(),
+        ],
+        DbBackend::MySql => vec![
+            "CREATE TABLE accounts (id BIGINT PRIMARY KEY, name VARCHAR(255) NOT NULL, balance DECIMAL(20,4) NOT NULL, \
+             updated_at DATETIME(6) NOT NULL, note TEXT NULL, local_flag INT NULL)".into(),
+            "CREATE TABLE line_items (order_id BIGINT NOT NULL, line_no INT NOT NULL, sku VARCHAR(255) NOT NULL, \
+             qty INT NOT NULL, PRIMARY KEY (order_id, line_no))".into(),
+            "CREATE TABLE everything (id BIGINT PRIMARY KEY, amount DECIMAL(38,10) NOT NULL, ts DATETIME(6) NOT NULL, \
+             uid BINARY(16) NOT NULL, doc JSON NOT NULL, bin LONGBLOB NOT NULL, big BIGINT NOT NULL, \
+             dbl DOUBLE NOT NULL, txt TEXT NOT NULL, maybe_txt TEXT NULL, maybe_int INT NULL, \
+             flag BOOL NOT NULL)".into(),
+        ],
+        // sea-orm's own SQLite column types (what `Schema::create_table_from_entity` makes).
+        _ => vec![
+            "CREATE TABLE accounts (id INTEGER PRIMARY KEY, name TEXT NOT NULL, balance real_decimal NOT NULL, \
+             updated_at timestamp_with_timezone_text NOT NULL, note TEXT NULL, local_flag INTEGER NULL)".into(),
+            "CREATE TABLE line_items (order_id INTEGER NOT NULL, line_no INTEGER NOT NULL, sku TEXT NOT NULL, \
+             qty INTEGER NOT NULL, PRIMARY KEY (order_id, line_no))".into(),
+            "CREATE TABLE everything (id INTEGER PRIMARY KEY, amount real_decimal NOT NULL, \
+             ts timestamp_with_timezone_text NOT NULL, uid uuid_text NOT NULL, doc json_text NOT NULL, \
+             bin blob NOT NULL, big INTEGER NOT NULL, dbl double NOT NULL, txt TEXT NOT NULL, \
+             maybe_txt TEXT NULL, maybe_int INTEGER NULL, flag boolean NOT NULL)".into(),
+        ],
+    }
+}

@@ -1,0 +1,283 @@
+//! Shared by the integration tests: databases on every backend, test entities, and the
+//! row-for-row comparison every test ends with.
+#![allow(dead_code)]
+
+pub mod entities;
+
+use std::time::Duration;
+
+use ormsync::Replicated;
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbBackend, QueryOrder};
+use sea_orm::{Iterable, PrimaryKeyToColumn};
+
+/// Where the servers are, overridable by environment.
+fn admin_url(backend: Backend) -> String {
+    match backend {
+        Backend::Postgres => std::env::var("ORMSYNC_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into()),
+        Backend::MySql => std::env::var("ORMSYNC_TEST_MYSQL_URL")
+            .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into()),
+        Backend::Sqlite => String::new(),
+    }
+}
+
+/// Whether a missing server fails the test (CI) instead of skipping it.
+fn servers_required() -> bool {
+    std::env::var("ORMSYNC_REQUIRE_SERVERS").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+    MySql,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+            Backend::MySql => "mariadb",
+        }
+    }
+}
+
+/// The backend pairs every replication test runs on: each backend is a source once and a
+/// destination once, including PostgreSQL → MariaDB and MariaDB → SQLite.
+pub const PAIRS: [(Backend, Backend); 3] = [
+    (Backend::Postgres, Backend::MySql),
+    (Backend::MySql, Backend::Sqlite),
+    (Backend::Sqlite, Backend::Postgres),
+];
+
+/// A database made for one test and dropped after it, even when the test panics.
+pub struct TestDb {
+    pub backend: Backend,
+    pub db: DatabaseConnection,
+    pub url: String,
+    name: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDb {
+    /// A fresh, empty database, or `None` (after saying so) when its server is unreachable
+    /// and servers are not required.
+    pub async fn create(backend: Backend) -> Option<TestDb> {
+        let name = format!("ormsync_t_{}", uuid::Uuid::new_v4().simple());
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!(
+                    "sqlite://{}?mode=rwc",
+                    dir.path().join("db.sqlite").display()
+                );
+                let db = Database::connect(&url).await.expect("open sqlite");
+                // WAL lets the replicator read while a writer holds the lock.
+                db.execute_unprepared("PRAGMA journal_mode=WAL")
+                    .await
+                    .expect("wal");
+                Some(TestDb {
+                    backend,
+                    db,
+                    url,
+                    name,
+                    _dir: Some(dir),
+                })
+            }
+            Backend::Postgres | Backend::MySql => {
+                let admin = admin_url(backend);
+                let conn =
+                    match tokio::time::timeout(Duration::from_secs(10), Database::connect(&admin))
+                        .await
+                    {
+                        Ok(Ok(c)) => c,
+                        other => {
+                            let why = match other {
+                                Ok(Err(e)) => e.to_string(),
+                                Err(_) => "timed out".into(),
+                                Ok(Ok(_)) => unreachable!(),
+                            };
+                            let msg = format!(
+                                "{} not reachable at {} ({})",
+                                backend.name(),
+                                ormsync::redact::redact(&admin),
+                                ormsync::redact::redact(&why)
+                            );
+                            if servers_required() {
+                                panic!("{msg}; ORMSYNC_REQUIRE_SERVERS is set, so this fails");
+                            }
+                            eprintln!("skipped: {msg}");
+                            return None;
+                        }
+                    };
+                let create = match backend {
+                    Backend::MySql => {
+                        format!("CREATE DATABASE {name} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
+                    }
+                    _ => format!("CREATE DATABASE {name}"),
+                };
+                conn.execute_unprepared(&create)
+                    .await
+                    .expect("create database");
+                conn.close().await.ok();
+                let url = match backend {
+                    Backend::Postgres => replace_db(&admin, &name),
+                    _ => format!("{}/{name}", admin.trim_end_matches('/')),
+                };
+                let db = Database::connect(&url)
+                    .await
+                    .expect("connect to test database");
+                Some(TestDb {
+                    backend,
+                    db,
+                    url,
+                    name,
+                    _dir: None,
+                })
+            }
+        }
+    }
+
+    /// A second connection pool to the same database.
+    pub async fn connect(&self) -> DatabaseConnection {
+        Database::connect(&self.url).await.expect("reconnect")
+    }
+
+    /// Creates the test entities' tables.
+    pub async fn create_tables(&self) {
+        for ddl in entities::ddl(self.db.get_database_backend()) {
+            self.db
+                .execute_unprepared(&ddl)
+                .await
+                .unwrap_or_else(|e| panic!("{ddl}: {e}"));
+        }
+    }
+}
+
+fn replace_db(url: &str, name: &str) -> String {
+    match url.rfind('/') {
+        Some(i) if i > url.find("://").map(|j| j + 2).unwrap_or(0) => {
+            format!("{}/{name}", &url[..i])
+        }
+        _ => format!("{url}/{name}"),
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if self.backend == Backend::Sqlite {
+            return;
+        }
+        let (backend, name) = (self.backend, self.name.clone());
+        let admin = admin_url(backend);
+        // Drop runs outside async: a thread with its own runtime does the async cleanup.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async {
+                let conn = Database::connect(&admin).await.ok()?;
+                let sql = match backend {
+                    Backend::Postgres => format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+                    _ => format!("DROP DATABASE IF EXISTS {name}"),
+                };
+                conn.execute_unprepared(&sql).await.ok()?;
+                conn.close().await.ok()
+            })
+        })
+        .join();
+    }
+}
+
+/// A source and a destination on the given backends, with the test tables on both.
+pub async fn pair(src: Backend, dst: Backend) -> Option<(TestDb, TestDb)> {
+    let s = TestDb::create(src).await?;
+    let d = TestDb::create(dst).await?;
+    s.create_tables().await;
+    d.create_tables().await;
+    ormsync::install(&s.db).await.expect("install at source");
+    Some((s, d))
+}
+
+/// Every shipped column of every row of `E`, in key order.
+pub async fn rows_of<E>(db: &DatabaseConnection) -> Vec<ormsync::change::Row>
+where
+    E: Replicated,
+    E::Model: Sync,
+{
+    let mut q = E::find();
+    for k in E::PrimaryKey::iter() {
+        q = q.order_by_asc(k.into_column());
+    }
+    q.all(db)
+        .await
+        .expect("read table")
+        .iter()
+        .map(|m| E::to_row(m).expect("row"))
+        .collect()
+}
+
+/// Asserts that `E`'s table holds the same rows, column for column, on both sides.
+pub async fn assert_same<E>(source: &DatabaseConnection, dest: &DatabaseConnection)
+where
+    E: Replicated,
+    E::Model: Sync,
+{
+    let (s, d) = (rows_of::<E>(source).await, rows_of::<E>(dest).await);
+    let table = E::table_spec().table;
+    if s != d {
+        let missing: Vec<_> = s.iter().filter(|r| !d.contains(r)).take(5).collect();
+        let extra: Vec<_> = d.iter().filter(|r| !s.contains(r)).take(5).collect();
+        panic!(
+            "`{table}` differs: source {} rows, destination {} rows\n  missing or different at destination (first 5): {missing:?}\n  extra or different at destination (first 5): {extra:?}",
+            s.len(),
+            d.len()
+        );
+    }
+}
+
+/// Asserts every test table is the same on both sides.
+pub async fn assert_all_same(source: &DatabaseConnection, dest: &DatabaseConnection) {
+    assert_same::<entities::accounts::Entity>(source, dest).await;
+    assert_same::<entities::line_items::Entity>(source, dest).await;
+}
+
+/// The highest outbox id at `db`.
+pub async fn max_outbox_id(db: &DatabaseConnection) -> i64 {
+    let row = db
+        .query_one_raw(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            "SELECT COALESCE(MAX(id), 0) AS m FROM ormsync_outbox",
+        ))
+        .await
+        .expect("max id")
+        .expect("a row");
+    row.try_get_by_index::<i64>(0).expect("an integer")
+}
+
+/// The count of rows in `table`.
+pub async fn count(db: &DatabaseConnection, table: &str) -> i64 {
+    let row = db
+        .query_one_raw(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            format!("SELECT COUNT(*) AS n FROM {table}"),
+        ))
+        .await
+        .expect("count")
+        .expect("a row");
+    row.try_get_by_index::<i64>(0).expect("an integer")
+}
+
+/// Installs a `tracing` subscriber once (`RUST_LOG=ormsync=debug` to see it).
+pub fn trace() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+pub fn is_sqlite(db: &DatabaseConnection) -> bool {
+    db.get_database_backend() == DbBackend::Sqlite
+}

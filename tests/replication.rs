@@ -1,0 +1,678 @@
+//! Core replication on every backend pair: each operation, batches that touch one row
+//! many times, concurrent writers with rollbacks, late commits, crashes mid-batch, and
+//! destinations that cannot take a change. Every test ends by comparing both sides row
+//! for row.
+
+mod common;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{SubsecRound, Utc};
+use common::entities::{accounts, line_items};
+use common::{Backend, TestDb, assert_all_same, count, max_outbox_id, pair};
+use ormsync::{Destination, Replicator};
+use rand::{Rng, SeedableRng};
+use sea_orm::prelude::Decimal;
+use sea_orm::{
+    ActiveModelTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, ModelTrait, Set,
+    TransactionTrait,
+};
+
+/// Runs `$scenario(source, destination)` as one test per backend pair.
+macro_rules! on_every_pair {
+    ($($scenario:ident),* $(,)?) => {$(
+        mod $scenario {
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres_to_mariadb() {
+                super::$scenario(Backend::Postgres, Backend::MySql).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn mariadb_to_sqlite() {
+                super::$scenario(Backend::MySql, Backend::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite_to_postgres() {
+                super::$scenario(Backend::Sqlite, Backend::Postgres).await
+            }
+        }
+    )*};
+}
+
+on_every_pair!(
+    each_operation_alone,
+    update_then_delete_in_one_batch,
+    insert_delete_insert_of_one_key,
+    many_changes_to_one_row,
+    concurrent_writers_with_rollbacks,
+    killed_mid_batch_and_restarted,
+    late_commit_is_never_skipped,
+    missing_column_or_table_holds_the_change,
+);
+
+fn account(id: i64, name: &str, balance: &str) -> accounts::ActiveModel {
+    accounts::ActiveModel {
+        id: Set(id),
+        name: Set(name.into()),
+        balance: Set(Decimal::from_str(balance).expect("decimal")),
+        // Every backend here stores microseconds.
+        updated_at: Set(Utc::now().trunc_subsecs(6)),
+        note: Set(Some(format!("note of {id}"))),
+        local_flag: Set(Some(1)),
+    }
+}
+
+fn line(order_id: i64, line_no: i32, qty: i32) -> line_items::ActiveModel {
+    line_items::ActiveModel {
+        order_id: Set(order_id),
+        line_no: Set(line_no),
+        sku: Set(format!("SKU-{order_id}-{line_no}")),
+        qty: Set(qty),
+    }
+}
+
+async fn start(source: &TestDb, dest: &TestDb) -> Replicator {
+    replicator_to(
+        source,
+        vec![Destination::new("dest", dest.db.clone())],
+        1000,
+    )
+    .await
+}
+
+async fn replicator_to(source: &TestDb, dests: Vec<Destination>, batch: u64) -> Replicator {
+    let mut b = Replicator::builder(source.db.clone())
+        .entity::<accounts::Entity>()
+        .entity::<line_items::Entity>()
+        .poll_interval(Duration::from_millis(50))
+        .retry_delays(Duration::from_millis(10), Duration::from_millis(200))
+        .batch_size(batch);
+    for d in dests {
+        b = b.destination(d);
+    }
+    b.start().await.expect("start replicator")
+}
+
+async fn each_operation_alone(src: Backend, dst: Backend) {
+    let Some((s, d)) = pair(src, dst).await else {
+        return;
+    };
+    let rep = start(&s, &d).await;
+
+    let txn = s.db.begin().await.unwrap();
+    account(1, "  Ada  ", "10.50").insert(&txn).await.unwrap();
+    account(2, "Grace", "-3.25").insert(&txn).await.unwrap();
+    line(1, 1, 3).insert(&txn).await.unwrap();
+    line(1, 2, 4).insert(&txn).await.unwrap();
+    txn.commit().await.unwrap();
+    rep.sync_now().await.unwrap();
+    assert_all_same(&s.db, &d.db).await;
+    let ada = accounts::Entity::find_by_id(1)
+        .one(&d.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        ada.name, "Ada",
+        "the application's own hook ran before capture"
+    );
+    assert_eq!(ada.local_flag, None, "a skipped column never ships");
+
+    let txn = s.db.begin().await.unwrap();
+    let mut a: accounts::ActiveModel = ada.clone().into();
+    a.balance = Set(Decimal::from_str("99.99").unwrap());
+    a.note = Set(None);
+    a.update(&txn).await.unwrap();
+    let mut l: line_items::ActiveModel = line(1, 2, 4);
+    l.qty = Set(40);
+    l.update(&txn).await.unwrap();
+    txn.commit().await.unwrap();
+    rep.sync_now().await.unwrap();
+    assert_all_same(&s.db, &d.db).await;
+
+    let txn = s.db.begin().await.unwrap();
+    let grace = accounts::Entity::find_by_id(2)
+        .one(&txn)
+        .await
+        .unwrap()
+        .unwrap();
+    grace.delete(&txn).await.unwrap();
+    // A delete through an ActiveModel holding only the key.
+    line_items::ActiveModel {
+        order_id: Set(1),
+        line_no: Set(1),
+        ..Default::default()
+    }
+    .delete(&txn)
+    .await
+    .unwrap();
+    txn.commit().await.unwrap();
+    rep.sync_now().await.unwrap();
+    assert_all_same(&s.db, &d.db).await;
+    assert_eq!(count(&d.db, "accounts").await, 1);
+    assert_eq!(count(&d.db, "line_items").await, 1);
+    rep.shutdown().await;
+}
+
+async fn update_then_delete_in_one_batch(src: Backend, dst: Backend) {
+    let Some((s, d)) = pair(src, dst).await else {
+        return;
+    };
+    let rep = start(&s, &d).await;
+    let txn = s.db.begin().await.unwrap();
+    for id in 1..=3 {
+        account(id, "x", "1").insert(&txn).await.unwrap();
+    }
+    txn.commit().await.unwrap();
+    rep.sync_now().await.unwrap();
+
+    let txn = s.db.begin().await.unwrap();
+    let mut a = account(1, "changed", "2");
+    a.note = Set(None);
+    let a = a.update(&txn).await.unwrap();
+    a.delete(&txn).await.unwrap();
+    account(2, "kept", "3").update(&txn).await.unwrap();
+    txn.commit().await.unwrap();
+    let txn = s.db.begin().await.unwrap();
+    let three = accounts::Entity::find_by_id(3)
+        .one(&txn)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut three: accounts::ActiveModel = three.into();
+    three.name = Set("three".into());
+    three
+        .update(&txn)
+        .await
+        .unwrap()
+        .delete(&txn)
+        .await
+        .unwrap();
+    txn.commit().await.unwrap();
+
+    rep.sync_now().await.unwrap();
+    assert_all_same(&s.db, &d.db).await;
+    assert_eq!(count(&d.db, "accounts").await, 1);
+    rep.shutdown().await;
+}
+
+async fn insert_delete_insert_of_one_key(src: Backend, dst: Backend) {
+    let Some((s, d)) = pair(src, dst).await else {
+        return;
+    };
+    let rep = start(&s, &d).await;
+    for (i, name) in ["first", "second"].iter().enumerate() {
+        let txn = s.db.begin().await.unwrap();
+        let m = account(7, name, "1").insert(&txn).await.unwrap();
+        if i == 0 {
+            m.delete(&txn).await.unwrap();
+        }
+        txn.commit().await.unwrap();
+    }
+    let txn = s.db.begin().await.unwrap();
+    line(1, 1, 1)
+        .insert(&txn)
+        .await
+        .unwrap()
+        .delete(&txn)
+        .await
+        .unwrap();
+    line(1, 1, 2).insert(&txn).await.unwrap();
+    txn.commit().await.unwrap();
+    rep.sync_now().await.unwrap();
+    assert_all_same(&s.db, &d.db).await;
+    let seven = accounts::Entity::find_by_id(7)
+        .one(&d.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(seven.name, "second");
+    rep.shutdown().await;
+}
+
+async fn many_changes_to_one_row(src: Backend, dst: Backend) {
+    let Some((s, d)) = pair(src, dst).await else {
+        return;
+    };
+    let rep = start(&s, &d).await;
+    let txn = s.db.begin().await.unwrap();
+    account(1, "start", "0").insert(&txn).await.unwrap();
+    txn.commit().await.unwrap();
+    for i in 1..=40 {
+        let txn = s.db.begin().await.unwrap();
+        let mut a = account(1, &format!("v{i}"), &format!("{i}.01"));
+        a.note = Set(if i % 2 == 0 {
+            None
+        } else {
+            Some(format!("odd {i}"))
+        });
+        a.update(&txn).await.unwrap();
+        txn.commit().await.unwrap();
+    }
+    rep.sync_now().await.unwrap();
+    assert_all_same(&s.db, &d.db).await;
+    let one = accounts::Entity::find_by_id(1)
+        .one(&d.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((one.name.as_str(), one.note), ("v40", None));
+    rep.shutdown().await;
+}
+
+/// One random transaction of 1–4 operations on a small key space; rolled back 15% of
+/// the time. Failures (deadlocks, duplicate inserts by racing writers) roll back too.
+async fn random_transaction(
+    db: &DatabaseConnection,
+    rng: &mut rand::rngs::StdRng,
+) -> Result<bool, DbErr> {
+    let txn = db.begin().await?;
+    if let Err(e) = random_operations(&txn, rng).await {
+        // Roll back now: a dropped transaction stays open on its pooled connection until
+        // the connection is reused, which holds back the outbox's gap proofs.
+        txn.rollback().await?;
+        return Err(e);
+    }
+    if rng.random_range(0..100) < 15 {
+        txn.rollback().await?;
+        Ok(false)
+    } else {
+        txn.commit().await?;
+        Ok(true)
+    }
+}
+
+async fn random_operations(
+    txn: &sea_orm::DatabaseTransaction,
+    rng: &mut rand::rngs::StdRng,
+) -> Result<(), DbErr> {
+    for _ in 0..rng.random_range(1..=4) {
+        let id = rng.random_range(1..=40);
+        let existing = accounts::Entity::find_by_id(id).one(txn).await?;
+        match (existing, rng.random_range(0..10)) {
+            (None, _) => {
+                account(id, &format!("n{}", rng.random::<u16>()), "1")
+                    .insert(txn)
+                    .await?;
+                line(id, 1, 1).insert(txn).await?;
+            }
+            (Some(m), 0..=1) => {
+                line(id, 1, 0).delete(txn).await?;
+                m.delete(txn).await?;
+            }
+            (Some(m), _) => {
+                let mut a: accounts::ActiveModel = m.into();
+                a.balance = Set(Decimal::new(rng.random_range(-10_000..10_000), 2));
+                a.update(txn).await?;
+                let mut l = line(id, 1, 0);
+                l.qty = Set(rng.random_range(0..100));
+                l.update(txn).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn concurrent_writers_with_rollbacks(src: Backend, dst: Backend) {
+    let Some((s, d)) = pair(src, dst).await else {
+        return;
+    };
+    let rep = start(&s, &d).await;
+    let mut writers = Vec::new();
+    for w in 0..4u64 {
+        let db = s.connect().await;
+        writers.push(tokio::spawn(async move {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(w);
+            let (mut committed, mut undone) = (0, 0);
+            for _ in 0..60 {
+                // A deadlock, a busy SQLite or a duplicate key from a racing writer: the
+                // transaction rolled back, so try another.
+                for _attempt in 0..50 {
+                    match random_transaction(&db, &mut rng).await {
+                        Ok(true) => committed += 1,
+                        Ok(false) => undone += 1,
+                        Err(_) => {
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                            continue;
+                        }
+                    }
+                    break;
+                }
+            }
+            (committed, undone)
+        }));
+    }
+    let mut totals = (0, 0);
+    for w in writers {
+        let (c, u) = w.await.unwrap();
+        totals = (totals.0 + c, totals.1 + u);
+    }
+    assert!(
+        totals.0 > 150 && totals.1 > 10,
+        "the workload did commit and roll back: {totals:?}"
+    );
+    rep.sync_now().await.unwrap();
+    assert_all_same(&s.db, &d.db).await;
+    rep.shutdown().await;
+}
+
+async fn killed_mid_batch_and_restarted(src: Backend, dst: Backend) {
+    let Some((s, d)) = pair(src, dst).await else {
+        return;
+    };
+    let mut rng = rand::rngs::StdRng::seed_from_u64(42);
+    // A backlog where later changes undo earlier ones: a batch applied twice would
+    // resurrect deleted rows or roll values back.
+    for round in 0..6 {
+        let txn = s.db.begin().await.unwrap();
+        for id in 1..=60 {
+            match round {
+                0 => drop(account(id, "new", "1").insert(&txn).await.unwrap()),
+                r if r % 2 == 1 => drop(
+                    account(id, &format!("r{round}"), &format!("{round}.5"))
+                        .update(&txn)
+                        .await
+                        .unwrap(),
+                ),
+                // Even rounds delete the even rows and insert them back.
+                _ if id % 2 == 0 => {
+                    let m = accounts::Entity::find_by_id(id)
+                        .one(&txn)
+                        .await
+                        .unwrap()
+                        .unwrap();
+                    m.delete(&txn).await.unwrap();
+                    account(id, &format!("back{round}"), "3")
+                        .insert(&txn)
+                        .await
+                        .unwrap();
+                }
+                _ => {}
+            }
+        }
+        // And the last round deletes a few for good.
+        if round == 5 {
+            for id in (5..=60).step_by(5) {
+                accounts::Entity::find_by_id(id)
+                    .one(&txn)
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .delete(&txn)
+                    .await
+                    .unwrap();
+            }
+        }
+        txn.commit().await.unwrap();
+    }
+    let total = max_outbox_id(&s.db).await;
+    for _ in 0..6 {
+        let rep = replicator_to(&s, vec![Destination::new("dest", d.db.clone())], 17).await;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(5..80))).await;
+        rep.abort().await;
+    }
+    let rep = replicator_to(&s, vec![Destination::new("dest", d.db.clone())], 17).await;
+    rep.sync_now().await.unwrap();
+    assert_all_same(&s.db, &d.db).await;
+    let stored = ormsync::apply::read_checkpoint(&d.db, rep.source_id())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        stored.watermark, total,
+        "every change applied, none left behind"
+    );
+    assert!(stored.above.is_empty());
+    rep.shutdown().await;
+}
+
+async fn late_commit_is_never_skipped(src: Backend, dst: Backend) {
+    let Some((s, d)) = pair(src, dst).await else {
+        return;
+    };
+    let rep = start(&s, &d).await;
+    if src != Backend::Sqlite {
+        // A takes id N and stays open; B takes N+1 and commits first.
+        let a = s.db.begin().await.unwrap();
+        account(1, "late", "1").insert(&a).await.unwrap();
+        let b_conn = s.connect().await;
+        let b = b_conn.begin().await.unwrap();
+        account(2, "early", "2").insert(&b).await.unwrap();
+        b.commit().await.unwrap();
+        rep.sync_now().await.unwrap();
+        let at_dest: Vec<i64> = accounts::Entity::find()
+            .all(&d.db)
+            .await
+            .unwrap()
+            .iter()
+            .map(|m| m.id)
+            .collect();
+        assert_eq!(at_dest, vec![2], "B shipped while A is open");
+        // Long enough for the gap to be probed while A still holds it.
+        tokio::time::sleep(Duration::from_millis(1300)).await;
+        rep.sync_now().await.unwrap();
+        rep.sync_now().await.unwrap();
+        let at_dest: Vec<i64> = accounts::Entity::find()
+            .all(&d.db)
+            .await
+            .unwrap()
+            .iter()
+            .map(|m| m.id)
+            .collect();
+        assert_eq!(at_dest, vec![2], "A is still open");
+        a.commit().await.unwrap();
+        rep.sync_now().await.unwrap();
+        assert_all_same(&s.db, &d.db).await;
+    }
+    // A rolled-back transaction leaves a hole that must not stall the watermark.
+    let c = s.db.begin().await.unwrap();
+    account(3, "never", "0").insert(&c).await.unwrap();
+    c.rollback().await.unwrap();
+    let txn = s.db.begin().await.unwrap();
+    account(4, "after the hole", "4")
+        .insert(&txn)
+        .await
+        .unwrap();
+    txn.commit().await.unwrap();
+    let top = max_outbox_id(&s.db).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        rep.sync_now().await.unwrap();
+        let p = ormsync::apply::read_checkpoint(&d.db, rep.source_id())
+            .await
+            .unwrap()
+            .unwrap_or_default();
+        if p.watermark == top {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the watermark stalled at {} below {top}",
+            p.watermark
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_all_same(&s.db, &d.db).await;
+    rep.shutdown().await;
+}
+
+async fn missing_column_or_table_holds_the_change(src: Backend, dst: Backend) {
+    let Some(s) = TestDb::create(src).await else {
+        return;
+    };
+    let Some(bad) = TestDb::create(dst).await else {
+        return;
+    };
+    let Some(good) = TestDb::create(dst).await else {
+        return;
+    };
+    s.create_tables().await;
+    good.create_tables().await;
+    ormsync::install(&s.db).await.unwrap();
+    // `bad` has accounts without `note`, and no line_items at all.
+    let accounts_without_note =
+        common::entities::ddl(bad.db.get_database_backend())[0].replace(" note TEXT NULL,", "");
+    assert!(!accounts_without_note.contains("note"));
+    bad.db
+        .execute_unprepared(&accounts_without_note)
+        .await
+        .unwrap();
+    let rep = replicator_to(
+        &s,
+        vec![
+            Destination::new("bad-dest", bad.db.clone()),
+            Destination::new("good-dest", good.db.clone()),
+        ],
+        1000,
+    )
+    .await;
+    let txn = s.db.begin().await.unwrap();
+    account(1, "a", "1").insert(&txn).await.unwrap();
+    line(1, 1, 1).insert(&txn).await.unwrap();
+    txn.commit().await.unwrap();
+
+    let err = rep
+        .sync_destination("bad-dest")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("bad-dest") && err.contains("accounts") && err.contains("`note`"),
+        "{err}"
+    );
+    rep.sync_destination("good-dest").await.unwrap();
+    assert_all_same(&s.db, &good.db).await;
+    let status = rep.status();
+    assert!(
+        status.destinations[0]
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("note")),
+        "{status}"
+    );
+    assert_eq!(status.destinations[0].watermark, 0);
+    assert_eq!(
+        count(&s.db, "ormsync_outbox").await,
+        2,
+        "the changes stay in the outbox"
+    );
+
+    bad.db
+        .execute_unprepared("ALTER TABLE accounts ADD COLUMN note TEXT NULL")
+        .await
+        .unwrap();
+    let err = rep
+        .sync_destination("bad-dest")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("bad-dest") && err.contains("`line_items` does not exist"),
+        "{err}"
+    );
+    bad.create_tables_except_accounts().await;
+    rep.sync_destination("bad-dest").await.unwrap();
+    assert_all_same(&s.db, &bad.db).await;
+    rep.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_leaves_neither_row_nor_change() {
+    for backend in [Backend::Sqlite, Backend::Postgres, Backend::MySql] {
+        let Some(s) = TestDb::create(backend).await else {
+            continue;
+        };
+        s.create_tables().await;
+        ormsync::install(&s.db).await.unwrap();
+        let txn = s.db.begin().await.unwrap();
+        account(1, "gone", "1").insert(&txn).await.unwrap();
+        assert_eq!(
+            count_in(&txn, "ormsync_outbox").await,
+            1,
+            "{backend:?}: captured in the transaction"
+        );
+        txn.rollback().await.unwrap();
+        assert_eq!(count(&s.db, "accounts").await, 0, "{backend:?}");
+        assert_eq!(count(&s.db, "ormsync_outbox").await, 0, "{backend:?}");
+
+        let txn = s.db.begin().await.unwrap();
+        account(1, "kept", "1").insert(&txn).await.unwrap();
+        txn.commit().await.unwrap();
+        assert_eq!(count(&s.db, "accounts").await, 1, "{backend:?}");
+        assert_eq!(count(&s.db, "ormsync_outbox").await, 1, "{backend:?}");
+    }
+}
+
+async fn count_in<C: ConnectionTrait>(db: &C, table: &str) -> i64 {
+    let row = db
+        .query_one_raw(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            format!("SELECT COUNT(*) FROM {table}"),
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    row.try_get_by_index::<i64>(0).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_creates_the_source_tables_and_no_password_leaks() {
+    for backend in [Backend::Sqlite, Backend::Postgres, Backend::MySql] {
+        let Some(s) = TestDb::create(backend).await else {
+            continue;
+        };
+        let Some(d) = TestDb::create(Backend::Postgres).await else {
+            continue;
+        };
+        s.create_tables().await;
+        // The destination is reached through a URL carrying a password (trust auth
+        // ignores it) and lacks the replicated tables.
+        let with_password = d.url.replacen("postgres@", "postgres:hunter2secret@", 1);
+        assert!(with_password.contains("hunter2secret"));
+        let dest = sea_orm::Database::connect(&with_password).await.unwrap();
+        let rep = Replicator::builder(s.db.clone())
+            .entity::<accounts::Entity>()
+            .destination(Destination::new("pw-dest", dest.clone()))
+            .poll_interval(Duration::from_millis(50))
+            .start()
+            .await
+            .expect("start installs the source's tables");
+        let txn = s.db.begin().await.unwrap();
+        account(1, "a", "1").insert(&txn).await.unwrap();
+        txn.commit().await.unwrap();
+        let err = rep.sync_now().await.unwrap_err();
+        let status = rep.status();
+        for text in [
+            err.to_string(),
+            format!("{err:?}"),
+            status.to_string(),
+            serde_json::to_string(&status).unwrap(),
+            format!("{:?}", Destination::new("x", dest.clone())),
+        ] {
+            assert!(
+                !text.contains("hunter2secret"),
+                "{backend:?}: password in {text}"
+            );
+        }
+        assert!(
+            err.to_string().contains("`accounts` does not exist"),
+            "{err}"
+        );
+        rep.shutdown().await;
+    }
+}
+
+trait CreateRest {
+    async fn create_tables_except_accounts(&self);
+}
+
+impl CreateRest for TestDb {
+    async fn create_tables_except_accounts(&self) {
+        for ddl in common::entities::ddl(self.db.get_database_backend()) {
+            if !ddl.contains("TABLE accounts") && ddl.contains("line_items") {
+                self.db.execute_unprepared(&ddl).await.unwrap();
+            }
+        }
+    }
+}

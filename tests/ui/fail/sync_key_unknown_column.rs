@@ -1,0 +1,21 @@
+// `sync_key` must name a column of the Model.
+
+mod customers {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel, ormsync::Replicated)]
+    #[sea_orm(table_name = "customers")]
+    #[replicated(sync_key = "global_id")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        #[sea_orm(unique)]
+        pub sync_id: Uuid,
+        pub name: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+}
+
+fn main() {}

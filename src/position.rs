@@ -119,11 +119,11 @@ impl Position {
         if lo <= hi {
             self.above.insert_range(lo, hi);
         }
-        if let Some(&(first_lo, first_hi)) = self.above.ranges().first() {
-            if first_lo <= self.watermark + 1 {
-                self.watermark = first_hi;
-                self.above.0.remove(0);
-            }
+        if let Some(&(first_lo, first_hi)) = self.above.ranges().first()
+            && first_lo <= self.watermark + 1
+        {
+            self.watermark = first_hi;
+            self.above.0.remove(0);
         }
     }
 

@@ -175,6 +175,27 @@ impl Value {
         }
     }
 
+    /// The sea-query value to bind at a destination of `backend`.
+    ///
+    /// MySQL/MariaDB keep no zone, and sqlx sends a zoned timestamp as a `TIMESTAMP`
+    /// parameter, which the server turns into NULL past 2038-01-19. There it is bound as
+    /// the UTC wall time instead (sqlx's sessions run in UTC), which `DATETIME` and
+    /// `TIMESTAMP` columns both take, over their whole range.
+    pub fn to_sea_for(&self, backend: sea_orm::DbBackend) -> sea_query::Value {
+        use sea_query::Value as V;
+        if backend == sea_orm::DbBackend::MySql {
+            match self {
+                Value::DateTimeUtc(v) => return V::ChronoDateTime(v.map(|t| t.naive_utc())),
+                Value::DateTimeLocal(v) => return V::ChronoDateTime(v.map(|t| t.naive_utc())),
+                Value::DateTimeWithTimeZone(v) => {
+                    return V::ChronoDateTime(v.map(|t| t.naive_utc()));
+                }
+                _ => {}
+            }
+        }
+        self.to_sea()
+    }
+
     /// Whether this is a NULL (of any type).
     pub fn is_null(&self) -> bool {
         !self.to_sea().is_some()

@@ -22,9 +22,25 @@ pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream> {
     let fields = match &input.data {
         Data::Struct(s) => match &s.fields {
             Fields::Named(named) => &named.named,
-            _ => return Err(error(input.ident.span(), WHERE)),
+            _ => {
+                return Err(error(
+                    input.ident.span(),
+                    &format!("{WHERE}; `{}` has no named fields", input.ident),
+                ));
+            }
         },
-        _ => return Err(error(input.ident.span(), WHERE)),
+        Data::Enum(_) => {
+            return Err(error(
+                input.ident.span(),
+                &format!("{WHERE}; `{}` is an enum", input.ident),
+            ));
+        }
+        Data::Union(_) => {
+            return Err(error(
+                input.ident.span(),
+                &format!("{WHERE}; `{}` is a union", input.ident),
+            ));
+        }
     };
     if input.ident != "Model" {
         return Err(error(
@@ -83,7 +99,8 @@ pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream> {
                 return Err(error(
                     lit.span(),
                     &format!(
-                        "the sync key `{wanted}` is marked `#[replicated(skip)]`; a sync key must be shipped"
+                        "the sync key `{wanted}` is marked `#[replicated(skip)]`, but a sync key must be \
+                         shipped: remove `#[replicated(skip)]` from it or name another column"
                     ),
                 ));
             }

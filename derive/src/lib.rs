@@ -22,7 +22,18 @@ mod expand;
 #[proc_macro_derive(Replicated, attributes(replicated))]
 pub fn derive_replicated(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
-    expand::expand(input)
-        .unwrap_or_else(syn::Error::into_compile_error)
-        .into()
+    let is_model = matches!(input.data, syn::Data::Struct(_)) && input.ident == "Model";
+    match expand::expand(input) {
+        Ok(tokens) => tokens.into(),
+        Err(e) => {
+            let mut tokens = e.into_compile_error();
+            if is_model {
+                // Keep sea-orm's derives compiling, so the one error shown is ours.
+                tokens.extend(quote::quote! {
+                    impl ::ormsync::__private::sea_orm::ActiveModelBehavior for ActiveModel {}
+                });
+            }
+            tokens.into()
+        }
+    }
 }

@@ -3,7 +3,7 @@
 use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, TransactionTrait};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr, TransactionTrait};
 use tracing::Instrument;
 
 use super::plan::{self, Step};
@@ -62,6 +62,7 @@ impl SqlSink {
         Ok(())
     }
 
+    /// Applies `batch` in one transaction with the checkpoint; rolls back on any failure.
     async fn apply_steps(
         &self,
         source: &str,
@@ -74,7 +75,33 @@ impl SqlSink {
                 e,
             ))
         })?;
-        let mut position = checkpoint::lock(&txn, source)
+        match self.apply_in(&txn, source, batch, one_by_one).await {
+            Ok(position) => {
+                txn.commit().await.map_err(|e| {
+                    Failure::Other(Error::db(
+                        format!("destination `{}`: committing a batch", self.name),
+                        e,
+                    ))
+                })?;
+                Ok(position)
+            }
+            Err(failure) => {
+                // Explicitly: a dropped transaction holds its connection (SQLite pools
+                // have one) until the pool next hands it out.
+                let _ = txn.rollback().await;
+                Err(failure)
+            }
+        }
+    }
+
+    async fn apply_in(
+        &self,
+        txn: &DatabaseTransaction,
+        source: &str,
+        batch: &Batch,
+        one_by_one: bool,
+    ) -> std::result::Result<Position, Failure> {
+        let mut position = checkpoint::lock(txn, source)
             .await
             .map_err(Failure::Other)?;
         let todo: Vec<&Change> = batch
@@ -82,50 +109,40 @@ impl SqlSink {
             .iter()
             .filter(|c| !position.contains(c.id))
             .collect();
-        if !todo.is_empty() {
-            if one_by_one {
-                for change in &todo {
-                    for step in plan::one_by_one(std::slice::from_ref(change)) {
-                        self.run(&txn, &step).await.map_err(|e| {
-                            Failure::Other(Error::Apply {
-                                destination: self.name.clone(),
-                                id: change.id,
-                                table: change.table.clone(),
-                                reason: redact(&e.to_string()),
-                            })
-                        })?;
-                    }
+        if one_by_one {
+            for change in &todo {
+                for step in plan::one_by_one(std::slice::from_ref(change)) {
+                    self.run(txn, &step).await.map_err(|e| {
+                        Failure::Other(Error::Apply {
+                            destination: self.name.clone(),
+                            id: change.id,
+                            table: change.table.clone(),
+                            reason: redact(&e.to_string()),
+                        })
+                    })?;
                 }
-            } else {
-                for step in plan::plan(&todo) {
-                    if let Err(e) = self.run(&txn, &step).await {
-                        return Err(match e {
-                            DbErr::Conn(_) | DbErr::ConnectionAcquire(_) => {
-                                Failure::Other(Error::db(
-                                    format!(
-                                        "destination `{}`: applying to `{}`",
-                                        self.name,
-                                        step.table()
-                                    ),
-                                    e,
-                                ))
-                            }
-                            e => Failure::Statement(e),
-                        });
-                    }
+            }
+        } else {
+            for step in plan::plan(&todo) {
+                if let Err(e) = self.run(txn, &step).await {
+                    return Err(match e {
+                        DbErr::Conn(_) | DbErr::ConnectionAcquire(_) => Failure::Other(Error::db(
+                            format!(
+                                "destination `{}`: applying to `{}`",
+                                self.name,
+                                step.table()
+                            ),
+                            e,
+                        )),
+                        e => Failure::Statement(e),
+                    });
                 }
             }
         }
         batch.mark_done(&mut position);
-        checkpoint::store(&txn, source, &position)
+        checkpoint::store(txn, source, &position)
             .await
             .map_err(Failure::Other)?;
-        txn.commit().await.map_err(|e| {
-            Failure::Other(Error::db(
-                format!("destination `{}`: committing a batch", self.name),
-                e,
-            ))
-        })?;
         Ok(position)
     }
 

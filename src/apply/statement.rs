@@ -38,7 +38,7 @@ pub(crate) fn build(step: &Step<'_>, backend: DbBackend) -> Vec<Built> {
             let columns: Vec<&str> = first.columns().collect();
             let per = chunk_rows(columns.len(), backend);
             rows.chunks(per)
-                .map(|chunk| Built::Insert(upsert(table, key, &columns, chunk)))
+                .map(|chunk| Built::Insert(upsert(table, key, &columns, chunk, backend)))
                 .collect()
         }
         Step::Delete { table, keys } => {
@@ -47,7 +47,7 @@ pub(crate) fn build(step: &Step<'_>, backend: DbBackend) -> Vec<Built> {
             };
             let per = chunk_rows(first.0.len(), backend);
             keys.chunks(per)
-                .map(|chunk| Built::Delete(delete(table, chunk)))
+                .map(|chunk| Built::Delete(delete(table, chunk, backend)))
                 .collect()
         }
     }
@@ -57,12 +57,21 @@ fn chunk_rows(columns: usize, backend: DbBackend) -> usize {
     (max_params(backend) / columns.max(1)).clamp(1, MAX_ROWS)
 }
 
-fn upsert(table: &str, key: &[&str], columns: &[&str], rows: &[&Row]) -> InsertStatement {
+fn upsert(
+    table: &str,
+    key: &[&str],
+    columns: &[&str],
+    rows: &[&Row],
+    backend: DbBackend,
+) -> InsertStatement {
     let mut q = Query::insert();
     q.into_table(Alias::new(table))
         .columns(columns.iter().map(|c| Alias::new(*c)));
     for row in rows {
-        q.values_panic(row.values().map(|v| SimpleExpr::Value(v.to_sea())));
+        q.values_panic(
+            row.values()
+                .map(|v| SimpleExpr::Value(v.to_sea_for(backend))),
+        );
     }
     let rest: Vec<Alias> = columns
         .iter()
@@ -79,7 +88,7 @@ fn upsert(table: &str, key: &[&str], columns: &[&str], rows: &[&Row]) -> InsertS
     q
 }
 
-fn delete(table: &str, keys: &[&Row]) -> DeleteStatement {
+fn delete(table: &str, keys: &[&Row], backend: DbBackend) -> DeleteStatement {
     let mut q = Query::delete();
     q.from_table(Alias::new(table));
     let columns: Vec<&str> = keys[0].columns().collect();
@@ -92,7 +101,7 @@ fn delete(table: &str, keys: &[&Row]) -> DeleteStatement {
         let tuple = Expr::tuple(columns.iter().map(|c| Expr::col(Alias::new(*c))));
         let values = keys
             .iter()
-            .map(|k| ValueTuple::Many(k.values().map(|v| v.to_sea()).collect()));
+            .map(|k| ValueTuple::Many(k.values().map(|v| v.to_sea_for(backend)).collect()));
         q.and_where(tuple.in_tuples(values));
     }
     q
@@ -114,7 +123,13 @@ mod tests {
     #[test]
     fn upserts_quote_identifiers_and_bind_values() {
         let (a, b) = (row(1, "x'); DROP TABLE t; --"), row(2, "y"));
-        let stmt = upsert("order", &["id"], &["id", "name"], &[&a, &b]);
+        let stmt = upsert(
+            "order",
+            &["id"],
+            &["id", "name"],
+            &[&a, &b],
+            DbBackend::Postgres,
+        );
         let (pg, values) = stmt.build(PostgresQueryBuilder);
         assert_eq!(
             pg,
@@ -132,13 +147,13 @@ mod tests {
     #[test]
     fn deletes_by_single_and_composite_keys() {
         let k1 = Row(vec![("id".into(), Value::BigInt(Some(1)))]);
-        let (sql, _) = delete("t", &[&k1]).build(PostgresQueryBuilder);
+        let (sql, _) = delete("t", &[&k1], DbBackend::Postgres).build(PostgresQueryBuilder);
         assert_eq!(sql, r#"DELETE FROM "t" WHERE "id" IN ($1)"#);
         let k2 = Row(vec![
             ("a".into(), Value::Int(Some(1))),
             ("b".into(), Value::String(Some("x".into()))),
         ]);
-        let (sql, _) = delete("t", &[&k2, &k2]).build(SqliteQueryBuilder);
+        let (sql, _) = delete("t", &[&k2, &k2], DbBackend::Sqlite).build(SqliteQueryBuilder);
         assert_eq!(
             sql,
             r#"DELETE FROM "t" WHERE ("a", "b") IN ((?, ?), (?, ?))"#

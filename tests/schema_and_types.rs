@@ -1,0 +1,244 @@
+//! The payload keeps every type across engines; the schema installs idempotently, by hand
+//! or as a migration; writes outside a transaction are refused unless asked for by name.
+
+mod common;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use common::entities::{accounts, everything};
+use common::{Backend, TestDb, count};
+use ormsync::{Destination, Replicated, Replicator};
+use sea_orm::prelude::Decimal;
+use sea_orm::{
+    ActiveModelTrait, DatabaseConnection, EntityTrait, QueryOrder, Set, TransactionTrait,
+};
+use sea_orm_migration::prelude::*;
+
+fn originals() -> Vec<everything::Model> {
+    let ts = |s: &str| DateTime::<Utc>::from_str(s).expect("timestamp");
+    vec![
+        everything::Model {
+            id: 1,
+            // sea-orm reads SQLite decimals through f64, so the values stay within 15 digits.
+            amount: Decimal::from_str("1234567890.12345").unwrap(),
+            ts: ts("2024-02-29T23:59:59.123456Z"),
+            uid: uuid::Uuid::from_str("6f1e0c1a-8d3b-4c8e-9a57-0123456789ab").unwrap(),
+            doc: serde_json::json!({"a": [1, 2.5, "x", null], "nested": {"ü": "🚀"}, "big": 9007199254740993i64}),
+            bin: vec![0, 255, 1, 2, 0, 127, 128],
+            big: i64::MAX,
+            dbl: 0.1 + 0.2,
+            txt: "ünïcødé 🚀 日本語 \"quoted\" 'single' \\ back\nline".into(),
+            maybe_txt: None,
+            maybe_int: None,
+            flag: true,
+        },
+        everything::Model {
+            id: 2,
+            amount: Decimal::from_str("-0.0001").unwrap(),
+            ts: ts("1999-12-31T23:59:59.999999Z"),
+            uid: uuid::Uuid::nil(),
+            doc: serde_json::json!([]),
+            bin: vec![],
+            big: i64::MIN,
+            dbl: f64::MIN_POSITIVE,
+            txt: String::new(),
+            maybe_txt: Some(String::new()),
+            maybe_int: Some(i32::MIN),
+            flag: false,
+        },
+        everything::Model {
+            id: 3,
+            amount: Decimal::from_str("98765.4321").unwrap(),
+            ts: ts("2038-01-19T03:14:08Z"),
+            uid: uuid::Uuid::max(),
+            doc: serde_json::json!({"nothing": null}),
+            bin: (0..=255).collect(),
+            big: 0,
+            dbl: -1.5e300,
+            txt: "x".repeat(5000),
+            maybe_txt: Some("NULL".into()),
+            maybe_int: Some(0),
+            flag: true,
+        },
+    ]
+}
+
+async fn all(db: &DatabaseConnection) -> Vec<everything::Model> {
+    everything::Entity::find()
+        .order_by_asc(everything::Column::Id)
+        .all(db)
+        .await
+        .unwrap()
+}
+
+/// Ships `from`'s outbox to `to` and returns what `to` holds.
+async fn hop(from: &TestDb, to: &TestDb) -> Vec<everything::Model> {
+    let rep = Replicator::builder(from.db.clone())
+        .entity::<everything::Entity>()
+        .destination(Destination::new(to.backend.name(), to.db.clone()))
+        .poll_interval(Duration::from_millis(50))
+        .start()
+        .await
+        .unwrap();
+    rep.sync_now().await.unwrap();
+    rep.shutdown().await;
+    all(&to.db).await
+}
+
+/// Makes `db`'s rows the changes of its own outbox, so it can feed the next hop.
+async fn recapture(db: &TestDb) {
+    ormsync::install(&db.db).await.unwrap();
+    let rows = all(&db.db).await;
+    let txn = db.db.begin().await.unwrap();
+    for m in rows {
+        ormsync::capture::save::<everything::Entity, _>(&txn, &m, true)
+            .await
+            .unwrap();
+    }
+    txn.commit().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_type_survives_postgres_mariadb_sqlite_postgres() {
+    let Some(pg) = TestDb::create(Backend::Postgres).await else {
+        return;
+    };
+    let Some(maria) = TestDb::create(Backend::MySql).await else {
+        return;
+    };
+    let Some(lite) = TestDb::create(Backend::Sqlite).await else {
+        return;
+    };
+    let Some(pg2) = TestDb::create(Backend::Postgres).await else {
+        return;
+    };
+    for db in [&pg, &maria, &lite, &pg2] {
+        db.create_tables().await;
+    }
+    ormsync::install(&pg.db).await.unwrap();
+    let txn = pg.db.begin().await.unwrap();
+    for m in originals() {
+        everything::ActiveModel::from(m).insert(&txn).await.unwrap();
+    }
+    txn.commit().await.unwrap();
+    assert_eq!(
+        all(&pg.db).await,
+        originals(),
+        "PostgreSQL stores the originals as they are"
+    );
+
+    assert_eq!(hop(&pg, &maria).await, originals(), "PostgreSQL → MariaDB");
+    recapture(&maria).await;
+    assert_eq!(hop(&maria, &lite).await, originals(), "MariaDB → SQLite");
+    recapture(&lite).await;
+    assert_eq!(hop(&lite, &pg2).await, originals(), "SQLite → PostgreSQL");
+}
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(ormsync::migration::Migration)]
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_install_idempotently_by_hand_and_as_a_migration() {
+    for backend in [Backend::Sqlite, Backend::Postgres, Backend::MySql] {
+        let Some(db) = TestDb::create(backend).await else {
+            continue;
+        };
+        // As a migration, then by hand over it, then again: nothing fails, nothing doubles.
+        Migrator::up(&db.db, None).await.unwrap();
+        ormsync::install(&db.db).await.unwrap();
+        ormsync::install(&db.db).await.unwrap();
+        for table in [
+            "ormsync_outbox",
+            "ormsync_checkpoint",
+            "ormsync_leases",
+            "ormsync_dead_letters",
+            "ormsync_progress",
+            "ormsync_key_map",
+            "ormsync_conflicts",
+            "ormsync_node",
+        ] {
+            assert_eq!(
+                count(&db.db, table).await,
+                0,
+                "{backend:?}: {table} exists and is empty"
+            );
+        }
+        let first = ormsync::outbox::node_id(&db.db).await.unwrap();
+        assert_eq!(
+            ormsync::outbox::node_id(&db.db).await.unwrap(),
+            first,
+            "the node id is stable"
+        );
+        Migrator::down(&db.db, None).await.unwrap();
+        assert!(
+            sea_orm::ConnectionTrait::execute_unprepared(
+                &db.db,
+                "SELECT COUNT(*) FROM ormsync_outbox"
+            )
+            .await
+            .is_err(),
+            "{backend:?}: down drops the tables"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pooled_writes_are_refused_unless_asked_for_by_name() {
+    for backend in [Backend::Sqlite, Backend::Postgres, Backend::MySql] {
+        let Some(db) = TestDb::create(backend).await else {
+            continue;
+        };
+        db.create_tables().await;
+        ormsync::install(&db.db).await.unwrap();
+        let model = || accounts::ActiveModel {
+            id: Set(1),
+            name: Set("pooled".into()),
+            balance: Set(Decimal::ONE),
+            updated_at: Set(Utc::now()),
+            note: Set(None),
+            local_flag: Set(None),
+        };
+        let err = model().insert(&db.db).await.unwrap_err().to_string();
+        assert!(
+            err.contains("transaction") && err.contains("allow_non_atomic_writes"),
+            "{err}"
+        );
+        assert_eq!(
+            count(&db.db, "accounts").await,
+            0,
+            "{backend:?}: the refused write never happened"
+        );
+        assert_eq!(count(&db.db, "ormsync_outbox").await, 0);
+
+        ormsync::capture::allow_non_atomic_writes();
+        let inserted = model().insert(&db.db).await;
+        ormsync::capture::refuse_non_atomic_writes();
+        let inserted = inserted.unwrap();
+        assert_eq!(count(&db.db, "accounts").await, 1);
+        assert_eq!(
+            count(&db.db, "ormsync_outbox").await,
+            1,
+            "{backend:?}: captured, non-atomically"
+        );
+        let err = sea_orm::ModelTrait::delete(inserted, &db.db)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("pooled connection"), "{err}");
+        assert_eq!(
+            count(&db.db, "accounts").await,
+            1,
+            "{backend:?}: the refused delete never happened"
+        );
+        let spec = accounts::Entity::table_spec();
+        assert!(!spec.columns.contains(&"local_flag".to_string()));
+    }
+}

@@ -33,6 +33,8 @@ pub enum Error {
         destination: String,
         /// The table.
         table: String,
+        /// The outbox id of the first change that needs it.
+        id: i64,
     },
 
     /// A destination table lacks a column that the changes carry.
@@ -48,10 +50,15 @@ pub enum Error {
         table: String,
         /// The missing column.
         column: String,
+        /// The outbox id of the first change that carries it.
+        id: i64,
     },
 
     /// A change could not be applied at a destination.
-    #[error("destination `{destination}`: change {id} to `{table}` could not be applied: {reason}")]
+    #[error(
+        "destination `{destination}`: change {id} to `{table}` could not be applied: {}",
+        redact(&.source.to_string())
+    )]
     Apply {
         /// The destination's name.
         destination: String,
@@ -59,8 +66,9 @@ pub enum Error {
         id: i64,
         /// The table.
         table: String,
-        /// The database's explanation (redacted).
-        reason: String,
+        /// The database's error.
+        #[source]
+        source: DbErr,
     },
 
     /// A write to a replicated entity went through a pooled connection, where the change
@@ -123,12 +131,68 @@ pub enum Error {
     #[error("no destination named `{0}` is configured")]
     UnknownDestination(String),
 
+    /// The destination stopped on a change it refuses for good (policy `Halt`).
+    #[error(
+        "destination `{destination}` is halted: {reason}. Fix the cause, then call \
+         `resume(\"{destination}\")`"
+    )]
+    Halted {
+        /// The destination's name.
+        destination: String,
+        /// What stopped it (redacted).
+        reason: String,
+    },
+
+    /// A destination's pass failed for a reason expected to pass; its worker retries.
+    #[error("destination `{destination}` failed and retries: {reason}")]
+    Retrying {
+        /// The destination's name.
+        destination: String,
+        /// What failed (redacted).
+        reason: String,
+    },
+
+    /// Another replicator instance holds this destination's lease and ships to it.
+    #[error(
+        "destination `{destination}` is shipped by another instance (`{holder}`); this one \
+         stands by and takes over if that one stops"
+    )]
+    Standby {
+        /// The destination's name.
+        destination: String,
+        /// The instance holding the lease.
+        holder: String,
+    },
+
     /// The replicator has shut down.
     #[error("the replicator has shut down")]
     Shutdown,
 }
 
 impl Error {
+    /// Whether retrying later may succeed without anyone changing anything (a lost
+    /// connection, a deadlock, a busy database), as opposed to an error that needs a person.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Db { source, .. } | Error::Apply { source, .. } => {
+                crate::classify::classify(source) == crate::classify::ErrorKind::Transient
+            }
+            Error::Standby { .. } | Error::Retrying { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// The outbox id of the one change this error is about, if it is about one.
+    pub fn change_id(&self) -> Option<i64> {
+        match self {
+            Error::Apply { id, .. }
+            | Error::MissingTable { id, .. }
+            | Error::MissingColumn { id, .. }
+            | Error::UnknownTable { id, .. } => Some(*id),
+            _ => None,
+        }
+    }
+
     /// Wraps a [`DbErr`] with what ormsync was doing.
     pub(crate) fn db(context: impl Into<String>, source: DbErr) -> Self {
         Error::Db {

@@ -43,7 +43,7 @@
 pub mod apply;
 pub mod capture;
 pub mod change;
-mod db_error;
+pub mod classify;
 mod entity;
 mod error;
 mod hooks;
@@ -54,13 +54,16 @@ pub mod position;
 pub mod redact;
 mod replicator;
 mod schema;
+mod sql_text;
 pub mod value;
+pub mod verify;
 
 pub use entity::{Replicated, TableSpec};
 pub use error::{Error, Result};
 pub use hooks::ReplicatedHooks;
 pub use replicator::{
-    Destination, DestinationStatus, Replicator, ReplicatorBuilder, State, Status,
+    Alert, AlertKind, Destination, DestinationStatus, OnPermanentError, ReplayReport, Replicator,
+    ReplicatorBuilder, RetentionPolicy, State, Status,
 };
 pub use schema::{install, uninstall};
 

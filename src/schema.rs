@@ -123,7 +123,7 @@ fn ddl(backend: DbBackend) -> [String; 8] {
             "CREATE TABLE IF NOT EXISTS ormsync_dead_letters (id {autoinc}, destination {name} NOT NULL, \
              outbox_id BIGINT NOT NULL, table_name {name} NOT NULL, op CHAR(1) NOT NULL, pk {text} NOT NULL, \
              payload {text} NOT NULL, error {text} NOT NULL, attempts INTEGER NOT NULL, \
-             created_at {ts} NOT NULL DEFAULT {now}){suffix}"
+             created_at {ts} NOT NULL DEFAULT {now}, UNIQUE (destination, outbox_id)){suffix}"
         ),
         format!(
             "CREATE TABLE IF NOT EXISTS ormsync_progress (destination {name} NOT NULL PRIMARY KEY, \

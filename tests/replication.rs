@@ -87,6 +87,8 @@ async fn replicator_to(source: &TestDb, dests: Vec<Destination>, batch: u64) -> 
         .entity::<line_items::Entity>()
         .poll_interval(Duration::from_millis(50))
         .retry_delays(Duration::from_millis(10), Duration::from_millis(200))
+        // A crashed instance's lease expires quickly, so its successor takes over soon.
+        .lease_ttl(Duration::from_millis(600))
         .batch_size(batch);
     for d in dests {
         b = b.destination(d);
@@ -413,7 +415,8 @@ async fn killed_mid_batch_and_restarted(src: Backend, dst: Backend) {
         rep.abort().await;
     }
     let rep = replicator_to(&s, vec![Destination::new("dest", d.db.clone())], 17).await;
-    rep.sync_now().await.unwrap();
+    // The crashed instances' leases have to expire first: drain waits for that.
+    rep.drain("dest").await.unwrap();
     assert_all_same(&s.db, &d.db).await;
     let stored = ormsync::apply::read_checkpoint(&d.db, rep.source_id())
         .await
@@ -558,10 +561,19 @@ async fn missing_column_or_table_holds_the_change(src: Backend, dst: Backend) {
         "the changes stay in the outbox"
     );
 
+    // The default policy halts the destination until someone fixes the cause and resumes it.
+    assert_eq!(
+        status.destinations[0].state,
+        ormsync::State::Halted,
+        "{status}"
+    );
     bad.db
         .execute_unprepared("ALTER TABLE accounts ADD COLUMN note TEXT NULL")
         .await
         .unwrap();
+    let still = rep.sync_destination("bad-dest").await.unwrap_err();
+    assert!(matches!(still, ormsync::Error::Halted { .. }), "{still}");
+    rep.resume("bad-dest").await.unwrap();
     let err = rep
         .sync_destination("bad-dest")
         .await
@@ -572,6 +584,8 @@ async fn missing_column_or_table_holds_the_change(src: Backend, dst: Backend) {
         "{err}"
     );
     bad.create_tables_except_accounts().await;
+    rep.resume("bad-dest").await.unwrap();
+    rep.resume("bad-dest").await.unwrap();
     rep.sync_destination("bad-dest").await.unwrap();
     assert_all_same(&s.db, &bad.db).await;
     rep.shutdown().await;

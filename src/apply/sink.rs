@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 
-use crate::change::Batch;
+use crate::change::{Batch, Change};
 use crate::error::Result;
 use crate::position::Position;
 
@@ -20,11 +20,16 @@ use crate::position::Position;
 /// - **One caller at a time** per destination and source; the stored position must be
 ///   locked while a batch applies, so even two racing callers apply nothing twice.
 #[async_trait]
-pub trait Sink: Send {
+pub trait Sink: Send + Sync {
     /// The destination's stored position for `source` (zero before the first batch).
     async fn position(&mut self, source: &str) -> Result<Position>;
 
     /// Applies the changes of `batch` not yet covered, marks `batch.skipped` done, and
     /// returns the position now stored.
     async fn apply(&mut self, source: &str, batch: &Batch) -> Result<Position>;
+
+    /// Applies `changes` in order, in one transaction, without consulting or moving the
+    /// position: for parked changes whose ids the position already covers (dead-letter
+    /// replay). Applying a change twice is harmless, so replaying them again is too.
+    async fn replay(&mut self, changes: &[Change]) -> Result<()>;
 }

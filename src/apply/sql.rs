@@ -10,6 +10,7 @@ use super::plan::{self, Step};
 use super::statement::{self, Built};
 use super::{checkpoint, columns};
 use crate::change::{Batch, Change};
+use crate::classify::{ErrorKind, classify};
 use crate::error::{Error, Result};
 use crate::position::Position;
 use crate::redact::redact;
@@ -47,6 +48,7 @@ impl SqlSink {
                 let found = found.ok_or_else(|| Error::MissingTable {
                     destination: self.name.clone(),
                     table: change.table.clone(),
+                    id: change.id,
                 })?;
                 self.columns.insert(change.table.clone(), found);
             }
@@ -56,6 +58,7 @@ impl SqlSink {
                     destination: self.name.clone(),
                     table: change.table.clone(),
                     column: column.to_string(),
+                    id: change.id,
                 });
             }
         }
@@ -117,7 +120,7 @@ impl SqlSink {
                             destination: self.name.clone(),
                             id: change.id,
                             table: change.table.clone(),
-                            reason: redact(&e.to_string()),
+                            source: e,
                         })
                     })?;
                 }
@@ -125,8 +128,8 @@ impl SqlSink {
         } else {
             for step in plan::plan(&todo) {
                 if let Err(e) = self.run(txn, &step).await {
-                    return Err(match e {
-                        DbErr::Conn(_) | DbErr::ConnectionAcquire(_) => Failure::Other(Error::db(
+                    return Err(match classify(&e) {
+                        ErrorKind::Transient => Failure::Other(Error::db(
                             format!(
                                 "destination `{}`: applying to `{}`",
                                 self.name,
@@ -134,7 +137,7 @@ impl SqlSink {
                             ),
                             e,
                         )),
-                        e => Failure::Statement(e),
+                        ErrorKind::Permanent => Failure::Statement(e),
                     });
                 }
             }
@@ -201,5 +204,39 @@ impl Sink for SqlSink {
             Err(Failure::Other(e)) => Err(e),
             Err(Failure::Statement(e)) => Err(Error::db(format!("destination `{}`", self.name), e)),
         }
+    }
+
+    async fn replay(&mut self, changes: &[Change]) -> Result<()> {
+        let refs: Vec<&Change> = changes.iter().collect();
+        if let Err(e) = self.check_columns(&refs).await {
+            self.columns.clear();
+            return Err(e);
+        }
+        let txn = self.db.begin().await.map_err(|e| {
+            Error::db(
+                format!("destination `{}`: beginning a transaction", self.name),
+                e,
+            )
+        })?;
+        for change in changes {
+            for step in plan::one_by_one(std::slice::from_ref(&change)) {
+                if let Err(e) = self.run(&txn, &step).await {
+                    let _ = txn.rollback().await;
+                    self.columns.clear();
+                    return Err(Error::Apply {
+                        destination: self.name.clone(),
+                        id: change.id,
+                        table: change.table.clone(),
+                        source: e,
+                    });
+                }
+            }
+        }
+        txn.commit().await.map_err(|e| {
+            Error::db(
+                format!("destination `{}`: committing a replay", self.name),
+                e,
+            )
+        })
     }
 }

@@ -26,7 +26,7 @@ use sea_orm::{
     ConnectionTrait, DatabaseConnection, DbBackend, IsolationLevel, Statement, TransactionTrait,
 };
 
-use crate::db_error;
+use crate::classify;
 use crate::error::{DbContext, Result};
 
 /// How old a MySQL gap must be before its probe means anything.
@@ -117,7 +117,7 @@ async fn mysql_settled(
         match txn.query_all_raw(probe).await {
             Ok(_) => out.push((lo, hi)),
             // An owner is still open: wait, however long it takes.
-            Err(e) if db_error::is_row_locked(&e) => {}
+            Err(e) if classify::is_row_locked(&e) => {}
             Err(e) => {
                 tracing::debug!(error = %e, "cannot probe outbox gaps; falling back to the gap timeout");
                 if age >= timeout {

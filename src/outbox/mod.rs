@@ -1,8 +1,10 @@
 //! Source side: the outbox table, the source's identity, and gap-safe reading.
 
+pub mod dead_letters;
 mod gaps;
 pub mod progress;
 mod reader;
+pub mod retention;
 
 pub use reader::OutboxReader;
 

@@ -1,6 +1,7 @@
 //! Configuring and starting a replicator.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -8,7 +9,10 @@ use sea_orm::DatabaseConnection;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::alert::{Alert, Alerts};
 use super::destination::Destination;
+use super::lease::Lease;
+use super::retention::{Retention, RetentionPolicy};
 use super::status::DestinationStatus;
 use super::worker::{Settings, Worker};
 use super::{Replicator, WorkerHandle};
@@ -17,6 +21,9 @@ use crate::entity::{Replicated, TableSpec};
 use crate::error::{Error, Result};
 use crate::outbox::{self, OutboxReader};
 use crate::schema;
+
+/// The lease name of the retention task, beside the destinations' names.
+const RETENTION_LEASE: &str = "__ormsync_retention";
 
 /// Configures a [`Replicator`]; made by [`Replicator::builder`].
 #[must_use = "a builder does nothing until `.start()` is awaited"]
@@ -27,10 +34,15 @@ pub struct ReplicatorBuilder {
     settings: Settings,
     batch_size: u64,
     gap_timeout: Duration,
+    alerts: Alerts,
+    instance: String,
+    retention: Option<RetentionPolicy>,
 }
 
 impl ReplicatorBuilder {
     pub(crate) fn new(source: DatabaseConnection) -> Self {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into());
+        let tag = uuid::Uuid::new_v4().simple().to_string();
         ReplicatorBuilder {
             source,
             tables: HashMap::new(),
@@ -39,9 +51,17 @@ impl ReplicatorBuilder {
                 poll_interval: Duration::from_millis(500),
                 retry_min: Duration::from_millis(100),
                 retry_max: Duration::from_secs(30),
+                unavailable_after_attempts: 5,
+                unavailable_after: Duration::from_secs(30),
+                lease_ttl: Duration::from_secs(10),
+                lag_rows: None,
+                lag_age: None,
             },
             batch_size: 1000,
             gap_timeout: Duration::from_secs(600),
+            alerts: Alerts::default(),
+            instance: format!("{host}:{}:{}", std::process::id(), &tag[..8]),
+            retention: Some(RetentionPolicy::default()),
         }
     }
 
@@ -53,7 +73,7 @@ impl ReplicatorBuilder {
         self
     }
 
-    /// Adds a destination. Each gets its own worker, checkpoint and retry state.
+    /// Adds a destination. Each gets its own worker, checkpoint, lease and retry state.
     pub fn destination(mut self, destination: Destination) -> Self {
         self.destinations.push(destination);
         self
@@ -79,18 +99,87 @@ impl ReplicatorBuilder {
         self
     }
 
-    /// How long an outbox id missing below newer ones is waited for before it is taken for
-    /// a rolled-back transaction, on MySQL/MariaDB when the row-lock probe that normally
-    /// proves it cannot run (a user without the privilege to lock outbox rows). Keep it far
-    /// above the longest transaction the application runs. PostgreSQL and SQLite always
-    /// prove it and never wait longer than needed. Default: 10 minutes.
+    /// Raises [`AlertKind::Unavailable`](crate::AlertKind::Unavailable) once a destination
+    /// has failed this many times in a row, or for this long, whichever comes first.
+    /// Default: 5 attempts or 30 s.
+    pub fn unavailable_after(mut self, attempts: u64, time: Duration) -> Self {
+        self.settings.unavailable_after_attempts = attempts.max(1);
+        self.settings.unavailable_after = time;
+        self
+    }
+
+    /// Raises [`AlertKind::LagHigh`](crate::AlertKind::LagHigh) when a destination has at
+    /// least `rows` changes waiting, or its oldest waiting change is `age` old (either may
+    /// be `None`), and `LagNormal` when it is back under. Default: no lag alerts.
+    pub fn lag_alert(mut self, rows: Option<u64>, age: Option<Duration>) -> Self {
+        self.settings.lag_rows = rows;
+        self.settings.lag_age = age;
+        self
+    }
+
+    /// Calls `f` with every [`Alert`]. Several may be added. `f` runs on the worker's task:
+    /// keep it quick, or use [`on_alert_async`](Self::on_alert_async).
+    ///
+    /// ```no_run
+    /// # async fn f(source: sea_orm::DatabaseConnection) {
+    /// let builder = ormsync::Replicator::builder(source).on_alert(|alert| eprintln!("{alert}"));
+    /// # }
+    /// ```
+    pub fn on_alert(mut self, f: impl Fn(&Alert) + Send + Sync + 'static) -> Self {
+        self.alerts.add_sync(f);
+        self
+    }
+
+    /// Calls the async `f` with every [`Alert`], each call on a task of its own (to post
+    /// to a chat or a pager without holding up replication).
+    pub fn on_alert_async<F, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn(Alert) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.alerts.add_async(f);
+        self
+    }
+
+    /// How long a destination's lease lasts without renewal. Of several replicator
+    /// instances on one source, the lease holder ships to the destination; when it dies,
+    /// another takes over within about this time and a third of it. Default: 10 s.
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.settings.lease_ttl = ttl.max(Duration::from_millis(100));
+        self
+    }
+
+    /// This instance's name in `ormsync_leases` and in messages. Default: the host name,
+    /// the process id and a random tag.
+    pub fn instance_id(mut self, id: impl Into<String>) -> Self {
+        self.instance = id.into();
+        self
+    }
+
+    /// How the outbox is cleaned up. Default: [`RetentionPolicy::default`].
+    pub fn retention(mut self, policy: RetentionPolicy) -> Self {
+        self.retention = Some(policy);
+        self
+    }
+
+    /// Keeps every outbox row forever (for audits, or when another tool cleans it).
+    pub fn without_retention(mut self) -> Self {
+        self.retention = None;
+        self
+    }
+
+    /// On MySQL/MariaDB, how long an outbox id missing below newer ones is waited for
+    /// before it is taken for a rolled-back transaction, when the row-lock probe that
+    /// normally proves it cannot run (a user without the privilege to lock outbox rows).
+    /// Keep it far above the longest transaction the application runs. PostgreSQL and
+    /// SQLite always prove it and never wait longer than needed. Default: 10 minutes.
     pub fn gap_timeout(mut self, timeout: Duration) -> Self {
         self.gap_timeout = timeout;
         self
     }
 
     /// Creates the source's `ormsync_*` tables if missing and starts one worker per
-    /// destination.
+    /// destination, and the retention task.
     ///
     /// A destination that is down or misconfigured does not stop the others: its worker
     /// reports the error in [`Replicator::status`] and retries.
@@ -117,13 +206,16 @@ impl ReplicatorBuilder {
                     d.name
                 )));
             }
+            if d.name == RETENTION_LEASE {
+                return Err(Error::Config(format!("`{RETENTION_LEASE}` is reserved")));
+            }
         }
         schema::install(&self.source).await?;
         let source_id = outbox::node_id(&self.source).await?;
         let tables = Arc::new(self.tables);
         let cancel = CancellationToken::new();
         let mut workers = Vec::with_capacity(self.destinations.len());
-        for d in self.destinations {
+        for d in &self.destinations {
             let status = Arc::new(Mutex::new(DestinationStatus::new(&d.name)));
             let (tx, rx) = mpsc::channel(8);
             let worker = Worker {
@@ -135,22 +227,51 @@ impl ReplicatorBuilder {
                 sink: Box::new(SqlSink::new(d.name.clone(), d.db.clone())),
                 tables: tables.clone(),
                 skip: d.skip.clone(),
+                policy: d.on_permanent_error,
                 settings: self.settings.clone(),
+                alerts: self.alerts.clone(),
+                lease: Lease::new(
+                    self.source.clone(),
+                    d.name.clone(),
+                    self.instance.clone(),
+                    self.settings.lease_ttl,
+                ),
                 status: status.clone(),
                 requests: rx,
                 cancel: cancel.child_token(),
             };
-            tracing::info!(destination = %d.name, "starting replication worker");
+            tracing::info!(destination = %d.name, instance = %self.instance, "starting replication worker");
             workers.push(WorkerHandle {
-                name: d.name,
+                name: d.name.clone(),
+                destination: d.db.clone(),
                 status,
                 requests: tx,
                 task: Some(tokio::spawn(worker.run())),
             });
         }
+        let mut tasks = Vec::new();
+        if let Some(policy) = self.retention {
+            let retention = Retention {
+                source: self.source.clone(),
+                destinations: self.destinations.iter().map(|d| d.name.clone()).collect(),
+                lease: Lease::new(
+                    self.source.clone(),
+                    RETENTION_LEASE,
+                    self.instance.clone(),
+                    self.settings.lease_ttl.max(policy.every * 3),
+                ),
+                policy,
+                alerts: self.alerts.clone(),
+                cancel: cancel.child_token(),
+            };
+            tasks.push(tokio::spawn(retention.run()));
+        }
         Ok(Replicator {
+            source: self.source,
             source_id,
+            instance: self.instance,
             workers,
+            tasks,
             cancel,
         })
     }

@@ -22,6 +22,23 @@ pub struct Destination {
     pub(crate) name: String,
     pub(crate) db: DatabaseConnection,
     pub(crate) skip: HashSet<String>,
+    pub(crate) on_permanent_error: OnPermanentError,
+}
+
+/// What a destination does with a change it refuses for good (a constraint it violates, a
+/// column it lacks, a value of the wrong type): errors that retrying will not fix.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnPermanentError {
+    /// Stop applying to this destination, raise an alert, and wait for
+    /// [`Replicator::resume`](crate::Replicator::resume) once the cause is fixed. Nothing
+    /// after the change is applied out of order. The default.
+    #[default]
+    Halt,
+    /// Park the change in `ormsync_dead_letters` at the source, raise an alert, and go on
+    /// with later changes. Later changes of the same row are parked behind it, so none
+    /// overtakes it; [`Replicator::replay_dead_letters`](crate::Replicator::replay_dead_letters)
+    /// applies them again in order once the cause is fixed.
+    DeadLetter,
 }
 
 impl Destination {
@@ -31,7 +48,15 @@ impl Destination {
             name: name.into(),
             db,
             skip: HashSet::new(),
+            on_permanent_error: OnPermanentError::Halt,
         }
+    }
+
+    /// What to do with a change this destination refuses for good. Default:
+    /// [`OnPermanentError::Halt`].
+    pub fn on_permanent_error(mut self, policy: OnPermanentError) -> Self {
+        self.on_permanent_error = policy;
+        self
     }
 
     /// Never ships changes of `table` to this destination (they count as done for it).
@@ -55,6 +80,7 @@ impl fmt::Debug for Destination {
             .field("name", &self.name)
             .field("backend", &self.db.get_database_backend())
             .field("skip", &self.skip)
+            .field("on_permanent_error", &self.on_permanent_error)
             .finish()
     }
 }

@@ -17,6 +17,10 @@ pub enum State {
     Idle,
     /// The last pass failed; waiting to try again.
     Retrying,
+    /// Stopped on a change the destination refuses for good; waits for `resume`.
+    Halted,
+    /// Another instance holds this destination's lease; this one takes over if it stops.
+    Standby,
     /// Shut down.
     Stopped,
 }
@@ -28,6 +32,8 @@ impl fmt::Display for State {
             State::Running => "running",
             State::Idle => "idle",
             State::Retrying => "retrying",
+            State::Halted => "halted",
+            State::Standby => "standby",
             State::Stopped => "stopped",
         };
         f.pad(s)
@@ -47,10 +53,18 @@ pub struct DestinationStatus {
     pub frontier: i64,
     /// Ids below the frontier still waited for: taken by transactions not known to have ended.
     pub pending_gaps: u64,
+    /// Changes waiting for this destination (refreshed at most once a second).
+    pub pending: u64,
+    /// Age in seconds of the oldest waiting change, if any.
+    pub lag_seconds: Option<f64>,
     /// Changes applied since start.
     pub applied: u64,
     /// Failed passes since start.
     pub errors: u64,
+    /// Retries after transient failures since start.
+    pub retries: u64,
+    /// Changes parked in `ormsync_dead_letters` since start.
+    pub dead_lettered: u64,
     /// When a batch last applied.
     pub last_success: Option<DateTime<Utc>>,
     /// The last error, passwords redacted; cleared by the next success.
@@ -65,8 +79,12 @@ impl DestinationStatus {
             watermark: 0,
             frontier: 0,
             pending_gaps: 0,
+            pending: 0,
+            lag_seconds: None,
             applied: 0,
             errors: 0,
+            retries: 0,
+            dead_lettered: 0,
             last_success: None,
             last_error: None,
         }
@@ -85,19 +103,25 @@ impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "{:<16} {:<9} {:>10} {:>10} {:>6} {:>10}  last error",
-            "destination", "state", "watermark", "frontier", "gaps", "applied"
+            "{:<16} {:<9} {:>10} {:>9} {:>8} {:>10} {:>7} {:>5}  last error",
+            "destination", "state", "watermark", "pending", "lag (s)", "applied", "retries", "dead"
         )?;
         for d in &self.destinations {
+            let lag = d
+                .lag_seconds
+                .map(|l| format!("{l:.1}"))
+                .unwrap_or_else(|| "-".into());
             writeln!(
                 f,
-                "{:<16} {:<9} {:>10} {:>10} {:>6} {:>10}  {}",
+                "{:<16} {:<9} {:>10} {:>9} {:>8} {:>10} {:>7} {:>5}  {}",
                 d.name,
                 d.state,
                 d.watermark,
-                d.frontier,
-                d.pending_gaps,
+                d.pending,
+                lag,
                 d.applied,
+                d.retries,
+                d.dead_lettered,
                 d.last_error.as_deref().unwrap_or("-")
             )?;
         }

@@ -1,27 +1,50 @@
-//! One worker per destination: read a batch, apply it, repeat; wait; retry on failure.
+//! One worker per destination: hold the lease, read a batch, apply it, repeat; wait; on
+//! failure retry, alert, halt or park the change, as the destination's policy says.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::Utc;
 use sea_orm::DatabaseConnection;
+use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use super::alert::{Alert, AlertKind, Alerts};
+use super::destination::OnPermanentError;
+use super::lease::Lease;
 use super::status::{DestinationStatus, State};
 use crate::apply::Sink;
-use crate::change::Batch;
+use crate::change::{Batch, Change};
 use crate::entity::TableSpec;
 use crate::error::{Error, Result};
-use crate::outbox::{OutboxReader, progress};
+use crate::outbox::{OutboxReader, dead_letters, progress};
 use crate::position::Position;
 use crate::redact::redact;
 use crate::schema;
 
-/// Asks a worker for a pass now; the answer comes when it is done.
-pub(crate) struct SyncNow(pub(crate) oneshot::Sender<Result<()>>);
+/// What a [`Replicator`](crate::Replicator) asks of a worker; each carries its answer's channel.
+pub(crate) enum Command {
+    /// Run a pass now; answer when the outbox has nothing more (or it failed).
+    SyncNow(oneshot::Sender<Result<()>>),
+    /// Leave the halted state and try again.
+    Resume(oneshot::Sender<Result<()>>),
+    /// Apply the parked changes again.
+    Replay(oneshot::Sender<Result<ReplayReport>>),
+    /// Drop parked changes without applying them.
+    Discard(Vec<i64>, oneshot::Sender<Result<u64>>),
+}
+
+/// What a dead-letter replay did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ReplayReport {
+    /// Parked changes applied and removed from `ormsync_dead_letters`.
+    pub replayed: u64,
+    /// Parked changes that failed again and stay parked.
+    pub failed: u64,
+}
 
 /// Settings every worker shares.
 #[derive(Clone, Debug)]
@@ -29,6 +52,19 @@ pub(crate) struct Settings {
     pub(crate) poll_interval: Duration,
     pub(crate) retry_min: Duration,
     pub(crate) retry_max: Duration,
+    pub(crate) unavailable_after_attempts: u64,
+    pub(crate) unavailable_after: Duration,
+    pub(crate) lease_ttl: Duration,
+    pub(crate) lag_rows: Option<u64>,
+    pub(crate) lag_age: Option<Duration>,
+}
+
+/// A run of failed passes, from the first failure to the next success.
+struct Episode {
+    attempts: u64,
+    since: Instant,
+    alerted: bool,
+    backoff: backon::ExponentialBackoff,
 }
 
 pub(crate) struct Worker {
@@ -40,93 +76,240 @@ pub(crate) struct Worker {
     pub(crate) sink: Box<dyn Sink>,
     pub(crate) tables: Arc<HashMap<String, TableSpec>>,
     pub(crate) skip: HashSet<String>,
+    pub(crate) policy: OnPermanentError,
     pub(crate) settings: Settings,
+    pub(crate) alerts: Alerts,
+    pub(crate) lease: Lease,
     pub(crate) status: Arc<Mutex<DestinationStatus>>,
-    pub(crate) requests: mpsc::Receiver<SyncNow>,
+    pub(crate) requests: mpsc::Receiver<Command>,
     pub(crate) cancel: CancellationToken,
+}
+
+/// What the loop carries from one pass to the next.
+#[derive(Default)]
+struct Memory {
+    installed: bool,
+    position: Option<Position>,
+    /// Rows with a parked change: their later changes are parked behind it.
+    blocked: Option<HashSet<(String, String)>>,
+    /// The changes of the batch being applied, to park the one that fails.
+    in_flight: Vec<Change>,
+    halted: Option<String>,
+    lag_high: bool,
+    last_backlog_check: Option<Instant>,
 }
 
 impl Worker {
     pub(crate) async fn run(mut self) {
-        let mut installed = false;
-        let mut position: Option<Position> = None;
-        let mut backoff: Option<backon::ExponentialBackoff> = None;
+        let mut memory = Memory::default();
+        let mut episode: Option<Episode> = None;
+        let mut waiting: Vec<oneshot::Sender<Result<()>>> = Vec::new();
         let mut delay = Duration::ZERO;
         loop {
-            let request = tokio::select! {
+            let command = tokio::select! {
                 biased;
                 _ = self.cancel.cancelled() => break,
-                r = self.requests.recv() => r,
+                c = self.requests.recv() => match c {
+                    Some(c) => Some(c),
+                    None => break,
+                },
                 _ = tokio::time::sleep(delay) => None,
             };
-            let result = self.pass(&mut installed, &mut position).await;
-            match &result {
+            match command {
+                Some(Command::SyncNow(reply)) => waiting.push(reply),
+                Some(Command::Resume(reply)) => {
+                    if memory.halted.take().is_some() {
+                        tracing::info!(destination = %self.name, "resumed");
+                    }
+                    episode = None;
+                    let _ = reply.send(Ok(()));
+                }
+                Some(Command::Replay(reply)) => {
+                    let _ = reply.send(self.replay(&mut memory).await);
+                    continue;
+                }
+                Some(Command::Discard(ids, reply)) => {
+                    let _ = reply.send(self.discard(&mut memory, &ids).await);
+                    continue;
+                }
+                None => {}
+            }
+            if let Some(reason) = &memory.halted {
+                for reply in waiting.drain(..) {
+                    let _ = reply.send(Err(Error::Halted {
+                        destination: self.name.clone(),
+                        reason: reason.clone(),
+                    }));
+                }
+                delay = Duration::from_secs(3600);
+                continue;
+            }
+            match self.lease.ensure().await {
+                Ok(true) => {}
+                Ok(false) => {
+                    let holder = self.lease.holder().await.ok().flatten().unwrap_or_default();
+                    self.update(|s| s.state = State::Standby);
+                    memory.position = None;
+                    for reply in waiting.drain(..) {
+                        let _ = reply.send(Err(Error::Standby {
+                            destination: self.name.clone(),
+                            holder: holder.clone(),
+                        }));
+                    }
+                    delay = self.settings.poll_interval.min(self.settings.lease_ttl / 3);
+                    continue;
+                }
+                Err(e) => {
+                    delay = self
+                        .failed(e, &mut memory, &mut episode, &mut waiting)
+                        .await;
+                    continue;
+                }
+            }
+            match self.pass(&mut memory).await {
                 Ok(()) => {
-                    backoff = None;
-                    delay = self.settings.poll_interval;
+                    if let Some(e) = episode.take()
+                        && e.alerted
+                    {
+                        self.alerts.raise(
+                            Alert::new(&self.name, AlertKind::Recovered).attempts(e.attempts),
+                        );
+                    }
                     self.update(|s| {
                         s.state = State::Idle;
                         s.last_error = None;
                     });
+                    for reply in waiting.drain(..) {
+                        let _ = reply.send(Ok(()));
+                    }
+                    delay = self.settings.poll_interval;
                 }
                 Err(e) => {
-                    position = None;
-                    let b = backoff.get_or_insert_with(|| {
-                        ExponentialBuilder::default()
-                            .with_min_delay(self.settings.retry_min)
-                            .with_max_delay(self.settings.retry_max)
-                            .with_jitter()
-                            .without_max_times()
-                            .build()
-                    });
-                    delay = b.next().unwrap_or(self.settings.retry_max);
-                    let message = redact(&e.to_string());
-                    tracing::warn!(destination = %self.name, error = %message, retry_in = ?delay, "replication pass failed");
-                    self.update(|s| {
-                        s.state = State::Retrying;
-                        s.errors += 1;
-                        s.last_error = Some(message);
-                    });
+                    delay = self
+                        .failed(e, &mut memory, &mut episode, &mut waiting)
+                        .await
                 }
             }
-            if let Some(SyncNow(reply)) = request {
-                let _ = reply.send(result);
-            }
         }
+        self.lease.release().await;
         self.update(|s| s.state = State::Stopped);
     }
 
+    /// Decides what a failed pass leads to; returns how long to wait before the next.
+    async fn failed(
+        &mut self,
+        error: Error,
+        memory: &mut Memory,
+        episode: &mut Option<Episode>,
+        waiting: &mut Vec<oneshot::Sender<Result<()>>>,
+    ) -> Duration {
+        memory.position = None;
+        let message = redact(&error.to_string());
+        self.update(|s| {
+            s.errors += 1;
+            s.last_error = Some(message.clone());
+        });
+        if !error.is_transient() {
+            if self.policy == OnPermanentError::DeadLetter
+                && let Some(change) = error
+                    .change_id()
+                    .and_then(|id| memory.in_flight.iter().find(|c| c.id == id).cloned())
+            {
+                match self.park(memory, &change, &message).await {
+                    // Go on at once with the rest of the batch.
+                    Ok(()) => return Duration::ZERO,
+                    Err(e) => return self.retry(e, episode, waiting),
+                }
+            }
+            tracing::error!(destination = %self.name, error = %message, "halted");
+            self.update(|s| s.state = State::Halted);
+            self.alerts
+                .raise(Alert::new(&self.name, AlertKind::Halted).error(message.clone()));
+            memory.halted = Some(message);
+            answer(waiting, error, &self.name);
+            return Duration::from_secs(3600);
+        }
+        self.retry(error, episode, waiting)
+    }
+
+    fn retry(
+        &mut self,
+        error: Error,
+        episode: &mut Option<Episode>,
+        waiting: &mut Vec<oneshot::Sender<Result<()>>>,
+    ) -> Duration {
+        let message = redact(&error.to_string());
+        let s = &self.settings;
+        let e = episode.get_or_insert_with(|| Episode {
+            attempts: 0,
+            since: Instant::now(),
+            alerted: false,
+            backoff: ExponentialBuilder::default()
+                .with_min_delay(s.retry_min)
+                .with_max_delay(s.retry_max)
+                .with_jitter()
+                .without_max_times()
+                .build(),
+        });
+        e.attempts += 1;
+        if !e.alerted
+            && (e.attempts >= s.unavailable_after_attempts
+                || e.since.elapsed() >= s.unavailable_after)
+        {
+            e.alerted = true;
+            self.alerts.raise(
+                Alert::new(&self.name, AlertKind::Unavailable)
+                    .attempts(e.attempts)
+                    .error(message.clone()),
+            );
+        }
+        let delay = e.backoff.next().unwrap_or(s.retry_max);
+        tracing::warn!(destination = %self.name, error = %message, attempt = e.attempts, retry_in = ?delay, "replication pass failed");
+        self.update(|st| {
+            st.state = State::Retrying;
+            st.retries += 1;
+        });
+        answer(waiting, error, &self.name);
+        delay
+    }
+
     /// Ships batches until the outbox has nothing more for this destination.
-    async fn pass(&mut self, installed: &mut bool, position: &mut Option<Position>) -> Result<()> {
-        if !*installed {
+    async fn pass(&mut self, memory: &mut Memory) -> Result<()> {
+        if !memory.installed {
             schema::install(&self.destination)
                 .await
                 .map_err(|e| in_destination(&self.name, e))?;
-            *installed = true;
+            memory.installed = true;
+        }
+        if memory.blocked.is_none() {
+            memory.blocked = Some(dead_letters::blocked_rows(&self.source, &self.name).await?);
         }
         loop {
-            if self.cancel.is_cancelled() {
+            if self.cancel.is_cancelled() || !self.lease.held() {
                 return Ok(());
             }
-            let current = match position {
+            let current = match &memory.position {
                 Some(p) => p.clone(),
                 None => self.sink.position(&self.source_id).await?,
             };
             let batch = self.reader.read(&current).await?;
             let pending_gaps = self.reader.pending_gaps();
             if batch.is_empty() {
-                *position = Some(current.clone());
+                memory.position = Some(current.clone());
                 self.update(|s| {
                     s.watermark = current.watermark;
                     s.frontier = current.frontier();
                     s.pending_gaps = pending_gaps;
                 });
+                self.check_backlog(memory, &current).await;
                 return Ok(());
             }
             self.update(|s| s.state = State::Running);
-            let batch = self.route(batch)?;
+            let batch = self.route(batch, memory).await?;
+            memory.in_flight.clone_from(&batch.changes);
             let applied = batch.changes.len() as u64;
             let stored = self.sink.apply(&self.source_id, &batch).await?;
+            memory.in_flight.clear();
             if let Err(e) = progress::record(&self.source, &self.name, &stored).await {
                 tracing::debug!(destination = %self.name, error = %e, "could not record progress at the source");
             }
@@ -137,34 +320,154 @@ impl Worker {
                 s.applied += applied;
                 s.last_success = Some(Utc::now());
             });
-            *position = Some(stored);
+            memory.position = Some(stored.clone());
+            self.check_backlog(memory, &stored).await;
         }
     }
 
-    /// Keeps the changes this destination takes; the rest count as done without applying.
-    fn route(&self, mut batch: Batch) -> Result<Batch> {
+    /// Keeps the changes this destination takes. Skipped tables count as done; changes of
+    /// rows with a parked change are parked behind it.
+    async fn route(&self, mut batch: Batch, memory: &mut Memory) -> Result<Batch> {
         let mut keep = Vec::with_capacity(batch.changes.len());
         for change in batch.changes {
             if self.skip.contains(&change.table) {
                 batch.skipped.push((change.id, change.id));
-            } else if self.tables.contains_key(&change.table) {
-                keep.push(change);
-            } else {
+            } else if !self.tables.contains_key(&change.table) {
                 return Err(Error::UnknownTable {
                     destination: self.name.clone(),
                     table: change.table,
                     id: change.id,
                 });
+            } else if memory
+                .blocked
+                .as_ref()
+                .is_some_and(|b| b.contains(&(change.table.clone(), change.key.to_json())))
+            {
+                let why = "parked behind an earlier change of the same row";
+                dead_letters::park(&self.source, &self.name, &change, why).await?;
+                self.update(|s| s.dead_lettered += 1);
+                batch.skipped.push((change.id, change.id));
+            } else {
+                keep.push(change);
             }
         }
         batch.changes = keep;
         Ok(batch)
     }
 
+    /// Parks a change the destination refuses for good; later changes of its row follow it.
+    async fn park(&mut self, memory: &mut Memory, change: &Change, message: &str) -> Result<()> {
+        dead_letters::park(&self.source, &self.name, change, message).await?;
+        memory
+            .blocked
+            .get_or_insert_with(HashSet::new)
+            .insert((change.table.clone(), change.key.to_json()));
+        self.update(|s| s.dead_lettered += 1);
+        self.alerts.raise(
+            Alert::new(
+                &self.name,
+                AlertKind::DeadLettered {
+                    outbox_id: change.id,
+                },
+            )
+            .error(message),
+        );
+        Ok(())
+    }
+
+    /// Applies the parked changes again, row by row in outbox order; those that apply are
+    /// removed, the others stay with their new error.
+    async fn replay(&mut self, memory: &mut Memory) -> Result<ReplayReport> {
+        let letters = dead_letters::list(&self.source, &self.name).await?;
+        let mut rows: Vec<((String, String), Vec<Change>)> = Vec::new();
+        for letter in &letters {
+            let key = (letter.table.clone(), letter.key.clone());
+            let change = letter.change()?;
+            match rows.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, changes)) => changes.push(change),
+                None => rows.push((key, vec![change])),
+            }
+        }
+        let mut report = ReplayReport::default();
+        for (_, changes) in rows {
+            let ids: Vec<i64> = changes.iter().map(|c| c.id).collect();
+            match self.sink.replay(&changes).await {
+                Ok(()) => {
+                    dead_letters::remove(&self.source, &self.name, &ids).await?;
+                    report.replayed += ids.len() as u64;
+                }
+                Err(e) => {
+                    let message = redact(&e.to_string());
+                    dead_letters::failed_again(&self.source, &self.name, &ids, &message).await?;
+                    report.failed += ids.len() as u64;
+                }
+            }
+        }
+        memory.blocked = Some(dead_letters::blocked_rows(&self.source, &self.name).await?);
+        Ok(report)
+    }
+
+    async fn discard(&mut self, memory: &mut Memory, ids: &[i64]) -> Result<u64> {
+        let removed = dead_letters::remove(&self.source, &self.name, ids).await?;
+        memory.blocked = Some(dead_letters::blocked_rows(&self.source, &self.name).await?);
+        Ok(removed)
+    }
+
+    /// Refreshes pending counts and raises lag alerts, at most once a second.
+    async fn check_backlog(&mut self, memory: &mut Memory, position: &Position) {
+        if memory
+            .last_backlog_check
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+        {
+            return;
+        }
+        memory.last_backlog_check = Some(Instant::now());
+        let (pending, oldest) = match progress::backlog(&self.source, position).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::debug!(destination = %self.name, error = %e, "could not count the backlog");
+                return;
+            }
+        };
+        let lag = oldest.map(|t| (Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0);
+        self.update(|s| {
+            s.pending = pending;
+            s.lag_seconds = lag;
+        });
+        let s = &self.settings;
+        let high = s.lag_rows.is_some_and(|r| pending >= r)
+            || s.lag_age
+                .is_some_and(|a| lag.is_some_and(|l| l >= a.as_secs_f64()));
+        if high != memory.lag_high {
+            memory.lag_high = high;
+            let kind = if high {
+                AlertKind::LagHigh
+            } else {
+                AlertKind::LagNormal
+            };
+            self.alerts
+                .raise(Alert::new(&self.name, kind).backlog(pending, lag));
+        }
+    }
+
     fn update(&self, f: impl FnOnce(&mut DestinationStatus)) {
         if let Ok(mut s) = self.status.lock() {
             f(&mut s);
         }
+    }
+}
+
+/// Gives the first waiting caller the error itself (errors do not clone) and the others
+/// its message.
+fn answer(waiting: &mut Vec<oneshot::Sender<Result<()>>>, error: Error, name: &str) {
+    let message = redact(&error.to_string());
+    let mut error = Some(error);
+    for reply in waiting.drain(..) {
+        let e = error.take().unwrap_or_else(|| Error::Retrying {
+            destination: name.to_string(),
+            reason: message.clone(),
+        });
+        let _ = reply.send(Err(e));
     }
 }
 

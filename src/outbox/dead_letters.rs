@@ -1,0 +1,220 @@
+//! `ormsync_dead_letters`: changes a destination refused for good, parked at the source
+//! with the error, until a person replays or discards them.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use sea_orm::{ConnectionTrait, DbBackend, QueryResult, Statement, Value as SeaValue};
+use serde::Serialize;
+
+use crate::change::{Change, Op, Row};
+use crate::error::{DbContext, Error, Result};
+use crate::sql_text::marks;
+
+/// A parked change.
+#[derive(Clone, Debug, Serialize)]
+pub struct DeadLetter {
+    /// The destination that refused it.
+    pub destination: String,
+    /// Its outbox id.
+    pub outbox_id: i64,
+    /// The table.
+    pub table: String,
+    /// Insert, update or delete.
+    pub op: Op,
+    /// The primary key, as the outbox's JSON.
+    pub key: String,
+    /// The last error (redacted).
+    pub error: String,
+    /// How many times it was tried (parking and replays).
+    pub attempts: i32,
+    /// When it was first parked.
+    pub created_at: Option<DateTime<Utc>>,
+    #[serde(skip)]
+    pub(crate) payload: String,
+}
+
+impl DeadLetter {
+    /// The change, as it can be applied again.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Decode`] when the stored key or payload is not valid.
+    pub fn change(&self) -> Result<Change> {
+        let bad = |reason: String| Error::Decode {
+            id: self.outbox_id,
+            reason,
+        };
+        Ok(Change {
+            id: self.outbox_id,
+            table: self.table.clone(),
+            op: self.op,
+            key: Row::from_json(&self.key).map_err(|e| bad(format!("key: {e}")))?,
+            row: Row::from_json(&self.payload).map_err(|e| bad(format!("payload: {e}")))?,
+            origin: None,
+            created_at: self.created_at,
+        })
+    }
+}
+
+fn sql(backend: DbBackend, mysql: &str, other: &str) -> String {
+    marks(
+        backend,
+        if backend == DbBackend::MySql {
+            mysql
+        } else {
+            other
+        },
+    )
+}
+
+/// Parks `change` for `destination` with `error`, or counts one more attempt if it is
+/// parked already (parking twice after a crash is harmless).
+pub(crate) async fn park<C: ConnectionTrait>(
+    db: &C,
+    destination: &str,
+    change: &Change,
+    error: &str,
+) -> Result<()> {
+    let backend = db.get_database_backend();
+    let stmt = sql(
+        backend,
+        "INSERT INTO ormsync_dead_letters (destination, outbox_id, table_name, op, pk, payload, error, attempts) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, 1) ON DUPLICATE KEY UPDATE error = VALUES(error), attempts = attempts + 1",
+        "INSERT INTO ormsync_dead_letters (destination, outbox_id, table_name, op, pk, payload, error, attempts) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, 1) ON CONFLICT (destination, outbox_id) \
+         DO UPDATE SET error = excluded.error, attempts = ormsync_dead_letters.attempts + 1",
+    );
+    let values: [SeaValue; 7] = [
+        destination.into(),
+        change.id.into(),
+        change.table.clone().into(),
+        change.op.code().into(),
+        change.key.to_json().into(),
+        change.row.to_json().into(),
+        error.into(),
+    ];
+    db.execute_raw(Statement::from_sql_and_values(backend, stmt, values))
+        .await
+        .context(|| {
+            format!(
+                "parking change {} of `{destination}` in ormsync_dead_letters",
+                change.id
+            )
+        })?;
+    Ok(())
+}
+
+/// The changes parked for `destination`, oldest first.
+///
+/// # Errors
+///
+/// [`Error::Db`] when the table cannot be read.
+pub async fn list<C: ConnectionTrait>(db: &C, destination: &str) -> Result<Vec<DeadLetter>> {
+    let backend = db.get_database_backend();
+    let stmt = marks(
+        backend,
+        "SELECT destination, outbox_id, table_name, op, pk, payload, error, attempts, created_at \
+         FROM ormsync_dead_letters WHERE destination = ? ORDER BY outbox_id",
+    );
+    let rows = db
+        .query_all_raw(Statement::from_sql_and_values(
+            backend,
+            stmt,
+            [destination.into()],
+        ))
+        .await
+        .context(|| format!("reading the dead letters of `{destination}`"))?;
+    rows.iter().map(decode).collect()
+}
+
+fn decode(row: &QueryResult) -> Result<DeadLetter> {
+    let get = |c: &str| {
+        row.try_get::<String>("", c)
+            .context(|| format!("decoding a dead letter's {c}"))
+    };
+    let outbox_id: i64 = row
+        .try_get("", "outbox_id")
+        .context(|| "decoding a dead letter".into())?;
+    let op = get("op")?;
+    Ok(DeadLetter {
+        destination: get("destination")?,
+        outbox_id,
+        table: get("table_name")?,
+        op: Op::from_code(&op).ok_or_else(|| Error::Decode {
+            id: outbox_id,
+            reason: format!("unknown op `{op}`"),
+        })?,
+        key: get("pk")?,
+        payload: get("payload")?,
+        error: get("error")?,
+        attempts: row
+            .try_get("", "attempts")
+            .context(|| "decoding a dead letter".into())?,
+        created_at: row.try_get("", "created_at").ok(),
+    })
+}
+
+/// The rows (table and key) that have a change parked for `destination`: later changes of
+/// those rows are parked behind it, so none overtakes it.
+pub(crate) async fn blocked_rows<C: ConnectionTrait>(
+    db: &C,
+    destination: &str,
+) -> Result<HashSet<(String, String)>> {
+    Ok(list(db, destination)
+        .await?
+        .into_iter()
+        .map(|d| (d.table, d.key))
+        .collect())
+}
+
+/// Removes the given parked changes of `destination`.
+pub(crate) async fn remove<C: ConnectionTrait>(
+    db: &C,
+    destination: &str,
+    outbox_ids: &[i64],
+) -> Result<u64> {
+    let backend = db.get_database_backend();
+    let mut removed = 0;
+    for chunk in outbox_ids.chunks(500) {
+        let list = vec!["?"; chunk.len()].join(", ");
+        let stmt = marks(
+            backend,
+            &format!(
+                "DELETE FROM ormsync_dead_letters WHERE destination = ? AND outbox_id IN ({list})"
+            ),
+        );
+        let mut values: Vec<SeaValue> = vec![destination.into()];
+        values.extend(chunk.iter().map(|&id| SeaValue::from(id)));
+        removed += db
+            .execute_raw(Statement::from_sql_and_values(backend, stmt, values))
+            .await
+            .context(|| format!("removing dead letters of `{destination}`"))?
+            .rows_affected();
+    }
+    Ok(removed)
+}
+
+/// Records a failed replay of the given parked changes.
+pub(crate) async fn failed_again<C: ConnectionTrait>(
+    db: &C,
+    destination: &str,
+    outbox_ids: &[i64],
+    error: &str,
+) -> Result<()> {
+    let backend = db.get_database_backend();
+    for &id in outbox_ids {
+        let stmt = marks(
+            backend,
+            "UPDATE ormsync_dead_letters SET error = ?, attempts = attempts + 1 WHERE destination = ? AND outbox_id = ?",
+        );
+        db.execute_raw(Statement::from_sql_and_values(
+            backend,
+            stmt,
+            [error.into(), destination.into(), id.into()],
+        ))
+        .await
+        .context(|| format!("recording a failed replay for `{destination}`"))?;
+    }
+    Ok(())
+}

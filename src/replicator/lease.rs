@@ -1,0 +1,165 @@
+//! `ormsync_leases`: which replicator instance ships to a destination.
+//!
+//! Applications run several copies of themselves, each starting a replicator. A lease row
+//! per destination at the source, renewed by the holder and taken over by another instance
+//! once it expires, makes one of them active. Times come from the source database's clock,
+//! so instances on machines whose clocks disagree still agree. The destination's
+//! checkpoint lock keeps even an overlap at hand-over from applying anything twice.
+
+use std::time::{Duration, Instant};
+
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
+
+use crate::error::{DbContext, Result};
+use crate::sql_text::marks;
+
+/// A lease on one name (a destination, or the retention task) for one instance.
+pub(crate) struct Lease {
+    db: DatabaseConnection,
+    name: String,
+    holder: String,
+    ttl: Duration,
+    /// Until when (by our clock, with margin) we know we hold it.
+    held_until: Option<Instant>,
+}
+
+impl Lease {
+    pub(crate) fn new(
+        db: DatabaseConnection,
+        name: impl Into<String>,
+        holder: impl Into<String>,
+        ttl: Duration,
+    ) -> Self {
+        Lease {
+            db,
+            name: name.into(),
+            holder: holder.into(),
+            ttl,
+            held_until: None,
+        }
+    }
+
+    /// Whether this instance holds the lease now; renews it when a third of its life is
+    /// gone, and takes it over when it expired. `Err` only on a database error.
+    pub(crate) async fn ensure(&mut self) -> Result<bool> {
+        if let Some(until) = self.held_until
+            && until.saturating_duration_since(Instant::now()) > self.ttl * 2 / 3
+        {
+            return Ok(true);
+        }
+        let asked = Instant::now();
+        let held = self.try_acquire().await?;
+        // Renewed at some instant after `asked`: counting from `asked` errs on the safe side.
+        self.held_until = held.then(|| asked + self.ttl);
+        Ok(held)
+    }
+
+    /// Whether the lease is held, without asking the database.
+    pub(crate) fn held(&self) -> bool {
+        self.held_until.is_some_and(|t| t > Instant::now())
+    }
+
+    /// Who holds the lease now, per the database.
+    pub(crate) async fn holder(&self) -> Result<Option<String>> {
+        let backend = self.db.get_database_backend();
+        let row = self
+            .db
+            .query_one_raw(Statement::from_sql_and_values(
+                backend,
+                marks(
+                    backend,
+                    "SELECT holder FROM ormsync_leases WHERE destination = ?",
+                ),
+                [self.name.clone().into()],
+            ))
+            .await
+            .context(|| format!("reading the lease of `{}`", self.name))?;
+        Ok(row.and_then(|r| r.try_get::<String>("", "holder").ok()))
+    }
+
+    async fn try_acquire(&self) -> Result<bool> {
+        let backend = self.db.get_database_backend();
+        // A row that is already expired, so the conditional update below can take it.
+        let create = match backend {
+            DbBackend::MySql => {
+                "INSERT IGNORE INTO ormsync_leases (destination, holder, expires_at) VALUES (?, '', '1970-01-02 00:00:00')"
+            }
+            DbBackend::Postgres => {
+                "INSERT INTO ormsync_leases (destination, holder, expires_at) VALUES ($1, '', '1970-01-02T00:00:00Z') ON CONFLICT DO NOTHING"
+            }
+            _ => {
+                "INSERT INTO ormsync_leases (destination, holder, expires_at) VALUES (?, '', '1970-01-02T00:00:00.000Z') ON CONFLICT DO NOTHING"
+            }
+        };
+        self.db
+            .execute_raw(Statement::from_sql_and_values(
+                backend,
+                create,
+                [self.name.clone().into()],
+            ))
+            .await
+            .context(|| format!("creating the lease of `{}`", self.name))?;
+        let millis = self.ttl.as_millis() as i64;
+        let (sql, values): (&str, Vec<sea_orm::Value>) = match backend {
+            DbBackend::MySql => (
+                "UPDATE ormsync_leases SET holder = ?, expires_at = TIMESTAMPADD(MICROSECOND, ?, NOW(6)), \
+                 updated_at = NOW(6) WHERE destination = ? AND (holder = ? OR expires_at < NOW(6))",
+                vec![
+                    self.holder.clone().into(),
+                    (millis * 1000).into(),
+                    self.name.clone().into(),
+                    self.holder.clone().into(),
+                ],
+            ),
+            DbBackend::Postgres => (
+                "UPDATE ormsync_leases SET holder = $1, expires_at = now() + $2 * interval '1 millisecond', \
+                 updated_at = now() WHERE destination = $3 AND (holder = $1 OR expires_at < now())",
+                vec![
+                    self.holder.clone().into(),
+                    millis.into(),
+                    self.name.clone().into(),
+                ],
+            ),
+            _ => (
+                "UPDATE ormsync_leases SET holder = ?1, \
+                 expires_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '+' || (?2 / 1000.0) || ' seconds'), \
+                 updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') \
+                 WHERE destination = ?3 AND (holder = ?1 OR expires_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))",
+                vec![
+                    self.holder.clone().into(),
+                    millis.into(),
+                    self.name.clone().into(),
+                ],
+            ),
+        };
+        let done = self
+            .db
+            .execute_raw(Statement::from_sql_and_values(backend, sql, values))
+            .await
+            .context(|| format!("renewing the lease of `{}`", self.name))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Gives the lease up, so another instance takes over at once.
+    pub(crate) async fn release(&mut self) {
+        if self.held_until.take().is_none() {
+            return;
+        }
+        let backend = self.db.get_database_backend();
+        let sql = marks(
+            backend,
+            "DELETE FROM ormsync_leases WHERE destination = ? AND holder = ?",
+        );
+        let result = self
+            .db
+            .execute_raw(Statement::from_sql_and_values(
+                backend,
+                sql,
+                [self.name.clone().into(), self.holder.clone().into()],
+            ))
+            .await;
+        if let Err(e) = result {
+            tracing::debug!(lease = %self.name, error = %e, "could not release the lease; it will expire");
+        }
+    }
+}

@@ -1,0 +1,344 @@
+//! Drift detection and repair: compare a destination with its source row by row, and fix
+//! the rows that differ.
+//!
+//! A destination drifts from its source when something writes to it behind ormsync's
+//! back, when the source is written outside the captured paths (bulk operations, raw SQL,
+//! another program), or after an operator's mistake. [`verify`] finds such rows;
+//! [`repair`] fixes them, by default through the source's outbox so the fix travels the
+//! normal path, ordered with the live changes.
+//!
+//! # How verify compares
+//!
+//! Both sides are read through sea-orm as the entity's `Model`, in primary-key order, a
+//! chunk at a time by keyset pagination (`WHERE (key) > (last key) ORDER BY key LIMIT n`,
+//! composite keys included), the two sides concurrently. Each row's shipped columns (those
+//! not marked `#[replicated(skip)]`) are hashed over a canonical encoding that makes equal
+//! values from different engines equal: decimals normalized, zoned timestamps as UTC
+//! instants, JSON with sorted keys, NULL distinct from the empty string (see the table in
+//! the encoding's notes below). The two key-ordered streams of (key, hash) are then
+//! merge-joined: a key only at the source is *missing* at the destination, a key only at
+//! the destination is *extra*, a key on both sides with different hashes is *different*,
+//! and for those the columns that differ are named.
+//!
+//! Memory stays at a few chunks per side however large the table, and no long transaction
+//! is held: each chunk is its own statement. On a table that is being written, a row
+//! changed between the reads of the two sides (or not yet shipped) shows as drift; verify
+//! when the replicator has caught up (`sync_now()`), or verify again the rows reported.
+//!
+//! Canonical encoding: integers of any width compare by value; floats by the bits of
+//! the `f64` (one NaN, `-0.0` as `0.0`); decimals normalized (`1.50` = `1.5`); text,
+//! enum variants and binary by their bytes; JSON as canonical text (sorted keys, `1.0` =
+//! `1`); zoned timestamps as the UTC instant to the nanosecond; naive timestamps, dates
+//! and times as stored; UUIDs by their bytes.
+//!
+//! Keys are compared in byte order for text, numerically otherwise. A database whose
+//! collation sorts a text key differently (PostgreSQL with a linguistic collation,
+//! MariaDB with a `_ci` one) is detected and refused with [`Error::Config`]: give the key
+//! a binary collation there.
+//!
+//! # Examples
+//!
+//! ```no_run
+//! # mod customers {
+//! #     use sea_orm::entity::prelude::*;
+//! #     #[derive(Clone, Debug, PartialEq, DeriveEntityModel, ormsync::Replicated)]
+//! #     #[sea_orm(table_name = "customers")]
+//! #     pub struct Model { #[sea_orm(primary_key)] pub id: i64, pub name: String }
+//! #     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+//! #     pub enum Relation {}
+//! # }
+//! # async fn run() -> ormsync::Result<()> {
+//! # let source: sea_orm::DatabaseConnection = unimplemented!();
+//! # let backup: sea_orm::DatabaseConnection = unimplemented!();
+//! use ormsync::verify::{RepairOptions, VerifyOptions, Verifier};
+//!
+//! let verifier = Verifier::new(source, backup).entity::<customers::Entity>();
+//! let reports = verifier.verify(&VerifyOptions::default().chunk_size(5000)).await?;
+//! for report in &reports {
+//!     println!("{report}"); // counts, then the rows missing, extra or different
+//! }
+//! // Queue the fixes in the source's outbox; the replicator ships them.
+//! let outcomes = verifier.repair(&reports, &RepairOptions::default()).await?;
+//! # Ok(()) }
+//! ```
+
+mod canonical;
+mod merge;
+mod repair;
+mod report;
+mod scan;
+
+use std::time::Instant;
+
+use futures_util::future::BoxFuture;
+use sea_orm::DatabaseConnection;
+use tokio::sync::mpsc;
+use tracing::Instrument;
+
+pub use repair::{Drift, Fix, RepairAction, RepairMode, RepairOptions, RepairOutcome, repair};
+pub use report::{Report, RowDiff};
+
+use crate::entity::Replicated;
+use crate::error::{Error, Result};
+use scan::Side;
+
+/// How [`verify`] reads and reports.
+///
+/// ```
+/// use ormsync::verify::VerifyOptions;
+///
+/// let opts = VerifyOptions::default().chunk_size(10_000).max_reported(20);
+/// assert_eq!(opts.chunk_size, 10_000);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct VerifyOptions {
+    /// Rows read per query on each side. Default: 1000. Memory grows with it (a few
+    /// chunks per side are held at once), round trips shrink.
+    pub chunk_size: u64,
+    /// Rows listed per kind (missing, extra, different) in the report; the counts cover
+    /// all. Default: 1000.
+    pub max_reported: usize,
+}
+
+impl Default for VerifyOptions {
+    fn default() -> Self {
+        VerifyOptions {
+            chunk_size: 1000,
+            max_reported: 1000,
+        }
+    }
+}
+
+impl VerifyOptions {
+    /// Sets [`chunk_size`](VerifyOptions::chunk_size) (at least 1).
+    #[must_use]
+    pub fn chunk_size(mut self, rows: u64) -> Self {
+        self.chunk_size = rows.max(1);
+        self
+    }
+
+    /// Sets [`max_reported`](VerifyOptions::max_reported).
+    #[must_use]
+    pub fn max_reported(mut self, rows: usize) -> Self {
+        self.max_reported = rows;
+        self
+    }
+}
+
+/// Compares entity `E`'s table at `dest` with the one at `source`.
+///
+/// Reads both sides in key order, concurrently, a chunk at a time, and merge-joins them
+/// (see the [module docs](self)); returns the rows missing at the destination, extra
+/// there, and different (with the columns that differ). Columns marked
+/// `#[replicated(skip)]` are not compared. Writes nothing.
+///
+/// # Errors
+///
+/// [`Error::Db`] when a side cannot be read (for example the table does not exist there);
+/// [`Error::Config`] when a side returns its keys out of byte order (a non-binary
+/// collation on a text key); [`Error::UnsupportedValue`] for a column type ormsync cannot
+/// carry.
+///
+/// # Examples
+///
+/// ```no_run
+/// # mod customers {
+/// #     use sea_orm::entity::prelude::*;
+/// #     #[derive(Clone, Debug, PartialEq, DeriveEntityModel, ormsync::Replicated)]
+/// #     #[sea_orm(table_name = "customers")]
+/// #     pub struct Model { #[sea_orm(primary_key)] pub id: i64, pub name: String }
+/// #     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+/// #     pub enum Relation {}
+/// # }
+/// # async fn run(source: sea_orm::DatabaseConnection, backup: sea_orm::DatabaseConnection)
+/// # -> ormsync::Result<()> {
+/// use ormsync::verify::{VerifyOptions, verify};
+///
+/// let report = verify::<customers::Entity>(&source, &backup, &VerifyOptions::default()).await?;
+/// assert!(report.is_clean(), "{report}");
+/// # Ok(()) }
+/// ```
+pub async fn verify<E: Replicated>(
+    source: &DatabaseConnection,
+    dest: &DatabaseConnection,
+    opts: &VerifyOptions,
+) -> Result<Report> {
+    let spec = E::table_spec();
+    let span = tracing::info_span!("ormsync.verify", table = %spec.table);
+    async move {
+        let started = Instant::now();
+        let chunk = opts.chunk_size.max(1);
+        // One chunk in each channel, one being read, one being merged: the memory bound.
+        let (stx, srx) = mpsc::channel(1);
+        let (dtx, drx) = mpsc::channel(1);
+        let mut report = Report::new(spec.table.clone(), spec.key.clone());
+        let ((), (), merged) = tokio::join!(
+            scan::feed::<E>(source, Side::Source, chunk, stx),
+            scan::feed::<E>(dest, Side::Destination, chunk, dtx),
+            merge::merge(srx, drx, &mut report, opts.max_reported),
+        );
+        merged?;
+        report.elapsed = started.elapsed();
+        tracing::info!(
+            table = %report.table,
+            source_rows = report.source_rows,
+            dest_rows = report.dest_rows,
+            missing = report.missing_count,
+            extra = report.extra_count,
+            different = report.different_count,
+            elapsed_ms = report.elapsed.as_millis() as u64,
+            rows_per_second = report.rows_per_second() as u64,
+            "verify done"
+        );
+        Ok(report)
+    }
+    .instrument(span)
+    .await
+}
+
+type VerifyFn = for<'a> fn(
+    &'a DatabaseConnection,
+    &'a DatabaseConnection,
+    &'a VerifyOptions,
+) -> BoxFuture<'a, Result<Report>>;
+
+type RepairFn = for<'a> fn(
+    &'a DatabaseConnection,
+    &'a DatabaseConnection,
+    &'a Report,
+    &'a RepairOptions,
+) -> BoxFuture<'a, Result<RepairOutcome>>;
+
+struct Registered {
+    table: String,
+    verify: VerifyFn,
+    repair: RepairFn,
+}
+
+fn verify_boxed<'a, E: Replicated>(
+    s: &'a DatabaseConnection,
+    d: &'a DatabaseConnection,
+    o: &'a VerifyOptions,
+) -> BoxFuture<'a, Result<Report>> {
+    Box::pin(verify::<E>(s, d, o))
+}
+
+fn repair_boxed<'a, E: Replicated>(
+    s: &'a DatabaseConnection,
+    d: &'a DatabaseConnection,
+    r: &'a Report,
+    o: &'a RepairOptions,
+) -> BoxFuture<'a, Result<RepairOutcome>>
+where
+    E::Model: Sync,
+    E::ActiveModel: Send + Sync,
+{
+    Box::pin(repair::<E>(s, d, r, o))
+}
+
+/// [`verify`] and [`repair`] over several entities of one source and destination.
+///
+/// Tables are verified one after the other, in the order registered.
+///
+/// ```no_run
+/// # mod a { use sea_orm::entity::prelude::*;
+/// #   #[derive(Clone, Debug, PartialEq, DeriveEntityModel, ormsync::Replicated)]
+/// #   #[sea_orm(table_name = "a")] pub struct Model { #[sea_orm(primary_key)] pub id: i64 }
+/// #   #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)] pub enum Relation {} }
+/// # mod b { use sea_orm::entity::prelude::*;
+/// #   #[derive(Clone, Debug, PartialEq, DeriveEntityModel, ormsync::Replicated)]
+/// #   #[sea_orm(table_name = "b")] pub struct Model { #[sea_orm(primary_key)] pub id: i64 }
+/// #   #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)] pub enum Relation {} }
+/// # async fn run(source: sea_orm::DatabaseConnection, backup: sea_orm::DatabaseConnection)
+/// # -> ormsync::Result<()> {
+/// use ormsync::verify::{Verifier, VerifyOptions};
+///
+/// let reports = Verifier::new(source, backup)
+///     .entity::<a::Entity>()
+///     .entity::<b::Entity>()
+///     .verify(&VerifyOptions::default())
+///     .await?;
+/// assert!(reports.iter().all(|r| r.is_clean()));
+/// # Ok(()) }
+/// ```
+pub struct Verifier {
+    source: DatabaseConnection,
+    dest: DatabaseConnection,
+    tables: Vec<Registered>,
+}
+
+impl Verifier {
+    /// A verifier of `dest` against `source`, with no entities yet.
+    pub fn new(source: DatabaseConnection, dest: DatabaseConnection) -> Self {
+        Verifier {
+            source,
+            dest,
+            tables: Vec::new(),
+        }
+    }
+
+    /// Adds entity `E` (registering a table twice keeps one).
+    #[must_use]
+    pub fn entity<E: Replicated>(mut self) -> Self
+    where
+        E::Model: Sync,
+        E::ActiveModel: Send + Sync,
+    {
+        let table = E::table_spec().table;
+        self.tables.retain(|t| t.table != table);
+        self.tables.push(Registered {
+            table,
+            verify: verify_boxed::<E>,
+            repair: repair_boxed::<E>,
+        });
+        self
+    }
+
+    /// The tables registered, in order.
+    pub fn tables(&self) -> impl Iterator<Item = &str> {
+        self.tables.iter().map(|t| t.table.as_str())
+    }
+
+    /// Verifies every registered table; one report per table, in order.
+    ///
+    /// # Errors
+    ///
+    /// The first table's error, as for [`verify`].
+    pub async fn verify(&self, opts: &VerifyOptions) -> Result<Vec<Report>> {
+        let mut reports = Vec::with_capacity(self.tables.len());
+        for t in &self.tables {
+            reports.push((t.verify)(&self.source, &self.dest, opts).await?);
+        }
+        Ok(reports)
+    }
+
+    /// Repairs what `reports` found; clean reports are skipped.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for a report of a table not registered; otherwise as for
+    /// [`repair`], stopping at the first table that fails.
+    pub async fn repair(
+        &self,
+        reports: &[Report],
+        opts: &RepairOptions,
+    ) -> Result<Vec<RepairOutcome>> {
+        let mut outcomes = Vec::new();
+        for report in reports.iter().filter(|r| !r.is_clean()) {
+            let t = self
+                .tables
+                .iter()
+                .find(|t| t.table == report.table)
+                .ok_or_else(|| {
+                    Error::Config(format!(
+                        "repair: the report of `{}` names a table this verifier does not know; \
+                         register its entity with `.entity::<…>()`",
+                        report.table
+                    ))
+                })?;
+            outcomes.push((t.repair)(&self.source, &self.dest, report, opts).await?);
+        }
+        Ok(outcomes)
+    }
+}

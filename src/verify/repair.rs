@@ -1,0 +1,555 @@
+//! Fixing the rows a [`Report`] found.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use sea_orm::sea_query::{
+    Alias, DeleteStatement, Expr, ExprTrait, InsertStatement, OnConflict, Query, SimpleExpr,
+    ValueTuple,
+};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, QueryFilter, QuerySelect,
+    TransactionTrait,
+};
+use serde::{Deserialize, Serialize};
+use tracing::Instrument;
+
+use super::canonical;
+use super::report::{KeyDisplay, Report};
+use super::scan;
+use crate::capture;
+use crate::change::Row;
+use crate::entity::Replicated;
+use crate::error::{DbContext, Error, Result};
+use crate::value::Value;
+
+/// How [`repair`] fixes a row.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum RepairMode {
+    /// Queue each fix as a change in the source's outbox, in a source transaction that
+    /// locks the source row (`SELECT … FOR UPDATE`) while it reads it. The replicator then
+    /// ships the fixes like any other change, in order with the live ones, to **every**
+    /// destination (they apply as idempotent upserts and deletes). Needs a running
+    /// replicator (or a `sync_now`) to take effect. The default.
+    #[default]
+    Outbox,
+    /// Write straight into the destination: all upserts and deletes in one destination
+    /// transaction, touching no other destination and no outbox. Meant for a destination
+    /// no replicator is writing to at the moment: a change in flight could otherwise land
+    /// before the fix and be overwritten by the older value read for it.
+    Direct,
+}
+
+/// How [`repair`] runs.
+///
+/// ```
+/// use ormsync::verify::{RepairMode, RepairOptions};
+///
+/// let opts = RepairOptions::default().mode(RepairMode::Direct).dry_run(true);
+/// assert!(opts.dry_run);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RepairOptions {
+    /// Outbox (default) or direct.
+    pub mode: RepairMode,
+    /// Work out what would be done, reading the source, without writing anything.
+    pub dry_run: bool,
+    /// Rows read, and in outbox mode queued, per source transaction. Default: 500.
+    pub batch_size: usize,
+}
+
+impl Default for RepairOptions {
+    fn default() -> Self {
+        RepairOptions {
+            mode: RepairMode::Outbox,
+            dry_run: false,
+            batch_size: 500,
+        }
+    }
+}
+
+impl RepairOptions {
+    /// Sets [`mode`](RepairOptions::mode).
+    #[must_use]
+    pub fn mode(mut self, mode: RepairMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Sets [`dry_run`](RepairOptions::dry_run).
+    #[must_use]
+    pub fn dry_run(mut self, dry_run: bool) -> Self {
+        self.dry_run = dry_run;
+        self
+    }
+
+    /// Sets [`batch_size`](RepairOptions::batch_size) (at least 1).
+    #[must_use]
+    pub fn batch_size(mut self, rows: usize) -> Self {
+        self.batch_size = rows.max(1);
+        self
+    }
+}
+
+/// What a verify found wrong with a row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Drift {
+    /// The source holds the row, the destination does not.
+    Missing,
+    /// The destination holds the row, the source does not.
+    Extra,
+    /// Both hold the row, with different values.
+    Different,
+}
+
+/// What a repair does to a row at the destination.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Fix {
+    /// Write the source's row (insert, or update where the key exists).
+    Upsert,
+    /// Delete the row.
+    Delete,
+}
+
+/// One row a repair fixed (or, in a dry run, would fix).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct RepairAction {
+    /// The row's primary key.
+    pub key: Row,
+    /// What the report found.
+    pub drift: Drift,
+    /// What the repair does. Decided by reading the source at repair time: a row the
+    /// source holds now is upserted, one it lacks is deleted, whatever the report said,
+    /// so a row that changed since the verify gets its current state.
+    pub fix: Fix,
+}
+
+/// What [`repair`] did, or in a dry run would do.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct RepairOutcome {
+    /// The table repaired.
+    pub table: String,
+    /// How the fixes were written.
+    pub mode: RepairMode,
+    /// Whether nothing was written.
+    pub dry_run: bool,
+    /// Every row fixed, in the report's order (missing, extra, different).
+    pub actions: Vec<RepairAction>,
+    /// Rows upserted (or queued as upserts).
+    pub upserts: u64,
+    /// Rows deleted (or queued as deletes).
+    pub deletes: u64,
+}
+
+impl fmt::Display for RepairOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let how = match self.mode {
+            RepairMode::Outbox => "queued in the source's outbox",
+            RepairMode::Direct => "written to the destination",
+        };
+        let verb = if self.dry_run { "would be" } else { "were" };
+        write!(
+            f,
+            "`{}`: {} upserts and {} deletes {verb} {how}",
+            self.table, self.upserts, self.deletes
+        )?;
+        for a in &self.actions {
+            write!(f, "\n  {:?} {} ({:?})", a.fix, KeyDisplay(&a.key), a.drift)?;
+        }
+        Ok(())
+    }
+}
+
+/// Fixes exactly the rows `report` lists, for entity `E`.
+///
+/// Each listed row is read again at the source. Where the source holds it, its current
+/// values are written to the destination; where it does not, the destination's row is
+/// deleted. How depends on [`RepairOptions::mode`]:
+///
+/// - [`RepairMode::Outbox`] (default): an outbox change per row, written with
+///   [`capture::save`] / [`capture::delete`] in a source transaction per
+///   [`batch_size`](RepairOptions::batch_size) rows that locks the rows it reads, so a
+///   concurrent application write of the same row is ordered after the fix, not before.
+///   The fixes reach the destination when the replicator next ships (`sync_now()`), and
+///   reach every other destination of the source too. `dest` is not touched.
+/// - [`RepairMode::Direct`]: upserts and deletes straight into `dest`, in one transaction.
+///
+/// A dry run reads the source and returns the same outcome without writing. Only the rows
+/// listed are fixed: after repairing a report that is not
+/// [complete](Report::is_complete), verify again.
+///
+/// Limitation (outbox mode): the delete queued for a row the source lacks cannot lock a
+/// row that is not there; if the application inserts that very key while the repair
+/// runs, the delete may be shipped after the insert. A verify afterwards finds it.
+///
+/// # Errors
+///
+/// [`Error::Config`] when the report is of another table or key; [`Error::Db`] when
+/// reading the source or writing fails (an outbox batch or the direct transaction is then
+/// rolled back; batches committed before stay).
+///
+/// # Examples
+///
+/// ```no_run
+/// # mod customers {
+/// #     use sea_orm::entity::prelude::*;
+/// #     #[derive(Clone, Debug, PartialEq, DeriveEntityModel, ormsync::Replicated)]
+/// #     #[sea_orm(table_name = "customers")]
+/// #     pub struct Model { #[sea_orm(primary_key)] pub id: i64, pub name: String }
+/// #     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+/// #     pub enum Relation {}
+/// # }
+/// # async fn run(source: sea_orm::DatabaseConnection, backup: sea_orm::DatabaseConnection,
+/// #              replicator: ormsync::Replicator) -> ormsync::Result<()> {
+/// use ormsync::verify::{RepairOptions, VerifyOptions, repair, verify};
+///
+/// let report = verify::<customers::Entity>(&source, &backup, &VerifyOptions::default()).await?;
+/// if !report.is_clean() {
+///     let done = repair::<customers::Entity>(&source, &backup, &report, &RepairOptions::default()).await?;
+///     println!("{done}");
+///     replicator.sync_now().await?; // ship the queued fixes
+/// }
+/// # Ok(()) }
+/// ```
+pub async fn repair<E: Replicated>(
+    source: &DatabaseConnection,
+    dest: &DatabaseConnection,
+    report: &Report,
+    opts: &RepairOptions,
+) -> Result<RepairOutcome> {
+    let spec = E::table_spec();
+    if report.table != spec.table || report.key_columns != spec.key {
+        return Err(Error::Config(format!(
+            "repair of `{}` (key {:?}) was given a report of `{}` (key {:?})",
+            spec.table, spec.key, report.table, report.key_columns
+        )));
+    }
+    let span = tracing::info_span!("ormsync.repair", table = %spec.table, mode = ?opts.mode, dry_run = opts.dry_run);
+    run::<E>(source, dest, report, opts).instrument(span).await
+}
+
+async fn run<E: Replicated>(
+    source: &DatabaseConnection,
+    dest: &DatabaseConnection,
+    report: &Report,
+    opts: &RepairOptions,
+) -> Result<RepairOutcome> {
+    let targets = targets(report)?;
+    let mut outcome = RepairOutcome {
+        table: report.table.clone(),
+        mode: opts.mode,
+        dry_run: opts.dry_run,
+        actions: Vec::with_capacity(targets.len()),
+        upserts: 0,
+        deletes: 0,
+    };
+    // Direct mode: what to write, gathered from every batch, then one destination transaction.
+    let mut upserts: Vec<Row> = Vec::new();
+    let mut deletes: Vec<Row> = Vec::new();
+    let cols = scan::key_columns::<E>();
+    let backend = source.get_database_backend();
+    for batch in targets.chunks(opts.batch_size.max(1)) {
+        let keys: Vec<&[Value]> = batch.iter().map(|(k, _)| k.as_slice()).collect();
+        let query = E::find().filter(scan::keys_condition::<E>(backend, &cols, &keys));
+        let queue = opts.mode == RepairMode::Outbox && !opts.dry_run;
+        let txn =
+            if queue {
+                Some(source.begin().await.context(|| {
+                    format!("repair `{}`: beginning a source transaction", report.table)
+                })?)
+            } else {
+                None
+            };
+        let models = match &txn {
+            Some(txn) => query.lock_exclusive().all(txn).await,
+            None => query.all(source).await,
+        }
+        .context(|| format!("repair `{}`: reading the source", report.table))?;
+        let mut found: HashMap<Vec<u8>, E::Model> = HashMap::with_capacity(models.len());
+        for m in models {
+            let key: Vec<Value> = E::key_of(&m)?.0.into_iter().map(|(_, v)| v).collect();
+            found.insert(key_bytes(&key), m);
+        }
+        let result = fix_batch::<E>(
+            txn.as_ref(),
+            batch,
+            &found,
+            report,
+            opts,
+            &mut outcome,
+            &mut upserts,
+            &mut deletes,
+        )
+        .await;
+        if let Some(txn) = txn {
+            match result {
+                Ok(()) => txn.commit().await.context(|| {
+                    format!("repair `{}`: committing the queued fixes", report.table)
+                })?,
+                Err(e) => {
+                    let _ = txn.rollback().await;
+                    return Err(e);
+                }
+            }
+        } else {
+            result?;
+        }
+    }
+    if opts.mode == RepairMode::Direct && !opts.dry_run {
+        write_direct(dest, &report.table, &report.key_columns, &upserts, &deletes).await?;
+    }
+    tracing::info!(
+        table = %report.table,
+        upserts = outcome.upserts,
+        deletes = outcome.deletes,
+        "repair {}",
+        if opts.dry_run { "planned (dry run)" } else { "done" }
+    );
+    Ok(outcome)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn fix_batch<E: Replicated>(
+    txn: Option<&DatabaseTransaction>,
+    batch: &[(Vec<Value>, Drift)],
+    found: &HashMap<Vec<u8>, E::Model>,
+    report: &Report,
+    opts: &RepairOptions,
+    outcome: &mut RepairOutcome,
+    upserts: &mut Vec<Row>,
+    deletes: &mut Vec<Row>,
+) -> Result<()> {
+    for (key, drift) in batch {
+        let key_row = Row(report
+            .key_columns
+            .iter()
+            .cloned()
+            .zip(key.iter().cloned())
+            .collect());
+        let fix = match found.get(&key_bytes(key)) {
+            Some(model) => {
+                if let Some(txn) = txn {
+                    capture::save::<E, _>(txn, model, *drift == Drift::Missing)
+                        .await
+                        .context(|| {
+                            format!(
+                                "repair `{}`: queuing the row {}",
+                                report.table,
+                                KeyDisplay(&key_row)
+                            )
+                        })?;
+                } else if opts.mode == RepairMode::Direct {
+                    upserts.push(E::to_row(model)?);
+                }
+                outcome.upserts += 1;
+                Fix::Upsert
+            }
+            None => {
+                if let Some(txn) = txn {
+                    let am = E::active_from_row(&key_row)?;
+                    capture::delete::<E, _>(txn, &am).await.context(|| {
+                        format!(
+                            "repair `{}`: queuing the delete of {}",
+                            report.table,
+                            KeyDisplay(&key_row)
+                        )
+                    })?;
+                } else if opts.mode == RepairMode::Direct {
+                    deletes.push(key_row.clone());
+                }
+                outcome.deletes += 1;
+                Fix::Delete
+            }
+        };
+        tracing::debug!(table = %report.table, key = %KeyDisplay(&key_row), ?drift, ?fix, "repair");
+        outcome.actions.push(RepairAction {
+            key: key_row,
+            drift: *drift,
+            fix,
+        });
+    }
+    Ok(())
+}
+
+/// The report's rows as (key values in key order, drift), checking each key's columns.
+fn targets(report: &Report) -> Result<Vec<(Vec<Value>, Drift)>> {
+    let lists = report
+        .missing
+        .iter()
+        .map(|k| (k, Drift::Missing))
+        .chain(report.extra.iter().map(|k| (k, Drift::Extra)))
+        .chain(report.different.iter().map(|d| (&d.key, Drift::Different)));
+    let mut out = Vec::new();
+    for (key, drift) in lists {
+        let values = report
+            .key_columns
+            .iter()
+            .map(|c| {
+                key.get(c).cloned().ok_or_else(|| {
+                    Error::Config(format!(
+                        "repair `{}`: a key in the report lacks column `{c}`",
+                        report.table
+                    ))
+                })
+            })
+            .collect::<Result<Vec<Value>>>()?;
+        out.push((values, drift));
+    }
+    Ok(out)
+}
+
+/// A key's identity for lookups: its canonical encoding.
+fn key_bytes(key: &[Value]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 * key.len());
+    for v in key {
+        canonical::encode(v, &mut out);
+    }
+    out
+}
+
+/// Upserts `upserts` and deletes `deletes` at `dest`, in one transaction.
+async fn write_direct(
+    dest: &DatabaseConnection,
+    table: &str,
+    key: &[String],
+    upserts: &[Row],
+    deletes: &[Row],
+) -> Result<()> {
+    if upserts.is_empty() && deletes.is_empty() {
+        return Ok(());
+    }
+    let backend = dest.get_database_backend();
+    let txn = dest
+        .begin()
+        .await
+        .context(|| format!("repair `{table}`: beginning a destination transaction"))?;
+    let written = async {
+        for chunk in upserts.chunks(rows_per_statement(upserts[..].first(), backend)) {
+            txn.execute(&upsert(table, key, chunk, backend)).await?;
+        }
+        for chunk in deletes.chunks(rows_per_statement(deletes[..].first(), backend)) {
+            txn.execute(&delete(table, chunk, backend)).await?;
+        }
+        Ok::<(), sea_orm::DbErr>(())
+    }
+    .await;
+    match written {
+        Ok(()) => txn
+            .commit()
+            .await
+            .context(|| format!("repair `{table}`: committing at the destination")),
+        Err(e) => {
+            let _ = txn.rollback().await;
+            Err(Error::db(
+                format!("repair `{table}`: writing at the destination"),
+                e,
+            ))
+        }
+    }
+}
+
+/// Rows per statement within the backend's bind-parameter limit.
+fn rows_per_statement(first: Option<&Row>, backend: DbBackend) -> usize {
+    let params = match backend {
+        DbBackend::Sqlite => 32_766,
+        _ => 65_535,
+    };
+    let columns = first.map_or(1, |r| r.0.len().max(1));
+    (params / columns).clamp(1, 1000)
+}
+
+fn upsert(table: &str, key: &[String], rows: &[Row], backend: DbBackend) -> InsertStatement {
+    let columns: Vec<&str> = rows
+        .first()
+        .map(|r| r.columns().collect())
+        .unwrap_or_default();
+    let mut q = Query::insert();
+    q.into_table(Alias::new(table))
+        .columns(columns.iter().map(|c| Alias::new(*c)));
+    for row in rows {
+        q.values_panic(
+            row.values()
+                .map(|v| SimpleExpr::Value(v.to_sea_for(backend))),
+        );
+    }
+    let rest: Vec<Alias> = columns
+        .iter()
+        .filter(|c| !key.iter().any(|k| k == *c))
+        .map(|c| Alias::new(*c))
+        .collect();
+    let mut on_conflict = OnConflict::columns(key.iter().map(|c| Alias::new(c.as_str())));
+    if rest.is_empty() {
+        on_conflict.do_nothing_on(key.iter().map(|c| Alias::new(c.as_str())));
+    } else {
+        on_conflict.update_columns(rest);
+    }
+    q.on_conflict(on_conflict);
+    q
+}
+
+fn delete(table: &str, keys: &[Row], backend: DbBackend) -> DeleteStatement {
+    let mut q = Query::delete();
+    q.from_table(Alias::new(table));
+    let columns: Vec<&str> = keys
+        .first()
+        .map(|k| k.columns().collect())
+        .unwrap_or_default();
+    if columns.len() == 1 {
+        let values = keys
+            .iter()
+            .filter_map(|k| k.values().next().map(|v| v.to_sea_for(backend)));
+        q.and_where(Expr::col(Alias::new(columns[0])).is_in(values));
+    } else {
+        let tuple = Expr::tuple(columns.iter().map(|c| Expr::col(Alias::new(*c))));
+        let values = keys
+            .iter()
+            .map(|k| ValueTuple::Many(k.values().map(|v| v.to_sea_for(backend)).collect()));
+        q.and_where(tuple.in_tuples(values));
+    }
+    q
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sea_orm::sea_query::{MysqlQueryBuilder, PostgresQueryBuilder};
+
+    #[test]
+    fn direct_statements_are_bound_upserts_and_deletes() {
+        let row = |id: i64| {
+            Row(vec![
+                ("order_id".into(), Value::BigInt(Some(id))),
+                ("line_no".into(), Value::Int(Some(1))),
+                ("sku".into(), Value::String(Some("x'".into()))),
+            ])
+        };
+        let key = ["order_id".to_string(), "line_no".to_string()];
+        let (sql, values) = upsert("line_items", &key, &[row(1), row(2)], DbBackend::Postgres)
+            .build(PostgresQueryBuilder);
+        assert_eq!(
+            sql,
+            r#"INSERT INTO "line_items" ("order_id", "line_no", "sku") VALUES ($1, $2, $3), ($4, $5, $6) ON CONFLICT ("order_id", "line_no") DO UPDATE SET "sku" = "excluded"."sku""#
+        );
+        assert_eq!(values.0.len(), 6);
+        let keys = [Row(row(1).0[..2].to_vec())];
+        let (sql, _) = delete("line_items", &keys, DbBackend::MySql).build(MysqlQueryBuilder);
+        assert_eq!(
+            sql,
+            "DELETE FROM `line_items` WHERE (`order_id`, `line_no`) IN ((?, ?))"
+        );
+    }
+
+    #[test]
+    fn a_report_of_another_key_is_refused() {
+        let mut report = Report::new("t".into(), vec!["id".into()]);
+        report
+            .missing
+            .push(Row(vec![("other".into(), Value::Int(Some(1)))]));
+        report.missing_count = 1;
+        assert!(matches!(targets(&report), Err(Error::Config(_))));
+    }
+}

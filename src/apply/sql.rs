@@ -164,6 +164,24 @@ impl SqlSink {
     }
 }
 
+/// The part of `batch` before outbox id `id`.
+fn prefix(batch: &Batch, id: i64) -> Batch {
+    Batch {
+        changes: batch
+            .changes
+            .iter()
+            .filter(|c| c.id < id)
+            .cloned()
+            .collect(),
+        skipped: batch
+            .skipped
+            .iter()
+            .filter(|&&(lo, _)| lo < id)
+            .map(|&(lo, hi)| (lo, hi.min(id - 1)))
+            .collect(),
+    }
+}
+
 enum Failure {
     /// A statement of the collapsed plan failed: worth a change-by-change retry.
     Statement(DbErr),
@@ -180,30 +198,49 @@ impl Sink for SqlSink {
 
     async fn apply(&mut self, source: &str, batch: &Batch) -> Result<Position> {
         let changes: Vec<&Change> = batch.changes.iter().collect();
-        if let Err(e) = self.check_columns(&changes).await {
-            self.columns.clear();
-            return Err(e);
-        }
         let span = tracing::debug_span!("ormsync.apply_batch", destination = %self.name, changes = batch.changes.len());
-        let outcome = match self
-            .apply_steps(source, batch, false)
-            .instrument(span.clone())
-            .await
-        {
-            Ok(p) => return Ok(p),
-            Err(Failure::Statement(e)) => {
-                tracing::debug!(destination = %self.name, error = %redact(&e.to_string()),
-                    "batched apply failed; retrying change by change");
-                self.apply_steps(source, batch, true).instrument(span).await
-            }
-            Err(Failure::Other(e)) => Err(Failure::Other(e)),
+        let error = match self.check_columns(&changes).await {
+            Err(e) => e,
+            Ok(()) => match self
+                .apply_steps(source, batch, false)
+                .instrument(span.clone())
+                .await
+            {
+                Ok(p) => return Ok(p),
+                Err(Failure::Other(e)) => e,
+                Err(Failure::Statement(e)) => {
+                    tracing::debug!(destination = %self.name, error = %redact(&e.to_string()),
+                        "batched apply failed; retrying change by change");
+                    match self
+                        .apply_steps(source, batch, true)
+                        .instrument(span.clone())
+                        .await
+                    {
+                        Ok(p) => return Ok(p),
+                        Err(Failure::Other(e)) => e,
+                        Err(Failure::Statement(e)) => {
+                            Error::db(format!("destination `{}`", self.name), e)
+                        }
+                    }
+                }
+            },
         };
         self.columns.clear();
-        match outcome {
-            Ok(p) => Ok(p),
-            Err(Failure::Other(e)) => Err(e),
-            Err(Failure::Statement(e)) => Err(Error::db(format!("destination `{}`", self.name), e)),
+        // Whatever precedes the change at fault is fine: land it, so the destination stops
+        // right before that change rather than before the whole batch.
+        if let Some(id) = error.change_id().filter(|_| !error.is_transient()) {
+            let before = prefix(batch, id);
+            if !before.is_empty()
+                && self
+                    .apply_steps(source, &before, false)
+                    .instrument(span)
+                    .await
+                    .is_err()
+            {
+                tracing::debug!(destination = %self.name, "could not apply the changes before the one at fault");
+            }
         }
+        Err(error)
     }
 
     async fn replay(&mut self, changes: &[Change]) -> Result<()> {

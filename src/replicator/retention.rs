@@ -75,7 +75,10 @@ impl Retention {
             }
             match self.lease.ensure().await {
                 Ok(true) => {}
-                Ok(false) => continue,
+                Ok(false) => {
+                    tracing::trace!("retention: another instance holds its lease");
+                    continue;
+                }
                 Err(e) => {
                     tracing::debug!(error = %e, "retention: cannot take its lease");
                     continue;
@@ -114,6 +117,7 @@ impl Retention {
             }
         }
         let up_to = slowest.max(expired.unwrap_or(0));
+        tracing::trace!(?watermarks, ?expired, ?soon, up_to, "retention round");
         for (name, &w) in &watermarks {
             let already = dropped.get(name).copied().unwrap_or(w).max(w);
             if already < up_to {

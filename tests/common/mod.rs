@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod entities;
+pub mod proxy;
 
 use std::time::Duration;
 
@@ -137,6 +138,30 @@ impl TestDb {
                 })
             }
         }
+    }
+
+    /// The server's address (PostgreSQL and MariaDB only).
+    pub fn server_addr(&self) -> std::net::SocketAddr {
+        let rest = self.url.split_once("://").expect("a URL").1;
+        let host = rest.split('/').next().unwrap_or(rest);
+        let host = host.rsplit_once('@').map(|(_, h)| h).unwrap_or(host);
+        let host = if host.contains(':') {
+            host.to_string()
+        } else {
+            format!(
+                "{host}:{}",
+                if self.backend == Backend::Postgres {
+                    5432
+                } else {
+                    3306
+                }
+            )
+        };
+        use std::net::ToSocketAddrs;
+        host.to_socket_addrs()
+            .expect("resolve")
+            .next()
+            .expect("an address")
     }
 
     /// A second connection pool to the same database.

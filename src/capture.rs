@@ -120,5 +120,7 @@ async fn write<E: Replicated, C: ConnectionTrait>(
             op = op.code()
         ))
         .await?;
+    metrics::counter!("ormsync_changes_captured_total", "table" => table).increment(1);
+    crate::signal::captured();
     Ok(())
 }

@@ -152,6 +152,15 @@ pub enum Error {
         reason: String,
     },
 
+    /// The destination is paused or disabled.
+    #[error("destination `{destination}` is {state}; resume or enable it to ship")]
+    NotShipping {
+        /// The destination's name.
+        destination: String,
+        /// `paused` or `disabled`.
+        state: String,
+    },
+
     /// Another replicator instance holds this destination's lease and ships to it.
     #[error(
         "destination `{destination}` is shipped by another instance (`{holder}`); this one \

@@ -54,6 +54,7 @@ pub mod position;
 pub mod redact;
 mod replicator;
 mod schema;
+mod signal;
 mod sql_text;
 pub mod value;
 pub mod verify;
@@ -63,7 +64,7 @@ pub use error::{Error, Result};
 pub use hooks::ReplicatedHooks;
 pub use replicator::{
     Alert, AlertKind, Destination, DestinationStatus, OnPermanentError, ReplayReport, Replicator,
-    ReplicatorBuilder, RetentionPolicy, State, Status,
+    ReplicatorBuilder, RetentionPolicy, Schedule, State, Status,
 };
 pub use schema::{install, uninstall};
 

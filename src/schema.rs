@@ -46,6 +46,13 @@ pub async fn install<C: ConnectionTrait>(db: &C) -> Result<()> {
             format!("creating `{table}` (run it as a user allowed to create tables)")
         })?;
     }
+    if backend == DbBackend::Postgres {
+        for sql in PG_NOTIFY {
+            db.execute_unprepared(sql)
+                .await
+                .context(|| "creating the outbox's NOTIFY trigger".into())?;
+        }
+    }
     Ok(())
 }
 
@@ -56,6 +63,11 @@ pub async fn install<C: ConnectionTrait>(db: &C) -> Result<()> {
 ///
 /// [`Error::Db`](crate::Error::Db) when a `DROP TABLE` fails.
 pub async fn uninstall<C: ConnectionTrait>(db: &C) -> Result<()> {
+    if db.get_database_backend() == DbBackend::Postgres {
+        db.execute_unprepared("DROP FUNCTION IF EXISTS ormsync_notify() CASCADE")
+            .await
+            .context(|| "dropping the outbox's NOTIFY trigger".into())?;
+    }
     for table in TABLES.iter().rev() {
         db.execute_unprepared(&format!("DROP TABLE IF EXISTS {table}"))
             .await
@@ -63,6 +75,17 @@ pub async fn uninstall<C: ConnectionTrait>(db: &C) -> Result<()> {
     }
     Ok(())
 }
+
+/// On PostgreSQL, a statement trigger notifies `ormsync_outbox` listeners of new outbox
+/// rows; notifications are delivered on commit, and never for a rolled-back transaction.
+const PG_NOTIFY: [&str; 2] = [
+    "CREATE OR REPLACE FUNCTION ormsync_notify() RETURNS trigger LANGUAGE plpgsql AS \
+     $$ BEGIN PERFORM pg_notify('ormsync_outbox', ''); RETURN NULL; END $$",
+    "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'ormsync_outbox_notify' \
+     AND tgrelid = 'ormsync_outbox'::regclass) THEN CREATE TRIGGER ormsync_outbox_notify \
+     AFTER INSERT ON ormsync_outbox FOR EACH STATEMENT EXECUTE FUNCTION ormsync_notify(); \
+     END IF; END $$",
+];
 
 fn ddl(backend: DbBackend) -> [String; 8] {
     // Column types per backend; everything else is shared.

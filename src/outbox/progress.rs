@@ -3,11 +3,57 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{OnConflict, Query};
-use sea_orm::{ConnectionTrait, Statement};
+use sea_orm::{ConnectionTrait, DbBackend, Statement};
 
 use crate::error::{DbContext, Result};
 use crate::position::Position;
 use crate::sql_text::marks;
+
+/// Registers `destination` at zero unless it has progress already, so retention keeps
+/// its changes from the moment it is configured.
+///
+/// # Errors
+///
+/// [`Error::Db`](crate::Error::Db) when the source cannot be written.
+pub async fn register<C: ConnectionTrait>(db: &C, destination: &str) -> Result<()> {
+    let backend = db.get_database_backend();
+    let sql = match backend {
+        DbBackend::MySql => {
+            "INSERT IGNORE INTO ormsync_progress (destination, watermark, frontier) VALUES (?, 0, 0)"
+        }
+        _ => {
+            "INSERT INTO ormsync_progress (destination, watermark, frontier) VALUES (?, 0, 0) ON CONFLICT DO NOTHING"
+        }
+    };
+    db.execute_raw(Statement::from_sql_and_values(
+        backend,
+        marks(backend, sql),
+        [destination.into()],
+    ))
+    .await
+    .context(|| format!("registering `{destination}` at the source"))?;
+    Ok(())
+}
+
+/// Forgets `destination`'s progress, so it no longer holds back retention.
+///
+/// # Errors
+///
+/// [`Error::Db`](crate::Error::Db) when the source cannot be written.
+pub async fn forget<C: ConnectionTrait>(db: &C, destination: &str) -> Result<()> {
+    let backend = db.get_database_backend();
+    db.execute_raw(Statement::from_sql_and_values(
+        backend,
+        marks(
+            backend,
+            "DELETE FROM ormsync_progress WHERE destination = ?",
+        ),
+        [destination.into()],
+    ))
+    .await
+    .context(|| format!("forgetting `{destination}` at the source"))?;
+    Ok(())
+}
 
 /// Records `position` as the progress of `destination`.
 ///
@@ -39,7 +85,8 @@ pub async fn record<C: ConnectionTrait>(
     Ok(())
 }
 
-/// How many outbox changes `position` has not applied, and when the oldest was captured.
+/// How many outbox changes `position` has not applied, when the oldest was captured, and
+/// how many rows the outbox holds.
 ///
 /// # Errors
 ///
@@ -47,22 +94,26 @@ pub async fn record<C: ConnectionTrait>(
 pub async fn backlog<C: ConnectionTrait>(
     db: &C,
     position: &Position,
-) -> Result<(u64, Option<DateTime<Utc>>)> {
+) -> Result<(u64, Option<DateTime<Utc>>, u64)> {
     let backend = db.get_database_backend();
     let row = db
         .query_one_raw(Statement::from_sql_and_values(
             backend,
             marks(
                 backend,
-                "SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM ormsync_outbox WHERE id > ?",
+                "SELECT COUNT(*) AS n, MIN(created_at) AS oldest, \
+                 (SELECT COUNT(*) FROM ormsync_outbox) AS total FROM ormsync_outbox WHERE id > ?",
             ),
             [position.watermark.into()],
         ))
         .await
         .context(|| "counting the backlog".into())?;
     let Some(row) = row else {
-        return Ok((0, None));
+        return Ok((0, None, 0));
     };
+    let total: i64 = row
+        .try_get("", "total")
+        .context(|| "counting the outbox".into())?;
     let above_watermark: i64 = row
         .try_get("", "n")
         .context(|| "counting the backlog".into())?;
@@ -75,5 +126,5 @@ pub async fn backlog<C: ConnectionTrait>(
             .ok()
             .flatten()
     };
-    Ok((pending, oldest))
+    Ok((pending, oldest, total.max(0) as u64))
 }

@@ -6,24 +6,21 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sea_orm::DatabaseConnection;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::alert::{Alert, Alerts};
 use super::destination::Destination;
 use super::lease::Lease;
 use super::retention::{Retention, RetentionPolicy};
-use super::status::DestinationStatus;
-use super::worker::{Settings, Worker};
-use super::{Replicator, WorkerHandle};
-use crate::apply::SqlSink;
+use super::worker::Settings;
+use super::{Replicator, Shared, wake};
 use crate::entity::{Replicated, TableSpec};
 use crate::error::{Error, Result};
-use crate::outbox::{self, OutboxReader};
+use crate::outbox;
 use crate::schema;
 
 /// The lease name of the retention task, beside the destinations' names.
-const RETENTION_LEASE: &str = "__ormsync_retention";
+pub(crate) const RETENTION_LEASE: &str = "__ormsync_retention";
 
 /// Configures a [`Replicator`]; made by [`Replicator::builder`].
 #[must_use = "a builder does nothing until `.start()` is awaited"]
@@ -212,48 +209,28 @@ impl ReplicatorBuilder {
         }
         schema::install(&self.source).await?;
         let source_id = outbox::node_id(&self.source).await?;
-        let tables = Arc::new(self.tables);
         let cancel = CancellationToken::new();
+        let shared = Arc::new(Shared {
+            notified: wake::listen(&self.source, cancel.child_token()),
+            source: self.source.clone(),
+            source_id,
+            instance: self.instance.clone(),
+            tables: Arc::new(self.tables),
+            settings: self.settings.clone(),
+            alerts: self.alerts.clone(),
+            batch_size: self.batch_size,
+            gap_timeout: self.gap_timeout,
+            outbox_size: Arc::default(),
+            cancel: cancel.clone(),
+        });
         let mut workers = Vec::with_capacity(self.destinations.len());
-        for d in &self.destinations {
-            let status = Arc::new(Mutex::new(DestinationStatus::new(&d.name)));
-            let (tx, rx) = mpsc::channel(8);
-            let worker = Worker {
-                name: d.name.clone(),
-                source: self.source.clone(),
-                source_id: source_id.clone(),
-                destination: d.db.clone(),
-                reader: OutboxReader::new(self.source.clone(), self.batch_size, self.gap_timeout),
-                sink: Box::new(SqlSink::new(d.name.clone(), d.db.clone())),
-                tables: tables.clone(),
-                skip: d.skip.clone(),
-                policy: d.on_permanent_error,
-                settings: self.settings.clone(),
-                alerts: self.alerts.clone(),
-                lease: Lease::new(
-                    self.source.clone(),
-                    d.name.clone(),
-                    self.instance.clone(),
-                    self.settings.lease_ttl,
-                ),
-                status: status.clone(),
-                requests: rx,
-                cancel: cancel.child_token(),
-            };
-            tracing::info!(destination = %d.name, instance = %self.instance, "starting replication worker");
-            workers.push(WorkerHandle {
-                name: d.name.clone(),
-                destination: d.db.clone(),
-                status,
-                requests: tx,
-                task: Some(tokio::spawn(worker.run())),
-            });
+        for d in self.destinations {
+            workers.push(shared.spawn(d).await?);
         }
         let mut tasks = Vec::new();
         if let Some(policy) = self.retention {
             let retention = Retention {
                 source: self.source.clone(),
-                destinations: self.destinations.iter().map(|d| d.name.clone()).collect(),
                 lease: Lease::new(
                     self.source.clone(),
                     RETENTION_LEASE,
@@ -267,12 +244,9 @@ impl ReplicatorBuilder {
             tasks.push(tokio::spawn(retention.run()));
         }
         Ok(Replicator {
-            source: self.source,
-            source_id,
-            instance: self.instance,
-            workers,
-            tasks,
-            cancel,
+            shared,
+            workers: Mutex::new(workers),
+            tasks: Mutex::new(tasks),
         })
     }
 }

@@ -5,6 +5,8 @@ use std::fmt;
 
 use sea_orm::DatabaseConnection;
 
+use super::schedule::Schedule;
+
 /// A database that receives a source's changes, and how.
 ///
 /// # Examples
@@ -23,6 +25,8 @@ pub struct Destination {
     pub(crate) db: DatabaseConnection,
     pub(crate) skip: HashSet<String>,
     pub(crate) on_permanent_error: OnPermanentError,
+    pub(crate) schedule: Schedule,
+    pub(crate) disabled: bool,
 }
 
 /// What a destination does with a change it refuses for good (a constraint it violates, a
@@ -49,7 +53,28 @@ impl Destination {
             db,
             skip: HashSet::new(),
             on_permanent_error: OnPermanentError::Halt,
+            schedule: Schedule::poll(),
+            disabled: false,
         }
+    }
+
+    /// Ships within milliseconds of each commit; see [`Schedule::realtime`].
+    pub fn realtime(self) -> Self {
+        self.schedule(Schedule::realtime())
+    }
+
+    /// When this destination ships. Default: [`Schedule::poll`], at the builder's poll
+    /// interval.
+    pub fn schedule(mut self, schedule: Schedule) -> Self {
+        self.schedule = schedule;
+        self
+    }
+
+    /// Starts the destination disabled: it keeps its checkpoint and ships nothing until
+    /// [`Replicator::enable`](crate::Replicator::enable).
+    pub fn disabled(mut self) -> Self {
+        self.disabled = true;
+        self
     }
 
     /// What to do with a change this destination refuses for good. Default:
@@ -81,6 +106,8 @@ impl fmt::Debug for Destination {
             .field("backend", &self.db.get_database_backend())
             .field("skip", &self.skip)
             .field("on_permanent_error", &self.on_permanent_error)
+            .field("schedule", &self.schedule)
+            .field("disabled", &self.disabled)
             .finish()
     }
 }

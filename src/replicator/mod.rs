@@ -5,30 +5,39 @@ mod builder;
 mod destination;
 mod lease;
 mod retention;
+mod schedule;
 mod status;
+mod wake;
 mod worker;
 
 pub use alert::{Alert, AlertKind};
 pub use builder::ReplicatorBuilder;
 pub use destination::{Destination, OnPermanentError};
 pub use retention::RetentionPolicy;
+pub use schedule::Schedule;
 pub use status::{DestinationStatus, State, Status};
 pub use worker::ReplayReport;
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::apply;
+use crate::apply::{self, SqlSink};
+use crate::entity::TableSpec;
 use crate::error::{DbContext, Error, Result};
 use crate::outbox::dead_letters::{self, DeadLetter};
 use crate::outbox::retention as outbox_retention;
+use crate::outbox::{OutboxReader, progress};
 use crate::sql_text::marks;
-use worker::Command;
+use alert::Alerts;
+use lease::Lease;
+use worker::{Command, Settings, Worker};
 
 /// A running replicator: ships every captured change of the source to each destination.
 ///
@@ -68,12 +77,71 @@ use worker::Command;
 /// # Ok(()) }
 /// ```
 pub struct Replicator {
+    shared: Arc<Shared>,
+    workers: Mutex<Vec<WorkerHandle>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// What every worker of a replicator shares, and what a worker added later needs.
+pub(crate) struct Shared {
     source: DatabaseConnection,
     source_id: String,
     instance: String,
-    workers: Vec<WorkerHandle>,
-    tasks: Vec<JoinHandle<()>>,
+    tables: Arc<HashMap<String, TableSpec>>,
+    settings: Settings,
+    alerts: Alerts,
+    batch_size: u64,
+    gap_timeout: Duration,
+    notified: Option<watch::Receiver<u64>>,
+    outbox_size: Arc<AtomicI64>,
     cancel: CancellationToken,
+}
+
+impl Shared {
+    /// Registers `d` at the source and starts its worker.
+    async fn spawn(&self, d: Destination) -> Result<WorkerHandle> {
+        if d.name == builder::RETENTION_LEASE {
+            return Err(Error::Config(format!("`{}` is a reserved name", d.name)));
+        }
+        progress::register(&self.source, &d.name).await?;
+        let status = Arc::new(Mutex::new(status::DestinationStatus::new(&d.name)));
+        let (tx, rx) = mpsc::channel(8);
+        let cancel = self.cancel.child_token();
+        let worker = Worker {
+            name: d.name.clone(),
+            source: self.source.clone(),
+            source_id: self.source_id.clone(),
+            destination: d.db.clone(),
+            reader: OutboxReader::new(self.source.clone(), self.batch_size, self.gap_timeout),
+            sink: Box::new(SqlSink::new(d.name.clone(), d.db.clone())),
+            tables: self.tables.clone(),
+            skip: d.skip.clone(),
+            policy: d.on_permanent_error,
+            settings: self.settings.clone(),
+            alerts: self.alerts.clone(),
+            lease: Lease::new(
+                self.source.clone(),
+                d.name.clone(),
+                self.instance.clone(),
+                self.settings.lease_ttl,
+            ),
+            status: status.clone(),
+            schedule: d.schedule.clone(),
+            notified: self.notified.clone(),
+            outbox_size: self.outbox_size.clone(),
+            requests: rx,
+            cancel: cancel.clone(),
+        };
+        tracing::info!(destination = %d.name, instance = %self.instance, "starting replication worker");
+        Ok(WorkerHandle {
+            name: d.name,
+            destination: d.db,
+            status,
+            requests: tx,
+            cancel,
+            task: Some(tokio::spawn(worker.run(d.disabled))),
+        })
+    }
 }
 
 struct WorkerHandle {
@@ -81,6 +149,7 @@ struct WorkerHandle {
     destination: DatabaseConnection,
     status: Arc<Mutex<status::DestinationStatus>>,
     requests: mpsc::Sender<Command>,
+    cancel: CancellationToken,
     task: Option<JoinHandle<()>>,
 }
 
@@ -92,26 +161,41 @@ impl Replicator {
 
     /// The source's node id: the key of its checkpoints at every destination.
     pub fn source_id(&self) -> &str {
-        &self.source_id
+        &self.shared.source_id
     }
 
     /// This instance's name in `ormsync_leases`.
     pub fn instance_id(&self) -> &str {
-        &self.instance
+        &self.shared.instance
+    }
+
+    /// The names of the destinations, in the order they were added.
+    pub fn destinations(&self) -> Vec<String> {
+        self.lock_workers().iter().map(|w| w.name.clone()).collect()
     }
 
     /// Runs a pass on every destination now and returns when each has applied what the
     /// outbox held at the call (changes of transactions still open are not waited for).
+    /// A scheduled destination ships at once too.
     ///
     /// # Errors
     ///
     /// The first destination's error, if any failed (each keeps retrying on its own);
-    /// [`Error::Standby`] where another instance ships; [`Error::Shutdown`] after shutdown.
+    /// [`Error::Standby`] where another instance ships; [`Error::NotShipping`] for a
+    /// paused or disabled one; [`Error::Shutdown`] after shutdown.
     pub async fn sync_now(&self) -> Result<()> {
-        let mut replies = Vec::with_capacity(self.workers.len());
-        for w in &self.workers {
+        let senders: Vec<mpsc::Sender<Command>> = self
+            .lock_workers()
+            .iter()
+            .map(|w| w.requests.clone())
+            .collect();
+        let mut replies = Vec::with_capacity(senders.len());
+        for requests in senders {
             let (tx, rx) = oneshot::channel();
-            self.send(w, Command::SyncNow(tx)).await?;
+            requests
+                .send(Command::SyncNow(tx))
+                .await
+                .map_err(|_| Error::Shutdown)?;
             replies.push(rx);
         }
         let mut first = Ok(());
@@ -130,9 +214,7 @@ impl Replicator {
     ///
     /// [`Error::UnknownDestination`], the destination's error, or [`Error::Shutdown`].
     pub async fn sync_destination(&self, name: &str) -> Result<()> {
-        let (tx, rx) = oneshot::channel();
-        self.send(self.worker(name)?, Command::SyncNow(tx)).await?;
-        rx.await.map_err(|_| Error::Shutdown)?
+        self.ask(name, Command::SyncNow).await
     }
 
     /// Returns once `name` has applied every change committed before the call: for a
@@ -145,13 +227,14 @@ impl Replicator {
     ///
     /// [`Error::Halted`] or another error that needs a person; [`Error::Shutdown`].
     pub async fn drain(&self, name: &str) -> Result<()> {
-        let w = self.worker(name)?;
-        let target = outbox_retention::last_id(&self.source).await?.unwrap_or(0);
+        let destination = self.handle(name, |w| w.destination.clone())?;
+        let source = &self.shared.source;
+        let target = outbox_retention::last_id(source).await?.unwrap_or(0);
         // The checkpoint table may not exist yet if no batch was ever applied there.
-        crate::schema::install(&w.destination).await?;
+        crate::schema::install(&destination).await?;
         let mut pause = Duration::from_millis(10);
         loop {
-            let position = apply::read_checkpoint(&w.destination, &self.source_id)
+            let position = apply::read_checkpoint(&destination, &self.shared.source_id)
                 .await?
                 .unwrap_or_default();
             if self.covers(&position, target).await? {
@@ -172,41 +255,12 @@ impl Replicator {
         if position.watermark >= target {
             return Ok(true);
         }
-        let backend = self.source.get_database_backend();
-        let row = self
-            .source
-            .query_one_raw(Statement::from_sql_and_values(
-                backend,
-                marks(
-                    backend,
-                    "SELECT COUNT(*) FROM ormsync_outbox WHERE id > ? AND id <= ?",
-                ),
-                [position.watermark.into(), target.into()],
-            ))
-            .await
-            .context(|| "counting the changes still to drain".into())?;
-        let present = row
-            .and_then(|r| r.try_get_by_index::<i64>(0).ok())
-            .unwrap_or(0)
-            .max(0) as u64;
-        let mut applied = crate::position::IdSet::default();
-        for &(lo, hi) in position.above.ranges() {
-            if lo <= target {
-                applied.insert_range(lo, hi.min(target));
-            }
-        }
-        // Every id present up to the target is in the applied set above the watermark.
-        Ok(present <= applied.len() && {
-            let missing = position.above.missing_in(position.watermark + 1, target);
-            self.none_present(&missing).await?
-        })
-    }
-
-    async fn none_present(&self, ranges: &[(i64, i64)]) -> Result<bool> {
-        let backend = self.source.get_database_backend();
-        for &(lo, hi) in ranges {
-            let row = self
-                .source
+        // Every id up to the target that is still missing from the position must be
+        // absent from the outbox (a hole, or deleted by retention).
+        let source = &self.shared.source;
+        let backend = source.get_database_backend();
+        for (lo, hi) in position.above.missing_in(position.watermark + 1, target) {
+            let row = source
                 .query_one_raw(Statement::from_sql_and_values(
                     backend,
                     marks(
@@ -228,15 +282,88 @@ impl Replicator {
         Ok(true)
     }
 
-    /// Takes a halted destination out of its halt; it retries the change it stopped on.
+    /// Takes a halted or paused destination out of its stop; a halted one retries the
+    /// change it stopped on.
     ///
     /// # Errors
     ///
     /// [`Error::UnknownDestination`] or [`Error::Shutdown`].
     pub async fn resume(&self, name: &str) -> Result<()> {
-        let (tx, rx) = oneshot::channel();
-        self.send(self.worker(name)?, Command::Resume(tx)).await?;
-        rx.await.map_err(|_| Error::Shutdown)?
+        self.ask(name, Command::Resume).await
+    }
+
+    /// Stops shipping to `name` for a while. It keeps its lease (no other instance takes
+    /// over), its pending count and lag stay up to date in [`status`](Self::status), and
+    /// lag alerts still fire. [`resume`](Self::resume) ships again.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownDestination`] or [`Error::Shutdown`].
+    pub async fn pause(&self, name: &str) -> Result<()> {
+        self.ask(name, Command::Pause).await
+    }
+
+    /// Stops shipping to `name` until [`enable`](Self::enable). Its checkpoint stays, so
+    /// enabling it resumes where it stopped, as long as retention has not dropped its
+    /// backlog: past the maximum retention it does, after an alert.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownDestination`] or [`Error::Shutdown`].
+    pub async fn disable(&self, name: &str) -> Result<()> {
+        self.ask(name, Command::Disable).await
+    }
+
+    /// Ships to a disabled destination again.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownDestination`] or [`Error::Shutdown`].
+    pub async fn enable(&self, name: &str) -> Result<()> {
+        self.ask(name, Command::Enable).await
+    }
+
+    /// Adds a destination while the others keep running.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] when a destination of that name exists; [`Error::Db`] when it
+    /// cannot be registered at the source.
+    pub async fn add_destination(&self, destination: Destination) -> Result<()> {
+        if self
+            .lock_workers()
+            .iter()
+            .any(|w| w.name == destination.name)
+        {
+            return Err(Error::Config(format!(
+                "a destination named `{}` exists already",
+                destination.name
+            )));
+        }
+        let handle = self.shared.spawn(destination).await?;
+        self.lock_workers().push(handle);
+        Ok(())
+    }
+
+    /// Removes a destination while the others keep running: its worker finishes the batch
+    /// in flight and stops, and its progress is forgotten at the source so it no longer
+    /// holds back retention. Its checkpoint at the destination stays; adding it again
+    /// resumes from there if the outbox still holds what it missed.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownDestination`]; [`Error::Db`] when the source cannot be written.
+    pub async fn remove_destination(&self, name: &str) -> Result<()> {
+        let handle = {
+            let mut workers = self.lock_workers();
+            let i = workers
+                .iter()
+                .position(|w| w.name == name)
+                .ok_or_else(|| Error::UnknownDestination(name.to_string()))?;
+            workers.remove(i)
+        };
+        stop(handle).await;
+        progress::forget(&self.shared.source, name).await
     }
 
     /// The changes `name` refused and parked (policy
@@ -246,7 +373,7 @@ impl Replicator {
     ///
     /// [`Error::Db`] when the source cannot be read.
     pub async fn dead_letters(&self, name: &str) -> Result<Vec<DeadLetter>> {
-        dead_letters::list(&self.source, name).await
+        dead_letters::list(&self.shared.source, name).await
     }
 
     /// Applies `name`'s parked changes again, row by row in outbox order; those that
@@ -256,9 +383,7 @@ impl Replicator {
     ///
     /// [`Error::Db`] when the dead letters cannot be read or removed.
     pub async fn replay_dead_letters(&self, name: &str) -> Result<ReplayReport> {
-        let (tx, rx) = oneshot::channel();
-        self.send(self.worker(name)?, Command::Replay(tx)).await?;
-        rx.await.map_err(|_| Error::Shutdown)?
+        self.ask(name, Command::Replay).await
     }
 
     /// Drops parked changes of `name` without applying them; returns how many went.
@@ -267,31 +392,44 @@ impl Replicator {
     ///
     /// [`Error::Db`] when they cannot be removed.
     pub async fn discard_dead_letters(&self, name: &str, outbox_ids: &[i64]) -> Result<u64> {
+        let ids = outbox_ids.to_vec();
+        self.ask(name, move |tx| Command::Discard(ids, tx)).await
+    }
+
+    /// Sends `name`'s worker a command and waits for its answer.
+    async fn ask<T>(
+        &self,
+        name: &str,
+        command: impl FnOnce(oneshot::Sender<Result<T>>) -> Command,
+    ) -> Result<T> {
+        let requests = self.handle(name, |w| w.requests.clone())?;
         let (tx, rx) = oneshot::channel();
-        self.send(
-            self.worker(name)?,
-            Command::Discard(outbox_ids.to_vec(), tx),
-        )
-        .await?;
+        requests
+            .send(command(tx))
+            .await
+            .map_err(|_| Error::Shutdown)?;
         rx.await.map_err(|_| Error::Shutdown)?
     }
 
-    fn worker(&self, name: &str) -> Result<&WorkerHandle> {
-        self.workers
+    fn handle<T>(&self, name: &str, f: impl FnOnce(&WorkerHandle) -> T) -> Result<T> {
+        self.lock_workers()
             .iter()
             .find(|w| w.name == name)
+            .map(f)
             .ok_or_else(|| Error::UnknownDestination(name.to_string()))
     }
 
-    async fn send(&self, w: &WorkerHandle, command: Command) -> Result<()> {
-        w.requests.send(command).await.map_err(|_| Error::Shutdown)
+    fn lock_workers(&self) -> std::sync::MutexGuard<'_, Vec<WorkerHandle>> {
+        // A worker list is never left half-changed, so a poisoned lock is still usable.
+        self.workers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Each destination's state, position and counters.
+    /// Each destination's state, position and counters, and the outbox's size.
     pub fn status(&self) -> Status {
         Status {
+            outbox_size: self.shared.outbox_size.load(Ordering::Relaxed).max(0) as u64,
             destinations: self
-                .workers
+                .lock_workers()
                 .iter()
                 .map(|w| match w.status.lock() {
                     Ok(s) => s.clone(),
@@ -303,14 +441,14 @@ impl Replicator {
 
     /// Stops taking batches, lets each worker finish the one in flight, releases the
     /// leases, and waits for all of it.
-    pub async fn shutdown(mut self) {
-        self.cancel.cancel();
-        for w in &mut self.workers {
-            if let Some(task) = w.task.take() {
-                let _ = task.await;
-            }
+    pub async fn shutdown(self) {
+        self.shared.cancel.cancel();
+        let workers = std::mem::take(&mut *self.lock_workers());
+        for w in workers {
+            stop(w).await;
         }
-        for task in self.tasks.drain(..) {
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        for task in tasks {
             let _ = task.await;
         }
     }
@@ -319,21 +457,31 @@ impl Replicator {
     /// rolled back with its transaction and leases are left to expire. For tests of crash
     /// safety.
     #[doc(hidden)]
-    pub async fn abort(mut self) {
-        let tasks = self
-            .workers
-            .iter_mut()
-            .filter_map(|w| w.task.take())
-            .chain(self.tasks.drain(..));
-        for task in tasks.collect::<Vec<_>>() {
+    pub async fn abort(self) {
+        let mut tasks: Vec<JoinHandle<()>> = std::mem::take(&mut *self.lock_workers())
+            .into_iter()
+            .filter_map(|mut w| w.task.take())
+            .collect();
+        tasks.extend(std::mem::take(
+            &mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()),
+        ));
+        for task in tasks {
             task.abort();
             let _ = task.await;
         }
     }
 }
 
+/// Stops one worker gracefully and waits for it.
+async fn stop(mut w: WorkerHandle) {
+    w.cancel.cancel();
+    if let Some(task) = w.task.take() {
+        let _ = task.await;
+    }
+}
+
 impl Drop for Replicator {
     fn drop(&mut self) {
-        self.cancel.cancel();
+        self.shared.cancel.cancel();
     }
 }

@@ -55,9 +55,9 @@ impl RetentionPolicy {
 }
 
 pub(crate) struct Retention {
+    /// Every destination registers its progress at the source when it is configured, so
+    /// `ormsync_progress` lists all of them, including those other instances configured.
     pub(crate) source: DatabaseConnection,
-    /// Destinations configured here; those without progress yet count as at zero.
-    pub(crate) destinations: Vec<String>,
     pub(crate) policy: RetentionPolicy,
     pub(crate) lease: Lease,
     pub(crate) alerts: Alerts,
@@ -97,10 +97,7 @@ impl Retention {
         warned: &mut HashSet<String>,
         dropped: &mut BTreeMap<String, i64>,
     ) -> Result<u64> {
-        let mut watermarks = self.watermarks().await?;
-        for d in &self.destinations {
-            watermarks.entry(d.clone()).or_insert(0);
-        }
+        let watermarks = self.watermarks().await?;
         let Some(&slowest) = watermarks.values().min() else {
             return Ok(0);
         };

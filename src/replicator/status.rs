@@ -21,6 +21,10 @@ pub enum State {
     Halted,
     /// Another instance holds this destination's lease; this one takes over if it stops.
     Standby,
+    /// Paused by `pause`; `resume` ships again.
+    Paused,
+    /// Disabled by `disable`; `enable` ships again.
+    Disabled,
     /// Shut down.
     Stopped,
 }
@@ -34,6 +38,8 @@ impl fmt::Display for State {
             State::Retrying => "retrying",
             State::Halted => "halted",
             State::Standby => "standby",
+            State::Paused => "paused",
+            State::Disabled => "disabled",
             State::Stopped => "stopped",
         };
         f.pad(s)
@@ -69,6 +75,8 @@ pub struct DestinationStatus {
     pub last_success: Option<DateTime<Utc>>,
     /// The last error, passwords redacted; cleared by the next success.
     pub last_error: Option<String>,
+    /// When a scheduled destination ships next.
+    pub next_run: Option<DateTime<Utc>>,
 }
 
 impl DestinationStatus {
@@ -87,6 +95,7 @@ impl DestinationStatus {
             dead_lettered: 0,
             last_success: None,
             last_error: None,
+            next_run: None,
         }
     }
 }
@@ -95,12 +104,15 @@ impl DestinationStatus {
 /// returns it. `Display` prints a compact table.
 #[derive(Clone, Debug, Serialize)]
 pub struct Status {
+    /// Rows in the source's outbox (refreshed at most once a second by the workers).
+    pub outbox_size: u64,
     /// One entry per destination, in the order they were added.
     pub destinations: Vec<DestinationStatus>,
 }
 
 impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "outbox: {} rows", self.outbox_size)?;
         writeln!(
             f,
             "{:<16} {:<9} {:>10} {:>9} {:>8} {:>10} {:>7} {:>5}  last error",

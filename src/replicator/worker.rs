@@ -9,12 +9,14 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::Utc;
 use sea_orm::DatabaseConnection;
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant as TokioInstant;
 use tokio_util::sync::CancellationToken;
 
 use super::alert::{Alert, AlertKind, Alerts};
 use super::destination::OnPermanentError;
 use super::lease::Lease;
+use super::schedule::Schedule;
 use super::status::{DestinationStatus, State};
 use crate::apply::Sink;
 use crate::change::{Batch, Change};
@@ -24,13 +26,20 @@ use crate::outbox::{OutboxReader, dead_letters, progress};
 use crate::position::Position;
 use crate::redact::redact;
 use crate::schema;
+use crate::signal;
 
 /// What a [`Replicator`](crate::Replicator) asks of a worker; each carries its answer's channel.
 pub(crate) enum Command {
     /// Run a pass now; answer when the outbox has nothing more (or it failed).
     SyncNow(oneshot::Sender<Result<()>>),
-    /// Leave the halted state and try again.
+    /// Leave the halted or paused state and ship again.
     Resume(oneshot::Sender<Result<()>>),
+    /// Stop shipping for a while, keeping the lease; pending counts stay up to date.
+    Pause(oneshot::Sender<Result<()>>),
+    /// Stop shipping until enabled; lag alerts stop too.
+    Disable(oneshot::Sender<Result<()>>),
+    /// Ship again after `Disable`.
+    Enable(oneshot::Sender<Result<()>>),
     /// Apply the parked changes again.
     Replay(oneshot::Sender<Result<ReplayReport>>),
     /// Drop parked changes without applying them.
@@ -81,8 +90,20 @@ pub(crate) struct Worker {
     pub(crate) alerts: Alerts,
     pub(crate) lease: Lease,
     pub(crate) status: Arc<Mutex<DestinationStatus>>,
+    pub(crate) schedule: Schedule,
+    /// Wake-ups from the source's PostgreSQL `NOTIFY` listener, if there is one.
+    pub(crate) notified: Option<watch::Receiver<u64>>,
+    /// The source's outbox row count, shared by the workers for status.
+    pub(crate) outbox_size: Arc<std::sync::atomic::AtomicI64>,
     pub(crate) requests: mpsc::Receiver<Command>,
     pub(crate) cancel: CancellationToken,
+}
+
+/// Why a worker is not shipping, when it is not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Hold {
+    Paused,
+    Disabled,
 }
 
 /// What the loop carries from one pass to the next.
@@ -95,17 +116,34 @@ struct Memory {
     /// The changes of the batch being applied, to park the one that fails.
     in_flight: Vec<Change>,
     halted: Option<String>,
+    hold: Option<Hold>,
     lag_high: bool,
     last_backlog_check: Option<Instant>,
 }
 
 impl Worker {
-    pub(crate) async fn run(mut self) {
-        let mut memory = Memory::default();
+    pub(crate) async fn run(mut self, disabled: bool) {
+        let mut memory = Memory {
+            hold: disabled.then_some(Hold::Disabled),
+            ..Memory::default()
+        };
         let mut episode: Option<Episode> = None;
         let mut waiting: Vec<oneshot::Sender<Result<()>>> = Vec::new();
-        let mut delay = Duration::ZERO;
+        let realtime = self.schedule.is_realtime();
+        let mut captures = realtime.then(signal::subscribe);
+        let mut notified = if realtime { self.notified.take() } else { None };
+        // A scheduled destination waits for its first time; the others start at once.
+        let mut next = match self.schedule.next_after(Utc::now()) {
+            Some(at) => {
+                self.update(|s| s.next_run = Some(at));
+                TokioInstant::now() + (at - Utc::now()).to_std().unwrap_or_default()
+            }
+            None => TokioInstant::now(),
+        };
+        // After a wake-up by an uncommitted capture found nothing: look again soon.
+        let mut linger: Option<Duration> = None;
         loop {
+            let mut by_capture = false;
             let command = tokio::select! {
                 biased;
                 _ = self.cancel.cancelled() => break,
@@ -113,15 +151,31 @@ impl Worker {
                     Some(c) => Some(c),
                     None => break,
                 },
-                _ = tokio::time::sleep(delay) => None,
+                _ = changed(&mut captures) => { by_capture = true; None }
+                _ = changed(&mut notified) => None,
+                _ = tokio::time::sleep_until(next) => None,
             };
             match command {
                 Some(Command::SyncNow(reply)) => waiting.push(reply),
                 Some(Command::Resume(reply)) => {
-                    if memory.halted.take().is_some() {
+                    if memory.halted.take().is_some() || memory.hold.take().is_some() {
                         tracing::info!(destination = %self.name, "resumed");
                     }
                     episode = None;
+                    let _ = reply.send(Ok(()));
+                }
+                Some(Command::Pause(reply)) => {
+                    memory.hold.get_or_insert(Hold::Paused);
+                    let _ = reply.send(Ok(()));
+                }
+                Some(Command::Disable(reply)) => {
+                    memory.hold = Some(Hold::Disabled);
+                    let _ = reply.send(Ok(()));
+                }
+                Some(Command::Enable(reply)) => {
+                    if memory.hold == Some(Hold::Disabled) {
+                        memory.hold = None;
+                    }
                     let _ = reply.send(Ok(()));
                 }
                 Some(Command::Replay(reply)) => {
@@ -141,7 +195,33 @@ impl Worker {
                         reason: reason.clone(),
                     }));
                 }
-                delay = Duration::from_secs(3600);
+                self.keep_lease().await;
+                next = TokioInstant::now()
+                    + self.settings.poll_interval.min(self.settings.lease_ttl / 3);
+                continue;
+            }
+            if let Some(hold) = memory.hold {
+                let state = if hold == Hold::Paused {
+                    State::Paused
+                } else {
+                    State::Disabled
+                };
+                self.update(|s| s.state = state);
+                for reply in waiting.drain(..) {
+                    let _ = reply.send(Err(Error::NotShipping {
+                        destination: self.name.clone(),
+                        state: state.to_string(),
+                    }));
+                }
+                self.keep_lease().await;
+                if hold == Hold::Paused
+                    && let Ok(p) = self.sink.position(&self.source_id).await
+                {
+                    // Pending keeps growing visibly, and lag alerts still fire.
+                    self.check_backlog(&mut memory, &p).await;
+                }
+                next = TokioInstant::now()
+                    + self.settings.poll_interval.min(self.settings.lease_ttl / 3);
                 continue;
             }
             match self.lease.ensure().await {
@@ -156,18 +236,29 @@ impl Worker {
                             holder: holder.clone(),
                         }));
                     }
-                    delay = self.settings.poll_interval.min(self.settings.lease_ttl / 3);
+                    next = TokioInstant::now()
+                        + self.settings.poll_interval.min(self.settings.lease_ttl / 3);
                     continue;
                 }
                 Err(e) => {
-                    delay = self
+                    let delay = self
                         .failed(e, &mut memory, &mut episode, &mut waiting)
                         .await;
+                    next = TokioInstant::now() + delay;
                     continue;
                 }
             }
+            // A scheduled destination ships at its times, on `sync_now`, and on retries;
+            // a wake-up or poll tick in between is not its time.
+            let due = !self.schedule.is_timed()
+                || !waiting.is_empty()
+                || episode.is_some()
+                || TokioInstant::now() >= next;
+            if !due {
+                continue;
+            }
             match self.pass(&mut memory).await {
-                Ok(()) => {
+                Ok(applied) => {
                     if let Some(e) = episode.take()
                         && e.alerted
                     {
@@ -182,17 +273,38 @@ impl Worker {
                     for reply in waiting.drain(..) {
                         let _ = reply.send(Ok(()));
                     }
-                    delay = self.settings.poll_interval;
+                    linger = match (by_capture || linger.is_some(), applied) {
+                        (true, 0) => Some(linger.map_or(Duration::from_millis(1), |d| d * 2))
+                            .filter(|d| *d <= Duration::from_millis(64)),
+                        _ => None,
+                    };
+                    next = match (linger, self.schedule.next_after(Utc::now())) {
+                        (Some(d), _) => TokioInstant::now() + d,
+                        (None, Some(at)) => {
+                            self.update(|s| s.next_run = Some(at));
+                            TokioInstant::now() + (at - Utc::now()).to_std().unwrap_or_default()
+                        }
+                        (None, None) => TokioInstant::now() + self.settings.poll_interval,
+                    };
                 }
                 Err(e) => {
-                    delay = self
+                    let delay = self
                         .failed(e, &mut memory, &mut episode, &mut waiting)
-                        .await
+                        .await;
+                    next = TokioInstant::now() + delay;
                 }
             }
         }
         self.lease.release().await;
         self.update(|s| s.state = State::Stopped);
+    }
+
+    /// Keeps the lease while not shipping, so no other instance takes over a destination
+    /// that is halted, paused or disabled on purpose.
+    async fn keep_lease(&mut self) {
+        if let Err(e) = self.lease.ensure().await {
+            tracing::debug!(destination = %self.name, error = %e, "cannot renew the lease");
+        }
     }
 
     /// Decides what a failed pass leads to; returns how long to wait before the next.
@@ -205,6 +317,8 @@ impl Worker {
     ) -> Duration {
         memory.position = None;
         let message = redact(&error.to_string());
+        metrics::counter!("ormsync_apply_failures_total", "destination" => self.name.clone())
+            .increment(1);
         self.update(|s| {
             s.errors += 1;
             s.last_error = Some(message.clone());
@@ -273,8 +387,9 @@ impl Worker {
         delay
     }
 
-    /// Ships batches until the outbox has nothing more for this destination.
-    async fn pass(&mut self, memory: &mut Memory) -> Result<()> {
+    /// Ships batches until the outbox has nothing more for this destination; returns how
+    /// many changes it applied.
+    async fn pass(&mut self, memory: &mut Memory) -> Result<u64> {
         if !memory.installed {
             schema::install(&self.destination)
                 .await
@@ -284,9 +399,10 @@ impl Worker {
         if memory.blocked.is_none() {
             memory.blocked = Some(dead_letters::blocked_rows(&self.source, &self.name).await?);
         }
+        let mut total = 0;
         loop {
             if self.cancel.is_cancelled() || !self.lease.held() {
-                return Ok(());
+                return Ok(total);
             }
             let current = match &memory.position {
                 Some(p) => p.clone(),
@@ -302,14 +418,21 @@ impl Worker {
                     s.pending_gaps = pending_gaps;
                 });
                 self.check_backlog(memory, &current).await;
-                return Ok(());
+                return Ok(total);
             }
             self.update(|s| s.state = State::Running);
             let batch = self.route(batch, memory).await?;
             memory.in_flight.clone_from(&batch.changes);
             let applied = batch.changes.len() as u64;
+            let started = Instant::now();
             let stored = self.sink.apply(&self.source_id, &batch).await?;
             memory.in_flight.clear();
+            total += applied;
+            let labels = [("destination", self.name.clone())];
+            metrics::counter!("ormsync_changes_applied_total", &labels).increment(applied);
+            metrics::histogram!("ormsync_batch_size", &labels).record(applied as f64);
+            metrics::histogram!("ormsync_batch_duration_seconds", &labels)
+                .record(started.elapsed().as_secs_f64());
             if let Err(e) = progress::record(&self.source, &self.name, &stored).await {
                 tracing::debug!(destination = %self.name, error = %e, "could not record progress at the source");
             }
@@ -422,7 +545,7 @@ impl Worker {
             return;
         }
         memory.last_backlog_check = Some(Instant::now());
-        let (pending, oldest) = match progress::backlog(&self.source, position).await {
+        let (pending, oldest, outbox) = match progress::backlog(&self.source, position).await {
             Ok(b) => b,
             Err(e) => {
                 tracing::debug!(destination = %self.name, error = %e, "could not count the backlog");
@@ -430,6 +553,11 @@ impl Worker {
             }
         };
         let lag = oldest.map(|t| (Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0);
+        self.outbox_size
+            .store(outbox as i64, std::sync::atomic::Ordering::Relaxed);
+        let labels = [("destination", self.name.clone())];
+        metrics::gauge!("ormsync_pending_changes", &labels).set(pending as f64);
+        metrics::gauge!("ormsync_lag_seconds", &labels).set(lag.unwrap_or(0.0));
         self.update(|s| {
             s.pending = pending;
             s.lag_seconds = lag;
@@ -438,7 +566,7 @@ impl Worker {
         let high = s.lag_rows.is_some_and(|r| pending >= r)
             || s.lag_age
                 .is_some_and(|a| lag.is_some_and(|l| l >= a.as_secs_f64()));
-        if high != memory.lag_high {
+        if high != memory.lag_high && memory.hold != Some(Hold::Disabled) {
             memory.lag_high = high;
             let kind = if high {
                 AlertKind::LagHigh
@@ -455,6 +583,17 @@ impl Worker {
             f(&mut s);
         }
     }
+}
+
+/// Resolves when the receiver sees a new value; never, without a receiver or once its
+/// sender is gone.
+async fn changed(rx: &mut Option<watch::Receiver<u64>>) {
+    if let Some(r) = rx
+        && r.changed().await.is_ok()
+    {
+        return;
+    }
+    std::future::pending::<()>().await
 }
 
 /// Gives the first waiting caller the error itself (errors do not clone) and the others

@@ -192,6 +192,7 @@ fn main() {
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(4))
         .configure_from_args();
+    let before = common::machine();
     let timings = Timings::default();
     let mut backends = Vec::new();
 
@@ -214,6 +215,8 @@ fn main() {
 
     println!();
     println!("capture overhead (median of criterion's per-sample means, warm-up included)");
+    println!("machine before: {before}");
+    println!("machine after:  {}", common::machine());
     println!(
         "{:<18} {:>12} {:>12} {:>16}",
         "bench", "plain µs", "captured µs", "captured/plain"

@@ -530,8 +530,12 @@ async fn random_transaction(
         for _ in 0..rng.random_range(1..=5) {
             let id = rng.random_range(1..=300);
             match accounts::Entity::find_by_id(id).one(&txn).await? {
-                None => drop(account(id, "n", "1").insert(&txn).await?),
-                Some(m) if rng.random_bool(0.2) => drop(m.delete(&txn).await?),
+                None => {
+                    account(id, "n", "1").insert(&txn).await?;
+                }
+                Some(m) if rng.random_bool(0.2) => {
+                    m.delete(&txn).await?;
+                }
                 Some(m) => {
                     let mut a: accounts::ActiveModel = m.into();
                     a.balance = Set(Decimal::new(rng.random_range(0..100_000), 2));

@@ -137,6 +137,17 @@ macro_rules! rows_of {
 rows_of!(captured, captured_row, captured_update);
 rows_of!(plain, plain_row, plain_update);
 
+/// Row `id` after [`captured_update`]`(id, round)`, whole: what ormsync ships for that
+/// update, for writing the same rows straight into a destination.
+pub fn plain_row_updated(id: i64, round: i64) -> plain::ActiveModel {
+    let mut row = plain_row(id);
+    let change = plain_update(id, round);
+    row.balance = change.balance;
+    row.note = change.note;
+    row.qty = change.qty;
+    row
+}
+
 /// A server the benches create databases on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Server {
@@ -188,8 +199,10 @@ impl BenchDb {
     /// connect to), or why the server cannot be used.
     pub async fn server(server: Server, admin: &str) -> Result<BenchDb, String> {
         let shown = ormsync::redact::redact(admin);
+        let mut opts = ConnectOptions::new(admin.to_string());
+        opts.sqlx_logging(false);
         let conn =
-            match tokio::time::timeout(Duration::from_secs(10), Database::connect(admin)).await {
+            match tokio::time::timeout(Duration::from_secs(10), Database::connect(opts)).await {
                 Ok(Ok(c)) => c,
                 Ok(Err(e)) => {
                     return Err(format!(
@@ -256,7 +269,9 @@ impl Drop for BenchDb {
                 .build()
                 .ok()?;
             rt.block_on(async {
-                let conn = Database::connect(&admin).await.ok()?;
+                let mut opts = ConnectOptions::new(admin);
+                opts.sqlx_logging(false);
+                let conn = Database::connect(opts).await.ok()?;
                 let sql = match server {
                     Server::Postgres => format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
                     Server::MySql => format!("DROP DATABASE IF EXISTS {name}"),
@@ -286,4 +301,18 @@ pub async fn count(db: &DatabaseConnection, table: &str) -> i64 {
 /// `cargo test --benches` it is not, and the benches do nothing.
 pub fn run_by_cargo_bench() -> bool {
     std::env::args().any(|a| a == "--bench")
+}
+
+/// Cores and load average, to print next to the figures (the load says whether the
+/// machine was busy with other work while they were measured).
+pub fn machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| {
+            let v: Vec<&str> = l.split_whitespace().take(3).collect();
+            (v.len() == 3).then(|| v.join(" "))
+        })
+        .unwrap_or_else(|| "unknown".into());
+    format!("{cores} cores, load average {load} (1, 5, 15 min)")
 }

@@ -119,6 +119,8 @@ struct Memory {
     hold: Option<Hold>,
     lag_high: bool,
     last_backlog_check: Option<Instant>,
+    /// What the last backlog check saw: the watermark and whether anything was pending.
+    last_backlog: Option<(i64, bool)>,
 }
 
 impl Worker {
@@ -218,6 +220,7 @@ impl Worker {
                     && let Ok(p) = self.sink.position(&self.source_id).await
                 {
                     // Pending keeps growing visibly, and lag alerts still fire.
+                    memory.last_backlog = None;
                     self.check_backlog(&mut memory, &p).await;
                 }
                 next = TokioInstant::now()
@@ -536,12 +539,17 @@ impl Worker {
         Ok(removed)
     }
 
-    /// Refreshes pending counts and raises lag alerts, at most once a second.
+    /// Refreshes pending counts and raises lag alerts, at most once a second, and only
+    /// every 30 s while caught up and idle: idle costs a read per poll tick and little more.
     async fn check_backlog(&mut self, memory: &mut Memory, position: &Position) {
-        if memory
-            .last_backlog_check
-            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
-        {
+        let since = memory.last_backlog_check.map(|t| t.elapsed());
+        let idle = memory.last_backlog == Some((position.watermark, false));
+        let every = if idle {
+            Duration::from_secs(30)
+        } else {
+            Duration::from_secs(1)
+        };
+        if since.is_some_and(|t| t < every) {
             return;
         }
         memory.last_backlog_check = Some(Instant::now());
@@ -552,6 +560,7 @@ impl Worker {
                 return;
             }
         };
+        memory.last_backlog = Some((position.watermark, pending > 0));
         let lag = oldest.map(|t| (Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0);
         self.outbox_size
             .store(outbox as i64, std::sync::atomic::Ordering::Relaxed);

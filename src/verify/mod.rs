@@ -14,11 +14,11 @@
 //! composite keys included), the two sides concurrently. Each row's shipped columns (those
 //! not marked `#[replicated(skip)]`) are hashed over a canonical encoding that makes equal
 //! values from different engines equal: decimals normalized, zoned timestamps as UTC
-//! instants, JSON with sorted keys, NULL distinct from the empty string (see the table in
-//! the encoding's notes below). The two key-ordered streams of (key, hash) are then
-//! merge-joined: a key only at the source is *missing* at the destination, a key only at
-//! the destination is *extra*, a key on both sides with different hashes is *different*,
-//! and for those the columns that differ are named.
+//! instants, JSON with sorted keys, NULL distinct from the empty string (in full below).
+//! The two key-ordered streams of (key, hash) are then merge-joined: a key only at the
+//! source is *missing* at the destination, a key only at the destination is *extra*, a key
+//! on both sides with different hashes is *different*, and for those the columns that
+//! differ are named.
 //!
 //! Memory stays at a few chunks per side however large the table, and no long transaction
 //! is held: each chunk is its own statement. On a table that is being written, a row
@@ -129,7 +129,7 @@ impl VerifyOptions {
 /// Compares entity `E`'s table at `dest` with the one at `source`.
 ///
 /// Reads both sides in key order, concurrently, a chunk at a time, and merge-joins them
-/// (see the [module docs](self)); returns the rows missing at the destination, extra
+/// (see the [module docs](crate::verify)); returns the rows missing at the destination, extra
 /// there, and different (with the columns that differ). Columns marked
 /// `#[replicated(skip)]` are not compared. Writes nothing.
 ///

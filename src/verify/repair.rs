@@ -209,7 +209,8 @@ impl fmt::Display for RepairOutcome {
 ///
 /// let report = verify::<customers::Entity>(&source, &backup, &VerifyOptions::default()).await?;
 /// if !report.is_clean() {
-///     let done = repair::<customers::Entity>(&source, &backup, &report, &RepairOptions::default()).await?;
+///     let opts = RepairOptions::default();
+///     let done = repair::<customers::Entity>(&source, &backup, &report, &opts).await?;
 ///     println!("{done}");
 ///     replicator.sync_now().await?; // ship the queued fixes
 /// }
@@ -228,7 +229,12 @@ pub async fn repair<E: Replicated>(
             spec.table, spec.key, report.table, report.key_columns
         )));
     }
-    let span = tracing::info_span!("ormsync.repair", table = %spec.table, mode = ?opts.mode, dry_run = opts.dry_run);
+    let span = tracing::info_span!(
+        "ormsync.repair",
+        table = %spec.table,
+        mode = ?opts.mode,
+        dry_run = opts.dry_run
+    );
     run::<E>(source, dest, report, opts).instrument(span).await
 }
 
@@ -428,10 +434,10 @@ async fn write_direct(
         .await
         .context(|| format!("repair `{table}`: beginning a destination transaction"))?;
     let written = async {
-        for chunk in upserts.chunks(rows_per_statement(upserts[..].first(), backend)) {
+        for chunk in upserts.chunks(rows_per_statement(upserts.first(), backend)) {
             txn.execute(&upsert(table, key, chunk, backend)).await?;
         }
-        for chunk in deletes.chunks(rows_per_statement(deletes[..].first(), backend)) {
+        for chunk in deletes.chunks(rows_per_statement(deletes.first(), backend)) {
             txn.execute(&delete(table, chunk, backend)).await?;
         }
         Ok::<(), sea_orm::DbErr>(())

@@ -153,3 +153,37 @@ impl fmt::Display for KeyDisplay<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::value::Value;
+
+    #[test]
+    fn a_report_saves_and_loads_and_reads_well() {
+        let key = |id: i64| Row(vec![("id".into(), Value::BigInt(Some(id)))]);
+        let mut r = Report::new("accounts".into(), vec!["id".into()]);
+        r.source_rows = 3;
+        r.dest_rows = 3;
+        r.matching = 1;
+        r.missing = vec![key(1)];
+        r.missing_count = 1;
+        r.extra = vec![key(9)];
+        r.extra_count = 1;
+        r.different = vec![RowDiff {
+            key: key(2),
+            columns: vec!["name".into(), "note".into()],
+        }];
+        r.different_count = 2;
+        let json = serde_json::to_string(&r).unwrap();
+        let back: Report = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, r);
+        assert!(!r.is_clean() && !r.is_complete());
+        assert_eq!(r.drift_count(), 4);
+        let text = r.to_string();
+        assert!(text.contains("missing   id=1"), "{text}");
+        assert!(text.contains("extra     id=9"), "{text}");
+        assert!(text.contains("different id=2 in name, note"), "{text}");
+        assert!(text.contains("… and 1 more"), "{text}");
+    }
+}

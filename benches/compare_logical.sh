@@ -124,6 +124,7 @@ cargo bench --bench ship --no-run >"$WORK/build.log" 2>&1 || {
     die "cargo bench --bench ship --no-run failed"
 }
 
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 PUB_PORT=$(free_port 5433)
 SUB_PORT=$(free_port $((PUB_PORT + 1)))
 make_cluster "$PUB" "$PUB_PORT" -o wal_level=logical
@@ -249,7 +250,8 @@ done
 
 echo
 echo "PostgreSQL $VERSION native logical replication vs ormsync, N = $N rows, same run"
-echo "publisher :$PUB_PORT (wal_level=logical) -> subscriber :$SUB_PORT; $(nproc) cores"
+echo "publisher :$PUB_PORT (wal_level=logical) -> subscriber :$SUB_PORT; $(nproc) cores;" \
+    "load average (1, 5, 15 min) $LOAD_BEFORE before, $(cut -d' ' -f1-3 /proc/loadavg) after"
 printf '%-7s %12s %12s %10s %12s %12s %16s %16s\n' op "logical s" "logical/s" "ormsync s" \
     "ormsync/s" "ceiling/s" "ormsync/logical" "ormsync/ceiling"
 for op in insert update; do
@@ -259,5 +261,7 @@ for op in insert update; do
             printf "%-7s %12.2f %12.0f %10.2f %12.0f %12.0f %16.3f %16.3f\n",
                 op, ls, n / ls, os, n / os, ce, ls / os, ratio_c
         }'
-    echo "RESULT_LOGICAL op=$op rows=$N logical_secs=$ls logical_rows_per_s=$(awk -v n="$N" -v s="$ls" 'BEGIN{printf "%.0f", n/s}')"
 done
+echo
+echo "RESULT_LOGICAL op=insert rows=$N logical_secs=$LOGICAL_INSERT_S"
+echo "RESULT_LOGICAL op=update rows=$N logical_secs=$LOGICAL_UPDATE_S"

@@ -41,6 +41,7 @@
 //! ```
 
 pub mod apply;
+pub mod bulk;
 pub mod capture;
 pub mod change;
 pub mod classify;

@@ -53,15 +53,10 @@ use sea_orm::{
     EntityTrait, FromQueryResult, IdenStatic, Iterable, ModelTrait, PrimaryKeyToColumn,
     QueryFilter, QuerySelect, QueryTrait, Value,
 };
-use tracing::Instrument;
 
 use crate::capture::guard;
-use crate::change::Op;
+use crate::change::{Op, Row};
 use crate::entity::Replicated;
-use crate::outbox::OUTBOX;
-
-/// Outbox rows per multi-row `INSERT` (4 bound values each, far below every backend's limit).
-const OUTBOX_ROWS_PER_STATEMENT: usize = 500;
 
 /// Keys per `WHERE key IN (…)` of the keyed reads and writes on MySQL / MariaDB.
 const KEYS_PER_STATEMENT: usize = 500;
@@ -496,44 +491,16 @@ async fn insert_then_read<E: Replicated, C: ConnectionTrait>(
     Ok(rows)
 }
 
-/// Writes one outbox row per model, with multi-row inserts.
+/// Writes one outbox row per model.
 async fn capture<E: Replicated, C: ConnectionTrait>(
     db: &C,
     op: Op,
     models: &[E::Model],
 ) -> Result<(), DbErr> {
-    if models.is_empty() {
-        return Ok(());
+    let mut changes = Vec::with_capacity(models.len());
+    for m in models {
+        changes.push((E::key_of(m)?, E::to_row(m)?));
     }
-    let table = E::default().table_name();
-    async {
-        for chunk in models.chunks(OUTBOX_ROWS_PER_STATEMENT) {
-            let mut stmt = Query::insert();
-            stmt.into_table(OUTBOX)
-                .columns(["table_name", "op", "pk", "payload"]);
-            for m in chunk {
-                let key = E::key_of(m)?;
-                let row = E::to_row(m)?;
-                stmt.values_panic([
-                    table.into(),
-                    op.code().into(),
-                    key.to_json().into(),
-                    row.to_json().into(),
-                ]);
-            }
-            db.execute(&stmt).await?;
-        }
-        Ok::<_, DbErr>(())
-    }
-    .instrument(tracing::trace_span!(
-        "ormsync.capture",
-        table,
-        op = op.code(),
-        rows = models.len()
-    ))
-    .await?;
-    metrics::counter!("ormsync_changes_captured_total", "table" => table)
-        .increment(models.len() as u64);
-    crate::signal::captured();
-    Ok(())
+    let refs: Vec<(&Row, &Row)> = changes.iter().map(|(k, r)| (k, r)).collect();
+    crate::capture::write_many(db, E::default().table_name(), op, &refs).await
 }

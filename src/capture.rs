@@ -102,25 +102,49 @@ async fn write<E: Replicated, C: ConnectionTrait>(
     key: &Row,
     row: &Row,
 ) -> Result<(), DbErr> {
-    let table = E::default().table_name();
-    let stmt = Query::insert()
-        .into_table(OUTBOX)
-        .columns(["table_name", "op", "pk", "payload"])
-        .values_panic([
-            table.into(),
-            op.code().into(),
-            key.to_json().into(),
-            row.to_json().into(),
-        ])
-        .to_owned();
-    db.execute(&stmt)
-        .instrument(tracing::trace_span!(
-            "ormsync.capture",
-            table,
-            op = op.code()
-        ))
-        .await?;
-    metrics::counter!("ormsync_changes_captured_total", "table" => table).increment(1);
+    write_many(db, E::default().table_name(), op, &[(key, row)]).await
+}
+
+/// Outbox rows per statement when capturing many changes at once.
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// Writes one outbox row per `(key, row)` change of `table`, several per statement; the one
+/// place that writes the outbox.
+pub(crate) async fn write_many<C: ConnectionTrait>(
+    db: &C,
+    table: &'static str,
+    op: Op,
+    changes: &[(&Row, &Row)],
+) -> Result<(), DbErr> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    async {
+        for chunk in changes.chunks(ROWS_PER_STATEMENT) {
+            let mut stmt = Query::insert();
+            stmt.into_table(OUTBOX)
+                .columns(["table_name", "op", "pk", "payload"]);
+            for (key, row) in chunk {
+                stmt.values_panic([
+                    table.into(),
+                    op.code().into(),
+                    key.to_json().into(),
+                    row.to_json().into(),
+                ]);
+            }
+            db.execute(&stmt).await?;
+        }
+        Ok::<_, DbErr>(())
+    }
+    .instrument(tracing::trace_span!(
+        "ormsync.capture",
+        table,
+        op = op.code(),
+        rows = changes.len()
+    ))
+    .await?;
+    metrics::counter!("ormsync_changes_captured_total", "table" => table)
+        .increment(changes.len() as u64);
     crate::signal::captured();
     Ok(())
 }

@@ -7,10 +7,10 @@
 
 mod checkpoint;
 mod columns;
-mod plan;
+pub(crate) mod plan;
 mod sink;
 mod sql;
-mod statement;
+pub(crate) mod statement;
 
 pub use checkpoint::read as read_checkpoint;
 pub use sink::Sink;

@@ -95,7 +95,7 @@ fn delete(table: &str, keys: &[&Row], backend: DbBackend) -> DeleteStatement {
     if columns.len() == 1 {
         let values = keys
             .iter()
-            .filter_map(|k| k.values().next().map(|v| v.to_sea()));
+            .filter_map(|k| k.values().next().map(|v| v.to_sea_for(backend)));
         q.and_where(Expr::col(Alias::new(columns[0])).is_in(values));
     } else {
         let tuple = Expr::tuple(columns.iter().map(|c| Expr::col(Alias::new(*c))));
@@ -158,6 +158,8 @@ mod tests {
             sql,
             r#"DELETE FROM "t" WHERE ("a", "b") IN ((?, ?), (?, ?))"#
         );
+        let (sql, _) = delete("t", &[&k2], DbBackend::MySql).build(MysqlQueryBuilder);
+        assert_eq!(sql, "DELETE FROM `t` WHERE (`a`, `b`) IN ((?, ?))");
     }
 
     #[test]

@@ -3,12 +3,8 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use sea_orm::sea_query::{
-    Alias, DeleteStatement, Expr, ExprTrait, InsertStatement, OnConflict, Query, SimpleExpr,
-    ValueTuple,
-};
 use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, QueryFilter, QuerySelect,
+    ConnectionTrait, DatabaseConnection, DatabaseTransaction, QueryFilter, QuerySelect,
     TransactionTrait,
 };
 use serde::{Deserialize, Serialize};
@@ -17,6 +13,8 @@ use tracing::Instrument;
 use super::canonical;
 use super::report::{KeyDisplay, Report};
 use super::scan;
+use crate::apply::plan::Step;
+use crate::apply::statement::{self, Built};
 use crate::capture;
 use crate::change::Row;
 use crate::entity::Replicated;
@@ -433,12 +431,25 @@ async fn write_direct(
         .begin()
         .await
         .context(|| format!("repair `{table}`: beginning a destination transaction"))?;
+    let steps = [
+        Step::Upsert {
+            table,
+            key: key.iter().map(String::as_str).collect(),
+            rows: upserts.iter().collect(),
+        },
+        Step::Delete {
+            table,
+            keys: deletes.iter().collect(),
+        },
+    ];
     let written = async {
-        for chunk in upserts.chunks(rows_per_statement(upserts.first(), backend)) {
-            txn.execute(&upsert(table, key, chunk, backend)).await?;
-        }
-        for chunk in deletes.chunks(rows_per_statement(deletes.first(), backend)) {
-            txn.execute(&delete(table, chunk, backend)).await?;
+        for step in &steps {
+            for built in statement::build(step, backend) {
+                match built {
+                    Built::Insert(q) => txn.execute(&q).await?,
+                    Built::Delete(q) => txn.execute(&q).await?,
+                };
+            }
         }
         Ok::<(), sea_orm::DbErr>(())
     }
@@ -458,96 +469,9 @@ async fn write_direct(
     }
 }
 
-/// Rows per statement within the backend's bind-parameter limit.
-fn rows_per_statement(first: Option<&Row>, backend: DbBackend) -> usize {
-    let params = match backend {
-        DbBackend::Sqlite => 32_766,
-        _ => 65_535,
-    };
-    let columns = first.map_or(1, |r| r.0.len().max(1));
-    (params / columns).clamp(1, 1000)
-}
-
-fn upsert(table: &str, key: &[String], rows: &[Row], backend: DbBackend) -> InsertStatement {
-    let columns: Vec<&str> = rows
-        .first()
-        .map(|r| r.columns().collect())
-        .unwrap_or_default();
-    let mut q = Query::insert();
-    q.into_table(Alias::new(table))
-        .columns(columns.iter().map(|c| Alias::new(*c)));
-    for row in rows {
-        q.values_panic(
-            row.values()
-                .map(|v| SimpleExpr::Value(v.to_sea_for(backend))),
-        );
-    }
-    let rest: Vec<Alias> = columns
-        .iter()
-        .filter(|c| !key.iter().any(|k| k == *c))
-        .map(|c| Alias::new(*c))
-        .collect();
-    let mut on_conflict = OnConflict::columns(key.iter().map(|c| Alias::new(c.as_str())));
-    if rest.is_empty() {
-        on_conflict.do_nothing_on(key.iter().map(|c| Alias::new(c.as_str())));
-    } else {
-        on_conflict.update_columns(rest);
-    }
-    q.on_conflict(on_conflict);
-    q
-}
-
-fn delete(table: &str, keys: &[Row], backend: DbBackend) -> DeleteStatement {
-    let mut q = Query::delete();
-    q.from_table(Alias::new(table));
-    let columns: Vec<&str> = keys
-        .first()
-        .map(|k| k.columns().collect())
-        .unwrap_or_default();
-    if columns.len() == 1 {
-        let values = keys
-            .iter()
-            .filter_map(|k| k.values().next().map(|v| v.to_sea_for(backend)));
-        q.and_where(Expr::col(Alias::new(columns[0])).is_in(values));
-    } else {
-        let tuple = Expr::tuple(columns.iter().map(|c| Expr::col(Alias::new(*c))));
-        let values = keys
-            .iter()
-            .map(|k| ValueTuple::Many(k.values().map(|v| v.to_sea_for(backend)).collect()));
-        q.and_where(tuple.in_tuples(values));
-    }
-    q
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sea_orm::sea_query::{MysqlQueryBuilder, PostgresQueryBuilder};
-
-    #[test]
-    fn direct_statements_are_bound_upserts_and_deletes() {
-        let row = |id: i64| {
-            Row(vec![
-                ("order_id".into(), Value::BigInt(Some(id))),
-                ("line_no".into(), Value::Int(Some(1))),
-                ("sku".into(), Value::String(Some("x'".into()))),
-            ])
-        };
-        let key = ["order_id".to_string(), "line_no".to_string()];
-        let (sql, values) = upsert("line_items", &key, &[row(1), row(2)], DbBackend::Postgres)
-            .build(PostgresQueryBuilder);
-        assert_eq!(
-            sql,
-            r#"INSERT INTO "line_items" ("order_id", "line_no", "sku") VALUES ($1, $2, $3), ($4, $5, $6) ON CONFLICT ("order_id", "line_no") DO UPDATE SET "sku" = "excluded"."sku""#
-        );
-        assert_eq!(values.0.len(), 6);
-        let keys = [Row(row(1).0[..2].to_vec())];
-        let (sql, _) = delete("line_items", &keys, DbBackend::MySql).build(MysqlQueryBuilder);
-        assert_eq!(
-            sql,
-            "DELETE FROM `line_items` WHERE (`order_id`, `line_no`) IN ((?, ?))"
-        );
-    }
 
     #[test]
     fn a_report_of_another_key_is_refused() {

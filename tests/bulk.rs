@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::time::Duration;
 
-use chrono::{SubsecRound, Utc};
-use common::entities::{accounts, everything, line_items};
+use chrono::Utc;
+use common::entities::{account, accounts, everything, line, line_items};
 use common::{Backend, TestDb, assert_all_same, assert_same, count, pair};
 use ormsync::change::Row;
 use ormsync::{Destination, Replicated, Replicator, bulk};
@@ -85,26 +85,6 @@ on_every_pair!(
     more_rows_than_one_keyed_statement_takes,
     every_type_reads_back_exactly,
 );
-
-fn account(id: i64, name: &str, balance: &str) -> accounts::ActiveModel {
-    accounts::ActiveModel {
-        id: Set(id),
-        name: Set(name.into()),
-        balance: Set(Decimal::from_str(balance).expect("decimal")),
-        updated_at: Set(Utc::now().trunc_subsecs(6)),
-        note: Set(Some(format!("note of {id}"))),
-        local_flag: Set(Some(1)),
-    }
-}
-
-fn line(order_id: i64, line_no: i32, qty: i32) -> line_items::ActiveModel {
-    line_items::ActiveModel {
-        order_id: Set(order_id),
-        line_no: Set(line_no),
-        sku: Set(format!("SKU-{order_id}-{line_no}")),
-        qty: Set(qty),
-    }
-}
 
 async fn setup(src: Backend, dst: Backend) -> Option<(TestDb, TestDb, Replicator)> {
     let (s, d) = pair(src, dst).await?;

@@ -2,33 +2,21 @@
 
 mod common;
 
-use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use chrono::{SubsecRound, Timelike, Utc};
-use common::entities::{accounts, line_items};
+use common::entities::{account, accounts, line_items};
 use common::{Backend, TestDb, assert_all_same, count, pair};
 use ormsync::{Destination, Replicated, Replicator, Schedule, State};
 use sea_orm::prelude::Decimal;
 use sea_orm::{
-    ActiveModelTrait, ConnectionTrait, DatabaseConnection, EntityTrait, Set, TransactionTrait,
+    ActiveModelTrait, ConnectionTrait, DatabaseConnection, EntityTrait, TransactionTrait,
 };
-
-fn account(id: i64, name: &str) -> accounts::ActiveModel {
-    accounts::ActiveModel {
-        id: Set(id),
-        name: Set(name.into()),
-        balance: Set(Decimal::from_str("1.5").unwrap()),
-        updated_at: Set(Utc::now().trunc_subsecs(6)),
-        note: Set(None),
-        local_flag: Set(None),
-    }
-}
 
 async fn insert(db: &DatabaseConnection, ids: impl IntoIterator<Item = i64>) {
     let txn = db.begin().await.unwrap();
     for id in ids {
-        account(id, "n").insert(&txn).await.unwrap();
+        account(id, "n", "1.5").insert(&txn).await.unwrap();
     }
     txn.commit().await.unwrap();
 }
@@ -405,5 +393,31 @@ async fn metrics_count_what_was_captured_and_applied() {
     }
     assert_eq!(applied, Some(12));
     assert!(captured.is_some_and(|n| n >= 12), "{captured:?}");
+    rep.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_now_waits_for_a_drain_longer_than_the_lease() {
+    let Some((s, d)) = pair(Backend::Sqlite, Backend::Postgres).await else {
+        return;
+    };
+    for chunk in 0..20 {
+        insert(&s.db, chunk * 200 + 1..=chunk * 200 + 200).await;
+    }
+    let rep = builder(&s.db)
+        .batch_size(20)
+        .lease_ttl(Duration::from_millis(150))
+        .destination(Destination::new("slow", d.db.clone()))
+        .start()
+        .await
+        .unwrap();
+    let started = Instant::now();
+    rep.sync_now().await.unwrap();
+    eprintln!(
+        "drained 4000 changes in batches of 20 in {:?} with a 150 ms lease",
+        started.elapsed()
+    );
+    // Right after sync_now returns, with no further wait, everything is there.
+    assert_all_same(&s.db, &d.db).await;
     rep.shutdown().await;
 }

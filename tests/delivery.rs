@@ -4,12 +4,10 @@
 
 mod common;
 
-use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chrono::{SubsecRound, Utc};
-use common::entities::{accounts, line_items};
+use common::entities::{account, accounts, line_items};
 use common::proxy::Proxy;
 use common::{Backend, TestDb, assert_all_same, count, max_outbox_id, pair};
 use ormsync::{
@@ -21,17 +19,6 @@ use sea_orm::{
     ActiveModelTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, ModelTrait, Set,
     TransactionTrait,
 };
-
-fn account(id: i64, name: &str, balance: &str) -> accounts::ActiveModel {
-    accounts::ActiveModel {
-        id: Set(id),
-        name: Set(name.into()),
-        balance: Set(Decimal::from_str(balance).expect("decimal")),
-        updated_at: Set(Utc::now().trunc_subsecs(6)),
-        note: Set(None),
-        local_flag: Set(None),
-    }
-}
 
 fn builder(source: &DatabaseConnection) -> ormsync::ReplicatorBuilder {
     Replicator::builder(source.clone())
@@ -156,9 +143,18 @@ async fn destination_outage(src: Backend, dst: Backend) {
     };
     tokio::time::sleep(Duration::from_millis(150)).await;
     proxy.cut();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The worker notices and retries while the cut lasts (about three seconds).
+    let cut_at = Instant::now();
+    let mut retrying = false;
+    while cut_at.elapsed() < Duration::from_secs(3) {
+        retrying |= rep.status().destinations[0].state == State::Retrying;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let status = rep.status();
-    assert_eq!(status.destinations[0].state, State::Retrying, "{status}");
+    assert!(
+        retrying,
+        "the worker never reported retrying during the outage: {status}"
+    );
     writer.await.unwrap();
     let backlog = max_outbox_id(&s.db).await - status.destinations[0].watermark;
     proxy.restore();

@@ -8,8 +8,7 @@ mod common;
 use std::str::FromStr;
 use std::time::Duration;
 
-use chrono::{SubsecRound, Utc};
-use common::entities::{accounts, line_items};
+use common::entities::{account, accounts, line, line_items};
 use common::{Backend, TestDb, assert_all_same, count, max_outbox_id, pair};
 use ormsync::{Destination, Replicator};
 use rand::{Rng, SeedableRng};
@@ -50,27 +49,6 @@ on_every_pair!(
     late_commit_is_never_skipped,
     missing_column_or_table_holds_the_change,
 );
-
-fn account(id: i64, name: &str, balance: &str) -> accounts::ActiveModel {
-    accounts::ActiveModel {
-        id: Set(id),
-        name: Set(name.into()),
-        balance: Set(Decimal::from_str(balance).expect("decimal")),
-        // Every backend here stores microseconds.
-        updated_at: Set(Utc::now().trunc_subsecs(6)),
-        note: Set(Some(format!("note of {id}"))),
-        local_flag: Set(Some(1)),
-    }
-}
-
-fn line(order_id: i64, line_no: i32, qty: i32) -> line_items::ActiveModel {
-    line_items::ActiveModel {
-        order_id: Set(order_id),
-        line_no: Set(line_no),
-        sku: Set(format!("SKU-{order_id}-{line_no}")),
-        qty: Set(qty),
-    }
-}
 
 async fn start(source: &TestDb, dest: &TestDb) -> Replicator {
     replicator_to(

@@ -54,11 +54,6 @@ impl Lease {
         Ok(held)
     }
 
-    /// Whether the lease is held, without asking the database.
-    pub(crate) fn held(&self) -> bool {
-        self.held_until.is_some_and(|t| t > Instant::now())
-    }
-
     /// Who holds the lease now, per the database.
     pub(crate) async fn holder(&self) -> Result<Option<String>> {
         let backend = self.db.get_database_backend();

@@ -404,8 +404,16 @@ impl Worker {
         }
         let mut total = 0;
         loop {
-            if self.cancel.is_cancelled() || !self.lease.held() {
+            if self.cancel.is_cancelled() {
                 return Ok(total);
+            }
+            // A long drain outlives a lease: renew it between batches (a database round
+            // trip only once a third of it has gone), and stop if another instance took it.
+            if !self.lease.ensure().await? {
+                return Err(Error::Standby {
+                    destination: self.name.clone(),
+                    holder: self.lease.holder().await?.unwrap_or_default(),
+                });
             }
             let current = match &memory.position {
                 Some(p) => p.clone(),

@@ -1,7 +1,34 @@
 //! The entities the tests replicate, and their tables on each backend (as an application's
 //! migrations would create them).
 
+use std::str::FromStr;
+
+use chrono::{SubsecRound, Utc};
 use sea_orm::DbBackend;
+use sea_orm::Set;
+use sea_orm::prelude::Decimal;
+
+/// An account to insert or update; every backend here stores timestamps to the microsecond.
+pub fn account(id: i64, name: &str, balance: &str) -> accounts::ActiveModel {
+    accounts::ActiveModel {
+        id: Set(id),
+        name: Set(name.into()),
+        balance: Set(Decimal::from_str(balance).expect("decimal")),
+        updated_at: Set(Utc::now().trunc_subsecs(6)),
+        note: Set(Some(format!("note of {id}"))),
+        local_flag: Set(Some(1)),
+    }
+}
+
+/// A line item to insert or update.
+pub fn line(order_id: i64, line_no: i32, qty: i32) -> line_items::ActiveModel {
+    line_items::ActiveModel {
+        order_id: Set(order_id),
+        line_no: Set(line_no),
+        sku: Set(format!("SKU-{order_id}-{line_no}")),
+        qty: Set(qty),
+    }
+}
 
 pub mod accounts {
     use ormsync::{Replicated, ReplicatedHooks};

@@ -428,6 +428,13 @@ impl Worker {
                     s.frontier = current.frontier();
                     s.pending_gaps = pending_gaps;
                 });
+                // Caught up: a drain that just ended shows as such at once.
+                if memory
+                    .last_backlog
+                    .is_some_and(|(w, _)| w != current.watermark)
+                {
+                    memory.last_backlog_check = None;
+                }
                 self.check_backlog(memory, &current).await;
                 return Ok(total);
             }

@@ -119,6 +119,8 @@ struct Memory {
     hold: Option<Hold>,
     lag_high: bool,
     last_backlog_check: Option<Instant>,
+    /// When the position was last copied to `ormsync_progress`, and its watermark.
+    recorded: Option<(Instant, i64)>,
     /// What the last backlog check saw: the watermark and whether anything was pending.
     last_backlog: Option<(i64, bool)>,
 }
@@ -428,6 +430,7 @@ impl Worker {
                     s.frontier = current.frontier();
                     s.pending_gaps = pending_gaps;
                 });
+                self.record_progress(memory, &current, true).await;
                 // Caught up: a drain that just ended shows as such at once.
                 if memory
                     .last_backlog
@@ -451,9 +454,7 @@ impl Worker {
             metrics::histogram!("ormsync_batch_size", &labels).record(applied as f64);
             metrics::histogram!("ormsync_batch_duration_seconds", &labels)
                 .record(started.elapsed().as_secs_f64());
-            if let Err(e) = progress::record(&self.source, &self.name, &stored).await {
-                tracing::debug!(destination = %self.name, error = %e, "could not record progress at the source");
-            }
+            self.record_progress(memory, &stored, false).await;
             self.update(|s| {
                 s.watermark = stored.watermark;
                 s.frontier = stored.frontier();
@@ -463,6 +464,25 @@ impl Worker {
             });
             memory.position = Some(stored.clone());
             self.check_backlog(memory, &stored).await;
+        }
+    }
+
+    /// Copies the position to `ormsync_progress` at the source, for retention and other
+    /// instances: at most once a second while draining (it is one more round trip per
+    /// batch), and whenever a pass ends on a position not recorded yet.
+    async fn record_progress(&self, memory: &mut Memory, position: &Position, pass_end: bool) {
+        let moved = memory.recorded.is_none_or(|(_, w)| w != position.watermark);
+        let due = memory
+            .recorded
+            .is_none_or(|(t, _)| t.elapsed() >= Duration::from_secs(1));
+        if !moved || !(due || pass_end) {
+            return;
+        }
+        match progress::record(&self.source, &self.name, position).await {
+            Ok(()) => memory.recorded = Some((Instant::now(), position.watermark)),
+            Err(e) => {
+                tracing::debug!(destination = %self.name, error = %e, "could not record progress at the source")
+            }
         }
     }
 

@@ -668,3 +668,42 @@ impl CreateRest for TestDb {
         }
     }
 }
+
+/// More open gaps than one statement probes: the reader reads them in one snapshot over
+/// several statements, and still ships a late commit in the middle of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_open_gaps_are_probed_in_one_snapshot() {
+    let Some((s, d)) = pair(Backend::Postgres, Backend::Sqlite).await else {
+        return;
+    };
+    let rep = start(&s, &d).await;
+    // An unrelated open transaction holds PostgreSQL's xmin back, so no gap settles.
+    let holder = s.connect().await;
+    let hold = holder.begin().await.unwrap();
+    hold.execute_unprepared("SELECT pg_current_xact_id()")
+        .await
+        .unwrap();
+    let late_conn = s.connect().await;
+    let mut late = None;
+    for i in 0..150i64 {
+        let txn = s.db.begin().await.unwrap();
+        account(1000 + i, "gone", "1").insert(&txn).await.unwrap();
+        txn.rollback().await.unwrap();
+        if i == 75 {
+            let txn = late_conn.begin().await.unwrap();
+            account(5000, "late", "1").insert(&txn).await.unwrap();
+            late = Some(txn);
+        }
+        let txn = s.db.begin().await.unwrap();
+        account(i + 1, "kept", "1").insert(&txn).await.unwrap();
+        txn.commit().await.unwrap();
+    }
+    rep.sync_now().await.unwrap();
+    assert_eq!(count(&d.db, "accounts").await, 150);
+    late.unwrap().commit().await.unwrap();
+    rep.sync_now().await.unwrap();
+    assert_all_same(&s.db, &d.db).await;
+    assert_eq!(count(&d.db, "accounts").await, 151);
+    hold.rollback().await.unwrap();
+    rep.shutdown().await;
+}

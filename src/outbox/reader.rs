@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use sea_orm::sea_query::{Condition, Expr, Order, Query};
+use sea_orm::sea_query::{Condition, Expr, Order, Query, SelectStatement};
 use sea_orm::{
     AccessMode, ConnectionTrait, DatabaseConnection, DbBackend, IsolationLevel, QueryResult,
     TransactionTrait,
@@ -232,27 +232,12 @@ impl OutboxReader {
     async fn query(&self, frontier: i64) -> Result<(Vec<QueryResult>, bool)> {
         // Scoped here: its `min`/`max` would shadow `Ord`'s on integers elsewhere.
         use sea_orm::sea_query::ExprTrait;
-        let columns = [
-            "id",
-            "table_name",
-            "op",
-            "pk",
-            "payload",
-            "origin",
-            "created_at",
-        ];
         if self.gaps.len() <= GAPS_PER_STATEMENT {
             let mut cond = Condition::any().add(Expr::col("id").gt(frontier));
             for g in &self.gaps {
                 cond = cond.add(Expr::col("id").between(g.lo, g.hi));
             }
-            let q = Query::select()
-                .columns(columns)
-                .from(OUTBOX)
-                .cond_where(cond)
-                .order_by("id", Order::Asc)
-                .limit(self.batch_size)
-                .to_owned();
+            let q = select(cond, Some(self.batch_size));
             let rows = self
                 .db
                 .query_all(&q)
@@ -277,12 +262,7 @@ impl OutboxReader {
             for g in chunk {
                 cond = cond.add(Expr::col("id").between(g.lo, g.hi));
             }
-            let q = Query::select()
-                .columns(columns)
-                .from(OUTBOX)
-                .cond_where(cond)
-                .order_by("id", Order::Asc)
-                .to_owned();
+            let q = select(cond, None);
             rows.extend(
                 txn.query_all(&q)
                     .await
@@ -290,13 +270,10 @@ impl OutboxReader {
             );
         }
         let room = Ord::max(self.batch_size.saturating_sub(rows.len() as u64), 1);
-        let q = Query::select()
-            .columns(columns)
-            .from(OUTBOX)
-            .and_where(Expr::col("id").gt(frontier))
-            .order_by("id", Order::Asc)
-            .limit(room)
-            .to_owned();
+        let q = select(
+            Condition::all().add(Expr::col("id").gt(frontier)),
+            Some(room),
+        );
         let newer = txn
             .query_all(&q)
             .await
@@ -309,6 +286,27 @@ impl OutboxReader {
         rows.extend(newer);
         Ok((rows, full))
     }
+}
+
+/// The outbox rows matching `cond`, in id order, at most `limit` of them.
+fn select(cond: Condition, limit: Option<u64>) -> SelectStatement {
+    let mut q = Query::select();
+    q.columns([
+        "id",
+        "table_name",
+        "op",
+        "pk",
+        "payload",
+        "origin",
+        "created_at",
+    ])
+    .from(OUTBOX)
+    .cond_where(cond)
+    .order_by("id", Order::Asc);
+    if let Some(n) = limit {
+        q.limit(n);
+    }
+    q
 }
 
 fn changes_ids(rows: &[QueryResult]) -> Vec<i64> {

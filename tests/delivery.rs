@@ -139,7 +139,13 @@ async fn destination_outage(src: Backend, dst: Backend) {
     // Writes go on while the destination is cut off, the cut landing mid-batch.
     let writer = {
         let db = s.connect().await;
-        tokio::spawn(async move { write_some(&db, 301, 400).await })
+        // Paced over about two seconds, so changes keep coming while the cut lasts.
+        tokio::spawn(async move {
+            for from in (301..701).step_by(10) {
+                write_some(&db, from, 10).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
     };
     tokio::time::sleep(Duration::from_millis(150)).await;
     proxy.cut();

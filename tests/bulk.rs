@@ -5,14 +5,13 @@
 //! statement takes, rollback, refused primary key assignments, and the pooled-connection
 //! refusal.
 
+#[macro_use]
 mod common;
 
 use std::collections::BTreeMap;
-use std::str::FromStr;
 use std::time::Duration;
 
-use chrono::Utc;
-use common::entities::{account, accounts, everything, line, line_items};
+use common::entities::{account, accounts, everything, everything_rows, line, line_items};
 use common::{Backend, TestDb, assert_all_same, assert_same, count, pair};
 use ormsync::change::Row;
 use ormsync::{Destination, Replicated, Replicator, bulk};
@@ -56,27 +55,6 @@ mod tickets {
             }
         }
     }
-}
-
-/// Runs `$scenario(source, destination)` as one test per backend pair.
-macro_rules! on_every_pair {
-    ($($scenario:ident),* $(,)?) => {$(
-        mod $scenario {
-            use super::*;
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres_to_mariadb() {
-                super::$scenario(Backend::Postgres, Backend::MySql).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn mariadb_to_sqlite() {
-                super::$scenario(Backend::MySql, Backend::Sqlite).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite_to_postgres() {
-                super::$scenario(Backend::Sqlite, Backend::Postgres).await
-            }
-        }
-    )*};
 }
 
 on_every_pair!(
@@ -592,57 +570,6 @@ async fn more_rows_than_one_keyed_statement_takes(src: Backend, dst: Backend) {
     rep.shutdown().await;
 }
 
-fn samples() -> Vec<everything::Model> {
-    let ts = |s: &str| chrono::DateTime::<Utc>::from_str(s).expect("timestamp");
-    vec![
-        everything::Model {
-            id: 1,
-            // sea-orm reads SQLite decimals through f64, so the values stay within 15 digits.
-            amount: Decimal::from_str("1234567890.12345").unwrap(),
-            ts: ts("2024-02-29T23:59:59.123456Z"),
-            uid: uuid::Uuid::from_str("6f1e0c1a-8d3b-4c8e-9a57-0123456789ab").unwrap(),
-            doc: serde_json::json!({"a": [1, 2.5, "x", null], "nested": {"ü": "🚀"}}),
-            bin: vec![0, 255, 1, 2, 0, 127, 128],
-            big: i64::MAX,
-            dbl: 0.1 + 0.2,
-            txt: "ünïcødé 🚀 \"quoted\" 'single' \\ back\nline".into(),
-            maybe_txt: None,
-            maybe_int: None,
-            flag: true,
-        },
-        everything::Model {
-            id: 2,
-            amount: Decimal::from_str("-0.0001").unwrap(),
-            ts: ts("1999-12-31T23:59:59.999999Z"),
-            uid: uuid::Uuid::nil(),
-            doc: serde_json::json!([]),
-            bin: vec![],
-            big: i64::MIN,
-            dbl: f64::MIN_POSITIVE,
-            txt: String::new(),
-            maybe_txt: Some(String::new()),
-            maybe_int: Some(i32::MIN),
-            flag: false,
-        },
-        everything::Model {
-            id: 3,
-            amount: Decimal::from_str("98765.4321").unwrap(),
-            // Not 2038-01-19T03:14:08Z or later: MariaDB turns such a bound `DateTimeUtc`
-            // into NULL, through the hooks as well (sqlx binds it as a TIMESTAMP).
-            ts: ts("2037-12-31T23:59:59.5Z"),
-            uid: uuid::Uuid::max(),
-            doc: serde_json::json!({"nothing": null}),
-            bin: (0..=255).collect(),
-            big: 0,
-            dbl: -1.5e300,
-            txt: "x".repeat(5000),
-            maybe_txt: Some("NULL".into()),
-            maybe_int: Some(0),
-            flag: true,
-        },
-    ]
-}
-
 /// Rows read back from `RETURNING` (or the keyed read) decode as a `SELECT` does, for every
 /// type the payload carries: the returned models, the stored rows and the payloads agree.
 async fn every_type_reads_back_exactly(src: Backend, dst: Backend) {
@@ -657,13 +584,15 @@ async fn every_type_reads_back_exactly(src: Backend, dst: Backend) {
     let before = max_id(&txn).await;
     let inserted = bulk::insert_many::<everything::Entity, _>(
         &txn,
-        samples().into_iter().map(everything::ActiveModel::from),
+        everything_rows()
+            .into_iter()
+            .map(everything::ActiveModel::from),
     )
     .await
     .unwrap();
-    assert_eq!(by_id(inserted), samples());
+    assert_eq!(by_id(inserted), everything_rows());
     let stored = everything::Entity::find().all(&txn).await.unwrap();
-    assert_eq!(by_id(stored), samples());
+    assert_eq!(by_id(stored), everything_rows());
     let all = rows_where::<everything::Entity, _>(&txn, |_| true).await;
     assert_captured::<everything::Entity>(&outbox_after(&txn, before).await, "I", &all);
 

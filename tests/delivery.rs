@@ -2,6 +2,7 @@
 //! replicator killed again and again, a change a destination refuses for good, three
 //! instances on one source, many writers with rollbacks, and retention.
 
+#[macro_use]
 mod common;
 
 use std::sync::{Arc, Mutex};
@@ -81,26 +82,6 @@ macro_rules! on_server_destinations {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres_to_mariadb() {
                 super::$scenario(Backend::Postgres, Backend::MySql).await
-            }
-        }
-    )*};
-}
-
-macro_rules! on_every_pair {
-    ($($scenario:ident),* $(,)?) => {$(
-        mod $scenario {
-            use super::*;
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres_to_mariadb() {
-                super::$scenario(Backend::Postgres, Backend::MySql).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn mariadb_to_sqlite() {
-                super::$scenario(Backend::MySql, Backend::Sqlite).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite_to_postgres() {
-                super::$scenario(Backend::Sqlite, Backend::Postgres).await
             }
         }
     )*};

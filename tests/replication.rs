@@ -3,6 +3,7 @@
 //! destinations that cannot take a change. Every test ends by comparing both sides row
 //! for row.
 
+#[macro_use]
 mod common;
 
 use std::str::FromStr;
@@ -17,27 +18,6 @@ use sea_orm::{
     ActiveModelTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, ModelTrait, Set,
     TransactionTrait,
 };
-
-/// Runs `$scenario(source, destination)` as one test per backend pair.
-macro_rules! on_every_pair {
-    ($($scenario:ident),* $(,)?) => {$(
-        mod $scenario {
-            use super::*;
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres_to_mariadb() {
-                super::$scenario(Backend::Postgres, Backend::MySql).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn mariadb_to_sqlite() {
-                super::$scenario(Backend::MySql, Backend::Sqlite).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite_to_postgres() {
-                super::$scenario(Backend::Sqlite, Backend::Postgres).await
-            }
-        }
-    )*};
-}
 
 on_every_pair!(
     each_operation_alone,

@@ -4,13 +4,14 @@
 //! rows, that repair fixes them (through the outbox, or directly), and that a dry run
 //! changes nothing.
 
+#[macro_use]
 mod common;
 
 use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use common::entities::{accounts, everything, line_items};
+use common::entities::{accounts, everything, everything_rows, line_items};
 use common::{Backend, TestDb, assert_all_same, max_outbox_id, pair};
 use ormsync::change::Row;
 use ormsync::value::Value;
@@ -24,33 +25,8 @@ use sea_orm::{
     Statement, TransactionTrait,
 };
 
-/// Runs `$scenario(source, destination)` as one test per backend pair, plus SQLite to
-/// SQLite, which needs no server.
-macro_rules! on_every_pair {
-    ($($scenario:ident),* $(,)?) => {$(
-        mod $scenario {
-            use super::*;
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres_to_mariadb() {
-                super::$scenario(Backend::Postgres, Backend::MySql).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn mariadb_to_sqlite() {
-                super::$scenario(Backend::MySql, Backend::Sqlite).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite_to_postgres() {
-                super::$scenario(Backend::Sqlite, Backend::Postgres).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite_to_sqlite() {
-                super::$scenario(Backend::Sqlite, Backend::Sqlite).await
-            }
-        }
-    )*};
-}
-
 on_every_pair!(
+    also_sqlite:
     drift_is_reported_exactly_and_repaired_through_the_outbox,
     empty_and_single_row_tables,
     composite_keys_across_chunk_boundaries,
@@ -86,56 +62,6 @@ fn line(order_id: i64, line_no: i32) -> line_items::ActiveModel {
         sku: Set(format!("SKU-{order_id}-{line_no}")),
         qty: Set(line_no * 10),
     }
-}
-
-/// One row of every type, with the values the cross-engine type test uses.
-fn everything_rows() -> Vec<everything::Model> {
-    vec![
-        everything::Model {
-            id: 1,
-            amount: Decimal::from_str("1234567890.12345").unwrap(),
-            ts: ts("2024-02-29T23:59:59.123456Z"),
-            uid: uuid::Uuid::from_str("6f1e0c1a-8d3b-4c8e-9a57-0123456789ab").unwrap(),
-            doc: serde_json::json!({"a": [1, 2.5, "x", null], "nested": {"ü": "🚀"}, "big": 9007199254740993i64}),
-            bin: vec![0, 255, 1, 2, 0, 127, 128],
-            big: i64::MAX,
-            dbl: 0.1 + 0.2,
-            txt: "ünïcødé 🚀 日本語 \"quoted\" 'single' \\ back\nline".into(),
-            maybe_txt: None,
-            maybe_int: None,
-            flag: true,
-        },
-        everything::Model {
-            id: 2,
-            amount: Decimal::from_str("-0.0001").unwrap(),
-            ts: ts("1999-12-31T23:59:59.999999Z"),
-            uid: uuid::Uuid::nil(),
-            doc: serde_json::json!([]),
-            bin: vec![],
-            big: i64::MIN,
-            dbl: f64::MIN_POSITIVE,
-            txt: String::new(),
-            maybe_txt: Some(String::new()),
-            maybe_int: Some(i32::MIN),
-            flag: false,
-        },
-        everything::Model {
-            id: 3,
-            amount: Decimal::from_str("98765.4321").unwrap(),
-            // Before 2038: sqlx binds a zoned timestamp to MariaDB as a `TIMESTAMP`, which
-            // the server turns into NULL past 2038-01-19, and MariaDB is a source here.
-            ts: ts("2037-06-15T12:00:00.5Z"),
-            uid: uuid::Uuid::max(),
-            doc: serde_json::json!({"nothing": null}),
-            bin: (0..=255).collect(),
-            big: 0,
-            dbl: -1.5e300,
-            txt: "x".repeat(5000),
-            maybe_txt: Some("NULL".into()),
-            maybe_int: Some(0),
-            flag: true,
-        },
-    ]
 }
 
 /// Accounts 1..=20, orders 1..=4 of 3 lines each, and the `everything` rows, written in

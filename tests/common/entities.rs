@@ -20,6 +20,62 @@ pub fn account(id: i64, name: &str, balance: &str) -> accounts::ActiveModel {
     }
 }
 
+fn at(s: &str) -> chrono::DateTime<Utc> {
+    chrono::DateTime::<Utc>::from_str(s).expect("timestamp")
+}
+
+/// Three rows holding every type at its edges (`i64::MAX`, `f64::MIN_POSITIVE`, empty and
+/// NULL text, unicode, 256 bytes, nested JSON). sea-orm reads SQLite decimals through f64,
+/// so decimals stay within 15 digits.
+pub fn everything_rows() -> Vec<everything::Model> {
+    vec![
+        everything::Model {
+            id: 1,
+            amount: Decimal::from_str("1234567890.12345").unwrap(),
+            ts: at("2024-02-29T23:59:59.123456Z"),
+            uid: uuid::Uuid::from_str("6f1e0c1a-8d3b-4c8e-9a57-0123456789ab").unwrap(),
+            doc: serde_json::json!({"a": [1, 2.5, "x", null], "nested": {"ü": "🚀"}, "big": 9007199254740993i64}),
+            bin: vec![0, 255, 1, 2, 0, 127, 128],
+            big: i64::MAX,
+            dbl: 0.1 + 0.2,
+            txt: "ünïcødé 🚀 日本語 \"quoted\" 'single' \\ back\nline".into(),
+            maybe_txt: None,
+            maybe_int: None,
+            flag: true,
+        },
+        everything::Model {
+            id: 2,
+            amount: Decimal::from_str("-0.0001").unwrap(),
+            ts: at("1999-12-31T23:59:59.999999Z"),
+            uid: uuid::Uuid::nil(),
+            doc: serde_json::json!([]),
+            bin: vec![],
+            big: i64::MIN,
+            dbl: f64::MIN_POSITIVE,
+            txt: String::new(),
+            maybe_txt: Some(String::new()),
+            maybe_int: Some(i32::MIN),
+            flag: false,
+        },
+        everything::Model {
+            id: 3,
+            amount: Decimal::from_str("98765.4321").unwrap(),
+            // Before 2038: sqlx binds a zoned timestamp to MariaDB as a `TIMESTAMP`, which
+            // the server turns into NULL past 2038-01-19, and MariaDB is a source here.
+            ts: at("2037-06-15T12:00:00.5Z"),
+            uid: uuid::Uuid::max(),
+            doc: serde_json::json!({"nothing": null}),
+            bin: (0..=255).collect(),
+            big: 0,
+            dbl: -1.5e300,
+            txt: "x".repeat(5000),
+            maybe_txt: Some("NULL".into()),
+            maybe_int: Some(0),
+            flag: true,
+        },
+    ]
+}
+
 /// A line item to insert or update.
 pub fn line(order_id: i64, line_no: i32, qty: i32) -> line_items::ActiveModel {
     line_items::ActiveModel {

@@ -2,6 +2,36 @@
 //! row-for-row comparison every test ends with.
 #![allow(dead_code)]
 
+/// Runs `$scenario(source, destination)` as one test per backend pair of [`PAIRS`]:
+/// PostgreSQL → MariaDB, MariaDB → SQLite, SQLite → PostgreSQL. With `also_sqlite:` first,
+/// SQLite → SQLite too, which needs no server.
+#[allow(unused_macros)]
+macro_rules! on_every_pair {
+    (@pair $scenario:ident, $name:ident, $src:ident, $dst:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            super::$scenario(Backend::$src, Backend::$dst).await
+        }
+    };
+    (also_sqlite: $($scenario:ident),* $(,)?) => {$(
+        mod $scenario {
+            use super::*;
+            on_every_pair!(@pair $scenario, postgres_to_mariadb, Postgres, MySql);
+            on_every_pair!(@pair $scenario, mariadb_to_sqlite, MySql, Sqlite);
+            on_every_pair!(@pair $scenario, sqlite_to_postgres, Sqlite, Postgres);
+            on_every_pair!(@pair $scenario, sqlite_to_sqlite, Sqlite, Sqlite);
+        }
+    )*};
+    ($($scenario:ident),* $(,)?) => {$(
+        mod $scenario {
+            use super::*;
+            on_every_pair!(@pair $scenario, postgres_to_mariadb, Postgres, MySql);
+            on_every_pair!(@pair $scenario, mariadb_to_sqlite, MySql, Sqlite);
+            on_every_pair!(@pair $scenario, sqlite_to_postgres, Sqlite, Postgres);
+        }
+    )*};
+}
+
 pub mod entities;
 pub mod proxy;
 

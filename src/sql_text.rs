@@ -22,6 +22,19 @@ pub(crate) fn marks(backend: DbBackend, sql: &str) -> String {
     out
 }
 
+/// `INSERT INTO {into}` that does nothing when the row's key exists already, with `?`
+/// markers rewritten for the backend: `INSERT IGNORE` on MySQL/MariaDB, `ON CONFLICT DO
+/// NOTHING` elsewhere.
+pub(crate) fn insert_if_absent(backend: DbBackend, into: &str) -> String {
+    match backend {
+        DbBackend::MySql => format!("INSERT IGNORE INTO {into}"),
+        _ => marks(
+            backend,
+            &format!("INSERT INTO {into} ON CONFLICT DO NOTHING"),
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -35,5 +48,22 @@ mod tests {
         );
         assert_eq!(marks(DbBackend::MySql, sql), sql);
         assert_eq!(marks(DbBackend::Sqlite, sql), sql);
+    }
+
+    #[test]
+    fn inserts_if_absent_per_backend() {
+        let into = "t (a, b) VALUES (?, 0)";
+        assert_eq!(
+            insert_if_absent(DbBackend::MySql, into),
+            "INSERT IGNORE INTO t (a, b) VALUES (?, 0)"
+        );
+        assert_eq!(
+            insert_if_absent(DbBackend::Postgres, into),
+            "INSERT INTO t (a, b) VALUES ($1, 0) ON CONFLICT DO NOTHING"
+        );
+        assert_eq!(
+            insert_if_absent(DbBackend::Sqlite, into),
+            "INSERT INTO t (a, b) VALUES (?, 0) ON CONFLICT DO NOTHING"
+        );
     }
 }

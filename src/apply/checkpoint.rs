@@ -5,6 +5,7 @@ use sea_orm::{ConnectionTrait, DbBackend, Statement};
 
 use crate::error::{DbContext, Error, Result};
 use crate::position::Position;
+use crate::sql_text::insert_if_absent;
 
 /// Reads and locks the checkpoint of `source` inside the caller's transaction, creating it
 /// at zero the first time.
@@ -14,17 +15,10 @@ use crate::position::Position;
 pub(crate) async fn lock<C: ConnectionTrait>(txn: &C, source: &str) -> Result<Position> {
     let backend = txn.get_database_backend();
     // The insert also takes SQLite's write lock, which SELECT … FOR UPDATE cannot.
-    let create = match backend {
-        DbBackend::MySql => {
-            "INSERT IGNORE INTO ormsync_checkpoint (source, watermark, applied) VALUES (?, 0, '[]')"
-        }
-        DbBackend::Postgres => {
-            "INSERT INTO ormsync_checkpoint (source, watermark, applied) VALUES ($1, 0, '[]') ON CONFLICT DO NOTHING"
-        }
-        _ => {
-            "INSERT INTO ormsync_checkpoint (source, watermark, applied) VALUES (?, 0, '[]') ON CONFLICT DO NOTHING"
-        }
-    };
+    let create = insert_if_absent(
+        backend,
+        "ormsync_checkpoint (source, watermark, applied) VALUES (?, 0, '[]')",
+    );
     txn.execute_raw(Statement::from_sql_and_values(
         backend,
         create,

@@ -8,9 +8,10 @@ pub mod retention;
 
 pub use reader::OutboxReader;
 
-use sea_orm::{ConnectionTrait, DbBackend, Statement};
+use sea_orm::{ConnectionTrait, Statement};
 
 use crate::error::{DbContext, Error, Result};
+use crate::sql_text::insert_if_absent;
 
 /// The outbox table's name.
 pub(crate) const OUTBOX: &str = "ormsync_outbox";
@@ -26,13 +27,7 @@ pub(crate) const OUTBOX: &str = "ormsync_outbox";
 pub async fn node_id<C: ConnectionTrait>(db: &C) -> Result<String> {
     let backend = db.get_database_backend();
     let candidate = uuid::Uuid::new_v4().to_string();
-    let insert = match backend {
-        DbBackend::MySql => "INSERT IGNORE INTO ormsync_node (singleton, id) VALUES (1, ?)",
-        DbBackend::Postgres => {
-            "INSERT INTO ormsync_node (singleton, id) VALUES (1, $1) ON CONFLICT DO NOTHING"
-        }
-        _ => "INSERT INTO ormsync_node (singleton, id) VALUES (1, ?) ON CONFLICT DO NOTHING",
-    };
+    let insert = insert_if_absent(backend, "ormsync_node (singleton, id) VALUES (1, ?)");
     db.execute_raw(Statement::from_sql_and_values(
         backend,
         insert,

@@ -3,11 +3,11 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{OnConflict, Query};
-use sea_orm::{ConnectionTrait, DbBackend, Statement};
+use sea_orm::{ConnectionTrait, Statement};
 
 use crate::error::{DbContext, Result};
 use crate::position::Position;
-use crate::sql_text::marks;
+use crate::sql_text::{insert_if_absent, marks};
 
 /// Registers `destination` at zero unless it has progress already, so retention keeps
 /// its changes from the moment it is configured.
@@ -17,17 +17,13 @@ use crate::sql_text::marks;
 /// [`Error::Db`](crate::Error::Db) when the source cannot be written.
 pub async fn register<C: ConnectionTrait>(db: &C, destination: &str) -> Result<()> {
     let backend = db.get_database_backend();
-    let sql = match backend {
-        DbBackend::MySql => {
-            "INSERT IGNORE INTO ormsync_progress (destination, watermark, frontier) VALUES (?, 0, 0)"
-        }
-        _ => {
-            "INSERT INTO ormsync_progress (destination, watermark, frontier) VALUES (?, 0, 0) ON CONFLICT DO NOTHING"
-        }
-    };
+    let sql = insert_if_absent(
+        backend,
+        "ormsync_progress (destination, watermark, frontier) VALUES (?, 0, 0)",
+    );
     db.execute_raw(Statement::from_sql_and_values(
         backend,
-        marks(backend, sql),
+        sql,
         [destination.into()],
     ))
     .await

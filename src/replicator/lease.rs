@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 
 use crate::error::{DbContext, Result};
-use crate::sql_text::marks;
+use crate::sql_text::{insert_if_absent, marks};
 
 /// A lease on one name (a destination, or the retention task) for one instance.
 pub(crate) struct Lease {
@@ -75,17 +75,16 @@ impl Lease {
     async fn try_acquire(&self) -> Result<bool> {
         let backend = self.db.get_database_backend();
         // A row that is already expired, so the conditional update below can take it.
-        let create = match backend {
-            DbBackend::MySql => {
-                "INSERT IGNORE INTO ormsync_leases (destination, holder, expires_at) VALUES (?, '', '1970-01-02 00:00:00')"
-            }
-            DbBackend::Postgres => {
-                "INSERT INTO ormsync_leases (destination, holder, expires_at) VALUES ($1, '', '1970-01-02T00:00:00Z') ON CONFLICT DO NOTHING"
-            }
-            _ => {
-                "INSERT INTO ormsync_leases (destination, holder, expires_at) VALUES (?, '', '1970-01-02T00:00:00.000Z') ON CONFLICT DO NOTHING"
-            }
+        // Each backend stores timestamps in its own form: text on SQLite.
+        let expired = match backend {
+            DbBackend::MySql => "'1970-01-02 00:00:00'",
+            DbBackend::Postgres => "'1970-01-02T00:00:00Z'",
+            _ => "'1970-01-02T00:00:00.000Z'",
         };
+        let create = insert_if_absent(
+            backend,
+            &format!("ormsync_leases (destination, holder, expires_at) VALUES (?, '', {expired})"),
+        );
         self.db
             .execute_raw(Statement::from_sql_and_values(
                 backend,

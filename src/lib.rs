@@ -60,7 +60,7 @@ mod sql_text;
 pub mod value;
 pub mod verify;
 
-pub use entity::{Replicated, TableSpec};
+pub use entity::{Reference, Replicated, TableSpec};
 pub use error::{Error, Result};
 pub use hooks::ReplicatedHooks;
 pub use replicator::{

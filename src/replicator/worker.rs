@@ -552,7 +552,7 @@ impl Worker {
         let mut report = ReplayReport::default();
         for (_, changes) in rows {
             let ids: Vec<i64> = changes.iter().map(|c| c.id).collect();
-            match self.sink.replay(&changes).await {
+            match self.sink.replay(&self.source_id, &changes).await {
                 Ok(()) => {
                     dead_letters::remove(&self.source, &self.name, &ids).await?;
                     report.replayed += ids.len() as u64;

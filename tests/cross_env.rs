@@ -13,7 +13,7 @@ use ormsync::change::Row;
 use ormsync::value::Value;
 use ormsync::{
     Alert, AlertKind, ConflictPolicy, Destination, KeyStrategy, OnPermanentError, Replicator,
-    Resolution, RowFilter, State, Transform,
+    Resolution, RowFilter, Schedule, State, Transform,
 };
 use sea_orm::{
     ActiveModelTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, NotSet,
@@ -791,6 +791,12 @@ async fn child_of_a_missing_parent_waits(src: Backend, dst: Backend) {
     rep.shutdown().await;
 }
 
+/// Ships only when asked (`sync_now`), so edits made on both sides between two calls are
+/// concurrent whatever the timing.
+fn on_demand() -> Schedule {
+    Schedule::every(Duration::from_secs(3600))
+}
+
 /// Two databases, each the other's destination, NewestWins on `version`: no applied
 /// change is captured again, and concurrent edits (a tie included) end the same on both.
 async fn two_way_converges_without_echo(a_backend: Backend, b_backend: Backend) {
@@ -807,12 +813,16 @@ async fn two_way_converges_without_echo(a_backend: Backend, b_backend: Backend) 
     let newest = || ConflictPolicy::newest_wins("version");
     let ab = start(
         &a,
-        Destination::new("b", b.db.clone()).conflicts_for::<customers::Entity>(newest()),
+        Destination::new("b", b.db.clone())
+            .conflicts_for::<customers::Entity>(newest())
+            .schedule(on_demand()),
     )
     .await;
     let ba = start(
         &b,
-        Destination::new("a", a.db.clone()).conflicts_for::<customers::Entity>(newest()),
+        Destination::new("a", a.db.clone())
+            .conflicts_for::<customers::Entity>(newest())
+            .schedule(on_demand()),
     )
     .await;
 

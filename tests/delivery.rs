@@ -585,7 +585,6 @@ async fn writers_with_rollbacks(src: Backend, dst: Backend) {
 }
 
 async fn retention_keeps_the_outbox_bounded(src: Backend, dst: Backend) {
-    common::trace();
     let Some((s, d)) = pair(src, dst).await else {
         return;
     };

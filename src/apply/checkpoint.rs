@@ -5,7 +5,7 @@ use sea_orm::{ConnectionTrait, DbBackend, Statement};
 
 use crate::error::{DbContext, Error, Result};
 use crate::position::Position;
-use crate::sql_text::insert_if_absent;
+use crate::sql_text::{insert_if_absent, marks};
 
 /// Reads and locks the checkpoint of `source` inside the caller's transaction, creating it
 /// at zero the first time.
@@ -14,7 +14,20 @@ use crate::sql_text::insert_if_absent;
 /// for the first to commit, then sees its position and skips what it applied.
 pub(crate) async fn lock<C: ConnectionTrait>(txn: &C, source: &str) -> Result<Position> {
     let backend = txn.get_database_backend();
-    // The insert also takes SQLite's write lock, which SELECT … FOR UPDATE cannot.
+    if backend != DbBackend::MySql {
+        // One round trip: the upsert creates the row or locks it (SQLite: takes the write
+        // lock), and returns it.
+        let sql = marks(
+            backend,
+            "INSERT INTO ormsync_checkpoint (source, watermark, applied) VALUES (?, 0, '[]') \
+             ON CONFLICT (source) DO UPDATE SET source = excluded.source \
+             RETURNING watermark, applied",
+        );
+        return read_with(txn, &sql, source)
+            .await?
+            .ok_or_else(|| Error::Config("the checkpoint upsert returned no row".into()));
+    }
+    // MySQL has no RETURNING: create if absent, then read with a lock.
     let create = insert_if_absent(
         backend,
         "ormsync_checkpoint (source, watermark, applied) VALUES (?, 0, '[]')",
@@ -26,15 +39,7 @@ pub(crate) async fn lock<C: ConnectionTrait>(txn: &C, source: &str) -> Result<Po
     ))
     .await
     .context(|| "creating the destination's checkpoint".into())?;
-    let select = match backend {
-        DbBackend::MySql => {
-            "SELECT watermark, applied FROM ormsync_checkpoint WHERE source = ? FOR UPDATE"
-        }
-        DbBackend::Postgres => {
-            "SELECT watermark, applied FROM ormsync_checkpoint WHERE source = $1 FOR UPDATE"
-        }
-        _ => "SELECT watermark, applied FROM ormsync_checkpoint WHERE source = ?",
-    };
+    let select = "SELECT watermark, applied FROM ormsync_checkpoint WHERE source = ? FOR UPDATE";
     read_with(txn, select, source).await?.ok_or_else(|| {
         Error::Config("the checkpoint row vanished inside its own transaction".into())
     })

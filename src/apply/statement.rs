@@ -394,12 +394,21 @@ mod tests {
         let mut a = row(1, "x\"y");
         a.0.push(("raw".into(), Value::Bytes(Some(vec![0, 255]))));
         a.0.push(("f".into(), Value::Double(Some(f64::NEG_INFINITY))));
-        a.0.push(("at".into(), Value::DateTimeUtc(Some(chrono::DateTime::UNIX_EPOCH))));
+        a.0.push((
+            "at".into(),
+            Value::DateTimeUtc(Some(chrono::DateTime::UNIX_EPOCH)),
+        ));
         let stmt = upsert_json(
             "order",
             &["id"],
             &["id", "name", "raw", "f", "at"],
-            &["bigint", "text", "bytea", "double precision", "timestamp with time zone"],
+            &[
+                "bigint",
+                "text",
+                "bytea",
+                "double precision",
+                "timestamp with time zone",
+            ],
             &[&a],
         )
         .unwrap();
@@ -414,7 +423,10 @@ mod tests {
                 r#"[{"id":1,"name":"x\"y","raw":"\\x00ff","f":"-Infinity","at":"1970-01-01T00:00:00.000000Z"}]"#
             )]
         );
-        let null_json = Row(vec![("j".into(), Value::Json(Some(serde_json::Value::Null)))]);
+        let null_json = Row(vec![(
+            "j".into(),
+            Value::Json(Some(serde_json::Value::Null)),
+        )]);
         assert!(upsert_json("t", &["j"], &["j"], &["jsonb"], &[&null_json]).is_none());
     }
 

@@ -60,6 +60,15 @@ impl OutboxReader {
         }
     }
 
+    /// Forgets what was read and the gaps it saw: the next read starts from the position
+    /// it is given, as after a restart. For a caller that read ahead of a position it then
+    /// failed to store.
+    pub fn restart(&mut self) {
+        self.scanned = 0;
+        self.gaps.clear();
+        self.outstanding.clear();
+    }
+
     /// Ids in gaps: taken by transactions not known to have ended.
     pub fn pending_gaps(&self) -> u64 {
         self.gaps.iter().map(|g| (g.hi - g.lo + 1) as u64).sum()

@@ -405,6 +405,8 @@ impl Worker {
             memory.blocked = Some(dead_letters::blocked_rows(&self.source, &self.name).await?);
         }
         let mut total = 0;
+        // The next batch, read while the previous one applied.
+        let mut prefetched: Option<Batch> = None;
         loop {
             if self.cancel.is_cancelled() {
                 return Ok(total);
@@ -421,7 +423,10 @@ impl Worker {
                 Some(p) => p.clone(),
                 None => self.sink.position(&self.source_id).await?,
             };
-            let batch = self.reader.read(&current).await?;
+            let batch = match prefetched.take() {
+                Some(batch) => batch,
+                None => self.reader.read(&current).await?,
+            };
             let pending_gaps = self.reader.pending_gaps();
             if batch.is_empty() {
                 memory.position = Some(current.clone());
@@ -446,7 +451,22 @@ impl Worker {
             memory.in_flight.clone_from(&batch.changes);
             let applied = batch.changes.len() as u64;
             let started = Instant::now();
-            let stored = self.sink.apply(&self.source_id, &batch).await?;
+            // Read the next batch while this one applies: the source and the destination
+            // work at once. The read assumes this batch lands; if it does not, the read is
+            // dropped and the reader starts again from the stored position.
+            let mut expected = current.clone();
+            batch.mark_done(&mut expected);
+            let (stored, next) = tokio::join!(
+                self.sink.apply(&self.source_id, &batch),
+                self.reader.read(&expected)
+            );
+            match &stored {
+                Ok(stored) if *stored == expected => prefetched = next.ok(),
+                // The read ran ahead of a position that was not stored: start it again
+                // from the stored one.
+                _ => self.reader.restart(),
+            }
+            let stored = stored?;
             memory.in_flight.clear();
             total += applied;
             let labels = [("destination", self.name.clone())];

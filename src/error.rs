@@ -54,6 +54,24 @@ pub enum Error {
         id: i64,
     },
 
+    /// A destination table exists with columns other than its entity's; ormsync does not
+    /// alter it.
+    #[error(
+        "destination `{destination}`: table `{table}` exists with different columns than its \
+         entity (missing: {missing:?}; not in the entity: {unexpected:?}); ormsync never alters \
+         a table: migrate it (or drop it to have it created), then resume"
+    )]
+    SchemaMismatch {
+        /// The destination's name.
+        destination: String,
+        /// The table.
+        table: String,
+        /// Shipped columns the table lacks.
+        missing: Vec<String>,
+        /// Columns of the table that the entity does not have.
+        unexpected: Vec<String>,
+    },
+
     /// A change could not be applied at a destination.
     #[error(
         "destination `{destination}`: change {id} to `{table}` could not be applied: {}",

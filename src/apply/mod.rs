@@ -12,6 +12,8 @@ mod sink;
 mod sql;
 pub(crate) mod statement;
 
+pub(crate) use checkpoint::lock as lock_checkpoint;
 pub use checkpoint::read as read_checkpoint;
+pub(crate) use columns::of as table_columns;
 pub use sink::Sink;
 pub use sql::SqlSink;

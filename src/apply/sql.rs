@@ -9,7 +9,7 @@ use tracing::Instrument;
 use super::plan::{self, Step};
 use super::statement::{self, Built};
 use super::{checkpoint, columns};
-use crate::change::{Batch, Change};
+use crate::change::{Batch, Change, Op};
 use crate::classify::{ErrorKind, classify};
 use crate::error::{Error, Result};
 use crate::position::Position;
@@ -28,6 +28,9 @@ pub struct SqlSink {
     db: DatabaseConnection,
     /// Columns of each destination table, read on first use and forgotten after an error.
     columns: HashMap<String, HashSet<String>>,
+    /// Upserts with ids up to this may be skipped when their parent row is missing (see
+    /// [`Sink::tolerate_missing_parents_until`]).
+    lenient_until: i64,
 }
 
 impl SqlSink {
@@ -37,6 +40,7 @@ impl SqlSink {
             name: name.into(),
             db,
             columns: HashMap::new(),
+            lenient_until: 0,
         }
     }
 
@@ -114,6 +118,17 @@ impl SqlSink {
             .collect();
         if one_by_one {
             for change in &todo {
+                if change.id <= self.lenient_until && change.op != Op::Delete {
+                    self.run_lenient(txn, change).await.map_err(|e| {
+                        Failure::Other(Error::Apply {
+                            destination: self.name.clone(),
+                            id: change.id,
+                            table: change.table.clone(),
+                            source: e,
+                        })
+                    })?;
+                    continue;
+                }
                 for step in plan::one_by_one(std::slice::from_ref(change)) {
                     self.run(txn, &step).await.map_err(|e| {
                         Failure::Other(Error::Apply {
@@ -147,6 +162,28 @@ impl SqlSink {
             .await
             .map_err(Failure::Other)?;
         Ok(position)
+    }
+
+    /// Applies `change` in a savepoint; a refusal for a missing parent row is rolled back
+    /// and skipped (a later change of the row supersedes it).
+    async fn run_lenient(
+        &self,
+        txn: &DatabaseTransaction,
+        change: &Change,
+    ) -> std::result::Result<(), DbErr> {
+        let savepoint = txn.begin().await?;
+        for step in plan::one_by_one(&[change]) {
+            if let Err(e) = self.run(&savepoint, &step).await {
+                let _ = savepoint.rollback().await;
+                if crate::classify::is_missing_parent(&e) {
+                    tracing::debug!(destination = %self.name, id = change.id, table = %change.table,
+                        "skipped a replayed change whose parent row is gone since the snapshot");
+                    return Ok(());
+                }
+                return Err(e);
+            }
+        }
+        savepoint.commit().await
     }
 
     async fn run<C: ConnectionTrait>(
@@ -241,6 +278,10 @@ impl Sink for SqlSink {
             }
         }
         Err(error)
+    }
+
+    fn tolerate_missing_parents_until(&mut self, id: i64) {
+        self.lenient_until = id;
     }
 
     async fn replay(&mut self, changes: &[Change]) -> Result<()> {

@@ -1,0 +1,169 @@
+//! Copying a set of tables chunk by chunk, parents first, from where the stored progress
+//! says each stopped.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use sea_orm::DatabaseConnection;
+
+use super::copy::{self, Chunk};
+use super::order;
+use super::status::SnapshotStatus;
+use super::store::{self, TableProgress};
+use crate::entity::{Reference, TableSpec};
+use crate::error::Result;
+use crate::keyset;
+use crate::value::Value;
+
+/// A copy in progress: the tables left, in foreign-key order, each from its last key.
+///
+/// The caller drives it a chunk at a time with [`step`](Copy::step), so it can renew a
+/// lease, publish the status or stop between chunks.
+pub(crate) struct Copy {
+    source: DatabaseConnection,
+    dest: DatabaseConnection,
+    source_id: String,
+    chunk_rows: u64,
+    /// Tables left, the first being copied, with the key its next chunk starts after.
+    left: Vec<(TableSpec, Option<Vec<Value>>)>,
+    /// Every table the destination receives, for the references between them.
+    tables: HashMap<String, TableSpec>,
+    status: SnapshotStatus,
+    started: Instant,
+    this_run: u64,
+}
+
+impl Copy {
+    /// Plans the copy of the unfinished tables of `progress` among `tables`.
+    pub(crate) fn new(
+        source: DatabaseConnection,
+        dest: DatabaseConnection,
+        source_id: &str,
+        tables: HashMap<String, TableSpec>,
+        progress: &[TableProgress],
+        chunk_rows: u64,
+    ) -> Result<Copy> {
+        let by_table: HashMap<&str, &TableProgress> =
+            progress.iter().map(|p| (p.table.as_str(), p)).collect();
+        let mut left = Vec::new();
+        for spec in order::parents_first(
+            tables
+                .values()
+                .filter(|s| by_table.get(s.table.as_str()).is_some_and(|p| !p.done)),
+        ) {
+            let after = match &by_table[spec.table.as_str()].last_key {
+                Some(row) => Some(keyset::key_of(spec, row)?),
+                None => None,
+            };
+            left.push((spec.clone(), after));
+        }
+        let mut status = SnapshotStatus::new(progress);
+        status.table = left.first().map(|(s, _)| s.table.clone());
+        Ok(Copy {
+            source,
+            dest,
+            source_id: source_id.to_string(),
+            chunk_rows: chunk_rows.max(1),
+            left,
+            tables,
+            status,
+            started: Instant::now(),
+            this_run: 0,
+        })
+    }
+
+    /// The progress so far.
+    pub(crate) fn status(&self) -> &SnapshotStatus {
+        &self.status
+    }
+
+    /// Whether every table is copied.
+    pub(crate) fn is_done(&self) -> bool {
+        self.left.is_empty()
+    }
+
+    /// Copies the next chunk (its progress stored with it).
+    pub(crate) async fn step(&mut self) -> Result<()> {
+        let Some((spec, after)) = self.left.first() else {
+            return Ok(());
+        };
+        if after.is_none() && self.status.chunks == 0 {
+            tracing::debug!(table = %spec.table, "snapshot: copying");
+        }
+        let parents = parents(&self.tables, spec);
+        let Chunk {
+            last_key,
+            copied,
+            deferred,
+            deleted,
+        } = copy::copy_chunk(
+            &self.source,
+            &self.dest,
+            &self.source_id,
+            spec,
+            &parents,
+            after.as_deref(),
+            self.chunk_rows,
+        )
+        .await?;
+        let s = &mut self.status;
+        s.rows_copied += copied;
+        s.rows_deferred += deferred;
+        s.rows_deleted += deleted;
+        s.chunks += 1;
+        self.this_run += copied;
+        let secs = self.started.elapsed().as_secs_f64();
+        if secs > 0.0 {
+            s.rows_per_second = self.this_run as f64 / secs;
+        }
+        match last_key {
+            Some(k) => self.left[0].1 = Some(k),
+            None => {
+                let (spec, _) = self.left.remove(0);
+                tracing::info!(table = %spec.table, rows = s.rows_copied, "snapshot: table copied");
+                s.tables_done += 1;
+                s.table = self.left.first().map(|(s, _)| s.table.clone());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The references of `spec` to other tables the destination receives, with the type tags
+/// of their referencing columns.
+fn parents<'s>(
+    tables: &HashMap<String, TableSpec>,
+    spec: &'s TableSpec,
+) -> Vec<(&'s Reference, Vec<String>)> {
+    spec.references
+        .iter()
+        .filter(|r| r.table != spec.table && tables.contains_key(&r.table))
+        .filter_map(|r| {
+            let tags: Option<Vec<String>> = r
+                .columns
+                .iter()
+                .map(|c| {
+                    spec.columns
+                        .iter()
+                        .position(|x| x == c)
+                        .and_then(|i| spec.types.get(i).cloned())
+                })
+                .collect();
+            tags.map(|t| (r, t))
+        })
+        .collect()
+}
+
+/// Records, for the finished copies of `source_id` at `dest` that have no bound yet, that
+/// the stream catches up with them once it passes the outbox's current last id; returns it.
+pub(crate) async fn finish(
+    source: &DatabaseConnection,
+    dest: &DatabaseConnection,
+    source_id: &str,
+) -> Result<i64> {
+    let last = crate::outbox::retention::last_id(source)
+        .await?
+        .unwrap_or(0);
+    store::set_catch_up(dest, source_id, last).await?;
+    Ok(last)
+}

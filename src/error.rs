@@ -37,6 +37,22 @@ pub enum Error {
         id: i64,
     },
 
+    /// A table to copy (snapshot or resync) is missing at the destination or lacks a
+    /// shipped column.
+    #[error(
+        "destination `{destination}`: table `{table}` {problem}; create it there with the same \
+         columns as the source (with the application's migrations, or let \
+         `Destination::create_tables` do it), then resume: the copy goes on where it stopped"
+    )]
+    SnapshotTable {
+        /// The destination's name.
+        destination: String,
+        /// The table.
+        table: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+
     /// A destination table lacks a column that the changes carry.
     #[error(
         "destination `{destination}`: table `{table}` has no column `{column}`, which the source \

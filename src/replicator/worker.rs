@@ -653,6 +653,7 @@ impl Worker {
             self.source.clone(),
             self.destination.clone(),
             &self.source_id,
+            &self.name,
             tables,
             &progress,
             self.chunk_rows,

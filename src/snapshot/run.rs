@@ -11,7 +11,7 @@ use super::order;
 use super::status::SnapshotStatus;
 use super::store::{self, TableProgress};
 use crate::entity::{Reference, TableSpec};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::keyset;
 use crate::value::Value;
 
@@ -23,9 +23,12 @@ pub(crate) struct Copy {
     source: DatabaseConnection,
     dest: DatabaseConnection,
     source_id: String,
+    destination: String,
     chunk_rows: u64,
     /// Tables left, the first being copied, with the key its next chunk starts after.
     left: Vec<(TableSpec, Option<Vec<Value>>)>,
+    /// Whether the first table of `left` was found at the destination with its columns.
+    checked: bool,
     /// Every table the destination receives, for the references between them.
     tables: HashMap<String, TableSpec>,
     status: SnapshotStatus,
@@ -39,6 +42,7 @@ impl Copy {
         source: DatabaseConnection,
         dest: DatabaseConnection,
         source_id: &str,
+        destination: &str,
         tables: HashMap<String, TableSpec>,
         progress: &[TableProgress],
         chunk_rows: u64,
@@ -63,6 +67,8 @@ impl Copy {
             source,
             dest,
             source_id: source_id.to_string(),
+            destination: destination.to_string(),
+            checked: false,
             chunk_rows: chunk_rows.max(1),
             left,
             tables,
@@ -87,8 +93,10 @@ impl Copy {
         let Some((spec, after)) = self.left.first() else {
             return Ok(());
         };
-        if after.is_none() && self.status.chunks == 0 {
-            tracing::debug!(table = %spec.table, "snapshot: copying");
+        if !self.checked {
+            check_table(&self.dest, &self.destination, spec).await?;
+            tracing::debug!(table = %spec.table, resumed = after.is_some(), "snapshot: copying");
+            self.checked = true;
         }
         let parents = parents(&self.tables, spec);
         let Chunk {
@@ -120,6 +128,7 @@ impl Copy {
             Some(k) => self.left[0].1 = Some(k),
             None => {
                 let (spec, _) = self.left.remove(0);
+                self.checked = false;
                 tracing::info!(table = %spec.table, rows = s.rows_copied, "snapshot: table copied");
                 s.tables_done += 1;
                 s.table = self.left.first().map(|(s, _)| s.table.clone());
@@ -127,6 +136,23 @@ impl Copy {
         }
         Ok(())
     }
+}
+
+/// Refuses to copy into a table the destination lacks, or that lacks a shipped column, with
+/// an error saying which, rather than the driver's.
+async fn check_table(dest: &DatabaseConnection, destination: &str, spec: &TableSpec) -> Result<()> {
+    let problem = match crate::apply::table_columns(dest, &spec.table).await? {
+        None => "does not exist".to_string(),
+        Some(present) => match spec.columns.iter().find(|c| !present.contains(*c)) {
+            Some(c) => format!("has no column `{c}`, which the source ships"),
+            None => return Ok(()),
+        },
+    };
+    Err(Error::SnapshotTable {
+        destination: destination.to_string(),
+        table: spec.table.clone(),
+        problem,
+    })
 }
 
 /// The references of `spec` to other tables the destination receives, with the type tags

@@ -658,6 +658,10 @@ impl Worker {
             &progress,
             self.chunk_rows,
         )?;
+        if let Err(e) = copy.count_rows().await {
+            // Only the progress bar's total is missing then.
+            tracing::debug!(destination = %self.name, error = %e, "snapshot: cannot count the rows");
+        }
         let st: SnapshotStatus = copy.status().clone();
         self.update(|s| s.snapshot = Some(st));
         let mut done = copy.is_done();

@@ -4,14 +4,14 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use sea_orm::DatabaseConnection;
+use sea_orm::{ConnectionTrait, DatabaseConnection};
 
 use super::copy::{self, Chunk};
 use super::order;
 use super::status::SnapshotStatus;
 use super::store::{self, TableProgress};
 use crate::entity::{Reference, TableSpec};
-use crate::error::{Error, Result};
+use crate::error::{DbContext, Error, Result};
 use crate::keyset;
 use crate::value::Value;
 
@@ -32,6 +32,8 @@ pub(crate) struct Copy {
     /// Every table the destination receives, for the references between them.
     tables: HashMap<String, TableSpec>,
     status: SnapshotStatus,
+    /// Rows already copied (or deferred) of the tables left, by earlier runs.
+    partly_copied: u64,
     started: Instant,
     this_run: u64,
 }
@@ -61,6 +63,11 @@ impl Copy {
             };
             left.push((spec.clone(), after));
         }
+        let partly_copied = progress
+            .iter()
+            .filter(|p| !p.done)
+            .map(|p| p.copied + p.deferred)
+            .sum();
         let mut status = SnapshotStatus::new(progress);
         status.table = left.first().map(|(s, _)| s.table.clone());
         Ok(Copy {
@@ -73,6 +80,7 @@ impl Copy {
             left,
             tables,
             status,
+            partly_copied,
             started: Instant::now(),
             this_run: 0,
         })
@@ -86,6 +94,31 @@ impl Copy {
     /// Whether every table is copied.
     pub(crate) fn is_done(&self) -> bool {
         self.left.is_empty()
+    }
+
+    /// Counts the source's rows of the tables left, for [`SnapshotStatus::rows_total`]:
+    /// one `COUNT(*)` per table.
+    pub(crate) async fn count_rows(&mut self) -> Result<()> {
+        let mut left = 0u64;
+        for (spec, _) in &self.left {
+            let q = sea_orm::sea_query::Query::select()
+                .expr(sea_orm::sea_query::Expr::cust("COUNT(*)"))
+                .from(sea_orm::sea_query::Alias::new(spec.table.as_str()))
+                .to_owned();
+            let n: i64 = self
+                .source
+                .query_one(&q)
+                .await
+                .context(|| format!("snapshot: counting the rows of `{}`", spec.table))?
+                .and_then(|r| r.try_get_by_index::<i64>(0).ok())
+                .unwrap_or(0);
+            left += n.max(0) as u64;
+        }
+        // Tables partly copied count their rows twice otherwise: what is done is subtracted.
+        let partly: u64 = self.partly_copied;
+        self.status.rows_total =
+            Some(self.status.rows_copied + self.status.rows_deferred + left.saturating_sub(partly));
+        Ok(())
     }
 
     /// Copies the next chunk (its progress stored with it).

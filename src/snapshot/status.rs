@@ -20,6 +20,11 @@ pub struct SnapshotStatus {
     pub tables_total: usize,
     /// Rows written to the destination.
     pub rows_copied: u64,
+    /// About how many rows the copy writes in all, for a progress bar: the rows copied
+    /// before this run plus the source's row count of the tables left, taken when this run
+    /// began (`None` until counted). Rows written at the source meanwhile make it drift a
+    /// little; `rows_copied + rows_deferred` reaches it when the copy is done.
+    pub rows_total: Option<u64>,
     /// Rows left to the stream because their parent row was not at the destination yet
     /// (written at the source after the parent's table was copied; the stream brings both).
     pub rows_deferred: u64,
@@ -39,6 +44,7 @@ impl SnapshotStatus {
             tables_total: progress.len(),
             rows_copied: progress.iter().map(|p| p.copied).sum(),
             rows_deferred: progress.iter().map(|p| p.deferred).sum(),
+            rows_total: None,
             rows_deleted: 0,
             chunks: 0,
             rows_per_second: 0.0,

@@ -86,12 +86,12 @@ pub(crate) async fn ensure_tables<C: ConnectionTrait>(
                 let mut missing: Vec<String> = spec
                     .columns
                     .iter()
-                    .filter(|c| !present.contains(*c))
+                    .filter(|c| !present.contains_key(*c))
                     .cloned()
                     .collect();
                 missing.sort();
                 let mut unexpected: Vec<String> = present
-                    .iter()
+                    .keys()
                     .filter(|c| !def.columns.contains(c))
                     .cloned()
                     .collect();

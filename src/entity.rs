@@ -82,8 +82,7 @@ pub trait Replicated: EntityTrait {
             sync_key: Self::sync_key().map(|c| c.as_str().to_string()),
             references: Self::Relation::iter()
                 .map(|r| r.def())
-                // `belongs_to` relations are the ones that hold a foreign key (sea-orm marks the
-                // reverse `has_many` and `has_one` as owners).
+                // `belongs_to` relations: sea-orm calls the referenced side the owner.
                 .filter(|d| !d.is_owner)
                 .map(|d| Reference {
                     columns: d.from_col.iter().map(|c| c.to_string()).collect(),

@@ -173,7 +173,7 @@ fn ddl(backend: DbBackend) -> [String; 9] {
         format!(
             "CREATE TABLE IF NOT EXISTS ormsync_snapshot (source {short} NOT NULL, table_name {short} NOT NULL, \
              last_key {text} NULL, done INTEGER NOT NULL, copied BIGINT NOT NULL, deferred BIGINT NOT NULL, \
-             catch_up_to BIGINT NULL, started_at {ts} NOT NULL DEFAULT {now}, updated_at {ts} NOT NULL DEFAULT {now}, \
+             catch_up_to BIGINT NULL, prune INTEGER NOT NULL, started_at {ts} NOT NULL DEFAULT {now}, updated_at {ts} NOT NULL DEFAULT {now}, \
              PRIMARY KEY (source, table_name)){suffix}"
         ),
     ]

@@ -200,7 +200,8 @@ pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream> {
                 C: #orm::ConnectionTrait,
             {
                 ::ormsync::capture::guard::<Entity, C>(db)?;
-                ::std::result::Result::Ok(#before_delete)
+                let this = #before_delete;
+                ::ormsync::capture::complete::<Entity, C>(db, this).await
             }
 
             async fn after_delete<C>(self, db: &C) -> ::std::result::Result<Self, #orm::DbErr>

@@ -7,7 +7,13 @@
 
 mod checkpoint;
 mod columns;
+mod conflict;
+pub(crate) mod copied;
+mod key_map;
+mod mapped;
 pub(crate) mod plan;
+mod rules;
+mod shape;
 mod sink;
 mod sql;
 pub(crate) mod statement;
@@ -15,5 +21,11 @@ pub(crate) mod statement;
 pub(crate) use checkpoint::lock as lock_checkpoint;
 pub use checkpoint::read as read_checkpoint;
 pub(crate) use columns::of as table_columns;
+pub use conflict::Conflict;
+pub use rules::{
+    ConflictPolicy, Incoming, KeyStrategy, Resolution, Resolver, RowFilter, Transform,
+};
+pub(crate) use rules::{Rules, TableRules};
 pub use sink::Sink;
+pub(crate) use sql::OnConflict;
 pub use sql::SqlSink;

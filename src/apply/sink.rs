@@ -31,7 +31,7 @@ pub trait Sink: Send + Sync {
     /// Applies `changes` in order, in one transaction, without consulting or moving the
     /// position: for parked changes whose ids the position already covers (dead-letter
     /// replay). Applying a change twice is harmless, so replaying them again is too.
-    async fn replay(&mut self, changes: &[Change]) -> Result<()>;
+    async fn replay(&mut self, source: &str, changes: &[Change]) -> Result<()>;
 
     /// After a snapshot, changes up to outbox id `id` replay over a copy that may be newer
     /// than they are: an insert or update among them whose row references a parent the

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::change::{Change, Op, Row};
 use crate::error::{DbContext, Error, Result};
-use crate::sql_text::marks;
+use crate::sql_text::{insert_if_absent, marks};
 
 /// A parked change.
 #[derive(Clone, Debug, Serialize)]
@@ -85,6 +85,33 @@ pub(crate) async fn park<C: ConnectionTrait>(
          VALUES (?, ?, ?, ?, ?, ?, ?, 1) ON CONFLICT (destination, outbox_id) \
          DO UPDATE SET error = excluded.error, attempts = ormsync_dead_letters.attempts + 1",
     );
+    insert(db, &stmt, destination, change, error).await
+}
+
+/// Parks `change` behind an earlier parked change of its row, unless it is parked already
+/// (then its own error stays: the retry of a batch meets the change it just parked).
+pub(crate) async fn park_behind<C: ConnectionTrait>(
+    db: &C,
+    destination: &str,
+    change: &Change,
+) -> Result<()> {
+    let stmt = insert_if_absent(
+        db.get_database_backend(),
+        "ormsync_dead_letters (destination, outbox_id, table_name, op, pk, payload, error, attempts) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, 1)",
+    );
+    let why = "parked behind an earlier change of the same row";
+    insert(db, &stmt, destination, change, why).await
+}
+
+async fn insert<C: ConnectionTrait>(
+    db: &C,
+    stmt: &str,
+    destination: &str,
+    change: &Change,
+    error: &str,
+) -> Result<()> {
+    let backend = db.get_database_backend();
     let values: [SeaValue; 7] = [
         destination.into(),
         change.id.into(),

@@ -18,7 +18,7 @@ use super::destination::OnPermanentError;
 use super::lease::Lease;
 use super::schedule::Schedule;
 use super::status::{DestinationStatus, State};
-use crate::apply::{self, Sink};
+use crate::apply::{self, Rules, Sink};
 use crate::bootstrap::{self, TableDef};
 use crate::change::{Batch, Change};
 use crate::entity::TableSpec;
@@ -103,6 +103,8 @@ pub(crate) struct Worker {
     pub(crate) cancel: CancellationToken,
     /// Whether a destination without a checkpoint is copied first.
     pub(crate) initial_snapshot: bool,
+    /// How the destination takes rows (for the rows a snapshot copies).
+    pub(crate) rules: Arc<Rules>,
     /// Rows per snapshot chunk.
     pub(crate) chunk_rows: u64,
     /// How to create the destination's missing tables, when it should.
@@ -531,8 +533,7 @@ impl Worker {
                 .as_ref()
                 .is_some_and(|b| b.contains(&(change.table.clone(), change.key.to_json())))
             {
-                let why = "parked behind an earlier change of the same row";
-                dead_letters::park(&self.source, &self.name, &change, why).await?;
+                dead_letters::park_behind(&self.source, &self.name, &change).await?;
                 self.update(|s| s.dead_lettered += 1);
                 batch.skipped.push((change.id, change.id));
             } else {
@@ -579,7 +580,7 @@ impl Worker {
         let mut report = ReplayReport::default();
         for (_, changes) in rows {
             let ids: Vec<i64> = changes.iter().map(|c| c.id).collect();
-            match self.sink.replay(&changes).await {
+            match self.sink.replay(&self.source_id, &changes).await {
                 Ok(()) => {
                     dead_letters::remove(&self.source, &self.name, &ids).await?;
                     report.replayed += ids.len() as u64;
@@ -640,7 +641,7 @@ impl Worker {
                 .await
                 .context(|| format!("destination `{}`: starting a snapshot", self.name))?;
             apply::lock_checkpoint(&txn, &self.source_id).await?;
-            snapshot::reset(&txn, &self.source_id, &names).await?;
+            snapshot::reset(&txn, &self.source_id, &names, false).await?;
             txn.commit()
                 .await
                 .context(|| format!("destination `{}`: starting a snapshot", self.name))?;
@@ -655,6 +656,7 @@ impl Worker {
             &self.source_id,
             &self.name,
             tables,
+            self.rules.clone(),
             &progress,
             self.chunk_rows,
         )?;
@@ -726,7 +728,7 @@ impl Worker {
             memory.installed = true;
         }
         let names: Vec<&str> = tables.iter().map(String::as_str).collect();
-        snapshot::reset(&self.destination, &self.source_id, &names).await?;
+        snapshot::reset(&self.destination, &self.source_id, &names, true).await?;
         tracing::info!(destination = %self.name, ?tables, "resync: starting");
         let done = self.snapshot(memory).await?;
         self.update(|s| s.state = State::Idle);

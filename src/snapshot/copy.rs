@@ -8,8 +8,7 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, Transact
 
 use super::store;
 use crate::apply;
-use crate::apply::plan::Step;
-use crate::apply::statement::{self, Built};
+use crate::apply::Rules;
 use crate::change::Row;
 use crate::entity::{Reference, TableSpec};
 use crate::error::{DbContext, Error, Result};
@@ -39,14 +38,18 @@ pub(crate) struct Chunk {
 /// over the copy (upserts and deletes by key are idempotent). Destination rows in the
 /// chunk's key range that the source lacks are deleted, so a resync also removes rows.
 ///
-/// A row whose foreign key (among `parents`) names a parent row the destination lacks is
+/// Rows are written as the destination's `rules` say (filters, dropped columns, transforms,
+/// its own keys; see [`apply::copied`]). A row whose foreign key (among `parents`) names a parent row the destination lacks is
 /// *deferred*: left to the stream. Its parent was written at the source after its own
 /// table's copy, and so was this row (after its parent), so both are in the stream, in order.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn copy_chunk(
     source: &DatabaseConnection,
     dest: &DatabaseConnection,
     source_id: &str,
     spec: &TableSpec,
+    rules: &Rules,
+    prune: bool,
     parents: &[(&Reference, Vec<String>)],
     after: Option<&[Value]>,
     limit: u64,
@@ -55,7 +58,11 @@ pub(crate) async fn copy_chunk(
         .begin()
         .await
         .context(|| format!("snapshot `{}`: beginning a transaction", spec.table))?;
-    match copy_in(&txn, source, source_id, spec, parents, after, limit).await {
+    match copy_in(
+        &txn, source, source_id, spec, rules, prune, parents, after, limit,
+    )
+    .await
+    {
         Ok(chunk) => {
             txn.commit()
                 .await
@@ -70,11 +77,14 @@ pub(crate) async fn copy_chunk(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn copy_in(
     txn: &DatabaseTransaction,
     source: &DatabaseConnection,
     source_id: &str,
     spec: &TableSpec,
+    rules: &Rules,
+    prune: bool,
     parents: &[(&Reference, Vec<String>)],
     after: Option<&[Value]>,
     limit: u64,
@@ -87,7 +97,13 @@ async fn copy_in(
         _ => None,
     };
     // The destination's rows in the same range: (after, last key], or to the end.
-    let present = keyset::read_keys(txn, spec, after, last_key.as_deref()).await?;
+    // Only a resync prunes: a new destination may hold rows of its own. And a table whose
+    // rows the destination keys itself holds other keys: nothing to match.
+    let present = if !prune || rules.is_mapped(&spec.table) {
+        Vec::new()
+    } else {
+        keyset::read_keys(txn, spec, after, last_key.as_deref()).await?
+    };
     let mut at_source = HashSet::with_capacity(rows.len());
     for row in &rows {
         at_source.insert(identity(&keyset::key_of(spec, row)?));
@@ -99,31 +115,18 @@ async fn copy_in(
         .collect();
 
     let mut keep: Vec<&Row> = rows.iter().collect();
-    for (reference, tags) in parents {
+    // References to a table the destination keys itself are translated (and waited for)
+    // when the rows are placed.
+    for (reference, tags) in parents.iter().filter(|(r, _)| !rules.is_mapped(&r.table)) {
         keep = with_parent(txn, reference, tags, keep).await?;
     }
     let deferred = (rows.len() - keep.len()) as u64;
-    let backend = txn.get_database_backend();
-    let steps = [
-        Step::Delete {
-            table: &spec.table,
-            keys: extra.iter().collect(),
-        },
-        Step::Upsert {
-            table: &spec.table,
-            key: spec.key.iter().map(String::as_str).collect(),
-            rows: keep.clone(),
-        },
-    ];
-    for step in &steps {
-        for built in statement::build(step, backend) {
-            match built {
-                Built::Insert(q) => txn.execute(&q).await,
-                Built::Delete(q) => txn.execute(&q).await,
-            }
+    let written = keep.len() as u64;
+    let unplaced =
+        apply::copied::write(txn, source_id, rules, &spec.table, &spec.key, &keep, &extra)
+            .await
             .context(|| format!("snapshot `{}`: writing a chunk", spec.table))?;
-        }
-    }
+    let deferred = deferred + unplaced;
     let last_row = last_key
         .as_ref()
         .map(|k| Row(spec.key.iter().cloned().zip(k.iter().cloned()).collect()));
@@ -132,13 +135,13 @@ async fn copy_in(
         source_id,
         &spec.table,
         last_row.as_ref(),
-        keep.len() as u64,
+        written - unplaced,
         deferred,
     )
     .await?;
     Ok(Chunk {
         last_key,
-        copied: keep.len() as u64,
+        copied: written - unplaced,
         deferred,
         deleted: extra.len() as u64,
     })

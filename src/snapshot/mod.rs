@@ -22,8 +22,12 @@
 //! - **Chunks.** Each table is read in key order, a chunk at a time, and written with the
 //!   same multi-row upserts the stream uses. A chunk runs in one destination transaction
 //!   that first locks the checkpoint row, as every batch does, so a chunk and a batch never
-//!   interleave; destination rows in the chunk's key range that the source lacks are
-//!   deleted. The chunk's last key is stored in `ormsync_snapshot` in the same
+//!   interleave. A resync also deletes the destination rows in the chunk's key range that
+//!   the source lacks (an initial snapshot leaves rows of the destination's own alone).
+//!   Rows are written as the destination's rules say: filters, dropped columns, transforms,
+//!   its own keys and conflict policy, like the stream's; a row those rules cannot place
+//!   (its parent is not there, filtered out) is left out, as the stream would park it.
+//!   The chunk's last key is stored in `ormsync_snapshot` in the same
 //!   transaction, so a snapshot interrupted halfway resumes from its last chunk.
 //! - **Foreign keys.** Tables are copied parents first. A row whose parent row is not at
 //!   the destination yet was written after its parent's table was copied, like that

@@ -2,6 +2,7 @@
 //! says each stopped.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use sea_orm::{ConnectionTrait, DatabaseConnection};
@@ -10,6 +11,7 @@ use super::copy::{self, Chunk};
 use super::order;
 use super::status::SnapshotStatus;
 use super::store::{self, TableProgress};
+use crate::apply::Rules;
 use crate::entity::{Reference, TableSpec};
 use crate::error::{DbContext, Error, Result};
 use crate::keyset;
@@ -25,12 +27,15 @@ pub(crate) struct Copy {
     source_id: String,
     destination: String,
     chunk_rows: u64,
-    /// Tables left, the first being copied, with the key its next chunk starts after.
-    left: Vec<(TableSpec, Option<Vec<Value>>)>,
+    /// Tables left, the first being copied, with the key its next chunk starts after and
+    /// whether it prunes.
+    left: Vec<(TableSpec, Option<Vec<Value>>, bool)>,
     /// Whether the first table of `left` was found at the destination with its columns.
     checked: bool,
     /// Every table the destination receives, for the references between them.
     tables: HashMap<String, TableSpec>,
+    /// How the destination takes rows.
+    rules: Arc<Rules>,
     status: SnapshotStatus,
     /// Rows already copied (or deferred) of the tables left, by earlier runs.
     partly_copied: u64,
@@ -46,6 +51,7 @@ impl Copy {
         source_id: &str,
         destination: &str,
         tables: HashMap<String, TableSpec>,
+        rules: Arc<Rules>,
         progress: &[TableProgress],
         chunk_rows: u64,
     ) -> Result<Copy> {
@@ -57,11 +63,12 @@ impl Copy {
                 .values()
                 .filter(|s| by_table.get(s.table.as_str()).is_some_and(|p| !p.done)),
         ) {
-            let after = match &by_table[spec.table.as_str()].last_key {
+            let p = by_table[spec.table.as_str()];
+            let after = match &p.last_key {
                 Some(row) => Some(keyset::key_of(spec, row)?),
                 None => None,
             };
-            left.push((spec.clone(), after));
+            left.push((spec.clone(), after, p.prune));
         }
         let partly_copied = progress
             .iter()
@@ -69,7 +76,7 @@ impl Copy {
             .map(|p| p.copied + p.deferred)
             .sum();
         let mut status = SnapshotStatus::new(progress);
-        status.table = left.first().map(|(s, _)| s.table.clone());
+        status.table = left.first().map(|(s, _, _)| s.table.clone());
         Ok(Copy {
             source,
             dest,
@@ -79,6 +86,7 @@ impl Copy {
             chunk_rows: chunk_rows.max(1),
             left,
             tables,
+            rules,
             status,
             partly_copied,
             started: Instant::now(),
@@ -100,7 +108,7 @@ impl Copy {
     /// one `COUNT(*)` per table.
     pub(crate) async fn count_rows(&mut self) -> Result<()> {
         let mut left = 0u64;
-        for (spec, _) in &self.left {
+        for (spec, _, _) in &self.left {
             let q = sea_orm::sea_query::Query::select()
                 .expr(sea_orm::sea_query::Expr::cust("COUNT(*)"))
                 .from(sea_orm::sea_query::Alias::new(spec.table.as_str()))
@@ -123,11 +131,11 @@ impl Copy {
 
     /// Copies the next chunk (its progress stored with it).
     pub(crate) async fn step(&mut self) -> Result<()> {
-        let Some((spec, after)) = self.left.first() else {
+        let Some((spec, after, prune)) = self.left.first() else {
             return Ok(());
         };
         if !self.checked {
-            check_table(&self.dest, &self.destination, spec).await?;
+            check_table(&self.dest, &self.destination, spec, &self.rules).await?;
             tracing::debug!(table = %spec.table, resumed = after.is_some(), "snapshot: copying");
             self.checked = true;
         }
@@ -142,6 +150,8 @@ impl Copy {
             &self.dest,
             &self.source_id,
             spec,
+            &self.rules,
+            *prune,
             &parents,
             after.as_deref(),
             self.chunk_rows,
@@ -160,11 +170,11 @@ impl Copy {
         match last_key {
             Some(k) => self.left[0].1 = Some(k),
             None => {
-                let (spec, _) = self.left.remove(0);
+                let (spec, _, _) = self.left.remove(0);
                 self.checked = false;
                 tracing::info!(table = %spec.table, rows = s.rows_copied, "snapshot: table copied");
                 s.tables_done += 1;
-                s.table = self.left.first().map(|(s, _)| s.table.clone());
+                s.table = self.left.first().map(|(s, _, _)| s.table.clone());
             }
         }
         Ok(())
@@ -173,10 +183,21 @@ impl Copy {
 
 /// Refuses to copy into a table the destination lacks, or that lacks a shipped column, with
 /// an error saying which, rather than the driver's.
-async fn check_table(dest: &DatabaseConnection, destination: &str, spec: &TableSpec) -> Result<()> {
+async fn check_table(
+    dest: &DatabaseConnection,
+    destination: &str,
+    spec: &TableSpec,
+    rules: &Rules,
+) -> Result<()> {
+    let dropped = rules.tables.get(&spec.table).map(|t| t.drop.as_slice());
     let problem = match crate::apply::table_columns(dest, &spec.table).await? {
         None => "does not exist".to_string(),
-        Some(present) => match spec.columns.iter().find(|c| !present.contains(*c)) {
+        Some(present) => match spec
+            .columns
+            .iter()
+            .filter(|c| !dropped.is_some_and(|d| d.contains(*c)))
+            .find(|c| !present.contains_key(*c))
+        {
             Some(c) => format!("has no column `{c}`, which the source ships"),
             None => return Ok(()),
         },

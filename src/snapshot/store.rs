@@ -21,10 +21,18 @@ pub(crate) struct TableProgress {
     pub(crate) deferred: u64,
     /// The outbox id up to which the stream catches up after the copy, once done.
     pub(crate) catch_up_to: Option<i64>,
+    /// Whether destination rows the source lacks are deleted (a resync).
+    pub(crate) prune: bool,
 }
 
-/// Starts (or restarts from the beginning) the copy of `tables` from `source`.
-pub(crate) async fn reset<C: ConnectionTrait>(db: &C, source: &str, tables: &[&str]) -> Result<()> {
+/// Starts (or restarts from the beginning) the copy of `tables` from `source`; with
+/// `prune` (a resync) destination rows the source lacks are deleted as well.
+pub(crate) async fn reset<C: ConnectionTrait>(
+    db: &C,
+    source: &str,
+    tables: &[&str],
+    prune: bool,
+) -> Result<()> {
     let backend = db.get_database_backend();
     for table in tables {
         db.execute_raw(Statement::from_sql_and_values(
@@ -41,10 +49,10 @@ pub(crate) async fn reset<C: ConnectionTrait>(db: &C, source: &str, tables: &[&s
             backend,
             marks(
                 backend,
-                "INSERT INTO ormsync_snapshot (source, table_name, last_key, done, copied, deferred) \
-                 VALUES (?, ?, NULL, 0, 0, 0)",
+                "INSERT INTO ormsync_snapshot (source, table_name, last_key, done, copied, deferred, prune) \
+                 VALUES (?, ?, NULL, 0, 0, 0, ?)",
             ),
-            [(*source).into(), (*table).into()],
+            [(*source).into(), (*table).into(), i32::from(prune).into()],
         ))
         .await
         .context(|| format!("snapshot: recording the start of `{table}`"))?;
@@ -60,7 +68,7 @@ pub(crate) async fn list<C: ConnectionTrait>(db: &C, source: &str) -> Result<Vec
             backend,
             marks(
                 backend,
-                "SELECT table_name, last_key, done, copied, deferred, catch_up_to \
+                "SELECT table_name, last_key, done, copied, deferred, catch_up_to, prune \
                  FROM ormsync_snapshot WHERE source = ?",
             ),
             [source.into()],
@@ -86,6 +94,7 @@ pub(crate) async fn list<C: ConnectionTrait>(db: &C, source: &str) -> Result<Vec
             copied: row.try_get::<i64>("", "copied").context(decode)?.max(0) as u64,
             deferred: row.try_get::<i64>("", "deferred").context(decode)?.max(0) as u64,
             catch_up_to: row.try_get("", "catch_up_to").context(decode)?,
+            prune: row.try_get::<i32>("", "prune").context(decode)? != 0,
             table,
         });
     }

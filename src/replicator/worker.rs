@@ -650,16 +650,15 @@ impl Worker {
             progress.retain(|p| tables.contains_key(&p.table));
         }
         self.update(|s| s.state = State::Copying);
-        let mut copy = snapshot::Copy::new(
-            self.source.clone(),
-            self.destination.clone(),
-            &self.source_id,
-            &self.name,
-            tables,
-            self.rules.clone(),
-            &progress,
-            self.chunk_rows,
-        )?;
+        let link = snapshot::Link {
+            source: self.source.clone(),
+            dest: self.destination.clone(),
+            source_id: self.source_id.clone(),
+            destination: self.name.clone(),
+            rules: self.rules.clone(),
+            chunk_rows: self.chunk_rows,
+        };
+        let mut copy = snapshot::Copy::new(link, tables, &progress)?;
         if let Err(e) = copy.count_rows().await {
             // Only the progress bar's total is missing then.
             tracing::debug!(destination = %self.name, error = %e, "snapshot: cannot count the rows");

@@ -45,6 +45,6 @@ mod status;
 mod store;
 
 pub(crate) use order::parents_first;
-pub(crate) use run::{Copy, finish};
+pub(crate) use run::{Copy, Link, finish};
 pub use status::SnapshotStatus;
 pub(crate) use store::{TableProgress, list, reset};

@@ -17,16 +17,24 @@ use crate::error::{DbContext, Error, Result};
 use crate::keyset;
 use crate::value::Value;
 
+/// What a copy runs between: one source, one destination and how it takes rows.
+pub(crate) struct Link {
+    pub(crate) source: DatabaseConnection,
+    pub(crate) dest: DatabaseConnection,
+    /// The source's node id (the key of its checkpoint and progress at the destination).
+    pub(crate) source_id: String,
+    /// The destination's name, for messages.
+    pub(crate) destination: String,
+    pub(crate) rules: Arc<Rules>,
+    pub(crate) chunk_rows: u64,
+}
+
 /// A copy in progress: the tables left, in foreign-key order, each from its last key.
 ///
 /// The caller drives it a chunk at a time with [`step`](Copy::step), so it can renew a
 /// lease, publish the status or stop between chunks.
 pub(crate) struct Copy {
-    source: DatabaseConnection,
-    dest: DatabaseConnection,
-    source_id: String,
-    destination: String,
-    chunk_rows: u64,
+    link: Link,
     /// Tables left, the first being copied, with the key its next chunk starts after and
     /// whether it prunes.
     left: Vec<(TableSpec, Option<Vec<Value>>, bool)>,
@@ -34,8 +42,6 @@ pub(crate) struct Copy {
     checked: bool,
     /// Every table the destination receives, for the references between them.
     tables: HashMap<String, TableSpec>,
-    /// How the destination takes rows.
-    rules: Arc<Rules>,
     status: SnapshotStatus,
     /// Rows already copied (or deferred) of the tables left, by earlier runs.
     partly_copied: u64,
@@ -46,14 +52,9 @@ pub(crate) struct Copy {
 impl Copy {
     /// Plans the copy of the unfinished tables of `progress` among `tables`.
     pub(crate) fn new(
-        source: DatabaseConnection,
-        dest: DatabaseConnection,
-        source_id: &str,
-        destination: &str,
+        link: Link,
         tables: HashMap<String, TableSpec>,
-        rules: Arc<Rules>,
         progress: &[TableProgress],
-        chunk_rows: u64,
     ) -> Result<Copy> {
         let by_table: HashMap<&str, &TableProgress> =
             progress.iter().map(|p| (p.table.as_str(), p)).collect();
@@ -78,15 +79,13 @@ impl Copy {
         let mut status = SnapshotStatus::new(progress);
         status.table = left.first().map(|(s, _, _)| s.table.clone());
         Ok(Copy {
-            source,
-            dest,
-            source_id: source_id.to_string(),
-            destination: destination.to_string(),
+            link: Link {
+                chunk_rows: link.chunk_rows.max(1),
+                ..link
+            },
             checked: false,
-            chunk_rows: chunk_rows.max(1),
             left,
             tables,
-            rules,
             status,
             partly_copied,
             started: Instant::now(),
@@ -114,6 +113,7 @@ impl Copy {
                 .from(sea_orm::sea_query::Alias::new(spec.table.as_str()))
                 .to_owned();
             let n: i64 = self
+                .link
                 .source
                 .query_one(&q)
                 .await
@@ -135,7 +135,13 @@ impl Copy {
             return Ok(());
         };
         if !self.checked {
-            check_table(&self.dest, &self.destination, spec, &self.rules).await?;
+            check_table(
+                &self.link.dest,
+                &self.link.destination,
+                spec,
+                &self.link.rules,
+            )
+            .await?;
             tracing::debug!(table = %spec.table, resumed = after.is_some(), "snapshot: copying");
             self.checked = true;
         }
@@ -146,15 +152,15 @@ impl Copy {
             deferred,
             deleted,
         } = copy::copy_chunk(
-            &self.source,
-            &self.dest,
-            &self.source_id,
+            &self.link.source,
+            &self.link.dest,
+            &self.link.source_id,
             spec,
-            &self.rules,
+            &self.link.rules,
             *prune,
             &parents,
             after.as_deref(),
-            self.chunk_rows,
+            self.link.chunk_rows,
         )
         .await?;
         let s = &mut self.status;

@@ -296,6 +296,14 @@ async fn snapshot_while_four_writers_change_the_rows(src: Backend, dst: Backend)
     let writes = stop_writers(stop, handles).await;
     sync(&r).await;
     assert_both_same(&s.db, &d.db).await;
+    // The same through verify, from the tables' specs alone (as the command line reads them).
+    let reports = ormsync::verify::Verifier::new(s.db.clone(), d.db.clone())
+        .table(customers::Entity::table_spec())
+        .table(orders::Entity::table_spec())
+        .verify(&Default::default())
+        .await
+        .expect("verify");
+    assert!(reports.iter().all(|r| r.is_clean()), "{reports:?}");
     assert!(
         snap.rows_copied + snap.rows_deferred >= rows as u64 / 2,
         "{snap:?}"
@@ -502,6 +510,16 @@ async fn bootstrap_creates_missing_tables_and_refuses_other_columns(src: Backend
     );
     let status = r.status().destinations.remove(1);
     assert_eq!(status.state, State::Halted);
+    // On request, the same check and creation.
+    assert_eq!(
+        r.create_tables("fresh").await.unwrap(),
+        Vec::<String>::new()
+    );
+    assert!(matches!(
+        r.create_tables("other").await,
+        Err(ormsync::Error::SchemaMismatch { ref table, ref missing, ref unexpected, .. })
+            if table == "snap_customers" && missing == &["credit"] && unexpected == &["nickname"]
+    ));
     // Not altered, and its child table not created either.
     let cols = other
         .db

@@ -18,7 +18,7 @@ pub use schedule::Schedule;
 pub use status::{DestinationStatus, State, Status};
 pub use worker::ReplayReport;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -159,6 +159,7 @@ impl Shared {
         };
         tracing::info!(destination = %d.name, instance = %self.instance, "starting replication worker");
         Ok(WorkerHandle {
+            skip: d.skip.clone(),
             name: d.name,
             destination: d.db,
             status,
@@ -172,6 +173,8 @@ impl Shared {
 struct WorkerHandle {
     name: String,
     destination: DatabaseConnection,
+    /// Tables this destination does not receive.
+    skip: HashSet<String>,
     status: Arc<Mutex<status::DestinationStatus>>,
     requests: mpsc::Sender<Command>,
     cancel: CancellationToken,
@@ -454,6 +457,35 @@ impl Replicator {
     pub async fn resync(&self, name: &str, tables: &[&str]) -> Result<()> {
         let tables: Vec<String> = tables.iter().map(|t| t.to_string()).collect();
         self.ask(name, move |tx| Command::Resync(tables, tx)).await
+    }
+
+    /// Creates the replicated tables destination `name` lacks, from the entity definitions,
+    /// parents first, and checks those it has: the same as
+    /// [`Destination::create_tables`] does when a worker starts, on request. Returns the
+    /// tables created.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SchemaMismatch`] for a table that exists with other columns (nothing is
+    /// altered); [`Error::Db`] when a statement fails; [`Error::UnknownDestination`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn f(replicator: ormsync::Replicator) -> ormsync::Result<()> {
+    /// let created = replicator.create_tables("backup").await?;
+    /// println!("created {created:?}");
+    /// # Ok(()) }
+    /// ```
+    pub async fn create_tables(&self, name: &str) -> Result<Vec<String>> {
+        let (db, skip) = self.handle(name, |w| (w.destination.clone(), w.skip.clone()))?;
+        let specs: Vec<&TableSpec> = self
+            .shared
+            .tables
+            .values()
+            .filter(|s| !skip.contains(&s.table))
+            .collect();
+        crate::bootstrap::ensure_tables(&db, name, &specs, &self.shared.defs).await
     }
 
     /// Sends `name`'s worker a command and waits for its answer.

@@ -3,10 +3,11 @@
 //! for tables whose rows the destination keys or resolves itself, the same row-by-row
 //! placement (key map, translated foreign keys, conflict policy).
 
-use sea_orm::{ConnectionTrait, DatabaseTransaction, DbErr};
+use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, DbErr};
 
+use super::columns;
 use super::mapped::{Fault, Placer};
-use super::plan;
+use super::plan::{self, Step};
 use super::rules::Rules;
 use super::shape;
 use super::statement::{self, Built};
@@ -75,8 +76,40 @@ pub(crate) async fn write(
         return Ok(unplaced);
     }
     let shaped: Vec<&Change> = shaped.iter().map(|c| c.as_ref()).collect();
+    let backend = txn.get_database_backend();
+    // On PostgreSQL a chunk goes as one JSON parameter, as the stream's batches do, when
+    // the destination's column types are known.
+    let types = if backend == DbBackend::Postgres {
+        columns::of(txn, table)
+            .await
+            .map_err(|e| DbErr::Custom(e.to_string()))?
+    } else {
+        None
+    };
     for step in plan::plan(&shaped) {
-        for built in statement::build(&step, txn.get_database_backend()) {
+        if let (Some(known), Step::Upsert { table, key, rows }) = (&types, &step)
+            && let Some(first) = rows.first()
+        {
+            let names: Vec<&str> = first.columns().collect();
+            let typed: Option<Vec<&str>> = names
+                .iter()
+                .map(|c| known.get(*c).map(String::as_str))
+                .collect();
+            // At most 5000 rows a statement, as the stream's; `None` when a value has no
+            // faithful JSON text, and then the chunk goes as bound values.
+            let statements: Option<Vec<_>> = typed.and_then(|typed| {
+                rows.chunks(5000)
+                    .map(|part| statement::upsert_json(table, key, &names, &typed, part))
+                    .collect()
+            });
+            if let Some(statements) = statements {
+                for stmt in statements {
+                    txn.execute_raw(stmt).await?;
+                }
+                continue;
+            }
+        }
+        for built in statement::build(&step, backend) {
             match built {
                 Built::Insert(q) => txn.execute(&q).await?,
                 Built::Delete(q) => txn.execute(&q).await?,

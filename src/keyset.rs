@@ -228,3 +228,49 @@ pub(crate) async fn read_keys<C: ConnectionTrait>(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sea_orm::sea_query::{MysqlQueryBuilder, PostgresQueryBuilder};
+
+    fn spec() -> TableSpec {
+        TableSpec {
+            table: "line_items".into(),
+            key: vec!["order_id".into(), "line_no".into()],
+            columns: vec!["order_id".into(), "line_no".into(), "mood".into()],
+            types: vec!["i8".into(), "i4".into(), "en:mood".into()],
+            sync_key: None,
+            references: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn chunks_use_a_row_value_range_or_mysqls_expanded_form() {
+        let after = [Value::BigInt(Some(7)), Value::Int(Some(2))];
+        let (pg, _) = next_chunk(DbBackend::Postgres, &spec(), Some(&after), 100)
+            .unwrap()
+            .build(PostgresQueryBuilder);
+        assert_eq!(
+            pg,
+            r#"SELECT "order_id", "line_no", CAST("mood" AS text) AS "mood" FROM "line_items" WHERE ("order_id", "line_no") > ($1, $2) ORDER BY "order_id" ASC, "line_no" ASC LIMIT $3"#
+        );
+        let (my, _) = next_chunk(DbBackend::MySql, &spec(), Some(&after), 100)
+            .unwrap()
+            .build(MysqlQueryBuilder);
+        assert_eq!(
+            my,
+            "SELECT `order_id`, `line_no`, `mood` FROM `line_items` WHERE `order_id` > ? OR (`order_id` = ? AND `line_no` > ?) ORDER BY `order_id` ASC, `line_no` ASC LIMIT ?"
+        );
+    }
+
+    #[test]
+    fn a_spec_without_types_is_refused() {
+        let mut s = spec();
+        s.types.pop();
+        assert!(matches!(typed_columns(&s), Err(Error::Config(_))));
+        let mut s = spec();
+        s.key = vec!["nope".into()];
+        assert!(matches!(typed_key(&s), Err(Error::Config(_))));
+    }
+}

@@ -37,6 +37,22 @@ pub enum Error {
         id: i64,
     },
 
+    /// A table to copy (snapshot or resync) is missing at the destination or lacks a
+    /// shipped column.
+    #[error(
+        "destination `{destination}`: table `{table}` {problem}; create it there with the same \
+         columns as the source (with the application's migrations, or let \
+         `Destination::create_tables` do it), then resume: the copy goes on where it stopped"
+    )]
+    SnapshotTable {
+        /// The destination's name.
+        destination: String,
+        /// The table.
+        table: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+
     /// A destination table lacks a column that the changes carry.
     #[error(
         "destination `{destination}`: table `{table}` has no column `{column}`, which the source \
@@ -52,6 +68,24 @@ pub enum Error {
         column: String,
         /// The outbox id of the first change that carries it.
         id: i64,
+    },
+
+    /// A destination table exists with columns other than its entity's; ormsync does not
+    /// alter it.
+    #[error(
+        "destination `{destination}`: table `{table}` exists with different columns than its \
+         entity (missing: {missing:?}; not in the entity: {unexpected:?}); ormsync never alters \
+         a table: migrate it (or drop it to have it created), then resume"
+    )]
+    SchemaMismatch {
+        /// The destination's name.
+        destination: String,
+        /// The table.
+        table: String,
+        /// Shipped columns the table lacks.
+        missing: Vec<String>,
+        /// Columns of the table that the entity does not have.
+        unexpected: Vec<String>,
     },
 
     /// A change could not be applied at a destination.
@@ -114,6 +148,15 @@ pub enum Error {
         column: String,
         /// The value's type as sea-query names it.
         kind: String,
+    },
+
+    /// A row of a replicated table could not be read as the types its entity declares.
+    #[error("reading `{table}`: {reason}")]
+    Read {
+        /// The table.
+        table: String,
+        /// What did not decode, naming the column.
+        reason: String,
     },
 
     /// An outbox row could not be decoded.

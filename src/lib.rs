@@ -41,6 +41,7 @@
 //! ```
 
 pub mod apply;
+mod bootstrap;
 pub mod bulk;
 pub mod capture;
 pub mod change;
@@ -48,6 +49,7 @@ pub mod classify;
 mod entity;
 mod error;
 mod hooks;
+mod keyset;
 #[cfg(feature = "migration")]
 pub mod migration;
 pub mod outbox;
@@ -56,6 +58,7 @@ pub mod redact;
 mod replicator;
 mod schema;
 mod signal;
+pub mod snapshot;
 mod sql_text;
 pub mod value;
 pub mod verify;
@@ -71,6 +74,7 @@ pub use replicator::{
     ReplicatorBuilder, RetentionPolicy, Schedule, State, Status,
 };
 pub use schema::{install, uninstall};
+pub use snapshot::SnapshotStatus;
 
 /// `#[derive(Replicated)]` on a sea-orm `Model`; see the [`Replicated`](trait@Replicated) trait.
 pub use ormsync_derive::Replicated;

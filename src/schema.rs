@@ -8,7 +8,7 @@ use sea_orm::{ConnectionTrait, DbBackend};
 use crate::error::{DbContext, Result};
 
 /// The tables ormsync owns, in creation order.
-pub const TABLES: [&str; 8] = [
+pub const TABLES: [&str; 9] = [
     "ormsync_node",
     "ormsync_outbox",
     "ormsync_leases",
@@ -17,6 +17,7 @@ pub const TABLES: [&str; 8] = [
     "ormsync_checkpoint",
     "ormsync_key_map",
     "ormsync_conflicts",
+    "ormsync_snapshot",
 ];
 
 /// Creates every `ormsync_*` table that does not exist yet; running it again changes nothing.
@@ -87,7 +88,7 @@ const PG_NOTIFY: [&str; 2] = [
      END IF; END $$",
 ];
 
-fn ddl(backend: DbBackend) -> [String; 8] {
+fn ddl(backend: DbBackend) -> [String; 9] {
     // Column types per backend; everything else is shared.
     let (autoinc, text, name, ts, now, suffix) = match backend {
         DbBackend::Postgres => (
@@ -165,6 +166,15 @@ fn ddl(backend: DbBackend) -> [String; 8] {
             "CREATE TABLE IF NOT EXISTS ormsync_conflicts (id {autoinc}, source {name} NOT NULL, \
              table_name {name} NOT NULL, pk {text} NOT NULL, policy {name} NOT NULL, outcome {name} NOT NULL, \
              incoming {text} NULL, current_row {text} NULL, created_at {ts} NOT NULL DEFAULT {now}){suffix}"
+        ),
+        // Per source and table: how far a snapshot or resync has copied (the last key
+        // copied, as a JSON row), so an interrupted one resumes from its last chunk; and up
+        // to which outbox id the stream catches up after it (see `snapshot`).
+        format!(
+            "CREATE TABLE IF NOT EXISTS ormsync_snapshot (source {short} NOT NULL, table_name {short} NOT NULL, \
+             last_key {text} NULL, done INTEGER NOT NULL, copied BIGINT NOT NULL, deferred BIGINT NOT NULL, \
+             catch_up_to BIGINT NULL, prune INTEGER NOT NULL, started_at {ts} NOT NULL DEFAULT {now}, updated_at {ts} NOT NULL DEFAULT {now}, \
+             PRIMARY KEY (source, table_name)){suffix}"
         ),
     ]
 }

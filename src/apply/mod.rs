@@ -8,6 +8,7 @@
 mod checkpoint;
 mod columns;
 mod conflict;
+pub(crate) mod copied;
 mod key_map;
 mod mapped;
 pub(crate) mod plan;
@@ -17,7 +18,9 @@ mod sink;
 mod sql;
 pub(crate) mod statement;
 
+pub(crate) use checkpoint::lock as lock_checkpoint;
 pub use checkpoint::read as read_checkpoint;
+pub(crate) use columns::of as table_columns;
 pub use conflict::Conflict;
 pub use rules::{
     ConflictPolicy, Incoming, KeyStrategy, Resolution, Resolver, RowFilter, Transform,

@@ -14,6 +14,7 @@ use super::lease::Lease;
 use super::retention::{Retention, RetentionPolicy};
 use super::worker::Settings;
 use super::{Replicator, Shared, wake};
+use crate::bootstrap::TableDef;
 use crate::entity::{Replicated, TableSpec};
 use crate::error::{Error, Result};
 use crate::outbox;
@@ -27,6 +28,7 @@ pub(crate) const RETENTION_LEASE: &str = "__ormsync_retention";
 pub struct ReplicatorBuilder {
     source: DatabaseConnection,
     tables: HashMap<String, TableSpec>,
+    defs: HashMap<String, TableDef>,
     destinations: Vec<Destination>,
     settings: Settings,
     batch_size: u64,
@@ -43,6 +45,7 @@ impl ReplicatorBuilder {
         ReplicatorBuilder {
             source,
             tables: HashMap::new(),
+            defs: HashMap::new(),
             destinations: Vec::new(),
             settings: Settings {
                 poll_interval: Duration::from_millis(500),
@@ -66,6 +69,7 @@ impl ReplicatorBuilder {
     /// change of an unregistered table stops its destination with an error naming it.
     pub fn entity<E: Replicated>(mut self) -> Self {
         let spec = E::table_spec();
+        self.defs.insert(spec.table.clone(), TableDef::of::<E>());
         self.tables.insert(spec.table.clone(), spec);
         self
     }
@@ -216,6 +220,7 @@ impl ReplicatorBuilder {
             source_id,
             instance: self.instance.clone(),
             tables: Arc::new(self.tables),
+            defs: Arc::new(self.defs),
             settings: self.settings.clone(),
             alerts: self.alerts.clone(),
             batch_size: self.batch_size,

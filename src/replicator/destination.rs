@@ -29,6 +29,9 @@ pub struct Destination {
     pub(crate) on_permanent_error: OnPermanentError,
     pub(crate) schedule: Schedule,
     pub(crate) disabled: bool,
+    pub(crate) initial_snapshot: bool,
+    pub(crate) chunk_rows: u64,
+    pub(crate) create_tables: bool,
     pub(crate) rules: Rules,
 }
 
@@ -58,6 +61,9 @@ impl Destination {
             on_permanent_error: OnPermanentError::Halt,
             schedule: Schedule::poll(),
             disabled: false,
+            initial_snapshot: true,
+            chunk_rows: 1000,
+            create_tables: false,
             rules: Rules::default(),
         }
     }
@@ -93,6 +99,40 @@ impl Destination {
     /// Default: every registered entity's table is shipped.
     pub fn skip_table(mut self, table: impl Into<String>) -> Self {
         self.skip.insert(table.into());
+        self
+    }
+
+    /// Whether a destination that has no checkpoint for this source (one that never
+    /// received anything from it) first gets a copy of every replicated table, then
+    /// streams. Default: `true`, so a new backup holds the rows that existed before it
+    /// was added. With `false` it only receives changes captured from then on.
+    ///
+    /// The copy runs while the application writes, chunk by chunk in key order, and
+    /// resumes from its last chunk when interrupted; see [`crate::snapshot`]. Its progress
+    /// shows in [`DestinationStatus::snapshot`](crate::DestinationStatus::snapshot). A
+    /// destination that has a checkpoint is never copied again on its own: use
+    /// [`Replicator::resync`](crate::Replicator::resync).
+    pub fn initial_snapshot(mut self, on: bool) -> Self {
+        self.initial_snapshot = on;
+        self
+    }
+
+    /// Rows per chunk of a snapshot or resync: each chunk is one query at the source and
+    /// one destination transaction. Default: 1000.
+    pub fn snapshot_chunk_rows(mut self, rows: u64) -> Self {
+        self.chunk_rows = rows.max(1);
+        self
+    }
+
+    /// Creates the replicated tables the destination lacks, from the entity definitions
+    /// (sea-orm's `Schema::create_table_from_entity` for the destination's backend),
+    /// parents before the tables that reference them, before anything is copied or
+    /// shipped. A table that exists is checked instead: if its columns differ from the
+    /// entity's, the destination stops with [`Error::SchemaMismatch`](crate::Error::SchemaMismatch)
+    /// naming them, and nothing is altered. Default: off (the application's migrations
+    /// create the tables).
+    pub fn create_tables(mut self) -> Self {
+        self.create_tables = true;
         self
     }
 
@@ -205,6 +245,9 @@ impl fmt::Debug for Destination {
             .field("on_permanent_error", &self.on_permanent_error)
             .field("schedule", &self.schedule)
             .field("disabled", &self.disabled)
+            .field("initial_snapshot", &self.initial_snapshot)
+            .field("chunk_rows", &self.chunk_rows)
+            .field("create_tables", &self.create_tables)
             .field("conflicts", &self.rules.conflicts)
             .finish()
     }

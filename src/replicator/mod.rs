@@ -18,7 +18,7 @@ pub use schedule::Schedule;
 pub use status::{DestinationStatus, State, Status};
 pub use worker::ReplayReport;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -29,6 +29,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::apply::{self, Conflict, OnConflict, SqlSink};
+use crate::bootstrap::TableDef;
 use crate::entity::TableSpec;
 use crate::error::{DbContext, Error, Result};
 use crate::outbox::dead_letters::{self, DeadLetter};
@@ -88,6 +89,7 @@ pub(crate) struct Shared {
     source_id: String,
     instance: String,
     tables: Arc<HashMap<String, TableSpec>>,
+    defs: Arc<HashMap<String, TableDef>>,
     settings: Settings,
     alerts: Alerts,
     batch_size: u64,
@@ -106,6 +108,7 @@ impl Shared {
         let mut rules = d.rules.clone();
         rules.specs = self.tables.as_ref().clone();
         rules.validate(&d.name)?;
+        let shared_rules = Arc::new(rules.clone());
         let on_conflict: Option<OnConflict> = rules.alert_conflicts.then(|| {
             let (alerts, name) = (self.alerts.clone(), d.name.clone());
             Arc::new(move |c: &Conflict| {
@@ -149,9 +152,14 @@ impl Shared {
             outbox_size: self.outbox_size.clone(),
             requests: rx,
             cancel: cancel.clone(),
+            initial_snapshot: d.initial_snapshot,
+            rules: shared_rules,
+            defs: d.create_tables.then(|| self.defs.clone()),
+            chunk_rows: d.chunk_rows,
         };
         tracing::info!(destination = %d.name, instance = %self.instance, "starting replication worker");
         Ok(WorkerHandle {
+            skip: d.skip.clone(),
             name: d.name,
             destination: d.db,
             status,
@@ -165,6 +173,8 @@ impl Shared {
 struct WorkerHandle {
     name: String,
     destination: DatabaseConnection,
+    /// Tables this destination does not receive.
+    skip: HashSet<String>,
     status: Arc<Mutex<status::DestinationStatus>>,
     requests: mpsc::Sender<Command>,
     cancel: CancellationToken,
@@ -412,6 +422,70 @@ impl Replicator {
     pub async fn discard_dead_letters(&self, name: &str, outbox_ids: &[i64]) -> Result<u64> {
         let ids = outbox_ids.to_vec();
         self.ask(name, move |tx| Command::Discard(ids, tx)).await
+    }
+
+    /// Copies `tables` of destination `name` again from the source, while changes keep
+    /// streaming, and returns when the copy is done: for a destination that drifted, was
+    /// restored from an old backup, or lost rows to retention.
+    ///
+    /// Each table is copied in key order, a chunk at a time, the same way as the initial
+    /// snapshot (see [`crate::snapshot`]): every chunk is read fresh from the source inside
+    /// a destination transaction that holds the checkpoint's lock, so it serializes with
+    /// the batches; rows the destination holds in the chunk's key range that the source
+    /// lacks are deleted. Its progress shows in
+    /// [`DestinationStatus::snapshot`]; if interrupted, the copy resumes from its last
+    /// chunk when the destination's worker next starts. Tables are copied parents first.
+    ///
+    /// A delete the destination refuses because other rows still reference the row (a
+    /// foreign key from a table not resynced) stops the resync with that error: resync the
+    /// referencing table too.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for a table not replicated to `name`; [`Error::Standby`] when
+    /// another instance ships to it (call it there); [`Error::Db`] when a chunk fails;
+    /// [`Error::UnknownDestination`]; [`Error::Shutdown`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn f(replicator: ormsync::Replicator) -> ormsync::Result<()> {
+    /// replicator.resync("backup", &["customers", "orders"]).await?;
+    /// println!("{}", replicator.status());
+    /// # Ok(()) }
+    /// ```
+    pub async fn resync(&self, name: &str, tables: &[&str]) -> Result<()> {
+        let tables: Vec<String> = tables.iter().map(|t| t.to_string()).collect();
+        self.ask(name, move |tx| Command::Resync(tables, tx)).await
+    }
+
+    /// Creates the replicated tables destination `name` lacks, from the entity definitions,
+    /// parents first, and checks those it has: the same as
+    /// [`Destination::create_tables`] does when a worker starts, on request. Returns the
+    /// tables created.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SchemaMismatch`] for a table that exists with other columns (nothing is
+    /// altered); [`Error::Db`] when a statement fails; [`Error::UnknownDestination`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn f(replicator: ormsync::Replicator) -> ormsync::Result<()> {
+    /// let created = replicator.create_tables("backup").await?;
+    /// println!("created {created:?}");
+    /// # Ok(()) }
+    /// ```
+    pub async fn create_tables(&self, name: &str) -> Result<Vec<String>> {
+        let (db, skip) = self.handle(name, |w| (w.destination.clone(), w.skip.clone()))?;
+        let specs: Vec<&TableSpec> = self
+            .shared
+            .tables
+            .values()
+            .filter(|s| !skip.contains(&s.table))
+            .collect();
+        crate::bootstrap::ensure_tables(&db, name, &specs, &self.shared.defs).await
     }
 
     /// Sends `name`'s worker a command and waits for its answer.

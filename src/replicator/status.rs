@@ -5,6 +5,8 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::snapshot::SnapshotStatus;
+
 /// What a destination's worker is doing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -13,6 +15,8 @@ pub enum State {
     Starting,
     /// Shipping a batch.
     Running,
+    /// Copying tables (initial snapshot or resync); see [`DestinationStatus::snapshot`].
+    Copying,
     /// Caught up, waiting for changes.
     Idle,
     /// The last pass failed; waiting to try again.
@@ -34,6 +38,7 @@ impl fmt::Display for State {
         let s = match self {
             State::Starting => "starting",
             State::Running => "running",
+            State::Copying => "copying",
             State::Idle => "idle",
             State::Retrying => "retrying",
             State::Halted => "halted",
@@ -77,6 +82,8 @@ pub struct DestinationStatus {
     pub last_error: Option<String>,
     /// When a scheduled destination ships next.
     pub next_run: Option<DateTime<Utc>>,
+    /// The progress of the snapshot or resync running or last run since start, if any.
+    pub snapshot: Option<SnapshotStatus>,
 }
 
 impl DestinationStatus {
@@ -96,6 +103,7 @@ impl DestinationStatus {
             last_success: None,
             last_error: None,
             next_run: None,
+            snapshot: None,
         }
     }
 }
@@ -136,6 +144,21 @@ impl fmt::Display for Status {
                 d.dead_lettered,
                 d.last_error.as_deref().unwrap_or("-")
             )?;
+            if let Some(s) = &d.snapshot {
+                writeln!(
+                    f,
+                    "  snapshot: {}/{} tables, {} rows copied ({:.0}/s), {} deferred{}",
+                    s.tables_done,
+                    s.tables_total,
+                    s.rows_copied,
+                    s.rows_per_second,
+                    s.rows_deferred,
+                    s.table
+                        .as_deref()
+                        .map(|t| format!(", copying `{t}`"))
+                        .unwrap_or_default()
+                )?;
+            }
         }
         Ok(())
     }

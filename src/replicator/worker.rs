@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::Utc;
-use sea_orm::DatabaseConnection;
+use sea_orm::{DatabaseConnection, TransactionTrait};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant as TokioInstant;
@@ -18,15 +18,17 @@ use super::destination::OnPermanentError;
 use super::lease::Lease;
 use super::schedule::Schedule;
 use super::status::{DestinationStatus, State};
-use crate::apply::Sink;
+use crate::apply::{self, Rules, Sink};
+use crate::bootstrap::{self, TableDef};
 use crate::change::{Batch, Change};
 use crate::entity::TableSpec;
-use crate::error::{Error, Result};
+use crate::error::{DbContext, Error, Result};
 use crate::outbox::{OutboxReader, dead_letters, progress};
 use crate::position::Position;
 use crate::redact::redact;
 use crate::schema;
 use crate::signal;
+use crate::snapshot::{self, SnapshotStatus};
 
 /// What a [`Replicator`](crate::Replicator) asks of a worker; each carries its answer's channel.
 pub(crate) enum Command {
@@ -44,6 +46,8 @@ pub(crate) enum Command {
     Replay(oneshot::Sender<Result<ReplayReport>>),
     /// Drop parked changes without applying them.
     Discard(Vec<i64>, oneshot::Sender<Result<u64>>),
+    /// Copy these tables again.
+    Resync(Vec<String>, oneshot::Sender<Result<()>>),
 }
 
 /// What a dead-letter replay did.
@@ -97,6 +101,14 @@ pub(crate) struct Worker {
     pub(crate) outbox_size: Arc<std::sync::atomic::AtomicI64>,
     pub(crate) requests: mpsc::Receiver<Command>,
     pub(crate) cancel: CancellationToken,
+    /// Whether a destination without a checkpoint is copied first.
+    pub(crate) initial_snapshot: bool,
+    /// How the destination takes rows (for the rows a snapshot copies).
+    pub(crate) rules: Arc<Rules>,
+    /// Rows per snapshot chunk.
+    pub(crate) chunk_rows: u64,
+    /// How to create the destination's missing tables, when it should.
+    pub(crate) defs: Option<Arc<HashMap<String, TableDef>>>,
 }
 
 /// Why a worker is not shipping, when it is not.
@@ -110,6 +122,8 @@ enum Hold {
 #[derive(Default)]
 struct Memory {
     installed: bool,
+    /// Whether a snapshot to start or resume was looked for since start.
+    snapshot_checked: bool,
     position: Option<Position>,
     /// Rows with a parked change: their later changes are parked behind it.
     blocked: Option<HashSet<(String, String)>>,
@@ -188,6 +202,10 @@ impl Worker {
                 }
                 Some(Command::Discard(ids, reply)) => {
                     let _ = reply.send(self.discard(&mut memory, &ids).await);
+                    continue;
+                }
+                Some(Command::Resync(tables, reply)) => {
+                    let _ = reply.send(self.resync(&mut memory, &tables).await);
                     continue;
                 }
                 None => {}
@@ -399,10 +417,21 @@ impl Worker {
             schema::install(&self.destination)
                 .await
                 .map_err(|e| in_destination(&self.name, e))?;
+            if let Some(defs) = &self.defs {
+                let tables = self.shipped_tables();
+                let specs: Vec<&TableSpec> = tables.values().collect();
+                bootstrap::ensure_tables(&self.destination, &self.name, &specs, defs).await?;
+            }
             memory.installed = true;
         }
         if memory.blocked.is_none() {
             memory.blocked = Some(dead_letters::blocked_rows(&self.source, &self.name).await?);
+        }
+        if !memory.snapshot_checked {
+            if !self.snapshot(memory).await? {
+                return Ok(0);
+            }
+            memory.snapshot_checked = true;
         }
         let mut total = 0;
         // The next batch, read while the previous one applied.
@@ -591,6 +620,138 @@ impl Worker {
         let removed = dead_letters::remove(&self.source, &self.name, ids).await?;
         memory.blocked = Some(dead_letters::blocked_rows(&self.source, &self.name).await?);
         Ok(removed)
+    }
+
+    /// The tables this destination receives.
+    fn shipped_tables(&self) -> HashMap<String, TableSpec> {
+        self.tables
+            .iter()
+            .filter(|(t, _)| !self.skip.contains(*t))
+            .map(|(t, s)| (t.clone(), s.clone()))
+            .collect()
+    }
+
+    /// Starts the initial snapshot of a destination that has no checkpoint, or resumes an
+    /// unfinished snapshot or resync; returns whether the copy is complete (`false` when
+    /// it stopped for a shutdown, to resume on the next start).
+    async fn snapshot(&mut self, memory: &mut Memory) -> Result<bool> {
+        let tables = self.shipped_tables();
+        let mut progress = snapshot::list(&self.destination, &self.source_id)
+            .await
+            .map_err(|e| in_destination(&self.name, e))?;
+        progress.retain(|p| tables.contains_key(&p.table));
+        if progress.iter().all(|p| p.done) {
+            let new = self.initial_snapshot
+                && progress.is_empty()
+                && apply::read_checkpoint(&self.destination, &self.source_id)
+                    .await?
+                    .is_none();
+            if !new {
+                self.catch_up(&progress).await?;
+                return Ok(true);
+            }
+            // From here on retention keeps every change for this destination; then the
+            // checkpoint (at zero) and the plan are stored together.
+            progress::record(&self.source, &self.name, &Position::default()).await?;
+            memory.recorded = None;
+            let names: Vec<&str> = tables.keys().map(String::as_str).collect();
+            let txn = self
+                .destination
+                .begin()
+                .await
+                .context(|| format!("destination `{}`: starting a snapshot", self.name))?;
+            apply::lock_checkpoint(&txn, &self.source_id).await?;
+            snapshot::reset(&txn, &self.source_id, &names, false).await?;
+            txn.commit()
+                .await
+                .context(|| format!("destination `{}`: starting a snapshot", self.name))?;
+            tracing::info!(destination = %self.name, tables = names.len(), "snapshot: starting");
+            progress = snapshot::list(&self.destination, &self.source_id).await?;
+            progress.retain(|p| tables.contains_key(&p.table));
+        }
+        self.update(|s| s.state = State::Copying);
+        let link = snapshot::Link {
+            source: self.source.clone(),
+            dest: self.destination.clone(),
+            source_id: self.source_id.clone(),
+            destination: self.name.clone(),
+            rules: self.rules.clone(),
+            chunk_rows: self.chunk_rows,
+        };
+        let mut copy = snapshot::Copy::new(link, tables, &progress)?;
+        if let Err(e) = copy.count_rows().await {
+            // Only the progress bar's total is missing then.
+            tracing::debug!(destination = %self.name, error = %e, "snapshot: cannot count the rows");
+        }
+        let st: SnapshotStatus = copy.status().clone();
+        self.update(|s| s.snapshot = Some(st));
+        let mut done = copy.is_done();
+        while !done {
+            if self.cancel.is_cancelled() {
+                break;
+            }
+            if !self.lease.ensure().await? {
+                return Err(Error::Standby {
+                    destination: self.name.clone(),
+                    holder: self.lease.holder().await?.unwrap_or_default(),
+                });
+            }
+            copy.step()
+                .await
+                .map_err(|e| in_destination(&self.name, e))?;
+            done = copy.is_done();
+            let st: SnapshotStatus = copy.status().clone();
+            self.update(|s| s.snapshot = Some(st));
+        }
+        if done {
+            let progress = snapshot::list(&self.destination, &self.source_id).await?;
+            self.catch_up(&progress).await?;
+            tracing::info!(destination = %self.name, "snapshot: done; streaming");
+        }
+        Ok(done)
+    }
+
+    /// Lets the stream skip replayed changes whose parent row a copy no longer holds, up
+    /// to where it catches up with the copies (recording that point for copies just done).
+    async fn catch_up(&mut self, progress: &[snapshot::TableProgress]) -> Result<()> {
+        let mut until = progress.iter().filter_map(|p| p.catch_up_to).max();
+        if progress.iter().any(|p| p.done && p.catch_up_to.is_none()) {
+            until = Some(snapshot::finish(&self.source, &self.destination, &self.source_id).await?);
+        }
+        if let Some(id) = until {
+            self.sink.tolerate_missing_parents_until(id);
+        }
+        Ok(())
+    }
+
+    /// Copies `tables` again (see [`Replicator::resync`](crate::Replicator::resync)).
+    async fn resync(&mut self, memory: &mut Memory, tables: &[String]) -> Result<()> {
+        let shipped = self.shipped_tables();
+        if let Some(t) = tables.iter().find(|t| !shipped.contains_key(*t)) {
+            return Err(Error::Config(format!(
+                "resync of `{}`: table `{t}` is not replicated to it (register its entity, and \
+                 do not skip it for this destination)",
+                self.name
+            )));
+        }
+        if !self.lease.ensure().await? {
+            return Err(Error::Standby {
+                destination: self.name.clone(),
+                holder: self.lease.holder().await?.unwrap_or_default(),
+            });
+        }
+        if !memory.installed {
+            schema::install(&self.destination)
+                .await
+                .map_err(|e| in_destination(&self.name, e))?;
+            memory.installed = true;
+        }
+        let names: Vec<&str> = tables.iter().map(String::as_str).collect();
+        snapshot::reset(&self.destination, &self.source_id, &names, true).await?;
+        tracing::info!(destination = %self.name, ?tables, "resync: starting");
+        let done = self.snapshot(memory).await?;
+        self.update(|s| s.state = State::Idle);
+        if done { Ok(()) } else { Err(Error::Shutdown) }
     }
 
     /// Refreshes pending counts and raises lag alerts, at most once a second, and only

@@ -210,3 +210,86 @@ pub fn ddl(backend: DbBackend) -> Vec<String> {
         ],
     }
 }
+
+pub mod customers {
+    use ormsync::Replicated;
+    use sea_orm::entity::prelude::*;
+
+    /// A parent table (its orders reference it), with a column that never ships.
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel, Replicated)]
+    #[sea_orm(table_name = "snap_customers")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: i64,
+        pub name: String,
+        #[sea_orm(column_type = "Decimal(Some((20, 4)))")]
+        pub credit: Decimal,
+        #[replicated(skip)]
+        pub local_note: Option<String>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {
+        #[sea_orm(has_many = "super::orders::Entity")]
+        Orders,
+    }
+
+    impl Related<super::orders::Entity> for Entity {
+        fn to() -> RelationDef {
+            Relation::Orders.def()
+        }
+    }
+}
+
+pub mod orders {
+    use ormsync::Replicated;
+    use sea_orm::entity::prelude::*;
+
+    /// A child table: a foreign key to `snap_customers`.
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel, Replicated)]
+    #[sea_orm(table_name = "snap_orders")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: i64,
+        pub customer_id: i64,
+        pub item: String,
+        pub qty: i32,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {
+        #[sea_orm(
+            belongs_to = "super::customers::Entity",
+            from = "Column::CustomerId",
+            to = "super::customers::Column::Id"
+        )]
+        Customer,
+    }
+
+    impl Related<super::customers::Entity> for Entity {
+        fn to() -> RelationDef {
+            Relation::Customer.def()
+        }
+    }
+}
+
+/// `CREATE TABLE` statements for `customers` and `orders` (with the foreign key) on
+/// `backend`, as an application's migrations would create them.
+pub fn fk_ddl(backend: DbBackend) -> Vec<String> {
+    let (text, dec, fk_suffix) = match backend {
+        DbBackend::Postgres => ("TEXT", "NUMERIC(20,4)", ""),
+        DbBackend::MySql => ("VARCHAR(255)", "DECIMAL(20,4)", " ENGINE=InnoDB"),
+        _ => ("TEXT", "real_decimal", ""),
+    };
+    vec![
+        format!(
+            "CREATE TABLE snap_customers (id BIGINT NOT NULL PRIMARY KEY, name {text} NOT NULL, \
+             credit {dec} NOT NULL, local_note {text} NULL){fk_suffix}"
+        ),
+        format!(
+            "CREATE TABLE snap_orders (id BIGINT NOT NULL PRIMARY KEY, customer_id BIGINT NOT NULL, \
+             item {text} NOT NULL, qty INTEGER NOT NULL, \
+             FOREIGN KEY (customer_id) REFERENCES snap_customers (id)){fk_suffix}"
+        ),
+    ]
+}

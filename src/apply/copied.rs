@@ -1,0 +1,120 @@
+//! Writing rows copied from the source by a snapshot or resync as this destination takes
+//! them: through the same shaping as the stream (filters, dropped columns, transforms) and,
+//! for tables whose rows the destination keys or resolves itself, the same row-by-row
+//! placement (key map, translated foreign keys, conflict policy).
+
+use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, DbErr};
+
+use super::columns;
+use super::mapped::{Fault, Placer};
+use super::plan::{self, Step};
+use super::rules::Rules;
+use super::shape;
+use super::statement::{self, Built};
+use crate::change::{Change, Op, Row};
+
+/// Writes the copied `rows` of `table` (each whole, with its `key` columns) and deletes
+/// the destination rows keyed `gone`, inside `txn`.
+///
+/// Each copied row travels as an update: a row the filter leaves out becomes a delete,
+/// so a resync also removes rows that left the filter.
+///
+/// Returns how many rows the rules could not place (a parent row this destination does not
+/// have, an ambiguous match, a failing resolver): those are left out, as the stream would
+/// park them; a later change of such a row meets the destination's policy.
+///
+/// # Errors
+///
+/// The first statement that fails.
+pub(crate) async fn write(
+    txn: &DatabaseTransaction,
+    source: &str,
+    rules: &Rules,
+    table: &str,
+    key: &[String],
+    rows: &[&Row],
+    gone: &[Row],
+) -> Result<u64, DbErr> {
+    let as_change = |op: Op, row: &Row| Change {
+        id: 0,
+        table: table.to_string(),
+        op,
+        key: Row(key
+            .iter()
+            .filter_map(|k| row.get(k).map(|v| (k.clone(), v.clone())))
+            .collect()),
+        row: row.clone(),
+        origin: None,
+        created_at: None,
+    };
+    let changes: Vec<Change> = gone
+        .iter()
+        .map(|k| as_change(Op::Delete, k))
+        .chain(rows.iter().map(|r| as_change(Op::Update, r)))
+        .collect();
+    let refs: Vec<&Change> = changes.iter().collect();
+    let shaped = shape::shape(&refs, rules);
+    if rules.is_careful(table) {
+        let mut placer = Placer {
+            db: txn,
+            source,
+            rules,
+            conflicts: Vec::new(),
+        };
+        let mut unplaced = 0;
+        for change in &shaped {
+            match placer.apply(change).await {
+                Ok(()) => {}
+                Err(Fault::Db(e)) => return Err(e),
+                Err(Fault::Unresolved(reason)) => {
+                    tracing::warn!(table, key = %change.key.to_json(), %reason,
+                        "snapshot: a copied row cannot be placed here; left out");
+                    unplaced += 1;
+                }
+            }
+        }
+        return Ok(unplaced);
+    }
+    let shaped: Vec<&Change> = shaped.iter().map(|c| c.as_ref()).collect();
+    let backend = txn.get_database_backend();
+    // On PostgreSQL a chunk goes as one JSON parameter, as the stream's batches do, when
+    // the destination's column types are known.
+    let types = if backend == DbBackend::Postgres {
+        columns::of(txn, table)
+            .await
+            .map_err(|e| DbErr::Custom(e.to_string()))?
+    } else {
+        None
+    };
+    for step in plan::plan(&shaped) {
+        if let (Some(known), Step::Upsert { table, key, rows }) = (&types, &step)
+            && let Some(first) = rows.first()
+        {
+            let names: Vec<&str> = first.columns().collect();
+            let typed: Option<Vec<&str>> = names
+                .iter()
+                .map(|c| known.get(*c).map(String::as_str))
+                .collect();
+            // At most 5000 rows a statement, as the stream's; `None` when a value has no
+            // faithful JSON text, and then the chunk goes as bound values.
+            let statements: Option<Vec<_>> = typed.and_then(|typed| {
+                rows.chunks(5000)
+                    .map(|part| statement::upsert_json(table, key, &names, &typed, part))
+                    .collect()
+            });
+            if let Some(statements) = statements {
+                for stmt in statements {
+                    txn.execute_raw(stmt).await?;
+                }
+                continue;
+            }
+        }
+        for built in statement::build(&step, backend) {
+            match built {
+                Built::Insert(q) => txn.execute(&q).await?,
+                Built::Delete(q) => txn.execute(&q).await?,
+            };
+        }
+    }
+    Ok(0)
+}

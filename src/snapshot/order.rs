@@ -1,0 +1,66 @@
+//! Foreign-key order: parents before the tables that reference them, so a copied or created
+//! child always finds its parent table (and, for a copy, its parent rows) in place.
+
+use crate::entity::TableSpec;
+
+/// `specs` ordered parents first (by their [`references`](TableSpec::references)), ties
+/// by name so the order is stable. A cycle of references (or a table referencing itself)
+/// cannot be ordered; its tables follow the others, by name.
+pub(crate) fn parents_first<'a>(
+    specs: impl IntoIterator<Item = &'a TableSpec>,
+) -> Vec<&'a TableSpec> {
+    let mut left: Vec<&TableSpec> = specs.into_iter().collect();
+    left.sort_by(|a, b| a.table.cmp(&b.table));
+    let mut out: Vec<&TableSpec> = Vec::with_capacity(left.len());
+    while !left.is_empty() {
+        // A table is ready once every other table it references that is still left is placed.
+        let ready = left.iter().position(|s| {
+            s.references
+                .iter()
+                .all(|r| r.table == s.table || !left.iter().any(|o| o.table == r.table))
+        });
+        let i = ready.unwrap_or(0);
+        out.push(left.remove(i));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entity::Reference;
+
+    fn spec(table: &str, parents: &[&str]) -> TableSpec {
+        TableSpec {
+            table: table.into(),
+            key: vec!["id".into()],
+            columns: vec!["id".into()],
+            types: vec!["i8".into()],
+            sync_key: None,
+            references: parents
+                .iter()
+                .map(|p| Reference {
+                    columns: vec![format!("{p}_id")],
+                    table: (*p).into(),
+                    to_columns: vec!["id".into()],
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn parents_come_first() {
+        let specs = [
+            spec("lines", &["orders", "products"]),
+            spec("orders", &["customers"]),
+            spec("customers", &[]),
+            spec("products", &[]),
+            spec("tree", &["tree"]),
+        ];
+        let order: Vec<&str> = parents_first(&specs)
+            .iter()
+            .map(|s| s.table.as_str())
+            .collect();
+        assert_eq!(order, ["customers", "orders", "products", "lines", "tree"]);
+    }
+}

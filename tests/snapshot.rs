@@ -1,0 +1,542 @@
+//! Initial snapshot, resync and schema bootstrap on every backend pair: rows that existed
+//! before capture started reach a new destination while writers keep changing them; a
+//! snapshot killed halfway resumes from its last chunk; a mangled table is resynced while
+//! changes stream; missing tables are created from the entities and a table with other
+//! columns is refused.
+
+#[macro_use]
+mod common;
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::entities::{customers, fk_ddl, orders};
+use common::{Backend, TestDb, assert_same, count};
+use ormsync::{Destination, Replicated, Replicator, SnapshotStatus, State};
+use rand::{Rng, SeedableRng};
+use sea_orm::prelude::Decimal;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, ModelTrait,
+    QueryFilter, Set, Statement, TransactionTrait,
+};
+
+on_every_pair!(
+    snapshot_while_four_writers_change_the_rows,
+    a_killed_snapshot_resumes_from_its_last_chunk,
+    resync_repairs_a_mangled_table_while_changes_stream,
+    bootstrap_creates_missing_tables_and_refuses_other_columns,
+);
+
+// ---- data ------------------------------------------------------------------------------
+
+const ORDERS_PER_CUSTOMER: i64 = 4;
+
+fn customer(id: i64) -> customers::Model {
+    customers::Model {
+        id,
+        name: format!("customer {id}"),
+        credit: Decimal::from_str(&format!("{}.{:04}", id % 1000, id % 10_000)).expect("decimal"),
+        local_note: Some("kept at the source".into()),
+    }
+}
+
+fn order(customer_id: i64, k: i64) -> orders::Model {
+    orders::Model {
+        id: customer_id * 8 + k,
+        customer_id,
+        item: format!("item {k} of {customer_id}"),
+        qty: (customer_id % 17) as i32 + k as i32,
+    }
+}
+
+/// Creates the tables and writes `customers` customers with their orders *without*
+/// capturing them (`insert_many` bypasses the hooks): rows that existed before ormsync.
+async fn existing_rows(db: &DatabaseConnection, customers: i64) {
+    for ddl in fk_ddl(db.get_database_backend()) {
+        db.execute_unprepared(&ddl).await.expect("create table");
+    }
+    ormsync::install(db).await.expect("install");
+    for lo in (1..=customers).step_by(500) {
+        let hi = (lo + 499).min(customers);
+        let cs: Vec<customers::ActiveModel> = (lo..=hi).map(|i| customer(i).into()).collect();
+        customers::Entity::insert_many(cs)
+            .exec(db)
+            .await
+            .expect("customers");
+        let os: Vec<orders::ActiveModel> = (lo..=hi)
+            .flat_map(|c| (0..ORDERS_PER_CUSTOMER).map(move |k| order(c, k).into()))
+            .collect();
+        orders::Entity::insert_many(os)
+            .exec(db)
+            .await
+            .expect("orders");
+    }
+}
+
+async fn dest_tables(db: &DatabaseConnection) {
+    for ddl in fk_ddl(db.get_database_backend()) {
+        db.execute_unprepared(&ddl).await.expect("create table");
+    }
+}
+
+/// How many pre-existing customers a pair gets: 10,000 customers and 40,000 orders (50,000
+/// rows) from PostgreSQL, fewer elsewhere to keep the run short.
+fn scale(src: Backend) -> i64 {
+    match src {
+        Backend::Postgres => 10_000,
+        Backend::MySql => 4_000,
+        Backend::Sqlite => 2_000,
+    }
+}
+
+/// One captured transaction of random work on the customers `writer` owns (ids equal to it
+/// modulo 4): an update of an order or a customer, a new customer with orders, or the
+/// delete of a customer with its orders. Failures (a busy SQLite) roll back and count.
+async fn write_once(
+    db: &DatabaseConnection,
+    writer: i64,
+    rng: &mut rand::rngs::StdRng,
+    next: &AtomicU64,
+    existing: i64,
+) {
+    let pick = |rng: &mut rand::rngs::StdRng| {
+        let c = rng.random_range(1..=existing / 4) * 4 - writer;
+        c.max(1)
+    };
+    let work = async {
+        let txn = db.begin().await?;
+        match rng.random_range(0..10) {
+            0..=3 => {
+                let c = pick(rng);
+                if let Some(o) =
+                    orders::Entity::find_by_id(c * 8 + rng.random_range(0..ORDERS_PER_CUSTOMER))
+                        .one(&txn)
+                        .await?
+                {
+                    let qty = o.qty + 1;
+                    let mut am: orders::ActiveModel = o.into();
+                    am.qty = Set(qty);
+                    am.item = Set(format!("changed by {writer}"));
+                    am.update(&txn).await?;
+                }
+            }
+            4..=5 => {
+                let c = pick(rng);
+                if let Some(m) = customers::Entity::find_by_id(c).one(&txn).await? {
+                    let mut am: customers::ActiveModel = m.into();
+                    am.name = Set(format!("renamed by {writer}"));
+                    am.credit = Set(Decimal::from_str("1.5000").expect("decimal"));
+                    am.update(&txn).await?;
+                }
+            }
+            6..=8 => {
+                // A new customer with two orders, ids beyond the existing ones.
+                let id = existing + 1 + (next.fetch_add(1, Ordering::Relaxed) as i64) * 4 + writer;
+                customers::ActiveModel::from(customer(id))
+                    .insert(&txn)
+                    .await?;
+                for k in 0..2 {
+                    orders::ActiveModel::from(order(id, k)).insert(&txn).await?;
+                }
+            }
+            _ => {
+                // Customers 1 and 2 keep the stray orders a test plants at a destination.
+                let c = pick(rng).max(3);
+                for o in orders::Entity::find()
+                    .filter(orders::Column::CustomerId.eq(c))
+                    .all(&txn)
+                    .await?
+                {
+                    o.delete(&txn).await?;
+                }
+                if let Some(m) = customers::Entity::find_by_id(c).one(&txn).await? {
+                    m.delete(&txn).await?;
+                }
+            }
+        }
+        txn.commit().await
+    };
+    if let Err(e) = work.await {
+        tracing::debug!(error = %e, writer, "a writer's transaction failed");
+    }
+}
+
+/// Starts 4 writers on `db`; they run until the flag is set.
+fn writers(db: &TestDb, existing: i64) -> (Arc<AtomicBool>, Vec<tokio::task::JoinHandle<u64>>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let next = Arc::new(AtomicU64::new(0));
+    let handles = (0..4)
+        .map(|w| {
+            let db = db.db.clone();
+            let stop = stop.clone();
+            let next = next.clone();
+            tokio::spawn(async move {
+                let mut rng = rand::rngs::StdRng::seed_from_u64(w as u64);
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    write_once(&db, w, &mut rng, &next, existing).await;
+                    n += 1;
+                    // SQLite has one writer at a time: leave the replicator room to read.
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                n
+            })
+        })
+        .collect();
+    (stop, handles)
+}
+
+async fn stop_writers(stop: Arc<AtomicBool>, handles: Vec<tokio::task::JoinHandle<u64>>) -> u64 {
+    stop.store(true, Ordering::Relaxed);
+    let mut total = 0;
+    for h in handles {
+        total += h.await.expect("writer");
+    }
+    total
+}
+
+fn start(source: &DatabaseConnection) -> ormsync::ReplicatorBuilder {
+    Replicator::builder(source.clone())
+        .entity::<customers::Entity>()
+        .entity::<orders::Entity>()
+        .poll_interval(Duration::from_millis(50))
+        .retry_delays(Duration::from_millis(50), Duration::from_millis(500))
+}
+
+fn snapshot_of(r: &Replicator) -> (State, Option<SnapshotStatus>, Option<String>) {
+    let d = r.status().destinations.remove(0);
+    (d.state, d.snapshot, d.last_error)
+}
+
+/// Waits until the snapshot is done, failing on a halt or after `limit`.
+async fn snapshot_done(r: &Replicator, limit: Duration) -> SnapshotStatus {
+    let began = Instant::now();
+    loop {
+        let (state, snap, error) = snapshot_of(r);
+        assert_ne!(state, State::Halted, "halted: {error:?}");
+        if let Some(s) = snap
+            && s.is_done()
+            && state != State::Copying
+        {
+            return s;
+        }
+        assert!(
+            began.elapsed() < limit,
+            "snapshot not done after {limit:?}: {snap:?}",
+            snap = snapshot_of(r)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn sync(r: &Replicator) {
+    let began = Instant::now();
+    loop {
+        match r.sync_now().await {
+            Ok(()) => return,
+            Err(e) if e.is_transient() && began.elapsed() < Duration::from_secs(60) => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => panic!("sync_now: {e}"),
+        }
+    }
+}
+
+async fn assert_both_same(s: &DatabaseConnection, d: &DatabaseConnection) {
+    assert_same::<customers::Entity>(s, d).await;
+    assert_same::<orders::Entity>(s, d).await;
+}
+
+/// The stored copy progress of every table at `dest`: (table, copied, done).
+async fn stored_progress(dest: &DatabaseConnection) -> Vec<(String, i64, bool)> {
+    let rows = dest
+        .query_all_raw(Statement::from_string(
+            dest.get_database_backend(),
+            "SELECT table_name, copied, done FROM ormsync_snapshot ORDER BY table_name",
+        ))
+        .await
+        .expect("snapshot progress");
+    rows.iter()
+        .map(|r| {
+            (
+                r.try_get::<String>("", "table_name").unwrap(),
+                r.try_get::<i64>("", "copied").unwrap(),
+                r.try_get::<i32>("", "done").unwrap() != 0,
+            )
+        })
+        .collect()
+}
+
+// ---- scenarios -------------------------------------------------------------------------
+
+async fn snapshot_while_four_writers_change_the_rows(src: Backend, dst: Backend) {
+    common::trace();
+    let (Some(s), Some(d)) = (TestDb::create(src).await, TestDb::create(dst).await) else {
+        return;
+    };
+    let existing = scale(src);
+    existing_rows(&s.db, existing).await;
+    dest_tables(&d.db).await;
+    let rows = existing * (1 + ORDERS_PER_CUSTOMER);
+
+    let (stop, handles) = writers(&s, existing);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let began = Instant::now();
+    let r = start(&s.db)
+        .destination(Destination::new("backup", d.db.clone()).snapshot_chunk_rows(1000))
+        .start()
+        .await
+        .expect("start");
+    let snap = snapshot_done(&r, Duration::from_secs(240)).await;
+    let copy_time = began.elapsed();
+    // Writes go on for a while after the copy, then stop; the stream catches up.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let writes = stop_writers(stop, handles).await;
+    sync(&r).await;
+    assert_both_same(&s.db, &d.db).await;
+    // The same through verify, from the tables' specs alone (as the command line reads them).
+    let reports = ormsync::verify::Verifier::new(s.db.clone(), d.db.clone())
+        .table(customers::Entity::table_spec())
+        .table(orders::Entity::table_spec())
+        .verify(&Default::default())
+        .await
+        .expect("verify");
+    assert!(reports.iter().all(|r| r.is_clean()), "{reports:?}");
+    assert!(
+        snap.rows_copied + snap.rows_deferred >= rows as u64 / 2,
+        "{snap:?}"
+    );
+    eprintln!(
+        "{}→{}: snapshot of {} rows ({} existing) in {:.2}s ({:.0} rows/s copying) while 4 writers made {} transactions; {} deferred to the stream",
+        src.name(),
+        dst.name(),
+        snap.rows_copied,
+        rows,
+        copy_time.as_secs_f64(),
+        snap.rows_per_second,
+        writes,
+        snap.rows_deferred,
+    );
+    let progress = stored_progress(&d.db).await;
+    assert!(progress.iter().all(|(_, _, done)| *done), "{progress:?}");
+    r.shutdown().await;
+}
+
+async fn a_killed_snapshot_resumes_from_its_last_chunk(src: Backend, dst: Backend) {
+    common::trace();
+    let (Some(s), Some(d)) = (TestDb::create(src).await, TestDb::create(dst).await) else {
+        return;
+    };
+    let existing = 1_000;
+    existing_rows(&s.db, existing).await;
+    dest_tables(&d.db).await;
+    let total = existing * (1 + ORDERS_PER_CUSTOMER);
+    let chunk = 100;
+
+    let first = start(&s.db)
+        .destination(Destination::new("backup", d.db.clone()).snapshot_chunk_rows(chunk))
+        .start()
+        .await
+        .expect("start");
+    // Kill it once the child table is partly copied.
+    let began = Instant::now();
+    loop {
+        let (state, snap, error) = snapshot_of(&first);
+        assert_ne!(state, State::Halted, "halted: {error:?}");
+        if snap
+            .as_ref()
+            .is_some_and(|s| s.tables_done == 1 && s.chunks >= 15)
+        {
+            break;
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(60),
+            "no progress: {snap:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    first.abort().await;
+    let before = stored_progress(&d.db).await;
+    let copied_before: i64 = before.iter().map(|(_, c, _)| c).sum();
+    assert!(
+        before.iter().any(|(_, _, done)| !done) && copied_before > existing,
+        "killed halfway: {before:?}"
+    );
+
+    // Writes while nothing replicates, then a new replicator resumes.
+    let txn = s.db.begin().await.unwrap();
+    customers::ActiveModel::from(customer(existing + 1))
+        .insert(&txn)
+        .await
+        .unwrap();
+    orders::ActiveModel::from(order(existing + 1, 0))
+        .insert(&txn)
+        .await
+        .unwrap();
+    let o = orders::Entity::find_by_id(8 * 3)
+        .one(&txn)
+        .await
+        .unwrap()
+        .unwrap();
+    o.delete(&txn).await.unwrap();
+    txn.commit().await.unwrap();
+
+    let second = start(&s.db)
+        .destination(Destination::new("backup", d.db.clone()).snapshot_chunk_rows(chunk))
+        .start()
+        .await
+        .expect("restart");
+    let snap = snapshot_done(&second, Duration::from_secs(120)).await;
+    // It went on from the stored chunk: this run copied only what was left.
+    let full_run = (total as u64).div_ceil(chunk);
+    assert!(
+        snap.chunks < full_run - 10,
+        "resumed run copied {} chunks, a full copy takes {full_run}: {snap:?}",
+        snap.chunks
+    );
+    assert!(snap.rows_copied >= total as u64, "{snap:?}");
+    // The total for a progress bar: what was there, plus the customer and order added.
+    let expected = total as u64 + 1;
+    assert!(
+        snap.rows_total.is_some_and(|t| t.abs_diff(expected) <= 1),
+        "{snap:?}"
+    );
+    sync(&second).await;
+    assert_both_same(&s.db, &d.db).await;
+    second.shutdown().await;
+}
+
+async fn resync_repairs_a_mangled_table_while_changes_stream(src: Backend, dst: Backend) {
+    common::trace();
+    let (Some(s), Some(d)) = (TestDb::create(src).await, TestDb::create(dst).await) else {
+        return;
+    };
+    let existing = 600;
+    existing_rows(&s.db, existing).await;
+    dest_tables(&d.db).await;
+    let r = start(&s.db)
+        .destination(Destination::new("backup", d.db.clone()).snapshot_chunk_rows(250))
+        .start()
+        .await
+        .expect("start");
+    snapshot_done(&r, Duration::from_secs(60)).await;
+    sync(&r).await;
+    assert_both_same(&s.db, &d.db).await;
+
+    // Break the destination behind ormsync's back: rows gone, rows changed, rows extra.
+    let b = d.db.get_database_backend();
+    for sql in [
+        "DELETE FROM snap_orders WHERE id % 7 = 0",
+        "UPDATE snap_orders SET qty = qty + 1000 WHERE id % 5 = 0",
+        "INSERT INTO snap_orders (id, customer_id, item, qty) VALUES (900001, 1, 'stray', 1), (900002, 2, 'stray', 2)",
+    ] {
+        d.db.execute_raw(Statement::from_string(b, sql))
+            .await
+            .expect(sql);
+    }
+    let before = ormsync::verify::verify::<orders::Entity>(&s.db, &d.db, &Default::default())
+        .await
+        .unwrap();
+    assert!(!before.is_clean());
+
+    let (stop, handles) = writers(&s, existing);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    r.resync("backup", &[orders::Entity::table_spec().table.as_str()])
+        .await
+        .expect("resync");
+    let snap = snapshot_of(&r).1.expect("resync status");
+    assert!(snap.is_done() && snap.rows_deleted >= 2, "{snap:?}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop_writers(stop, handles).await;
+    sync(&r).await;
+    assert_both_same(&s.db, &d.db).await;
+    assert!(
+        r.resync("backup", &["no_such_table"]).await.is_err(),
+        "an unknown table is refused"
+    );
+    r.shutdown().await;
+}
+
+async fn bootstrap_creates_missing_tables_and_refuses_other_columns(src: Backend, dst: Backend) {
+    common::trace();
+    let (Some(s), Some(d), Some(other)) = (
+        TestDb::create(src).await,
+        TestDb::create(dst).await,
+        TestDb::create(dst).await,
+    ) else {
+        return;
+    };
+    existing_rows(&s.db, 50).await;
+    // `other` has a customers table with a column missing and one the entity lacks.
+    other
+        .db
+        .execute_unprepared(
+            "CREATE TABLE snap_customers (id BIGINT NOT NULL PRIMARY KEY, name VARCHAR(100) NOT NULL, \
+             nickname VARCHAR(100) NULL)",
+        )
+        .await
+        .unwrap();
+    let r = start(&s.db)
+        .destination(Destination::new("fresh", d.db.clone()).create_tables())
+        .destination(Destination::new("other", other.db.clone()).create_tables())
+        .start()
+        .await
+        .unwrap();
+    let txn = s.db.begin().await.unwrap();
+    customers::ActiveModel::from(customer(51))
+        .insert(&txn)
+        .await
+        .unwrap();
+    orders::ActiveModel::from(order(51, 1))
+        .insert(&txn)
+        .await
+        .unwrap();
+    txn.commit().await.unwrap();
+
+    r.sync_destination("fresh").await.expect("fresh");
+    assert_both_same(&s.db, &d.db).await;
+    assert_eq!(
+        count(&d.db, "snap_orders").await,
+        50 * ORDERS_PER_CUSTOMER + 1
+    );
+
+    let err = r.sync_destination("other").await.expect_err("refused");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("snap_customers") && msg.contains("credit") && msg.contains("nickname"),
+        "{msg}"
+    );
+    let status = r.status().destinations.remove(1);
+    assert_eq!(status.state, State::Halted);
+    // On request, the same check and creation.
+    assert_eq!(
+        r.create_tables("fresh").await.unwrap(),
+        Vec::<String>::new()
+    );
+    assert!(matches!(
+        r.create_tables("other").await,
+        Err(ormsync::Error::SchemaMismatch { ref table, ref missing, ref unexpected, .. })
+            if table == "snap_customers" && missing == &["credit"] && unexpected == &["nickname"]
+    ));
+    // Not altered, and its child table not created either.
+    let cols = other
+        .db
+        .query_all_raw(Statement::from_string(
+            other.db.get_database_backend(),
+            "SELECT * FROM snap_customers",
+        ))
+        .await
+        .unwrap();
+    assert!(cols.is_empty());
+    assert!(
+        other
+            .db
+            .execute_unprepared("SELECT 1 FROM snap_orders")
+            .await
+            .is_err(),
+        "the child table waits for its parent"
+    );
+    r.shutdown().await;
+}

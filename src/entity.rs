@@ -141,7 +141,10 @@ fn typed<E: EntityTrait>(c: E::Column, v: sea_orm::Value) -> Result<Value> {
 }
 
 /// What ormsync knows of a replicated table, without the Rust types.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// The replicator records it at the source (`ormsync_entities`, as JSON) so that tools
+/// without the application's types, like the `ormsync` command line, can read the tables.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TableSpec {
     /// Table name.
     pub table: String,

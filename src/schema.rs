@@ -8,7 +8,7 @@ use sea_orm::{ConnectionTrait, DbBackend};
 use crate::error::{DbContext, Result};
 
 /// The tables ormsync owns, in creation order.
-pub const TABLES: [&str; 8] = [
+pub const TABLES: [&str; 10] = [
     "ormsync_node",
     "ormsync_outbox",
     "ormsync_leases",
@@ -17,6 +17,8 @@ pub const TABLES: [&str; 8] = [
     "ormsync_checkpoint",
     "ormsync_key_map",
     "ormsync_conflicts",
+    "ormsync_entities",
+    "ormsync_control",
 ];
 
 /// Creates every `ormsync_*` table that does not exist yet; running it again changes nothing.
@@ -87,7 +89,7 @@ const PG_NOTIFY: [&str; 2] = [
      END IF; END $$",
 ];
 
-fn ddl(backend: DbBackend) -> [String; 8] {
+fn ddl(backend: DbBackend) -> [String; 10] {
     // Column types per backend; everything else is shared.
     let (autoinc, text, name, ts, now, suffix) = match backend {
         DbBackend::Postgres => (
@@ -165,6 +167,19 @@ fn ddl(backend: DbBackend) -> [String; 8] {
             "CREATE TABLE IF NOT EXISTS ormsync_conflicts (id {autoinc}, source {name} NOT NULL, \
              table_name {name} NOT NULL, pk {text} NOT NULL, policy {name} NOT NULL, outcome {name} NOT NULL, \
              incoming {text} NULL, current_row {text} NULL, created_at {ts} NOT NULL DEFAULT {now}){suffix}"
+        ),
+        // What the command line knows of the replicated tables without the application's
+        // types: one row per registered entity, the `TableSpec` as JSON.
+        format!(
+            "CREATE TABLE IF NOT EXISTS ormsync_entities (table_name {name} NOT NULL PRIMARY KEY, \
+             spec {text} NOT NULL, updated_at {ts} NOT NULL DEFAULT {now}){suffix}"
+        ),
+        // Operator requests a running replicator honours: a persistent pause, and counters
+        // that tell its workers to leave a halt or to re-read the dead letters.
+        format!(
+            "CREATE TABLE IF NOT EXISTS ormsync_control (destination {name} NOT NULL PRIMARY KEY, \
+             paused INTEGER NOT NULL DEFAULT 0, resumes BIGINT NOT NULL DEFAULT 0, \
+             letters BIGINT NOT NULL DEFAULT 0, updated_at {ts} NOT NULL DEFAULT {now}){suffix}"
         ),
     ]
 }

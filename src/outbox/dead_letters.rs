@@ -117,6 +117,39 @@ pub(crate) async fn park<C: ConnectionTrait>(
     Ok(())
 }
 
+/// Parks `change` behind an earlier parked change of its row, unless it is parked already
+/// (a re-read batch meets the change that was parked itself): its own error stays.
+pub(crate) async fn park_behind<C: ConnectionTrait>(
+    db: &C,
+    destination: &str,
+    change: &Change,
+) -> Result<()> {
+    let backend = db.get_database_backend();
+    let stmt = crate::sql_text::insert_if_absent(
+        backend,
+        "ormsync_dead_letters (destination, outbox_id, table_name, op, pk, payload, error, attempts) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, 1)",
+    );
+    let values: [SeaValue; 7] = [
+        destination.into(),
+        change.id.into(),
+        change.table.clone().into(),
+        change.op.code().into(),
+        change.key.to_json().into(),
+        change.row.to_json().into(),
+        "parked behind an earlier change of the same row".into(),
+    ];
+    db.execute_raw(Statement::from_sql_and_values(backend, stmt, values))
+        .await
+        .context(|| {
+            format!(
+                "parking change {} of `{destination}` in ormsync_dead_letters",
+                change.id
+            )
+        })?;
+    Ok(())
+}
+
 /// The changes parked for `destination`, oldest first.
 ///
 /// # Errors

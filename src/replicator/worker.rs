@@ -541,8 +541,7 @@ impl Worker {
                 .as_ref()
                 .is_some_and(|b| b.contains(&(change.table.clone(), change.key.to_json())))
             {
-                let why = "parked behind an earlier change of the same row";
-                dead_letters::park(&self.source, &self.name, &change, why).await?;
+                dead_letters::park_behind(&self.source, &self.name, &change).await?;
                 self.update(|s| s.dead_lettered += 1);
                 batch.skipped.push((change.id, change.id));
             } else {

@@ -9,7 +9,10 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use sea_orm::sea_query::Query;
-use sea_orm::{ConnectionTrait, DbErr};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue, ColumnTrait, ConnectionTrait, DbErr, IdenStatic, Iterable,
+    ModelTrait, PrimaryKeyToColumn, QueryFilter,
+};
 use tracing::Instrument;
 
 use crate::change::{Op, Row};
@@ -74,6 +77,46 @@ pub async fn save<E: Replicated, C: ConnectionTrait>(
     let row = E::to_row(model)?;
     let key = E::key_of(model)?;
     write::<E, C>(db, op, &key, &row).await
+}
+
+/// Fills in the columns a delete's `ActiveModel` lacks from the row itself (called from
+/// the derived `before_delete`), so every captured delete carries the whole row: a
+/// destination's row filter, sync key and conflict policy all need it. A model that holds
+/// every shipped column costs nothing; one holding only its key costs one read by key in
+/// the same transaction.
+///
+/// # Errors
+///
+/// A database error reading the row.
+pub async fn complete<E: Replicated, C: ConnectionTrait>(
+    db: &C,
+    mut model: E::ActiveModel,
+) -> Result<E::ActiveModel, DbErr> {
+    let skipped = E::skipped_columns();
+    let lacks = E::Column::iter().any(|c| {
+        !skipped.iter().any(|s| s.as_str() == c.as_str())
+            && matches!(model.get(c), ActiveValue::NotSet)
+    });
+    if !lacks {
+        return Ok(model);
+    }
+    let mut find = E::find();
+    for k in E::PrimaryKey::iter() {
+        let c = k.into_column();
+        match model.get(c) {
+            ActiveValue::Set(v) | ActiveValue::Unchanged(v) => find = find.filter(c.eq(v)),
+            // Without its key sea-orm deletes nothing either.
+            ActiveValue::NotSet => return Ok(model),
+        }
+    }
+    if let Some(found) = find.one(db).await? {
+        for c in E::Column::iter() {
+            if matches!(model.get(c), ActiveValue::NotSet) {
+                model.set(c, found.get(c));
+            }
+        }
+    }
+    Ok(model)
 }
 
 /// Captures a delete (called from the derived `after_delete`).

@@ -1,8 +1,9 @@
 //! The `Replicated` trait: what ormsync knows of an entity.
 
+use sea_orm::sea_query::ArrayType;
 use sea_orm::{
     ActiveModelTrait, ActiveValue, EntityTrait, IdenStatic, Iterable, ModelTrait,
-    PrimaryKeyToColumn,
+    PrimaryKeyToColumn, RelationTrait,
 };
 
 use crate::change::Row;
@@ -39,6 +40,7 @@ use crate::value::Value;
 /// assert_eq!(spec.table, "customers");
 /// assert_eq!(spec.key, ["id"]);
 /// assert_eq!(spec.columns, ["id", "name"]);
+/// assert_eq!(spec.types, ["i8", "s"]);
 /// ```
 pub trait Replicated: EntityTrait {
     /// Columns marked `#[replicated(skip)]`: never captured, never shipped.
@@ -47,10 +49,15 @@ pub trait Replicated: EntityTrait {
     /// The global key column named by `#[replicated(sync_key = "…")]`, if any.
     fn sync_key() -> Option<Self::Column>;
 
+    /// Each column with the sea-query array type of its Rust field type: what lets ormsync
+    /// read the table without the `Model` type (the command line, snapshots, verify).
+    fn column_types() -> Vec<(Self::Column, ArrayType)>;
+
     /// Table name, key columns and shipped columns.
     fn table_spec() -> TableSpec {
         let skipped: Vec<&'static str> =
             Self::skipped_columns().iter().map(|c| c.as_str()).collect();
+        let types = Self::column_types();
         TableSpec {
             table: Self::default().table_name().to_string(),
             key: Self::PrimaryKey::iter()
@@ -61,7 +68,27 @@ pub trait Replicated: EntityTrait {
                 .filter(|c| !skipped.contains(c))
                 .map(str::to_string)
                 .collect(),
+            types: Self::Column::iter()
+                .filter(|c| !skipped.contains(&c.as_str()))
+                .map(|c| {
+                    types
+                        .iter()
+                        .find(|(t, _)| t.as_str() == c.as_str())
+                        .and_then(|(_, ty)| Value::null_of(ty))
+                        .map(|null| null.type_tag())
+                        .unwrap_or_default()
+                })
+                .collect(),
             sync_key: Self::sync_key().map(|c| c.as_str().to_string()),
+            references: Self::Relation::iter()
+                .map(|r| r.def())
+                .filter(|d| d.is_owner)
+                .map(|d| Reference {
+                    columns: d.from_col.iter().map(|c| c.to_string()).collect(),
+                    table: d.to_tbl.sea_orm_table().to_string(),
+                    to_columns: d.to_col.iter().map(|c| c.to_string()).collect(),
+                })
+                .collect(),
         }
     }
 
@@ -152,6 +179,24 @@ pub struct TableSpec {
     pub key: Vec<String>,
     /// Shipped columns, in the entity's order (skipped ones left out).
     pub columns: Vec<String>,
+    /// The type of each of `columns`, as [`Value::type_tag`] names it (`"i8"`, `"s"`,
+    /// `"dec"`, …; empty for a type ormsync cannot carry). Read a column with [`Value::read`].
+    pub types: Vec<String>,
     /// The global key column, if the entity names one.
     pub sync_key: Option<String>,
+    /// The foreign keys this table holds, from the entity's `belongs_to` relations.
+    // Descriptions recorded by a version without references still load.
+    #[serde(default)]
+    pub references: Vec<Reference>,
+}
+
+/// A foreign key: `columns` of one table hold `to_columns` of a row of `table`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Reference {
+    /// The referencing columns.
+    pub columns: Vec<String>,
+    /// The referenced table.
+    pub table: String,
+    /// The referenced columns (usually its primary key), in the order of `columns`.
+    pub to_columns: Vec<String>,
 }

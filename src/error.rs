@@ -71,6 +71,24 @@ pub enum Error {
         source: DbErr,
     },
 
+    /// A change cannot be placed at a destination under its key or conflict rules: its
+    /// parent row has not arrived, its sync key matches several rows, a conflict resolver
+    /// failed. Nothing of the change is written; it is retried, halted or parked like any
+    /// change the destination refuses.
+    #[error(
+        "destination `{destination}`: change {id} to `{table}` was not applied: {reason}; it          waits in the outbox (or in dead letters) until that is fixed"
+    )]
+    Unresolved {
+        /// The destination's name.
+        destination: String,
+        /// The outbox id of the change.
+        id: i64,
+        /// The table.
+        table: String,
+        /// Why, and what to do.
+        reason: String,
+    },
+
     /// A write to a replicated entity went through a pooled connection, where the change
     /// and its outbox row could not commit together.
     #[error(
@@ -195,6 +213,7 @@ impl Error {
     pub fn change_id(&self) -> Option<i64> {
         match self {
             Error::Apply { id, .. }
+            | Error::Unresolved { id, .. }
             | Error::MissingTable { id, .. }
             | Error::MissingColumn { id, .. }
             | Error::UnknownTable { id, .. } => Some(*id),

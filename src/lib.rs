@@ -60,7 +60,10 @@ mod sql_text;
 pub mod value;
 pub mod verify;
 
-pub use entity::{Replicated, TableSpec};
+pub use apply::{
+    Conflict, ConflictPolicy, Incoming, KeyStrategy, Resolution, RowFilter, Transform,
+};
+pub use entity::{Reference, Replicated, TableSpec};
 pub use error::{Error, Result};
 pub use hooks::ReplicatedHooks;
 pub use replicator::{

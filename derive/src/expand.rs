@@ -14,6 +14,7 @@ struct Column {
     /// The variant of the entity's `Column` enum.
     variant: syn::Ident,
     skip: bool,
+    ty: syn::Type,
 }
 
 pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream> {
@@ -75,6 +76,7 @@ pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream> {
             name: attrs.column_name.unwrap_or(field_name),
             variant: format_ident!("{}", variant_name, span = ident.span()),
             skip: attrs.skip,
+            ty: field.ty.clone(),
         });
     }
 
@@ -115,6 +117,13 @@ pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream> {
         .collect();
 
     let orm = quote!(::ormsync::__private::sea_orm);
+    let typed: Vec<TokenStream> = columns
+        .iter()
+        .map(|c| {
+            let (v, ty) = (&c.variant, &c.ty);
+            quote!((Column::#v, <#ty as #orm::sea_query::ValueType>::array_type()))
+        })
+        .collect();
     let hooks = model.hooks;
     let new_fn = hooks.then(|| {
         quote! {
@@ -154,6 +163,10 @@ pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream> {
             fn sync_key() -> ::std::option::Option<Column> {
                 #sync_key
             }
+
+            fn column_types() -> ::std::vec::Vec<(Column, #orm::sea_query::ArrayType)> {
+                ::std::vec![#(#typed),*]
+            }
         }
 
         #[automatically_derived]
@@ -187,7 +200,8 @@ pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream> {
                 C: #orm::ConnectionTrait,
             {
                 ::ormsync::capture::guard::<Entity, C>(db)?;
-                ::std::result::Result::Ok(#before_delete)
+                let this = #before_delete;
+                ::ormsync::capture::complete::<Entity, C>(db, this).await
             }
 
             async fn after_delete<C>(self, db: &C) -> ::std::result::Result<Self, #orm::DbErr>

@@ -7,11 +7,22 @@
 
 mod checkpoint;
 mod columns;
+mod conflict;
+mod key_map;
+mod mapped;
 pub(crate) mod plan;
+mod rules;
+mod shape;
 mod sink;
 mod sql;
 pub(crate) mod statement;
 
 pub use checkpoint::read as read_checkpoint;
+pub use conflict::Conflict;
+pub use rules::{
+    ConflictPolicy, Incoming, KeyStrategy, Resolution, Resolver, RowFilter, Transform,
+};
+pub(crate) use rules::{Rules, TableRules};
 pub use sink::Sink;
+pub(crate) use sql::OnConflict;
 pub use sql::SqlSink;

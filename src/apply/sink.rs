@@ -31,5 +31,5 @@ pub trait Sink: Send + Sync {
     /// Applies `changes` in order, in one transaction, without consulting or moving the
     /// position: for parked changes whose ids the position already covers (dead-letter
     /// replay). Applying a change twice is harmless, so replaying them again is too.
-    async fn replay(&mut self, changes: &[Change]) -> Result<()>;
+    async fn replay(&mut self, source: &str, changes: &[Change]) -> Result<()>;
 }

@@ -1,14 +1,19 @@
 //! The SQL sink: applies batches to a PostgreSQL, MySQL/MariaDB or SQLite database.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr, TransactionTrait};
 use tracing::Instrument;
 
+use super::conflict::Conflict;
+use super::mapped::{Fault, Placer};
 use super::plan::{self, Step};
+use super::rules::Rules;
 use super::statement::{self, Built};
-use super::{checkpoint, columns};
+use super::{checkpoint, columns, shape};
 use crate::change::{Batch, Change};
 use crate::classify::{ErrorKind, classify};
 use crate::error::{Error, Result};
@@ -28,7 +33,12 @@ pub struct SqlSink {
     db: DatabaseConnection,
     /// Columns of each destination table, read on first use and forgotten after an error.
     columns: HashMap<String, HashSet<String>>,
+    rules: Arc<Rules>,
+    on_conflict: Option<OnConflict>,
 }
+
+/// Called with each conflict decision once its batch has committed.
+pub(crate) type OnConflict = Arc<dyn Fn(&Conflict) + Send + Sync>;
 
 impl SqlSink {
     /// A sink writing to `db`, called `name` in messages.
@@ -37,7 +47,17 @@ impl SqlSink {
             name: name.into(),
             db,
             columns: HashMap::new(),
+            rules: Arc::default(),
+            on_conflict: None,
         }
+    }
+
+    /// Applies changes under `rules` (keys, conflicts, filters), telling `on_conflict` of
+    /// each conflict decided.
+    pub(crate) fn with_rules(mut self, rules: Rules, on_conflict: Option<OnConflict>) -> Self {
+        self.rules = Arc::new(rules);
+        self.on_conflict = on_conflict;
+        self
     }
 
     /// Refuses a batch whose tables or columns the destination lacks, before writing.
@@ -72,13 +92,17 @@ impl SqlSink {
         batch: &Batch,
         one_by_one: bool,
     ) -> std::result::Result<Position, Failure> {
+        let mut conflicts = Vec::new();
         let txn = self.db.begin().await.map_err(|e| {
             Failure::Other(Error::db(
                 format!("destination `{}`: beginning a transaction", self.name),
                 e,
             ))
         })?;
-        match self.apply_in(&txn, source, batch, one_by_one).await {
+        match self
+            .apply_in(&txn, source, batch, one_by_one, &mut conflicts)
+            .await
+        {
             Ok(position) => {
                 txn.commit().await.map_err(|e| {
                     Failure::Other(Error::db(
@@ -86,6 +110,7 @@ impl SqlSink {
                         e,
                     ))
                 })?;
+                self.tell(&conflicts);
                 Ok(position)
             }
             Err(failure) => {
@@ -103,6 +128,7 @@ impl SqlSink {
         source: &str,
         batch: &Batch,
         one_by_one: bool,
+        conflicts: &mut Vec<Conflict>,
     ) -> std::result::Result<Position, Failure> {
         let mut position = checkpoint::lock(txn, source)
             .await
@@ -112,41 +138,108 @@ impl SqlSink {
             .iter()
             .filter(|c| !position.contains(c.id))
             .collect();
-        if one_by_one {
-            for change in &todo {
-                for step in plan::one_by_one(std::slice::from_ref(change)) {
-                    self.run(txn, &step).await.map_err(|e| {
-                        Failure::Other(Error::Apply {
-                            destination: self.name.clone(),
-                            id: change.id,
-                            table: change.table.clone(),
-                            source: e,
-                        })
-                    })?;
-                }
-            }
-        } else {
-            for step in plan::plan(&todo) {
-                if let Err(e) = self.run(txn, &step).await {
-                    return Err(match classify(&e) {
-                        ErrorKind::Transient => Failure::Other(Error::db(
-                            format!(
-                                "destination `{}`: applying to `{}`",
-                                self.name,
-                                step.table()
-                            ),
-                            e,
-                        )),
-                        ErrorKind::Permanent => Failure::Statement(e),
-                    });
-                }
-            }
-        }
+        *conflicts = self.apply_changes(txn, source, &todo, one_by_one).await?;
         batch.mark_done(&mut position);
         checkpoint::store(txn, source, &position)
             .await
             .map_err(Failure::Other)?;
         Ok(position)
+    }
+
+    /// Applies `changes` (in id order) as this destination takes them: runs of plain tables
+    /// as multi-row statements (or one by one), changes of careful tables row by row.
+    /// Returns the conflicts decided.
+    async fn apply_changes(
+        &self,
+        txn: &DatabaseTransaction,
+        source: &str,
+        changes: &[&Change],
+        one_by_one: bool,
+    ) -> std::result::Result<Vec<Conflict>, Failure> {
+        let shaped = shape::shape(changes, &self.rules);
+        let mut placer = Placer {
+            db: txn,
+            source,
+            rules: &self.rules,
+            conflicts: Vec::new(),
+        };
+        let mut rest: &[Cow<'_, Change>] = &shaped;
+        while let Some(first) = rest.first() {
+            if self.rules.is_careful(&first.table) {
+                placer.apply(first).await.map_err(|fault| match fault {
+                    Fault::Db(e) => self.statement_failure(first, e, one_by_one),
+                    Fault::Unresolved(reason) => Failure::Other(Error::Unresolved {
+                        destination: self.name.clone(),
+                        id: first.id,
+                        table: first.table.clone(),
+                        reason,
+                    }),
+                })?;
+                rest = &rest[1..];
+                continue;
+            }
+            let end = rest
+                .iter()
+                .position(|c| self.rules.is_careful(&c.table))
+                .unwrap_or(rest.len());
+            let run: Vec<&Change> = rest[..end].iter().map(|c| c.as_ref()).collect();
+            rest = &rest[end..];
+            if one_by_one {
+                for change in &run {
+                    for step in plan::one_by_one(std::slice::from_ref(change)) {
+                        self.run(txn, &step)
+                            .await
+                            .map_err(|e| self.statement_failure(change, e, true))?;
+                    }
+                }
+            } else {
+                for step in plan::plan(&run) {
+                    if let Err(e) = self.run(txn, &step).await {
+                        return Err(match classify(&e) {
+                            ErrorKind::Transient => Failure::Other(Error::db(
+                                format!(
+                                    "destination `{}`: applying to `{}`",
+                                    self.name,
+                                    step.table()
+                                ),
+                                e,
+                            )),
+                            ErrorKind::Permanent => Failure::Statement(e),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(placer.conflicts)
+    }
+
+    /// What a failed statement of `change` means: in batched mode a permanent error is
+    /// worth a change-by-change retry; one by one, it names the change.
+    fn statement_failure(&self, change: &Change, e: DbErr, one_by_one: bool) -> Failure {
+        if one_by_one {
+            Failure::Other(Error::Apply {
+                destination: self.name.clone(),
+                id: change.id,
+                table: change.table.clone(),
+                source: e,
+            })
+        } else if classify(&e) == ErrorKind::Transient {
+            Failure::Other(Error::db(
+                format!(
+                    "destination `{}`: applying to `{}`",
+                    self.name, change.table
+                ),
+                e,
+            ))
+        } else {
+            Failure::Statement(e)
+        }
+    }
+
+    fn tell(&self, conflicts: &[Conflict]) {
+        if let Some(f) = &self.on_conflict {
+            conflicts.iter().for_each(|c| f(c));
+        }
     }
 
     async fn run<C: ConnectionTrait>(
@@ -197,7 +290,9 @@ impl Sink for SqlSink {
     }
 
     async fn apply(&mut self, source: &str, batch: &Batch) -> Result<Position> {
-        let changes: Vec<&Change> = batch.changes.iter().collect();
+        let all: Vec<&Change> = batch.changes.iter().collect();
+        let shaped = shape::shape(&all, &self.rules);
+        let changes: Vec<&Change> = shaped.iter().map(|c| c.as_ref()).collect();
         let span = tracing::debug_span!("ormsync.apply_batch", destination = %self.name, changes = batch.changes.len());
         let error = match self.check_columns(&changes).await {
             Err(e) => e,
@@ -243,9 +338,11 @@ impl Sink for SqlSink {
         Err(error)
     }
 
-    async fn replay(&mut self, changes: &[Change]) -> Result<()> {
+    async fn replay(&mut self, source: &str, changes: &[Change]) -> Result<()> {
         let refs: Vec<&Change> = changes.iter().collect();
-        if let Err(e) = self.check_columns(&refs).await {
+        let shaped = shape::shape(&refs, &self.rules);
+        let shaped: Vec<&Change> = shaped.iter().map(|c| c.as_ref()).collect();
+        if let Err(e) = self.check_columns(&shaped).await {
             self.columns.clear();
             return Err(e);
         }
@@ -255,25 +352,24 @@ impl Sink for SqlSink {
                 e,
             )
         })?;
-        for change in changes {
-            for step in plan::one_by_one(std::slice::from_ref(&change)) {
-                if let Err(e) = self.run(&txn, &step).await {
-                    let _ = txn.rollback().await;
-                    self.columns.clear();
-                    return Err(Error::Apply {
-                        destination: self.name.clone(),
-                        id: change.id,
-                        table: change.table.clone(),
-                        source: e,
-                    });
-                }
+        let conflicts = match self.apply_changes(&txn, source, &refs, true).await {
+            Ok(conflicts) => conflicts,
+            Err(failure) => {
+                let _ = txn.rollback().await;
+                self.columns.clear();
+                return Err(match failure {
+                    Failure::Other(e) => e,
+                    Failure::Statement(e) => Error::db(format!("destination `{}`", self.name), e),
+                });
             }
-        }
+        };
         txn.commit().await.map_err(|e| {
             Error::db(
                 format!("destination `{}`: committing a replay", self.name),
                 e,
             )
-        })
+        })?;
+        self.tell(&conflicts);
+        Ok(())
     }
 }

@@ -3,8 +3,8 @@
 
 use sea_orm::DbBackend;
 use sea_orm::sea_query::{
-    Alias, DeleteStatement, Expr, ExprTrait, InsertStatement, OnConflict, Query, SimpleExpr,
-    ValueTuple,
+    Alias, Condition, DeleteStatement, Expr, ExprTrait, InsertStatement, OnConflict, Query,
+    SelectStatement, SimpleExpr, UpdateStatement, ValueTuple,
 };
 
 use super::plan::Step;
@@ -103,6 +103,70 @@ fn delete(table: &str, keys: &[&Row], backend: DbBackend) -> DeleteStatement {
             .iter()
             .map(|k| ValueTuple::Many(k.values().map(|v| v.to_sea_for(backend)).collect()));
         q.and_where(tuple.in_tuples(values));
+    }
+    q
+}
+
+/// `WHERE` on each `(column, value)` of `row`.
+fn matching(row: &Row, backend: DbBackend) -> Condition {
+    row.0.iter().fold(Condition::all(), |all, (c, v)| {
+        all.add(Expr::col(Alias::new(c.as_str())).eq(v.to_sea_for(backend)))
+    })
+}
+
+/// `SELECT columns FROM table WHERE row's columns match`, locked where the engine can.
+pub(crate) fn select_where(
+    table: &str,
+    columns: &[&str],
+    by: &Row,
+    limit: Option<u64>,
+    backend: DbBackend,
+) -> SelectStatement {
+    let mut q = Query::select();
+    q.columns(columns.iter().map(|c| Alias::new(*c)))
+        .from(Alias::new(table))
+        .cond_where(matching(by, backend));
+    if let Some(n) = limit {
+        q.limit(n);
+    }
+    // SQLite has no row locks: the batch's transaction holds the database's write lock.
+    if backend != DbBackend::Sqlite {
+        q.lock_exclusive();
+    }
+    q
+}
+
+/// `UPDATE table SET row WHERE key`.
+pub(crate) fn update(table: &str, row: &Row, key: &Row, backend: DbBackend) -> UpdateStatement {
+    let mut q = Query::update();
+    q.table(Alias::new(table))
+        .values(row.0.iter().map(|(c, v)| {
+            (
+                Alias::new(c.as_str()),
+                SimpleExpr::Value(v.to_sea_for(backend)),
+            )
+        }))
+        .cond_where(matching(key, backend));
+    q
+}
+
+/// `INSERT INTO table (row's columns) VALUES (row)`, returning `returning` where the
+/// engine can (not MySQL/MariaDB: read `last_insert_id` there).
+pub(crate) fn insert(
+    table: &str,
+    row: &Row,
+    returning: &[&str],
+    backend: DbBackend,
+) -> InsertStatement {
+    let mut q = Query::insert();
+    q.into_table(Alias::new(table))
+        .columns(row.columns().map(Alias::new))
+        .values_panic(
+            row.values()
+                .map(|v| SimpleExpr::Value(v.to_sea_for(backend))),
+        );
+    if backend != DbBackend::MySql {
+        q.returning(Query::returning().columns(returning.iter().map(|c| Alias::new(*c))));
     }
     q
 }

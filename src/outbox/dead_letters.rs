@@ -264,7 +264,8 @@ pub(crate) async fn failed_again<C: ConnectionTrait>(
     Ok(())
 }
 
-/// Applies the changes parked for `destination` again through `sink`, row by row in
+/// Applies the changes parked for `destination` again through `sink` (`source_id` is the
+/// source's [`node_id`](crate::outbox::node_id)), row by row in
 /// outbox order; those that apply leave `ormsync_dead_letters`, the others stay with their
 /// new error. Running replicators are told to read the dead letters again.
 ///
@@ -278,6 +279,7 @@ pub(crate) async fn failed_again<C: ConnectionTrait>(
 /// parked change is not valid.
 pub async fn replay<C: ConnectionTrait>(
     source: &C,
+    source_id: &str,
     destination: &str,
     sink: &mut dyn Sink,
 ) -> Result<ReplayReport> {
@@ -295,7 +297,7 @@ pub async fn replay<C: ConnectionTrait>(
     let mut report = ReplayReport::default();
     for (_, changes) in rows {
         let ids: Vec<i64> = changes.iter().map(|c| c.id).collect();
-        match sink.replay(&changes).await {
+        match sink.replay(source_id, &changes).await {
             Ok(()) => {
                 remove(source, destination, &ids).await?;
                 report.replayed += ids.len() as u64;

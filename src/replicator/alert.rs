@@ -33,6 +33,18 @@ pub enum AlertKind {
     /// Outbox rows this destination has not applied will be dropped by retention once
     /// they are older than the maximum retention.
     RetentionWarning,
+    /// A conflict policy kept the destination's version of a row, or wrote another than the
+    /// source's (only for destinations with
+    /// [`alert_on_conflicts`](crate::Destination::alert_on_conflicts)); the decision is also
+    /// in the destination's `ormsync_conflicts`.
+    Conflict {
+        /// The table.
+        table: String,
+        /// The row's key at the source, as JSON.
+        key: String,
+        /// What was decided (see [`Conflict::outcome`](crate::Conflict::outcome)).
+        outcome: String,
+    },
     /// Retention dropped outbox rows this destination had not applied; it needs a resync.
     RetentionDropped {
         /// How many ids were dropped that it had not applied.
@@ -110,6 +122,14 @@ impl fmt::Display for Alert {
                 "destination `{d}`: change {outbox_id} parked in ormsync_dead_letters"
             )?,
             AlertKind::Halted => write!(f, "destination `{d}` halted")?,
+            AlertKind::Conflict {
+                table,
+                key,
+                outcome,
+            } => write!(
+                f,
+                "destination `{d}`: conflict on `{table}` {key}: {outcome} (see ormsync_conflicts)"
+            )?,
             AlertKind::LagHigh => write!(f, "destination `{d}` is falling behind")?,
             AlertKind::LagNormal => write!(f, "destination `{d}` caught up")?,
             AlertKind::RetentionWarning => write!(

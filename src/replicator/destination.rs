@@ -3,9 +3,11 @@
 use std::collections::HashSet;
 use std::fmt;
 
-use sea_orm::DatabaseConnection;
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityName};
 
 use super::schedule::Schedule;
+use crate::apply::{ConflictPolicy, KeyStrategy, RowFilter, Rules, TableRules, Transform};
+use crate::entity::Replicated;
 
 /// A database that receives a source's changes, and how.
 ///
@@ -27,6 +29,7 @@ pub struct Destination {
     pub(crate) on_permanent_error: OnPermanentError,
     pub(crate) schedule: Schedule,
     pub(crate) disabled: bool,
+    pub(crate) rules: Rules,
 }
 
 /// What a destination does with a change it refuses for good (a constraint it violates, a
@@ -55,6 +58,7 @@ impl Destination {
             on_permanent_error: OnPermanentError::Halt,
             schedule: Schedule::poll(),
             disabled: false,
+            rules: Rules::default(),
         }
     }
 
@@ -92,6 +96,99 @@ impl Destination {
         self
     }
 
+    /// How this destination finds the rows of `E`. Default: [`KeyStrategy::SameKey`].
+    ///
+    /// Foreign keys of other entities that point at `E`'s rows follow: they are written
+    /// with the destination's keys of those rows, and a row whose parent has not arrived
+    /// waits (by [`on_permanent_error`](Self::on_permanent_error)) instead of pointing at
+    /// the wrong row.
+    ///
+    /// ```no_run
+    /// # mod customers { use sea_orm::entity::prelude::*;
+    /// #   #[derive(Clone, Debug, PartialEq, DeriveEntityModel, ormsync::Replicated)]
+    /// #   #[sea_orm(table_name = "customers")]
+    /// #   pub struct Model { #[sea_orm(primary_key)] pub id: i64, pub email: String }
+    /// #   #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)] pub enum Relation {} }
+    /// # fn f(child: sea_orm::DatabaseConnection) {
+    /// use ormsync::{Destination, KeyStrategy};
+    ///
+    /// let child = Destination::new("child", child)
+    ///     .keys::<customers::Entity>(KeyStrategy::key_map().matching(["email"]));
+    /// # }
+    /// ```
+    pub fn keys<E: Replicated>(mut self, strategy: KeyStrategy) -> Self {
+        self.table::<E>().keys = strategy;
+        self
+    }
+
+    /// Who wins when a row changed at the source was also changed here. Default:
+    /// [`ConflictPolicy::SourceWins`].
+    pub fn conflicts(mut self, policy: ConflictPolicy) -> Self {
+        self.rules.conflicts = policy;
+        self
+    }
+
+    /// The conflict policy of `E`'s table, over the destination's.
+    pub fn conflicts_for<E: Replicated>(mut self, policy: ConflictPolicy) -> Self {
+        self.table::<E>().conflicts = Some(policy);
+        self
+    }
+
+    /// Raises [`AlertKind::Conflict`](crate::AlertKind::Conflict) for each conflict decision
+    /// (they are recorded in the destination's `ormsync_conflicts` either way).
+    pub fn alert_on_conflicts(mut self) -> Self {
+        self.rules.alert_conflicts = true;
+        self
+    }
+
+    /// Ships only the rows of `E` that `filter` accepts; see [`RowFilter`].
+    pub fn filter<E: Replicated>(mut self, filter: RowFilter) -> Self {
+        self.table::<E>().filter = Some(filter);
+        self
+    }
+
+    /// Never ships `column` to this destination (it need not exist there).
+    ///
+    /// ```no_run
+    /// # mod users { use sea_orm::entity::prelude::*;
+    /// #   #[derive(Clone, Debug, PartialEq, DeriveEntityModel, ormsync::Replicated)]
+    /// #   #[sea_orm(table_name = "users")]
+    /// #   pub struct Model { #[sea_orm(primary_key)] pub id: i64, pub email: String, pub api_token: String }
+    /// #   #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)] pub enum Relation {} }
+    /// # fn f(staging: sea_orm::DatabaseConnection) {
+    /// use ormsync::{Destination, Transform};
+    ///
+    /// let staging = Destination::new("staging", staging)
+    ///     .drop_column(users::Column::ApiToken)
+    ///     .transform(users::Column::Email, Transform::mask_email());
+    /// # }
+    /// ```
+    pub fn drop_column<C: ColumnTrait>(mut self, column: C) -> Self {
+        let name = column.as_str().to_string();
+        self.table_named(C::EntityName::default().table_name())
+            .drop
+            .push(name);
+        self
+    }
+
+    /// Ships `column` through `transform` (masking, nulling) to this destination: it never
+    /// holds the original value.
+    pub fn transform<C: ColumnTrait>(mut self, column: C, transform: Transform) -> Self {
+        let name = column.as_str().to_string();
+        self.table_named(C::EntityName::default().table_name())
+            .transforms
+            .push((name, transform));
+        self
+    }
+
+    fn table<E: Replicated>(&mut self) -> &mut TableRules {
+        self.table_named(E::default().table_name())
+    }
+
+    fn table_named(&mut self, table: &str) -> &mut TableRules {
+        self.rules.tables.entry(table.to_string()).or_default()
+    }
+
     /// The destination's name.
     pub fn name(&self) -> &str {
         &self.name
@@ -108,6 +205,7 @@ impl fmt::Debug for Destination {
             .field("on_permanent_error", &self.on_permanent_error)
             .field("schedule", &self.schedule)
             .field("disabled", &self.disabled)
+            .field("conflicts", &self.rules.conflicts)
             .finish()
     }
 }

@@ -29,7 +29,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::apply::{self, SqlSink};
+use crate::apply::{self, Conflict, OnConflict, SqlSink};
 use crate::entity::TableSpec;
 use crate::error::{DbContext, Error, Result};
 use crate::outbox::dead_letters::{self, DeadLetter};
@@ -104,6 +104,22 @@ impl Shared {
         if d.name == builder::RETENTION_LEASE {
             return Err(Error::Config(format!("`{}` is a reserved name", d.name)));
         }
+        let mut rules = d.rules.clone();
+        rules.specs = self.tables.as_ref().clone();
+        rules.validate(&d.name)?;
+        let on_conflict: Option<OnConflict> = rules.alert_conflicts.then(|| {
+            let (alerts, name) = (self.alerts.clone(), d.name.clone());
+            Arc::new(move |c: &Conflict| {
+                alerts.raise(Alert::new(
+                    &name,
+                    AlertKind::Conflict {
+                        table: c.table.clone(),
+                        key: c.key.to_json(),
+                        outcome: c.outcome.clone(),
+                    },
+                ))
+            }) as OnConflict
+        });
         progress::register(&self.source, &d.name).await?;
         let status = Arc::new(Mutex::new(status::DestinationStatus::new(&d.name)));
         let (tx, rx) = mpsc::channel(8);
@@ -114,7 +130,9 @@ impl Shared {
             source_id: self.source_id.clone(),
             destination: d.db.clone(),
             reader: OutboxReader::new(self.source.clone(), self.batch_size, self.gap_timeout),
-            sink: Box::new(SqlSink::new(d.name.clone(), d.db.clone())),
+            sink: Box::new(
+                SqlSink::new(d.name.clone(), d.db.clone()).with_rules(rules, on_conflict),
+            ),
             tables: self.tables.clone(),
             skip: d.skip.clone(),
             policy: d.on_permanent_error,

@@ -62,7 +62,7 @@
 //! # Ok(()) }
 //! ```
 
-mod canonical;
+pub(crate) mod canonical;
 mod merge;
 mod repair;
 mod report;

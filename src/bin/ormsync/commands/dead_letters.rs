@@ -54,7 +54,9 @@ pub async fn run(urls: &Urls, action: DeadLetters) -> Result<ExitCode> {
         DeadLetters::Replay { destination } => {
             let db = urls.dest(&destination).await?;
             let mut sink = SqlSink::new(destination.clone(), db);
-            let report = dead_letters::replay(&source, &destination, &mut sink).await?;
+            let source_id = ormsync::outbox::node_id(&source).await?;
+            let report =
+                dead_letters::replay(&source, &source_id, &destination, &mut sink).await?;
             println!(
                 "`{destination}`: {} replayed, {} failed again and stay parked",
                 report.replayed, report.failed

@@ -7,6 +7,8 @@ use sea_orm::sea_query::{self, Enum, OptionEnum};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use uuid::Uuid;
 
+mod read;
+
 /// One column value, with its type, including the type of a NULL.
 ///
 /// The payload keeps types exactly: a decimal stays a decimal with its scale, a timestamp

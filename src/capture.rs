@@ -155,7 +155,7 @@ const ROWS_PER_STATEMENT: usize = 500;
 /// place that writes the outbox.
 pub(crate) async fn write_many<C: ConnectionTrait>(
     db: &C,
-    table: &'static str,
+    table: &str,
     op: Op,
     changes: &[(&Row, &Row)],
 ) -> Result<(), DbErr> {
@@ -186,7 +186,7 @@ pub(crate) async fn write_many<C: ConnectionTrait>(
         rows = changes.len()
     ))
     .await?;
-    metrics::counter!("ormsync_changes_captured_total", "table" => table)
+    metrics::counter!("ormsync_changes_captured_total", "table" => table.to_string())
         .increment(changes.len() as u64);
     crate::signal::captured();
     Ok(())

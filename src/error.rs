@@ -116,6 +116,15 @@ pub enum Error {
         kind: String,
     },
 
+    /// A row of a replicated table could not be read as the types its entity declares.
+    #[error("reading `{table}`: {reason}")]
+    Read {
+        /// The table.
+        table: String,
+        /// What did not decode, naming the column.
+        reason: String,
+    },
+
     /// An outbox row could not be decoded.
     #[error("outbox row {id} could not be decoded ({reason}); it stays in the outbox")]
     Decode {

@@ -48,6 +48,7 @@ pub mod classify;
 mod entity;
 mod error;
 mod hooks;
+mod keyset;
 #[cfg(feature = "migration")]
 pub mod migration;
 pub mod outbox;

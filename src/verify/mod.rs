@@ -9,8 +9,9 @@
 //!
 //! # How verify compares
 //!
-//! Both sides are read through sea-orm as the entity's `Model`, in primary-key order, a
-//! chunk at a time by keyset pagination (`WHERE (key) > (last key) ORDER BY key LIMIT n`,
+//! Both sides are read by the table's [`TableSpec`] (its shipped columns, each decoded by
+//! its type tag, so no Rust entity type is needed: [`verify_table`], [`Verifier::table`]),
+//! in primary-key order, a chunk at a time by keyset pagination (`WHERE (key) > (last key) ORDER BY key LIMIT n`,
 //! composite keys included), the two sides concurrently. Each row's shipped columns (those
 //! not marked `#[replicated(skip)]`) are hashed over a canonical encoding that makes equal
 //! values from different engines equal: decimals normalized, zoned timestamps as UTC
@@ -70,15 +71,16 @@ mod scan;
 
 use std::time::Instant;
 
-use futures_util::future::BoxFuture;
 use sea_orm::DatabaseConnection;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
-pub use repair::{Drift, Fix, RepairAction, RepairMode, RepairOptions, RepairOutcome, repair};
+pub use repair::{
+    Drift, Fix, RepairAction, RepairMode, RepairOptions, RepairOutcome, repair, repair_table,
+};
 pub use report::{Report, RowDiff};
 
-use crate::entity::Replicated;
+use crate::entity::{Replicated, TableSpec};
 use crate::error::{Error, Result};
 use scan::Side;
 
@@ -126,7 +128,8 @@ impl VerifyOptions {
     }
 }
 
-/// Compares entity `E`'s table at `dest` with the one at `source`.
+/// Compares entity `E`'s table at `dest` with the one at `source`: [`verify_table`] with
+/// `E::table_spec()`.
 ///
 /// Reads both sides in key order, concurrently, a chunk at a time, and merge-joins them
 /// (see the [module docs](crate::verify)); returns the rows missing at the destination, extra
@@ -135,10 +138,7 @@ impl VerifyOptions {
 ///
 /// # Errors
 ///
-/// [`Error::Db`] when a side cannot be read (for example the table does not exist there);
-/// [`Error::Config`] when a side returns its keys out of byte order (a non-binary
-/// collation on a text key); [`Error::UnsupportedValue`] for a column type ormsync cannot
-/// carry.
+/// As for [`verify_table`].
 ///
 /// # Examples
 ///
@@ -164,7 +164,52 @@ pub async fn verify<E: Replicated>(
     dest: &DatabaseConnection,
     opts: &VerifyOptions,
 ) -> Result<Report> {
-    let spec = E::table_spec();
+    verify_table(source, dest, &E::table_spec(), opts).await
+}
+
+/// Compares the table `spec` describes at `dest` with the one at `source`, without the
+/// entity's Rust type: what the command line uses.
+///
+/// Both sides are read by the spec's shipped columns, each decoded by its type tag
+/// ([`TableSpec::types`]), in key order, concurrently, a chunk at a time, and merge-joined
+/// (see the [module docs](crate::verify)). Writes nothing.
+///
+/// # Errors
+///
+/// [`Error::Db`] when a side cannot be read (for example the table does not exist there);
+/// [`Error::Read`] when a column does not decode as its type; [`Error::Config`] when a side
+/// returns its keys out of byte order (a non-binary collation on a text key), or when the
+/// spec's types do not match its columns or its key is not among them.
+///
+/// # Examples
+///
+/// ```no_run
+/// # mod customers {
+/// #     use sea_orm::entity::prelude::*;
+/// #     #[derive(Clone, Debug, PartialEq, DeriveEntityModel, ormsync::Replicated)]
+/// #     #[sea_orm(table_name = "customers")]
+/// #     pub struct Model { #[sea_orm(primary_key)] pub id: i64, pub name: String }
+/// #     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+/// #     pub enum Relation {}
+/// # }
+/// # async fn run(source: sea_orm::DatabaseConnection, backup: sea_orm::DatabaseConnection)
+/// # -> ormsync::Result<()> {
+/// use ormsync::Replicated;
+/// use ormsync::verify::{VerifyOptions, verify_table};
+///
+/// // A spec may come from anywhere: an entity, a file, the command line.
+/// let spec = customers::Entity::table_spec();
+/// let report = verify_table(&source, &backup, &spec, &VerifyOptions::default()).await?;
+/// println!("{report}");
+/// # Ok(()) }
+/// ```
+pub async fn verify_table(
+    source: &DatabaseConnection,
+    dest: &DatabaseConnection,
+    spec: &TableSpec,
+    opts: &VerifyOptions,
+) -> Result<Report> {
+    crate::keyset::typed_key(spec)?;
     let span = tracing::info_span!("ormsync.verify", table = %spec.table);
     async move {
         let started = Instant::now();
@@ -174,8 +219,8 @@ pub async fn verify<E: Replicated>(
         let (dtx, drx) = mpsc::channel(1);
         let mut report = Report::new(spec.table.clone(), spec.key.clone());
         let ((), (), merged) = tokio::join!(
-            scan::feed::<E>(source, Side::Source, chunk, stx),
-            scan::feed::<E>(dest, Side::Destination, chunk, dtx),
+            scan::feed(source, spec, Side::Source, chunk, stx),
+            scan::feed(dest, spec, Side::Destination, chunk, dtx),
             merge::merge(srx, drx, &mut report, opts.max_reported),
         );
         merged?;
@@ -195,46 +240,6 @@ pub async fn verify<E: Replicated>(
     }
     .instrument(span)
     .await
-}
-
-type VerifyFn = for<'a> fn(
-    &'a DatabaseConnection,
-    &'a DatabaseConnection,
-    &'a VerifyOptions,
-) -> BoxFuture<'a, Result<Report>>;
-
-type RepairFn = for<'a> fn(
-    &'a DatabaseConnection,
-    &'a DatabaseConnection,
-    &'a Report,
-    &'a RepairOptions,
-) -> BoxFuture<'a, Result<RepairOutcome>>;
-
-struct Registered {
-    table: String,
-    verify: VerifyFn,
-    repair: RepairFn,
-}
-
-fn verify_boxed<'a, E: Replicated>(
-    s: &'a DatabaseConnection,
-    d: &'a DatabaseConnection,
-    o: &'a VerifyOptions,
-) -> BoxFuture<'a, Result<Report>> {
-    Box::pin(verify::<E>(s, d, o))
-}
-
-fn repair_boxed<'a, E: Replicated>(
-    s: &'a DatabaseConnection,
-    d: &'a DatabaseConnection,
-    r: &'a Report,
-    o: &'a RepairOptions,
-) -> BoxFuture<'a, Result<RepairOutcome>>
-where
-    E::Model: Sync,
-    E::ActiveModel: Send + Sync,
-{
-    Box::pin(repair::<E>(s, d, r, o))
 }
 
 /// [`verify`] and [`repair`] over several entities of one source and destination.
@@ -265,11 +270,11 @@ where
 pub struct Verifier {
     source: DatabaseConnection,
     dest: DatabaseConnection,
-    tables: Vec<Registered>,
+    tables: Vec<TableSpec>,
 }
 
 impl Verifier {
-    /// A verifier of `dest` against `source`, with no entities yet.
+    /// A verifier of `dest` against `source`, with no tables yet.
     pub fn new(source: DatabaseConnection, dest: DatabaseConnection) -> Self {
         Verifier {
             source,
@@ -278,20 +283,18 @@ impl Verifier {
         }
     }
 
-    /// Adds entity `E` (registering a table twice keeps one).
+    /// Adds entity `E`'s table (registering a table twice keeps the last).
     #[must_use]
-    pub fn entity<E: Replicated>(mut self) -> Self
-    where
-        E::Model: Sync,
-        E::ActiveModel: Send + Sync,
-    {
-        let table = E::table_spec().table;
-        self.tables.retain(|t| t.table != table);
-        self.tables.push(Registered {
-            table,
-            verify: verify_boxed::<E>,
-            repair: repair_boxed::<E>,
-        });
+    pub fn entity<E: Replicated>(self) -> Self {
+        self.table(E::table_spec())
+    }
+
+    /// Adds the table `spec` describes, without its Rust type (registering a table twice
+    /// keeps the last). What the command line uses.
+    #[must_use]
+    pub fn table(mut self, spec: TableSpec) -> Self {
+        self.tables.retain(|t| t.table != spec.table);
+        self.tables.push(spec);
         self
     }
 
@@ -308,7 +311,7 @@ impl Verifier {
     pub async fn verify(&self, opts: &VerifyOptions) -> Result<Vec<Report>> {
         let mut reports = Vec::with_capacity(self.tables.len());
         for t in &self.tables {
-            reports.push((t.verify)(&self.source, &self.dest, opts).await?);
+            reports.push(verify_table(&self.source, &self.dest, t, opts).await?);
         }
         Ok(reports)
     }
@@ -318,7 +321,7 @@ impl Verifier {
     /// # Errors
     ///
     /// [`Error::Config`] for a report of a table not registered; otherwise as for
-    /// [`repair`], stopping at the first table that fails.
+    /// [`repair_table`], stopping at the first table that fails.
     pub async fn repair(
         &self,
         reports: &[Report],
@@ -337,7 +340,7 @@ impl Verifier {
                         report.table
                     ))
                 })?;
-            outcomes.push((t.repair)(&self.source, &self.dest, report, opts).await?);
+            outcomes.push(repair_table(&self.source, &self.dest, t, report, opts).await?);
         }
         Ok(outcomes)
     }

@@ -4,21 +4,20 @@ use std::collections::HashMap;
 use std::fmt;
 
 use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DatabaseTransaction, QueryFilter, QuerySelect,
-    TransactionTrait,
+    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, TransactionTrait,
 };
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
 use super::canonical;
 use super::report::{KeyDisplay, Report};
-use super::scan;
 use crate::apply::plan::Step;
 use crate::apply::statement::{self, Built};
 use crate::capture;
-use crate::change::Row;
-use crate::entity::Replicated;
+use crate::change::{Op, Row};
+use crate::entity::{Replicated, TableSpec};
 use crate::error::{DbContext, Error, Result};
+use crate::keyset;
 use crate::value::Value;
 
 /// How [`repair`] fixes a row.
@@ -220,25 +219,42 @@ pub async fn repair<E: Replicated>(
     report: &Report,
     opts: &RepairOptions,
 ) -> Result<RepairOutcome> {
-    let spec = E::table_spec();
+    repair_table(source, dest, &E::table_spec(), report, opts).await
+}
+
+/// [`repair`] of the table `spec` describes, without the entity's Rust type: what the
+/// command line uses. Same behaviour, errors and options.
+///
+/// # Errors
+///
+/// As for [`repair`]; also [`Error::Read`] when a source column does not decode as its type.
+pub async fn repair_table(
+    source: &DatabaseConnection,
+    dest: &DatabaseConnection,
+    spec: &TableSpec,
+    report: &Report,
+    opts: &RepairOptions,
+) -> Result<RepairOutcome> {
     if report.table != spec.table || report.key_columns != spec.key {
         return Err(Error::Config(format!(
             "repair of `{}` (key {:?}) was given a report of `{}` (key {:?})",
             spec.table, spec.key, report.table, report.key_columns
         )));
     }
+    keyset::typed_key(spec)?;
     let span = tracing::info_span!(
         "ormsync.repair",
         table = %spec.table,
         mode = ?opts.mode,
         dry_run = opts.dry_run
     );
-    run::<E>(source, dest, report, opts).instrument(span).await
+    run(source, dest, spec, report, opts).instrument(span).await
 }
 
-async fn run<E: Replicated>(
+async fn run(
     source: &DatabaseConnection,
     dest: &DatabaseConnection,
+    spec: &TableSpec,
     report: &Report,
     opts: &RepairOptions,
 ) -> Result<RepairOutcome> {
@@ -254,11 +270,12 @@ async fn run<E: Replicated>(
     // Direct mode: what to write, gathered from every batch, then one destination transaction.
     let mut upserts: Vec<Row> = Vec::new();
     let mut deletes: Vec<Row> = Vec::new();
-    let cols = scan::key_columns::<E>();
     let backend = source.get_database_backend();
+    let columns = keyset::typed_columns(spec)?;
     for batch in targets.chunks(opts.batch_size.max(1)) {
         let keys: Vec<&[Value]> = batch.iter().map(|(k, _)| k.as_slice()).collect();
-        let query = E::find().filter(scan::keys_condition::<E>(backend, &cols, &keys));
+        let mut query = keyset::select(backend, &spec.table, &columns, &spec.key);
+        query.cond_where(keyset::keys_condition(backend, &spec.key, &keys));
         let queue = opts.mode == RepairMode::Outbox && !opts.dry_run;
         let txn =
             if queue {
@@ -268,17 +285,23 @@ async fn run<E: Replicated>(
             } else {
                 None
             };
-        let models = match &txn {
-            Some(txn) => query.lock_exclusive().all(txn).await,
-            None => query.all(source).await,
+        let rows = match &txn {
+            Some(txn) => {
+                // SQLite has no row locks: its transaction holds the write lock instead.
+                if backend != DbBackend::Sqlite {
+                    query.lock_exclusive();
+                }
+                txn.query_all(&query).await
+            }
+            None => source.query_all(&query).await,
         }
         .context(|| format!("repair `{}`: reading the source", report.table))?;
-        let mut found: HashMap<Vec<u8>, E::Model> = HashMap::with_capacity(models.len());
-        for m in models {
-            let key: Vec<Value> = E::key_of(&m)?.0.into_iter().map(|(_, v)| v).collect();
-            found.insert(key_bytes(&key), m);
+        let mut found: HashMap<Vec<u8>, Row> = HashMap::with_capacity(rows.len());
+        for r in &rows {
+            let row = keyset::decode(spec, r)?;
+            found.insert(key_bytes(&keyset::key_of(spec, &row)?), row);
         }
-        let result = fix_batch::<E>(
+        let result = fix_batch(
             txn.as_ref(),
             batch,
             &found,
@@ -317,10 +340,10 @@ async fn run<E: Replicated>(
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn fix_batch<E: Replicated>(
+async fn fix_batch(
     txn: Option<&DatabaseTransaction>,
     batch: &[(Vec<Value>, Drift)],
-    found: &HashMap<Vec<u8>, E::Model>,
+    found: &HashMap<Vec<u8>, Row>,
     report: &Report,
     opts: &RepairOptions,
     outcome: &mut RepairOutcome,
@@ -335,9 +358,14 @@ async fn fix_batch<E: Replicated>(
             .zip(key.iter().cloned())
             .collect());
         let fix = match found.get(&key_bytes(key)) {
-            Some(model) => {
+            Some(row) => {
                 if let Some(txn) = txn {
-                    capture::save::<E, _>(txn, model, *drift == Drift::Missing)
+                    let op = if *drift == Drift::Missing {
+                        Op::Insert
+                    } else {
+                        Op::Update
+                    };
+                    capture::write_many(txn, &report.table, op, &[(&key_row, row)])
                         .await
                         .context(|| {
                             format!(
@@ -347,21 +375,22 @@ async fn fix_batch<E: Replicated>(
                             )
                         })?;
                 } else if opts.mode == RepairMode::Direct {
-                    upserts.push(E::to_row(model)?);
+                    upserts.push(row.clone());
                 }
                 outcome.upserts += 1;
                 Fix::Upsert
             }
             None => {
                 if let Some(txn) = txn {
-                    let am = E::active_from_row(&key_row)?;
-                    capture::delete::<E, _>(txn, &am).await.context(|| {
-                        format!(
-                            "repair `{}`: queuing the delete of {}",
-                            report.table,
-                            KeyDisplay(&key_row)
-                        )
-                    })?;
+                    capture::write_many(txn, &report.table, Op::Delete, &[(&key_row, &key_row)])
+                        .await
+                        .context(|| {
+                            format!(
+                                "repair `{}`: queuing the delete of {}",
+                                report.table,
+                                KeyDisplay(&key_row)
+                            )
+                        })?;
                 } else if opts.mode == RepairMode::Direct {
                     deletes.push(key_row.clone());
                 }

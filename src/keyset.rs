@@ -1,0 +1,230 @@
+//! Reading a table in primary-key order, a chunk at a time (keyset pagination), from its
+//! [`TableSpec`] alone: no Rust entity type, so verify, repair, snapshots and the command
+//! line read any registered table the same way.
+//!
+//! A chunk is `SELECT <shipped columns> FROM <table> WHERE (key) > (last key) ORDER BY key
+//! LIMIT n`, built with sea-query for the backend (identifiers quoted, values bound), and
+//! each column is decoded by its type tag with [`Value::read`].
+
+use sea_orm::sea_query::{
+    Alias, Condition, Expr, ExprTrait, Order, Query, SelectStatement, ValueTuple,
+};
+use sea_orm::{ConnectionTrait, DbBackend, QueryResult};
+
+use crate::change::Row;
+use crate::entity::TableSpec;
+use crate::error::{DbContext, Error, Result};
+use crate::value::Value;
+
+fn col(name: &str) -> Expr {
+    Expr::col(Alias::new(name))
+}
+
+fn bind(v: &Value, backend: DbBackend) -> Expr {
+    Expr::val(v.to_sea_for(backend))
+}
+
+/// Rows whose key is above `after`, in a form each engine runs as an index range.
+///
+/// PostgreSQL and SQLite get a row-value comparison, `(a, b) > (?, ?)`. MariaDB scans the
+/// whole index for that form, so it gets `a > ? OR (a = ? AND b > ?)`, which its range
+/// optimizer turns into ranges of the key.
+pub(crate) fn after_condition(backend: DbBackend, key: &[String], after: &[Value]) -> Condition {
+    if key.len() == 1 {
+        return Condition::all().add(col(&key[0]).gt(bind(&after[0], backend)));
+    }
+    if backend == DbBackend::MySql {
+        let mut any = Condition::any();
+        for i in 0..key.len() {
+            let mut all = Condition::all();
+            for j in 0..i {
+                all = all.add(col(&key[j]).eq(bind(&after[j], backend)));
+            }
+            all = all.add(col(&key[i]).gt(bind(&after[i], backend)));
+            any = any.add(all);
+        }
+        return any;
+    }
+    let lhs = Expr::tuple(key.iter().map(|c| col(c)));
+    let rhs = Expr::tuple(after.iter().map(|v| bind(v, backend)));
+    Condition::all().add(lhs.gt(rhs))
+}
+
+/// Rows whose key is at or below `upto`: the negation of [`after_condition`].
+pub(crate) fn up_to_condition(backend: DbBackend, key: &[String], upto: &[Value]) -> Condition {
+    after_condition(backend, key, upto).not()
+}
+
+/// Rows whose key is one of `keys` (each in key order).
+pub(crate) fn keys_condition(backend: DbBackend, key: &[String], keys: &[&[Value]]) -> Condition {
+    if key.len() == 1 {
+        let values: Vec<Expr> = keys.iter().map(|k| bind(&k[0], backend)).collect();
+        return Condition::all().add(col(&key[0]).is_in(values));
+    }
+    let lhs = Expr::tuple(key.iter().map(|c| col(c)));
+    let tuples = keys
+        .iter()
+        .map(|k| ValueTuple::Many(k.iter().map(|v| v.to_sea_for(backend)).collect()));
+    Condition::all().add(lhs.in_tuples(tuples))
+}
+
+/// `SELECT` of `columns` (with their type tags) of `table`, in key order; PostgreSQL enum
+/// columns are cast to text, which is how [`Value::read`] takes them.
+pub(crate) fn select(
+    backend: DbBackend,
+    table: &str,
+    columns: &[(&str, &str)],
+    key: &[String],
+) -> SelectStatement {
+    let mut q = Query::select();
+    for (name, tag) in columns {
+        if backend == DbBackend::Postgres && tag.starts_with("en:") {
+            q.expr_as(col(name).cast_as(Alias::new("text")), Alias::new(*name));
+        } else {
+            q.column(Alias::new(*name));
+        }
+    }
+    q.from(Alias::new(table));
+    for k in key {
+        q.order_by(Alias::new(k), Order::Asc);
+    }
+    q
+}
+
+/// The shipped columns of `spec` with their type tags.
+pub(crate) fn typed_columns(spec: &TableSpec) -> Result<Vec<(&str, &str)>> {
+    if spec.types.len() != spec.columns.len() {
+        return Err(Error::Config(format!(
+            "the description of `{}` has {} columns but {} column types",
+            spec.table,
+            spec.columns.len(),
+            spec.types.len()
+        )));
+    }
+    Ok(spec
+        .columns
+        .iter()
+        .map(String::as_str)
+        .zip(spec.types.iter().map(String::as_str))
+        .collect())
+}
+
+/// The key columns of `spec` with their type tags.
+pub(crate) fn typed_key(spec: &TableSpec) -> Result<Vec<(&str, &str)>> {
+    let columns = typed_columns(spec)?;
+    spec.key
+        .iter()
+        .map(|k| {
+            columns
+                .iter()
+                .find(|(c, _)| c == k)
+                .copied()
+                .ok_or_else(|| {
+                    Error::Config(format!(
+                        "key column `{k}` of `{}` is not among its shipped columns",
+                        spec.table
+                    ))
+                })
+        })
+        .collect()
+}
+
+/// The next `limit` rows of `spec`'s table after `after` (from the start when `None`), in
+/// key order, every shipped column.
+pub(crate) fn next_chunk(
+    backend: DbBackend,
+    spec: &TableSpec,
+    after: Option<&[Value]>,
+    limit: u64,
+) -> Result<SelectStatement> {
+    let mut q = select(backend, &spec.table, &typed_columns(spec)?, &spec.key);
+    if let Some(after) = after {
+        q.cond_where(after_condition(backend, &spec.key, after));
+    }
+    q.limit(limit);
+    Ok(q)
+}
+
+/// Decodes the shipped columns of a result row of `spec`'s table.
+pub(crate) fn decode(spec: &TableSpec, res: &QueryResult) -> Result<Row> {
+    let mut row = Vec::with_capacity(spec.columns.len());
+    for (name, tag) in typed_columns(spec)? {
+        let v = Value::read(res, name, tag).map_err(|reason| Error::Read {
+            table: spec.table.clone(),
+            reason,
+        })?;
+        row.push((name.to_string(), v));
+    }
+    Ok(Row(row))
+}
+
+/// The key of `row` (a row of `spec`'s table), in key order.
+pub(crate) fn key_of(spec: &TableSpec, row: &Row) -> Result<Vec<Value>> {
+    spec.key
+        .iter()
+        .map(|k| {
+            row.get(k).cloned().ok_or_else(|| Error::Read {
+                table: spec.table.clone(),
+                reason: format!("the row lacks its key column `{k}`"),
+            })
+        })
+        .collect()
+}
+
+/// Reads the next chunk of rows of `spec`'s table at `db` after `after`.
+///
+/// # Errors
+///
+/// [`Error::Db`] when the query fails; [`Error::Read`] when a column does not decode.
+pub(crate) async fn read_chunk<C: ConnectionTrait>(
+    db: &C,
+    spec: &TableSpec,
+    after: Option<&[Value]>,
+    limit: u64,
+) -> Result<Vec<Row>> {
+    let q = next_chunk(db.get_database_backend(), spec, after, limit)?;
+    let rows = db
+        .query_all(&q)
+        .await
+        .context(|| format!("reading `{}`", spec.table))?;
+    rows.iter().map(|r| decode(spec, r)).collect()
+}
+
+/// The keys of the rows of `spec`'s table at `db` above `after` (from the start when
+/// `None`) and at or below `upto` (to the end when `None`), in key order.
+///
+/// # Errors
+///
+/// [`Error::Db`] when the query fails; [`Error::Read`] when a key does not decode.
+pub(crate) async fn read_keys<C: ConnectionTrait>(
+    db: &C,
+    spec: &TableSpec,
+    after: Option<&[Value]>,
+    upto: Option<&[Value]>,
+) -> Result<Vec<Vec<Value>>> {
+    let backend = db.get_database_backend();
+    let key = typed_key(spec)?;
+    let mut q = select(backend, &spec.table, &key, &spec.key);
+    if let Some(after) = after {
+        q.cond_where(after_condition(backend, &spec.key, after));
+    }
+    if let Some(upto) = upto {
+        q.cond_where(up_to_condition(backend, &spec.key, upto));
+    }
+    let rows = db
+        .query_all(&q)
+        .await
+        .context(|| format!("reading the keys of `{}`", spec.table))?;
+    rows.iter()
+        .map(|r| {
+            key.iter()
+                .map(|(name, tag)| {
+                    Value::read(r, name, tag).map_err(|reason| Error::Read {
+                        table: spec.table.clone(),
+                        reason,
+                    })
+                })
+                .collect()
+        })
+        .collect()
+}

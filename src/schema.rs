@@ -175,11 +175,14 @@ fn ddl(backend: DbBackend) -> [String; 10] {
              spec {text} NOT NULL, updated_at {ts} NOT NULL DEFAULT {now}){suffix}"
         ),
         // Operator requests a running replicator honours: a persistent pause, and counters
-        // that tell its workers to leave a halt or to re-read the dead letters.
+        // that tell its workers to leave a halt, to re-read the dead letters, or to replay
+        // them (with the outcome of the last replay).
         format!(
             "CREATE TABLE IF NOT EXISTS ormsync_control (destination {name} NOT NULL PRIMARY KEY, \
              paused INTEGER NOT NULL DEFAULT 0, resumes BIGINT NOT NULL DEFAULT 0, \
-             letters BIGINT NOT NULL DEFAULT 0, updated_at {ts} NOT NULL DEFAULT {now}){suffix}"
+             letters BIGINT NOT NULL DEFAULT 0, replays BIGINT NOT NULL DEFAULT 0, \
+             replays_done BIGINT NOT NULL DEFAULT 0, replayed BIGINT NOT NULL DEFAULT 0, \
+             replay_failed BIGINT NOT NULL DEFAULT 0, updated_at {ts} NOT NULL DEFAULT {now}){suffix}"
         ),
     ]
 }

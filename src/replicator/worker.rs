@@ -574,8 +574,13 @@ impl Worker {
 
     /// Applies the parked changes again (see [`dead_letters::replay`]).
     async fn replay(&mut self, memory: &mut Memory) -> Result<ReplayReport> {
-        let report =
-            dead_letters::replay(&self.source, &self.source_id, &self.name, self.sink.as_mut()).await?;
+        let report = dead_letters::replay(
+            &self.source,
+            &self.source_id,
+            &self.name,
+            self.sink.as_mut(),
+        )
+        .await?;
         memory.blocked = Some(dead_letters::blocked_rows(&self.source, &self.name).await?);
         Ok(report)
     }

@@ -55,8 +55,7 @@ pub async fn run(urls: &Urls, action: DeadLetters) -> Result<ExitCode> {
             let db = urls.dest(&destination).await?;
             let mut sink = SqlSink::new(destination.clone(), db);
             let source_id = ormsync::outbox::node_id(&source).await?;
-            let report =
-                dead_letters::replay(&source, &source_id, &destination, &mut sink).await?;
+            let report = dead_letters::replay(&source, &source_id, &destination, &mut sink).await?;
             println!(
                 "`{destination}`: {} replayed, {} failed again and stay parked",
                 report.replayed, report.failed

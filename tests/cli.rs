@@ -399,10 +399,15 @@ async fn dead_letters_list_replay_and_discard() {
     let txn = s.db.begin().await.unwrap();
     account(4, "fixed", "4").update(&txn).await.unwrap();
     txn.commit().await.unwrap();
-    wait_for(Duration::from_secs(10), "row 4 to ship", || async {
-        count(&d.db, "accounts").await == 5
-    })
-    .await;
+    let shipped = Instant::now();
+    while count(&d.db, "accounts").await != 5 {
+        assert!(
+            shipped.elapsed() < Duration::from_secs(10),
+            "row 4 did not ship: {}",
+            rep.status()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     rep.sync_now().await.unwrap();
     assert_all_same(&s.db, &d.db).await;
     let status = ormsync(args(&["--source", &source, "status", "--json"]))
@@ -462,4 +467,102 @@ async fn errors_exit_2_without_the_password() {
         !String::from_utf8_lossy(&help.stdout).contains(PASSWORD),
         "--help shows no env value"
     );
+}
+
+async fn verify_and_repair(src: Backend, dst: Backend) {
+    let Some((s, d)) = pair(src, dst).await else {
+        return;
+    };
+    let rep = builder(&s.db)
+        .destination(Destination::new("backup", d.db.clone()))
+        .start()
+        .await
+        .unwrap();
+    insert_accounts(&s.db, 1..=5, "10").await;
+    let txn = s.db.begin().await.unwrap();
+    for n in 1..=3 {
+        common::entities::line(7, n, n * 2)
+            .insert(&txn)
+            .await
+            .unwrap();
+    }
+    txn.commit().await.unwrap();
+    rep.sync_now().await.unwrap();
+    rep.shutdown().await;
+    let source = url(&s);
+    let dest = format!("backup={}", url(&d));
+    let base = ["--source", source.as_str(), "--dest", dest.as_str()];
+    let with = |more: &[&str]| {
+        let mut a = args(&base);
+        a.extend(args(more));
+        a
+    };
+
+    let clean = ormsync(with(&["verify", "--json"])).await.ok().json();
+    assert_eq!(clean[0]["destination"], "backup");
+    assert_eq!(clean[0]["in_sync"], true, "{clean}");
+    assert_eq!(clean[0]["tables"].as_array().map(Vec::len), Some(2));
+
+    // A row changed at the destination behind ormsync's back.
+    d.db.execute_unprepared("UPDATE accounts SET name = 'tampered' WHERE id = 3")
+        .await
+        .unwrap();
+    let drift = ormsync(with(&["verify", "--json"])).await;
+    assert_eq!(drift.code, 1, "{}", drift.stderr);
+    let found = drift.json();
+    assert_eq!(found[0]["in_sync"], false);
+    let accounts = found[0]["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["table"] == "accounts")
+        .expect("a report of accounts");
+    assert_eq!(accounts["different_count"], 1, "{accounts}");
+    assert_eq!(accounts["different"][0]["key"]["id"]["i8"], 3, "{accounts}");
+    assert_eq!(
+        accounts["different"][0]["columns"],
+        serde_json::json!(["name"])
+    );
+    let text = ormsync(with(&["verify"])).await;
+    assert_eq!(text.code, 1);
+    assert!(text.stdout.contains("different id=3"), "{}", text.stdout);
+    let other = ormsync(with(&["verify", "--table", "line_items"])).await;
+    assert_eq!(other.code, 0, "only line_items: in sync\n{}", other.stdout);
+
+    // A dry run changes nothing; a direct repair fixes the row.
+    let dry = ormsync(with(&["repair", "--dry-run", "--direct"]))
+        .await
+        .ok();
+    assert!(dry.stdout.contains("would be"), "{}", dry.stdout);
+    assert_eq!(ormsync(with(&["verify"])).await.code, 1);
+    ormsync(with(&["repair", "--direct"])).await.ok();
+    assert_eq!(ormsync(with(&["verify"])).await.code, 0);
+    assert_all_same(&s.db, &d.db).await;
+
+    // A destination that cannot be reached is an error, not drift.
+    let unreachable = "backup=postgres://postgres:s3cret@127.0.0.1:1/nowhere";
+    let bad = ormsync(args(&[
+        "--source",
+        &source,
+        "--dest",
+        unreachable,
+        "verify",
+    ]))
+    .await;
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+    assert!(
+        bad.stderr.contains("destination `backup`"),
+        "{}",
+        bad.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_and_repair_sqlite() {
+    verify_and_repair(Backend::Sqlite, Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_and_repair_postgres_to_mariadb() {
+    verify_and_repair(Backend::Postgres, Backend::MySql).await;
 }

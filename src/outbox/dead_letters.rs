@@ -117,14 +117,43 @@ pub(crate) async fn park<C: ConnectionTrait>(
     Ok(())
 }
 
-/// Parks `change` behind an earlier parked change of its row, unless it is parked already
-/// (a re-read batch meets the change that was parked itself): its own error stays.
+/// Parks `change` behind the parked changes of its row, if its row still has any (they
+/// may have been replayed or discarded by another process since the caller looked);
+/// returns whether it is parked. A change parked already (a batch read again meets the
+/// change that was parked itself) stays as it is, with its own error.
 pub(crate) async fn park_behind<C: ConnectionTrait>(
     db: &C,
     destination: &str,
     change: &Change,
-) -> Result<()> {
+) -> Result<bool> {
     let backend = db.get_database_backend();
+    let key = change.key.to_json();
+    let parked = db
+        .query_all_raw(Statement::from_sql_and_values(
+            backend,
+            marks(
+                backend,
+                "SELECT outbox_id FROM ormsync_dead_letters \
+                 WHERE destination = ? AND table_name = ? AND pk = ?",
+            ),
+            [
+                destination.into(),
+                change.table.clone().into(),
+                key.clone().into(),
+            ],
+        ))
+        .await
+        .context(|| format!("reading the dead letters of `{destination}`"))?;
+    let ids: Vec<i64> = parked
+        .iter()
+        .filter_map(|r| r.try_get::<i64>("", "outbox_id").ok())
+        .collect();
+    if ids.is_empty() {
+        return Ok(false);
+    }
+    if ids.contains(&change.id) {
+        return Ok(true);
+    }
     let stmt = crate::sql_text::insert_if_absent(
         backend,
         "ormsync_dead_letters (destination, outbox_id, table_name, op, pk, payload, error, attempts) \
@@ -135,7 +164,7 @@ pub(crate) async fn park_behind<C: ConnectionTrait>(
         change.id.into(),
         change.table.clone().into(),
         change.op.code().into(),
-        change.key.to_json().into(),
+        key.into(),
         change.row.to_json().into(),
         "parked behind an earlier change of the same row".into(),
     ];
@@ -147,7 +176,7 @@ pub(crate) async fn park_behind<C: ConnectionTrait>(
                 change.id
             )
         })?;
-    Ok(())
+    Ok(true)
 }
 
 /// The changes parked for `destination`, oldest first.

@@ -329,12 +329,11 @@ async fn dead_letters_list_replay_and_discard() {
     .ok();
     assert!(text.stdout.contains("negative balance"), "{}", text.stdout);
 
-    // Still refused: the replay fails, they stay, the command says so and exits 2.
+    // Still refused: the running replicator's replay fails, they stay, the command says so
+    // and exits 2.
     let again = ormsync(args(&[
         "--source",
         &source,
-        "--dest",
-        &dest,
         "dead-letters",
         "replay",
         "backup",
@@ -362,6 +361,14 @@ async fn dead_letters_list_replay_and_discard() {
     .ok();
     assert!(gone.stdout.contains("1 discarded"), "{}", gone.stdout);
     refuse_negative(&d.db, false).await;
+    // `--direct` applies it from the command line, without asking the replicator (paused
+    // here in process; the command line sees that pause too).
+    rep.pause("backup").await.unwrap();
+    let status = ormsync(args(&["--source", &source, "status", "--json"]))
+        .await
+        .ok()
+        .json();
+    assert_eq!(status["destinations"][0]["paused"], true, "{status}");
     let replayed = ormsync(args(&[
         "--source",
         &source,
@@ -370,6 +377,7 @@ async fn dead_letters_list_replay_and_discard() {
         "dead-letters",
         "replay",
         "backup",
+        "--direct",
     ]))
     .await
     .ok();
@@ -396,6 +404,7 @@ async fn dead_letters_list_replay_and_discard() {
     );
 
     // The running replicator learns that row 4 is no longer blocked: its next change ships.
+    rep.resume("backup").await.unwrap();
     let txn = s.db.begin().await.unwrap();
     account(4, "fixed", "4").update(&txn).await.unwrap();
     txn.commit().await.unwrap();
@@ -416,6 +425,22 @@ async fn dead_letters_list_replay_and_discard() {
         .json();
     assert_eq!(status["destinations"][0]["dead_letters"], 0);
     rep.shutdown().await;
+
+    // No replicator left to ask: replaying without --direct says so.
+    let alone = ormsync(args(&[
+        "--source",
+        &source,
+        "dead-letters",
+        "replay",
+        "backup",
+    ]))
+    .await;
+    assert_eq!(alone.code, 2, "{}", alone.stdout);
+    assert!(
+        alone.stderr.contains("no replicator is running"),
+        "{}",
+        alone.stderr
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

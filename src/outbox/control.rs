@@ -3,7 +3,10 @@
 //!
 //! A row per destination holds a persistent pause flag and two counters: `resumes` tells
 //! a halted worker to try again, `letters` tells workers that the dead letters changed
-//! (replayed or discarded elsewhere) and must be read again. Workers read their row about
+//! (replayed or discarded elsewhere) and must be read again, and `replays` asks the
+//! instance that ships to the destination to replay its dead letters, with the
+//! destination's own rules (key mapping, filters, transforms), and to record the outcome.
+//! Workers read their row about
 //! once per poll interval (at most once a second), so a request takes effect within that.
 
 use sea_orm::{ConnectionTrait, Statement};
@@ -21,6 +24,14 @@ pub struct Control {
     pub resumes: i64,
     /// How many times its dead letters were replayed or discarded.
     pub letters: i64,
+    /// How many replays of its dead letters were asked of the running replicator.
+    pub replays: i64,
+    /// Up to which request the replicator has replayed them.
+    pub replays_done: i64,
+    /// Changes the last replay applied.
+    pub replayed: i64,
+    /// Changes that failed again in the last replay (-1: the replay itself failed).
+    pub replay_failed: i64,
 }
 
 /// Pauses `destination` for every replicator instance of this source, until [`resume`].
@@ -46,6 +57,46 @@ pub(crate) async fn unpause<C: ConnectionTrait>(db: &C, destination: &str) -> Re
     update(db, destination, "paused = 0").await
 }
 
+/// Asks the replicator instance shipping to `destination` to replay its dead letters;
+/// returns the request's number, which [`Control::replays_done`] reaches once it is done.
+///
+/// # Errors
+///
+/// [`Error::Db`](crate::Error::Db) when the source cannot be written.
+pub async fn request_replay<C: ConnectionTrait>(db: &C, destination: &str) -> Result<i64> {
+    update(db, destination, "replays = replays + 1").await?;
+    Ok(read(db, destination).await?.replays)
+}
+
+/// Records the outcome of the replay asked by request `request`.
+pub(crate) async fn replay_done<C: ConnectionTrait>(
+    db: &C,
+    destination: &str,
+    request: i64,
+    replayed: i64,
+    failed: i64,
+) -> Result<()> {
+    let backend = db.get_database_backend();
+    let sql = marks(
+        backend,
+        "UPDATE ormsync_control SET replays_done = ?, replayed = ?, replay_failed = ? \
+         WHERE destination = ?",
+    );
+    db.execute_raw(Statement::from_sql_and_values(
+        backend,
+        sql,
+        [
+            request.into(),
+            replayed.into(),
+            failed.into(),
+            destination.into(),
+        ],
+    ))
+    .await
+    .context(|| format!("recording a replay of `{destination}`"))?;
+    Ok(())
+}
+
 /// Tells the workers of `destination` that its dead letters changed.
 pub(crate) async fn letters_changed<C: ConnectionTrait>(db: &C, destination: &str) -> Result<()> {
     update(db, destination, "letters = letters + 1").await
@@ -63,7 +114,8 @@ pub async fn read<C: ConnectionTrait>(db: &C, destination: &str) -> Result<Contr
             backend,
             marks(
                 backend,
-                "SELECT paused, resumes, letters FROM ormsync_control WHERE destination = ?",
+                "SELECT paused, resumes, letters, replays, replays_done, replayed, replay_failed \
+                 FROM ormsync_control WHERE destination = ?",
             ),
             [destination.into()],
         ))
@@ -81,6 +133,10 @@ pub async fn read<C: ConnectionTrait>(db: &C, destination: &str) -> Result<Contr
         paused: get("paused")? != 0,
         resumes: get("resumes")?,
         letters: get("letters")?,
+        replays: get("replays")?,
+        replays_done: get("replays_done")?,
+        replayed: get("replayed")?,
+        replay_failed: get("replay_failed")?,
     })
 }
 

@@ -17,6 +17,8 @@ pub(crate) struct Requests {
     pub(crate) resumed: bool,
     /// Its dead letters were replayed or discarded since the last read.
     pub(crate) letters: bool,
+    /// A replay of its dead letters is asked and not done: the request's number.
+    pub(crate) replay: Option<i64>,
 }
 
 pub(crate) struct ControlWatch {
@@ -57,6 +59,7 @@ impl ControlWatch {
             paused: now.paused,
             resumed: now.resumes != before.resumes,
             letters: now.letters != before.letters,
+            replay: (now.replays > now.replays_done).then_some(now.replays),
         })
     }
 }

@@ -323,6 +323,24 @@ impl Worker {
             // Read again before the next batch is routed.
             memory.blocked = None;
         }
+        // Asked by `ormsync dead-letters replay`: the shipping instance replays, through
+        // its sink with this destination's rules.
+        if let Some(request) = asked.replay
+            && self.lease.ensure().await.unwrap_or(false)
+        {
+            let (replayed, failed) = match self.replay(memory).await {
+                Ok(r) => (r.replayed as i64, r.failed as i64),
+                Err(e) => {
+                    tracing::warn!(destination = %self.name, error = %e, "dead-letter replay failed");
+                    (0, -1)
+                }
+            };
+            let done =
+                control::replay_done(&self.source, &self.name, request, replayed, failed).await;
+            if let Err(e) = done {
+                tracing::warn!(destination = %self.name, error = %e, "cannot record a replay");
+            }
+        }
         match (asked.paused, memory.hold) {
             (true, None) => {
                 tracing::info!(destination = %self.name, "paused through ormsync_control");

@@ -130,9 +130,20 @@ pub enum DeadLetters {
         json: bool,
     },
     /// Apply a destination's parked changes again, in order; those that apply leave.
+    ///
+    /// By default the running replicator that ships to the destination does it, with the
+    /// destination's key mapping, filters and transforms; this waits for it.
     Replay {
         /// The destination's name.
         destination: String,
+        /// Apply them from here instead, to the URL given with --dest: for when no
+        /// replicator runs. Rules the application configures for the destination (key
+        /// mapping, filters, transforms) are not applied then.
+        #[arg(long)]
+        direct: bool,
+        /// How long to wait for the running replicator, in seconds.
+        #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+        wait: u64,
     },
     /// Drop parked changes without applying them.
     Discard {

@@ -1,10 +1,13 @@
 //! `ormsync dead-letters list|replay|discard`.
 
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
-use ormsync::Result;
 use ormsync::apply::SqlSink;
-use ormsync::outbox::dead_letters::{self, DeadLetter};
+use ormsync::outbox::dead_letters::{self, DeadLetter, ReplayReport};
+use ormsync::outbox::{control, overview};
+use ormsync::{Error, Result};
+use sea_orm::DatabaseConnection;
 
 use super::error_code;
 use crate::args::DeadLetters;
@@ -51,11 +54,16 @@ pub async fn run(urls: &Urls, action: DeadLetters) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        DeadLetters::Replay { destination } => {
-            let db = urls.dest(&destination).await?;
-            let mut sink = SqlSink::new(destination.clone(), db);
-            let source_id = ormsync::outbox::node_id(&source).await?;
-            let report = dead_letters::replay(&source, &source_id, &destination, &mut sink).await?;
+        DeadLetters::Replay {
+            destination,
+            direct,
+            wait,
+        } => {
+            let report = if direct {
+                replay_here(urls, &source, &destination).await?
+            } else {
+                replay_by_replicator(&source, &destination, Duration::from_secs(wait)).await?
+            };
             println!(
                 "`{destination}`: {} replayed, {} failed again and stay parked",
                 report.replayed, report.failed
@@ -77,5 +85,66 @@ pub async fn run(urls: &Urls, action: DeadLetters) -> Result<ExitCode> {
             println!("`{destination}`: {removed} discarded");
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// Applies the parked changes from this process, through a plain sink.
+async fn replay_here(
+    urls: &Urls,
+    source: &DatabaseConnection,
+    destination: &str,
+) -> Result<ReplayReport> {
+    let db = urls.dest(destination).await?;
+    let mut sink = SqlSink::new(destination.to_string(), db);
+    let source_id = ormsync::outbox::node_id(source).await?;
+    dead_letters::replay(source, &source_id, destination, &mut sink).await
+}
+
+/// Asks the replicator instance shipping to `destination` to replay, and waits for it.
+async fn replay_by_replicator(
+    source: &DatabaseConnection,
+    destination: &str,
+    wait: Duration,
+) -> Result<ReplayReport> {
+    let overview = overview::overview(source).await?;
+    let holder = overview
+        .destinations
+        .iter()
+        .find(|d| d.name == destination)
+        .ok_or_else(|| Error::UnknownDestination(destination.to_string()))?
+        .lease_holder
+        .clone()
+        .ok_or_else(|| {
+            Error::Config(format!(
+                "no replicator is running for `{destination}` to replay its dead letters: start \
+                 the application, or pass --direct (with --dest {destination}=URL) to apply them \
+                 from here without the rules the application configures for it"
+            ))
+        })?;
+    let request = control::request_replay(source, destination).await?;
+    eprintln!("asked `{holder}` to replay the dead letters of `{destination}`…");
+    let started = Instant::now();
+    loop {
+        let c = control::read(source, destination).await?;
+        if c.replays_done >= request {
+            if c.replay_failed < 0 {
+                return Err(Error::Config(format!(
+                    "the replicator `{holder}` could not replay the dead letters of \
+                     `{destination}`; its log says why"
+                )));
+            }
+            return Ok(ReplayReport {
+                replayed: c.replayed.max(0) as u64,
+                failed: c.replay_failed as u64,
+            });
+        }
+        if started.elapsed() >= wait {
+            return Err(Error::Config(format!(
+                "the replicator `{holder}` did not replay the dead letters of `{destination}` \
+                 within {} s; it will when it reads the request (see `ormsync dead-letters list`)",
+                wait.as_secs()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

@@ -82,7 +82,8 @@ pub trait Replicated: EntityTrait {
             sync_key: Self::sync_key().map(|c| c.as_str().to_string()),
             references: Self::Relation::iter()
                 .map(|r| r.def())
-                .filter(|d| d.is_owner)
+                // `belongs_to` relations: sea-orm calls the referenced side the owner.
+                .filter(|d| !d.is_owner)
                 .map(|d| Reference {
                     columns: d.from_col.iter().map(|c| c.to_string()).collect(),
                     table: d.to_tbl.sea_orm_table().to_string(),

@@ -1,19 +1,25 @@
 //! What a destination's tables look like, to refuse a change with a precise message
 //! rather than a driver error.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 
 use crate::error::{DbContext, Result};
 
-/// The column names of `table` at `db`; `None` when the table does not exist.
-pub(crate) async fn of<C: ConnectionTrait>(db: &C, table: &str) -> Result<Option<HashSet<String>>> {
+/// The columns of `table` at `db`, each with its SQL type on PostgreSQL (empty elsewhere);
+/// `None` when the table does not exist.
+pub(crate) async fn of<C: ConnectionTrait>(
+    db: &C,
+    table: &str,
+) -> Result<Option<HashMap<String, String>>> {
     let backend = db.get_database_backend();
     let sql = match backend {
+        // The exact type (with its modifiers) is what a batch of JSON rows is read as.
         DbBackend::Postgres => {
-            "SELECT column_name::text AS name FROM information_schema.columns \
-             WHERE table_schema = current_schema() AND table_name = $1"
+            "SELECT a.attname::text AS name, format_type(a.atttypid, a.atttypmod) AS type \
+             FROM pg_attribute a WHERE a.attrelid = to_regclass(quote_ident($1)) \
+             AND a.attnum > 0 AND NOT a.attisdropped"
         }
         DbBackend::MySql => {
             "SELECT CAST(column_name AS CHAR) AS name FROM information_schema.columns \
@@ -28,12 +34,18 @@ pub(crate) async fn of<C: ConnectionTrait>(db: &C, table: &str) -> Result<Option
     if rows.is_empty() {
         return Ok(None);
     }
-    let mut names = HashSet::with_capacity(rows.len());
+    let mut columns = HashMap::with_capacity(rows.len());
     for row in rows {
-        names.insert(
-            row.try_get::<String>("", "name")
+        let name = row
+            .try_get::<String>("", "name")
+            .context(|| format!("reading the columns of `{table}`"))?;
+        let ty = match backend {
+            DbBackend::Postgres => row
+                .try_get::<String>("", "type")
                 .context(|| format!("reading the columns of `{table}`"))?,
-        );
+            _ => String::new(),
+        };
+        columns.insert(name, ty);
     }
-    Ok(Some(names))
+    Ok(Some(columns))
 }

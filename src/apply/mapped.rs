@@ -207,7 +207,7 @@ impl<C: ConnectionTrait> Placer<'_, C> {
 
     /// The key of the one row matching `by`, or `None`; several is an error.
     async fn find_one(&self, spec: &TableSpec, by: &Row, what: &str) -> Result<Option<Row>, Fault> {
-        if by.0.len() == 0 || by.values().any(Value::is_null) {
+        if by.0.is_empty() || by.values().any(Value::is_null) {
             return Ok(None);
         }
         let backend = self.db.get_database_backend();

@@ -345,12 +345,12 @@ impl Rules {
                      `#[replicated(sync_key = \"column\")]` to it"
                 ));
             }
-            if let KeyStrategy::KeyMap { match_on } = &rules.keys {
-                if let Some(c) = match_on.iter().find(|c| !has(c)) {
-                    return bad(format!(
-                        "`{table}` matches rows on `{c}`, which is not one of its shipped columns"
-                    ));
-                }
+            if let KeyStrategy::KeyMap { match_on } = &rules.keys
+                && let Some(c) = match_on.iter().find(|c| !has(c))
+            {
+                return bad(format!(
+                    "`{table}` matches rows on `{c}`, which is not one of its shipped columns"
+                ));
             }
             if rules.keys != KeyStrategy::SameKey && spec.key.len() != 1 {
                 return bad(format!(
@@ -374,12 +374,12 @@ impl Rules {
                     ));
                 }
             }
-            if let Some(ConflictPolicy::NewestWins { column }) = &rules.conflicts {
-                if !has(column) {
-                    return bad(format!(
-                        "`{table}` has no shipped column `{column}` to compare"
-                    ));
-                }
+            if let Some(ConflictPolicy::NewestWins { column }) = &rules.conflicts
+                && !has(column)
+            {
+                return bad(format!(
+                    "`{table}` has no shipped column `{column}` to compare"
+                ));
             }
         }
         if let ConflictPolicy::NewestWins { column } = &self.conflicts {

@@ -1,14 +1,15 @@
 //! The SQL of a step, built with sea-query for the destination's backend: identifiers
 //! quoted, values bound, never formatted into the text.
 
-use sea_orm::DbBackend;
 use sea_orm::sea_query::{
     Alias, Condition, DeleteStatement, Expr, ExprTrait, InsertStatement, OnConflict, Query,
     SelectStatement, SimpleExpr, UpdateStatement, ValueTuple,
 };
+use sea_orm::{DbBackend, Statement};
 
 use super::plan::Step;
 use crate::change::Row;
+use crate::value::Value;
 
 /// Rows per statement at most: past this, bigger statements stop paying off.
 const MAX_ROWS: usize = 1000;
@@ -105,6 +106,168 @@ fn delete(table: &str, keys: &[&Row], backend: DbBackend) -> DeleteStatement {
         q.and_where(tuple.in_tuples(values));
     }
     q
+}
+
+/// On PostgreSQL, the upsert of `rows` as one statement with a single parameter: the rows
+/// as a JSON array, read back by `jsonb_to_recordset` as the destination's own column
+/// `types`. A `VALUES` list binds one parameter per value, and parsing and binding ten
+/// thousand parameters costs the server more than inserting the rows. `None` when a value
+/// has no faithful JSON text (a JSON `null` inside a JSON column, a NUL character).
+pub(crate) fn upsert_json(
+    table: &str,
+    key: &[&str],
+    columns: &[&str],
+    types: &[&str],
+    rows: &[&Row],
+) -> Option<Statement> {
+    let mut json = String::with_capacity(rows.len() * columns.len() * 16);
+    json.push('[');
+    for (i, row) in rows.iter().enumerate() {
+        if i > 0 {
+            json.push(',');
+        }
+        json.push('{');
+        for (j, (c, v)) in row.0.iter().enumerate() {
+            if j > 0 {
+                json.push(',');
+            }
+            push_json_string(&mut json, c);
+            json.push(':');
+            push_json_value(&mut json, v)?;
+        }
+        json.push('}');
+    }
+    json.push(']');
+    let quoted: Vec<String> = columns.iter().map(|c| quote(c)).collect();
+    let list = quoted.join(", ");
+    let typed: Vec<String> = quoted
+        .iter()
+        .zip(types)
+        .map(|(c, t)| format!("{c} {t}"))
+        .collect();
+    let rest: Vec<String> = columns
+        .iter()
+        .filter(|c| !key.contains(c))
+        .map(|c| format!("{0} = EXCLUDED.{0}", quote(c)))
+        .collect();
+    let conflict = key.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ");
+    let action = if rest.is_empty() {
+        "NOTHING".to_string()
+    } else {
+        format!("UPDATE SET {}", rest.join(", "))
+    };
+    let sql = format!(
+        "INSERT INTO {} ({list}) SELECT {list} FROM jsonb_to_recordset($1::jsonb) AS x({}) \
+         ON CONFLICT ({conflict}) DO {action}",
+        quote(table),
+        typed.join(", ")
+    );
+    Some(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        sql,
+        [json.into()],
+    ))
+}
+
+fn quote(ident: &str) -> String {
+    format!("\"{}\"", ident.replace('"', "\"\""))
+}
+
+fn push_json_string(out: &mut String, s: &str) {
+    // serde_json escapes exactly as JSON needs; writing to a String cannot fail.
+    out.push_str(&serde_json::to_string(s).unwrap_or_default());
+}
+
+/// `v` as the JSON text PostgreSQL's input function of its type reads back exactly.
+fn push_json_value(out: &mut String, v: &Value) -> Option<()> {
+    use std::fmt::Write;
+    if v.is_null() {
+        out.push_str("null");
+        return Some(());
+    }
+    let text = |out: &mut String, s: &str| -> Option<()> {
+        if s.contains('\0') {
+            return None;
+        }
+        push_json_string(out, s);
+        Some(())
+    };
+    let float = |out: &mut String, f: f64| {
+        if f.is_nan() {
+            out.push_str("\"NaN\"");
+        } else if f.is_infinite() {
+            out.push_str(if f > 0.0 {
+                "\"Infinity\""
+            } else {
+                "\"-Infinity\""
+            });
+        } else {
+            let _ = write!(out, "{}", serde_json::Number::from_f64(f)?);
+        }
+        Some(())
+    };
+    match v {
+        Value::Bool(Some(b)) => out.push_str(if *b { "true" } else { "false" }),
+        Value::TinyInt(Some(n)) => {
+            let _ = write!(out, "{n}");
+        }
+        Value::SmallInt(Some(n)) => {
+            let _ = write!(out, "{n}");
+        }
+        Value::Int(Some(n)) => {
+            let _ = write!(out, "{n}");
+        }
+        Value::BigInt(Some(n)) => {
+            let _ = write!(out, "{n}");
+        }
+        Value::TinyUnsigned(Some(n)) => {
+            let _ = write!(out, "{n}");
+        }
+        Value::SmallUnsigned(Some(n)) => {
+            let _ = write!(out, "{n}");
+        }
+        Value::Unsigned(Some(n)) => {
+            let _ = write!(out, "{n}");
+        }
+        Value::BigUnsigned(Some(n)) => {
+            let _ = write!(out, "{n}");
+        }
+        Value::Float(Some(f)) => float(out, f64::from(*f))?,
+        Value::Double(Some(f)) => float(out, *f)?,
+        Value::String(Some(s)) => text(out, s)?,
+        Value::Char(Some(c)) => text(out, &c.to_string())?,
+        Value::Enum { value: Some(s), .. } => text(out, s)?,
+        Value::Bytes(Some(b)) => {
+            out.push_str("\"\\\\x");
+            for byte in b {
+                let _ = write!(out, "{byte:02x}");
+            }
+            out.push('"');
+        }
+        Value::Json(Some(j)) => {
+            // A JSON null would read back as SQL NULL.
+            if j.is_null() || j.to_string().contains("\\u0000") {
+                return None;
+            }
+            out.push_str(&j.to_string());
+        }
+        Value::Date(Some(d)) => text(out, &d.to_string())?,
+        Value::Time(Some(t)) => text(out, &t.format("%H:%M:%S%.6f").to_string())?,
+        Value::DateTime(Some(t)) => text(out, &t.format("%Y-%m-%d %H:%M:%S%.6f").to_string())?,
+        Value::DateTimeUtc(Some(t)) => {
+            text(out, &t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))?
+        }
+        Value::DateTimeLocal(Some(t)) => {
+            text(out, &t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))?
+        }
+        Value::DateTimeWithTimeZone(Some(t)) => {
+            text(out, &t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))?
+        }
+        Value::Uuid(Some(u)) => text(out, &u.to_string())?,
+        Value::Decimal(Some(d)) => text(out, &d.to_string())?,
+        _ => return None,
+    }
+    Some(())
 }
 
 /// `WHERE` on each `(column, value)` of `row`.
@@ -224,6 +387,47 @@ mod tests {
         );
         let (sql, _) = delete("t", &[&k2], DbBackend::MySql).build(MysqlQueryBuilder);
         assert_eq!(sql, "DELETE FROM `t` WHERE (`a`, `b`) IN ((?, ?))");
+    }
+
+    #[test]
+    fn json_upserts_carry_the_rows_as_one_parameter() {
+        let mut a = row(1, "x\"y");
+        a.0.push(("raw".into(), Value::Bytes(Some(vec![0, 255]))));
+        a.0.push(("f".into(), Value::Double(Some(f64::NEG_INFINITY))));
+        a.0.push((
+            "at".into(),
+            Value::DateTimeUtc(Some(chrono::DateTime::UNIX_EPOCH)),
+        ));
+        let stmt = upsert_json(
+            "order",
+            &["id"],
+            &["id", "name", "raw", "f", "at"],
+            &[
+                "bigint",
+                "text",
+                "bytea",
+                "double precision",
+                "timestamp with time zone",
+            ],
+            &[&a],
+        )
+        .unwrap();
+        assert_eq!(
+            stmt.sql,
+            r#"INSERT INTO "order" ("id", "name", "raw", "f", "at") SELECT "id", "name", "raw", "f", "at" FROM jsonb_to_recordset($1::jsonb) AS x("id" bigint, "name" text, "raw" bytea, "f" double precision, "at" timestamp with time zone) ON CONFLICT ("id") DO UPDATE SET "name" = EXCLUDED."name", "raw" = EXCLUDED."raw", "f" = EXCLUDED."f", "at" = EXCLUDED."at""#
+        );
+        let values = stmt.values.unwrap().0;
+        assert_eq!(
+            values,
+            [sea_orm::Value::from(
+                r#"[{"id":1,"name":"x\"y","raw":"\\x00ff","f":"-Infinity","at":"1970-01-01T00:00:00.000000Z"}]"#
+            )]
+        );
+        let null_json = Row(vec![(
+            "j".into(),
+            Value::Json(Some(serde_json::Value::Null)),
+        )]);
+        assert!(upsert_json("t", &["j"], &["j"], &["jsonb"], &[&null_json]).is_none());
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::change::{Change, Op, Row};
 use crate::error::{DbContext, Error, Result};
 use crate::outbox::control;
 use crate::redact::redact;
-use crate::sql_text::marks;
+use crate::sql_text::{insert_if_absent, marks};
 
 /// What a dead-letter replay did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -97,6 +97,17 @@ pub(crate) async fn park<C: ConnectionTrait>(
          VALUES (?, ?, ?, ?, ?, ?, ?, 1) ON CONFLICT (destination, outbox_id) \
          DO UPDATE SET error = excluded.error, attempts = ormsync_dead_letters.attempts + 1",
     );
+    insert(db, &stmt, destination, change, error).await
+}
+
+async fn insert<C: ConnectionTrait>(
+    db: &C,
+    stmt: &str,
+    destination: &str,
+    change: &Change,
+    error: &str,
+) -> Result<()> {
+    let backend = db.get_database_backend();
     let values: [SeaValue; 7] = [
         destination.into(),
         change.id.into(),
@@ -136,11 +147,7 @@ pub(crate) async fn park_behind<C: ConnectionTrait>(
                 "SELECT outbox_id FROM ormsync_dead_letters \
                  WHERE destination = ? AND table_name = ? AND pk = ?",
             ),
-            [
-                destination.into(),
-                change.table.clone().into(),
-                key.clone().into(),
-            ],
+            [destination.into(), change.table.clone().into(), key.into()],
         ))
         .await
         .context(|| format!("reading the dead letters of `{destination}`"))?;
@@ -154,28 +161,13 @@ pub(crate) async fn park_behind<C: ConnectionTrait>(
     if ids.contains(&change.id) {
         return Ok(true);
     }
-    let stmt = crate::sql_text::insert_if_absent(
+    let stmt = insert_if_absent(
         backend,
         "ormsync_dead_letters (destination, outbox_id, table_name, op, pk, payload, error, attempts) \
          VALUES (?, ?, ?, ?, ?, ?, ?, 1)",
     );
-    let values: [SeaValue; 7] = [
-        destination.into(),
-        change.id.into(),
-        change.table.clone().into(),
-        change.op.code().into(),
-        key.into(),
-        change.row.to_json().into(),
-        "parked behind an earlier change of the same row".into(),
-    ];
-    db.execute_raw(Statement::from_sql_and_values(backend, stmt, values))
-        .await
-        .context(|| {
-            format!(
-                "parking change {} of `{destination}` in ormsync_dead_letters",
-                change.id
-            )
-        })?;
+    let why = "parked behind an earlier change of the same row";
+    insert(db, &stmt, destination, change, why).await?;
     Ok(true)
 }
 

@@ -122,3 +122,61 @@ async fn connect(what: &str, url: &str) -> Result<DatabaseConnection> {
         source: e,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    fn connections(source: Option<&str>, dests: &[&str], config: Option<PathBuf>) -> Connections {
+        Connections {
+            source: source.map(str::to_string),
+            dests: dests.iter().map(|d| d.to_string()).collect(),
+            config,
+        }
+    }
+
+    #[test]
+    fn flags_win_over_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.json");
+        std::fs::write(
+            &path,
+            r#"{"source": "sqlite://file.db", "destinations": {"a": "sqlite://a.db", "b": "sqlite://b.db"}}"#,
+        )
+        .unwrap();
+        let urls = Urls::resolve(&connections(
+            None,
+            &["b=sqlite://flag.db"],
+            Some(path.clone()),
+        ))
+        .unwrap();
+        assert_eq!(urls.source.as_deref(), Some("sqlite://file.db"));
+        assert_eq!(urls.dests["a"], "sqlite://a.db");
+        assert_eq!(urls.dests["b"], "sqlite://flag.db");
+        let urls = Urls::resolve(&connections(Some("sqlite://flag.db"), &[], Some(path))).unwrap();
+        assert_eq!(urls.source.as_deref(), Some("sqlite://flag.db"));
+        assert_eq!(urls.dest_names(), ["a", "b"]);
+    }
+
+    #[test]
+    fn a_destination_without_a_name_is_refused_without_its_password() {
+        let err = Urls::resolve(&connections(None, &["postgres://u:hunter2@h/db"], None))
+            .err()
+            .expect("an error")
+            .to_string();
+        assert!(err.contains("name=URL"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn scope_names_an_unknown_destination() {
+        let urls = Urls::resolve(&connections(None, &["a=sqlite://a.db"], None)).unwrap();
+        assert_eq!(urls.scope(None).unwrap(), ["a"]);
+        assert!(matches!(
+            urls.scope(Some("b")),
+            Err(Error::UnknownDestination(name)) if name == "b"
+        ));
+    }
+}

@@ -82,7 +82,7 @@ pub(crate) struct Worker {
     pub(crate) settings: Settings,
     pub(crate) alerts: Alerts,
     pub(crate) lease: Lease,
-    /// Requests from other processes: pause, resume, dead letters changed.
+    /// Requests from other processes: pause, resume, dead letters changed or to replay.
     pub(crate) control: ControlWatch,
     pub(crate) status: Arc<Mutex<DestinationStatus>>,
     pub(crate) schedule: Schedule,

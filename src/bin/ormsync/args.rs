@@ -98,7 +98,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Copy the replicated tables to a destination again while replication goes on.
+    /// Copy the replicated tables to a destination again while replication goes on (not
+    /// wired in this build: it needs the snapshot module).
     Resync {
         /// The destination's name.
         destination: String,

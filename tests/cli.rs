@@ -591,3 +591,69 @@ async fn verify_and_repair_sqlite() {
 async fn verify_and_repair_postgres_to_mariadb() {
     verify_and_repair(Backend::Postgres, Backend::MySql).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_takes_a_halt_away_and_a_pause_survives_a_restart() {
+    let Some((s, d)) = pair(Backend::Sqlite, Backend::Sqlite).await else {
+        return;
+    };
+    refuse_negative(&d.db, true).await;
+    let rep = builder(&s.db)
+        .destination(Destination::new("backup", d.db.clone()))
+        .start()
+        .await
+        .unwrap();
+    insert_accounts(&s.db, 1..=2, "-1").await;
+    assert!(
+        rep.sync_now().await.is_err(),
+        "halted on the refused change"
+    );
+    assert_eq!(state(&rep, "backup"), State::Halted);
+    let source = url(&s);
+
+    // Fixed at the destination, resumed from the command line: the halted worker retries.
+    refuse_negative(&d.db, false).await;
+    ormsync(args(&["--source", &source, "resume", "backup"]))
+        .await
+        .ok();
+    wait_for(
+        Duration::from_secs(10),
+        "the halted change to apply",
+        || async { count(&d.db, "accounts").await == 2 },
+    )
+    .await;
+
+    // A pause holds across a restart of the application, until resumed.
+    ormsync(args(&["--source", &source, "pause", "backup"]))
+        .await
+        .ok();
+    rep.shutdown().await;
+    let rep = builder(&s.db)
+        .destination(Destination::new("backup", d.db.clone()))
+        .start()
+        .await
+        .unwrap();
+    wait_for(
+        Duration::from_secs(5),
+        "the restarted replicator to pause",
+        || async { state(&rep, "backup") == State::Paused },
+    )
+    .await;
+    insert_accounts(&s.db, 3..=4, "1").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        count(&d.db, "accounts").await,
+        2,
+        "nothing shipped while paused"
+    );
+    ormsync(args(&["--source", &source, "resume", "backup"]))
+        .await
+        .ok();
+    wait_for(Duration::from_secs(10), "the backlog to arrive", || async {
+        count(&d.db, "accounts").await == 4
+    })
+    .await;
+    rep.sync_now().await.unwrap();
+    assert_all_same(&s.db, &d.db).await;
+    rep.shutdown().await;
+}

@@ -564,6 +564,26 @@ async fn verify_and_repair(src: Backend, dst: Backend) {
     assert_eq!(ormsync(with(&["verify"])).await.code, 0);
     assert_all_same(&s.db, &d.db).await;
 
+    // By default the fix is queued in the outbox and shipped by the replicator.
+    d.db.execute_unprepared("DELETE FROM accounts WHERE id = 2")
+        .await
+        .unwrap();
+    let queued = ormsync(with(&["repair", "--json"])).await.ok().json();
+    let outcome = &queued[0]["tables"][0];
+    assert_eq!(outcome["table"], "accounts", "{queued}");
+    assert_eq!(outcome["mode"], "Outbox", "{queued}");
+    assert_eq!(outcome["upserts"], 1, "{queued}");
+    assert_eq!(ormsync(with(&["verify"])).await.code, 1, "not shipped yet");
+    let rep = builder(&s.db)
+        .destination(Destination::new("backup", d.db.clone()))
+        .start()
+        .await
+        .unwrap();
+    rep.sync_now().await.unwrap();
+    rep.shutdown().await;
+    assert_eq!(ormsync(with(&["verify"])).await.code, 0);
+    assert_all_same(&s.db, &d.db).await;
+
     // A destination that cannot be reached is an error, not drift.
     let unreachable = "backup=postgres://postgres:s3cret@127.0.0.1:1/nowhere";
     let bad = ormsync(args(&[

@@ -42,6 +42,11 @@ impl Run {
 /// Runs `ormsync args…` off the async threads (a replicator may be running in this
 /// process) and checks that no password appears in its output.
 async fn ormsync(args: Vec<String>) -> Run {
+    ormsync_with_env(args, Vec::new()).await
+}
+
+/// [`ormsync`] with these environment variables (and none of ormsync's others).
+async fn ormsync_with_env(args: Vec<String>, env: Vec<(&'static str, String)>) -> Run {
     let shown = args.join(" ");
     let out = tokio::task::spawn_blocking(move || {
         assert_cmd::Command::new(env!("CARGO_BIN_EXE_ormsync"))
@@ -49,6 +54,7 @@ async fn ormsync(args: Vec<String>) -> Run {
             .env_remove("ORMSYNC_SOURCE_URL")
             .env_remove("ORMSYNC_DEST_URLS")
             .env_remove("ORMSYNC_CONFIG")
+            .envs(env)
             .timeout(Duration::from_secs(60))
             .output()
             .expect("run ormsync")
@@ -548,7 +554,12 @@ async fn verify_and_repair(src: Backend, dst: Backend) {
         accounts["different"][0]["columns"],
         serde_json::json!(["name"])
     );
-    let text = ormsync(with(&["verify"])).await;
+    // The same from the environment, as text.
+    let env = vec![
+        ("ORMSYNC_SOURCE_URL", source.clone()),
+        ("ORMSYNC_DEST_URLS", dest.clone()),
+    ];
+    let text = ormsync_with_env(args(&["verify"]), env).await;
     assert_eq!(text.code, 1);
     assert!(text.stdout.contains("different id=3"), "{}", text.stdout);
     let other = ormsync(with(&["verify", "--table", "line_items"])).await;

@@ -396,7 +396,9 @@ impl Worker {
                 .raise(Alert::new(&self.name, AlertKind::Halted).error(message.clone()));
             memory.halted = Some(message);
             answer(waiting, error, &self.name);
-            return Duration::from_secs(3600);
+            // Halted, it still wakes each poll tick to keep its lease and to read
+            // `ormsync_control`, where `ormsync resume` asks it to retry.
+            return self.settings.poll_interval.min(self.settings.lease_ttl / 3);
         }
         self.retry(error, episode, waiting)
     }

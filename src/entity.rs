@@ -169,7 +169,10 @@ fn typed<E: EntityTrait>(c: E::Column, v: sea_orm::Value) -> Result<Value> {
 }
 
 /// What ormsync knows of a replicated table, without the Rust types.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// The replicator records it at the source (`ormsync_entities`, as JSON) so that tools
+/// without the application's types, like the `ormsync` command line, can read the tables.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TableSpec {
     /// Table name.
     pub table: String,
@@ -183,11 +186,13 @@ pub struct TableSpec {
     /// The global key column, if the entity names one.
     pub sync_key: Option<String>,
     /// The foreign keys this table holds, from the entity's `belongs_to` relations.
+    // Descriptions recorded by a version without references still load.
+    #[serde(default)]
     pub references: Vec<Reference>,
 }
 
 /// A foreign key: `columns` of one table hold `to_columns` of a row of `table`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Reference {
     /// The referencing columns.
     pub columns: Vec<String>,

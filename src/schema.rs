@@ -8,7 +8,7 @@ use sea_orm::{ConnectionTrait, DbBackend};
 use crate::error::{DbContext, Result};
 
 /// The tables ormsync owns, in creation order.
-pub const TABLES: [&str; 9] = [
+pub const TABLES: [&str; 11] = [
     "ormsync_node",
     "ormsync_outbox",
     "ormsync_leases",
@@ -18,6 +18,8 @@ pub const TABLES: [&str; 9] = [
     "ormsync_key_map",
     "ormsync_conflicts",
     "ormsync_snapshot",
+    "ormsync_entities",
+    "ormsync_control",
 ];
 
 /// Creates every `ormsync_*` table that does not exist yet; running it again changes nothing.
@@ -88,7 +90,7 @@ const PG_NOTIFY: [&str; 2] = [
      END IF; END $$",
 ];
 
-fn ddl(backend: DbBackend) -> [String; 9] {
+fn ddl(backend: DbBackend) -> [String; 11] {
     // Column types per backend; everything else is shared.
     let (autoinc, text, name, ts, now, suffix) = match backend {
         DbBackend::Postgres => (
@@ -175,6 +177,22 @@ fn ddl(backend: DbBackend) -> [String; 9] {
              last_key {text} NULL, done INTEGER NOT NULL, copied BIGINT NOT NULL, deferred BIGINT NOT NULL, \
              catch_up_to BIGINT NULL, prune INTEGER NOT NULL, started_at {ts} NOT NULL DEFAULT {now}, updated_at {ts} NOT NULL DEFAULT {now}, \
              PRIMARY KEY (source, table_name)){suffix}"
+        ),
+        // What the command line knows of the replicated tables without the application's
+        // types: one row per registered entity, the `TableSpec` as JSON.
+        format!(
+            "CREATE TABLE IF NOT EXISTS ormsync_entities (table_name {name} NOT NULL PRIMARY KEY, \
+             spec {text} NOT NULL, updated_at {ts} NOT NULL DEFAULT {now}){suffix}"
+        ),
+        // Operator requests a running replicator honours: a persistent pause, and counters
+        // that tell its workers to leave a halt, to re-read the dead letters, or to replay
+        // them (with the outcome of the last replay).
+        format!(
+            "CREATE TABLE IF NOT EXISTS ormsync_control (destination {name} NOT NULL PRIMARY KEY, \
+             paused INTEGER NOT NULL DEFAULT 0, resumes BIGINT NOT NULL DEFAULT 0, \
+             letters BIGINT NOT NULL DEFAULT 0, replays BIGINT NOT NULL DEFAULT 0, \
+             replays_done BIGINT NOT NULL DEFAULT 0, replayed BIGINT NOT NULL DEFAULT 0, \
+             replay_failed BIGINT NOT NULL DEFAULT 0, updated_at {ts} NOT NULL DEFAULT {now}){suffix}"
         ),
     ]
 }

@@ -41,7 +41,8 @@ async fn idle_replicator_issues_few_queries() {
         eprintln!(
             "figure: {backend:?} idle: {issued} statements in {idle:?} ({per_minute:.0}/min) with a {poll:?} poll"
         );
-        // Per poll tick: one read and one backlog count; plus a lease renewal (two
+        // Per poll tick: one outbox read and one read of the control row (`ormsync_control`,
+        // at most once a second); a backlog count every 30 s; plus a lease renewal (two
         // statements) every third of the 10 s lease.
         let ticks = idle.as_secs_f64() / poll.as_secs_f64() + 1.0;
         let bound = (ticks * 2.0 + 2.0 * 3.0) as u64;

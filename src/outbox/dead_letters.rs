@@ -7,9 +7,21 @@ use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, DbBackend, QueryResult, Statement, Value as SeaValue};
 use serde::Serialize;
 
+use crate::apply::Sink;
 use crate::change::{Change, Op, Row};
 use crate::error::{DbContext, Error, Result};
+use crate::outbox::control;
+use crate::redact::redact;
 use crate::sql_text::{insert_if_absent, marks};
+
+/// What a dead-letter replay did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ReplayReport {
+    /// Parked changes applied and removed from `ormsync_dead_letters`.
+    pub replayed: u64,
+    /// Parked changes that failed again and stay parked.
+    pub failed: u64,
+}
 
 /// A parked change.
 #[derive(Clone, Debug, Serialize)]
@@ -88,22 +100,6 @@ pub(crate) async fn park<C: ConnectionTrait>(
     insert(db, &stmt, destination, change, error).await
 }
 
-/// Parks `change` behind an earlier parked change of its row, unless it is parked already
-/// (then its own error stays: the retry of a batch meets the change it just parked).
-pub(crate) async fn park_behind<C: ConnectionTrait>(
-    db: &C,
-    destination: &str,
-    change: &Change,
-) -> Result<()> {
-    let stmt = insert_if_absent(
-        db.get_database_backend(),
-        "ormsync_dead_letters (destination, outbox_id, table_name, op, pk, payload, error, attempts) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, 1)",
-    );
-    let why = "parked behind an earlier change of the same row";
-    insert(db, &stmt, destination, change, why).await
-}
-
 async fn insert<C: ConnectionTrait>(
     db: &C,
     stmt: &str,
@@ -130,6 +126,49 @@ async fn insert<C: ConnectionTrait>(
             )
         })?;
     Ok(())
+}
+
+/// Parks `change` behind the parked changes of its row, if its row still has any (they
+/// may have been replayed or discarded by another process since the caller looked);
+/// returns whether it is parked. A change parked already (a batch read again meets the
+/// change that was parked itself) stays as it is, with its own error.
+pub(crate) async fn park_behind<C: ConnectionTrait>(
+    db: &C,
+    destination: &str,
+    change: &Change,
+) -> Result<bool> {
+    let backend = db.get_database_backend();
+    let key = change.key.to_json();
+    let parked = db
+        .query_all_raw(Statement::from_sql_and_values(
+            backend,
+            marks(
+                backend,
+                "SELECT outbox_id FROM ormsync_dead_letters \
+                 WHERE destination = ? AND table_name = ? AND pk = ?",
+            ),
+            [destination.into(), change.table.clone().into(), key.into()],
+        ))
+        .await
+        .context(|| format!("reading the dead letters of `{destination}`"))?;
+    let ids: Vec<i64> = parked
+        .iter()
+        .filter_map(|r| r.try_get::<i64>("", "outbox_id").ok())
+        .collect();
+    if ids.is_empty() {
+        return Ok(false);
+    }
+    if ids.contains(&change.id) {
+        return Ok(true);
+    }
+    let stmt = insert_if_absent(
+        backend,
+        "ormsync_dead_letters (destination, outbox_id, table_name, op, pk, payload, error, attempts) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, 1)",
+    );
+    let why = "parked behind an earlier change of the same row";
+    insert(db, &stmt, destination, change, why).await?;
+    Ok(true)
 }
 
 /// The changes parked for `destination`, oldest first.
@@ -244,4 +283,113 @@ pub(crate) async fn failed_again<C: ConnectionTrait>(
         .context(|| format!("recording a failed replay for `{destination}`"))?;
     }
     Ok(())
+}
+
+/// Applies the changes parked for `destination` again through `sink` (`source_id` is the
+/// source's [`node_id`](crate::outbox::node_id)), row by row in
+/// outbox order; those that apply leave `ormsync_dead_letters`, the others stay with their
+/// new error. Running replicators are told to read the dead letters again.
+///
+/// The replicator's [`replay_dead_letters`](crate::Replicator::replay_dead_letters) and the
+/// command line both come here; the sink is the destination's
+/// [`SqlSink`](crate::apply::SqlSink).
+///
+/// # Errors
+///
+/// [`Error::Db`] when the dead letters cannot be read or updated; [`Error::Decode`] when a
+/// parked change is not valid.
+pub async fn replay<C: ConnectionTrait>(
+    source: &C,
+    source_id: &str,
+    destination: &str,
+    sink: &mut dyn Sink,
+) -> Result<ReplayReport> {
+    let letters = list(source, destination).await?;
+    // Each row's changes together and in order: later ones were parked behind the first.
+    let mut rows: Vec<((String, String), Vec<Change>)> = Vec::new();
+    for letter in &letters {
+        let key = (letter.table.clone(), letter.key.clone());
+        let change = letter.change()?;
+        match rows.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, changes)) => changes.push(change),
+            None => rows.push((key, vec![change])),
+        }
+    }
+    let mut report = ReplayReport::default();
+    for (_, changes) in rows {
+        let ids: Vec<i64> = changes.iter().map(|c| c.id).collect();
+        match sink.replay(source_id, &changes).await {
+            Ok(()) => {
+                remove(source, destination, &ids).await?;
+                report.replayed += ids.len() as u64;
+            }
+            Err(e) => {
+                let message = redact(&e.to_string());
+                failed_again(source, destination, &ids, &message).await?;
+                report.failed += ids.len() as u64;
+            }
+        }
+    }
+    if report.replayed > 0 {
+        control::letters_changed(source, destination).await?;
+    }
+    Ok(report)
+}
+
+/// Drops the given parked changes of `destination` without applying them (all of them
+/// when `outbox_ids` is `None`); returns how many went. Running replicators are told to
+/// read the dead letters again, so later changes of those rows ship.
+///
+/// # Errors
+///
+/// [`Error::Db`] when they cannot be removed.
+pub async fn discard<C: ConnectionTrait>(
+    source: &C,
+    destination: &str,
+    outbox_ids: Option<&[i64]>,
+) -> Result<u64> {
+    let all: Vec<i64>;
+    let ids = match outbox_ids {
+        Some(ids) => ids,
+        None => {
+            all = list(source, destination)
+                .await?
+                .iter()
+                .map(|d| d.outbox_id)
+                .collect();
+            &all
+        }
+    };
+    let removed = remove(source, destination, ids).await?;
+    if removed > 0 {
+        control::letters_changed(source, destination).await?;
+    }
+    Ok(removed)
+}
+
+/// How many changes are parked, per destination.
+///
+/// # Errors
+///
+/// [`Error::Db`] when the table cannot be read.
+pub async fn counts<C: ConnectionTrait>(db: &C) -> Result<Vec<(String, u64)>> {
+    let backend = db.get_database_backend();
+    let rows = db
+        .query_all_raw(Statement::from_string(
+            backend,
+            "SELECT destination, COUNT(*) AS n FROM ormsync_dead_letters GROUP BY destination",
+        ))
+        .await
+        .context(|| "counting the dead letters".into())?;
+    rows.iter()
+        .map(|r| {
+            let name: String = r
+                .try_get("", "destination")
+                .context(|| "counting the dead letters".into())?;
+            let n: i64 = r
+                .try_get("", "n")
+                .context(|| "counting the dead letters".into())?;
+            Ok((name, n.max(0) as u64))
+        })
+        .collect()
 }

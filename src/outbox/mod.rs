@@ -1,7 +1,10 @@
 //! Source side: the outbox table, the source's identity, and gap-safe reading.
 
+pub mod control;
 pub mod dead_letters;
+pub mod entities;
 mod gaps;
+pub mod overview;
 pub mod progress;
 mod reader;
 pub mod retention;

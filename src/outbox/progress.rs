@@ -51,6 +51,36 @@ pub async fn forget<C: ConnectionTrait>(db: &C, destination: &str) -> Result<()>
     Ok(())
 }
 
+/// Every destination's recorded progress: name, watermark and frontier, by name.
+///
+/// # Errors
+///
+/// [`Error::Db`](crate::Error::Db) when the source cannot be read.
+pub async fn read_all<C: ConnectionTrait>(db: &C) -> Result<Vec<(String, i64, i64)>> {
+    let backend = db.get_database_backend();
+    let rows = db
+        .query_all_raw(Statement::from_string(
+            backend,
+            "SELECT destination, watermark, frontier FROM ormsync_progress ORDER BY destination",
+        ))
+        .await
+        .context(|| "reading `ormsync_progress`".into())?;
+    rows.iter()
+        .map(|r| {
+            let get = |c: &str| {
+                r.try_get::<i64>("", c)
+                    .context(|| "reading `ormsync_progress`".into())
+            };
+            Ok((
+                r.try_get("", "destination")
+                    .context(|| "reading `ormsync_progress`".into())?,
+                get("watermark")?,
+                get("frontier")?,
+            ))
+        })
+        .collect()
+}
+
 /// Records `position` as the progress of `destination`.
 ///
 /// # Errors

@@ -212,6 +212,7 @@ impl ReplicatorBuilder {
             }
         }
         schema::install(&self.source).await?;
+        outbox::entities::record(&self.source, self.tables.values()).await?;
         let source_id = outbox::node_id(&self.source).await?;
         let cancel = CancellationToken::new();
         let shared = Arc::new(Shared {

@@ -2,6 +2,7 @@
 
 mod alert;
 mod builder;
+mod control;
 mod destination;
 mod lease;
 mod retention;
@@ -145,6 +146,11 @@ impl Shared {
                 d.name.clone(),
                 self.instance.clone(),
                 self.settings.lease_ttl,
+            ),
+            control: control::ControlWatch::new(
+                self.source.clone(),
+                &d.name,
+                self.settings.poll_interval,
             ),
             status: status.clone(),
             schedule: d.schedule.clone(),
@@ -311,7 +317,7 @@ impl Replicator {
     }
 
     /// Takes a halted or paused destination out of its stop; a halted one retries the
-    /// change it stopped on.
+    /// change it stopped on. Clears the pause recorded at the source too.
     ///
     /// # Errors
     ///
@@ -323,6 +329,10 @@ impl Replicator {
     /// Stops shipping to `name` for a while. It keeps its lease (no other instance takes
     /// over), its pending count and lag stay up to date in [`status`](Self::status), and
     /// lag alerts still fire. [`resume`](Self::resume) ships again.
+    ///
+    /// The pause is recorded at the source (`ormsync_control`): it holds for every
+    /// instance and across restarts until resumed, here, by another instance or by
+    /// `ormsync resume` (see [`outbox::control`](crate::outbox::control)).
     ///
     /// # Errors
     ///

@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::Utc;
 use sea_orm::{DatabaseConnection, TransactionTrait};
-use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant as TokioInstant;
 use tokio_util::sync::CancellationToken;
 
 use super::alert::{Alert, AlertKind, Alerts};
+use super::control::ControlWatch;
 use super::destination::OnPermanentError;
 use super::lease::Lease;
 use super::schedule::Schedule;
@@ -23,7 +23,7 @@ use crate::bootstrap::{self, TableDef};
 use crate::change::{Batch, Change};
 use crate::entity::TableSpec;
 use crate::error::{DbContext, Error, Result};
-use crate::outbox::{OutboxReader, dead_letters, progress};
+use crate::outbox::{OutboxReader, control, dead_letters, progress};
 use crate::position::Position;
 use crate::redact::redact;
 use crate::schema;
@@ -50,14 +50,7 @@ pub(crate) enum Command {
     Resync(Vec<String>, oneshot::Sender<Result<()>>),
 }
 
-/// What a dead-letter replay did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct ReplayReport {
-    /// Parked changes applied and removed from `ormsync_dead_letters`.
-    pub replayed: u64,
-    /// Parked changes that failed again and stay parked.
-    pub failed: u64,
-}
+pub use crate::outbox::dead_letters::ReplayReport;
 
 /// Settings every worker shares.
 #[derive(Clone, Debug)]
@@ -93,6 +86,8 @@ pub(crate) struct Worker {
     pub(crate) settings: Settings,
     pub(crate) alerts: Alerts,
     pub(crate) lease: Lease,
+    /// Requests from other processes: pause, resume, dead letters changed or to replay.
+    pub(crate) control: ControlWatch,
     pub(crate) status: Arc<Mutex<DestinationStatus>>,
     pub(crate) schedule: Schedule,
     /// Wake-ups from the source's PostgreSQL `NOTIFY` listener, if there is one.
@@ -176,15 +171,22 @@ impl Worker {
             match command {
                 Some(Command::SyncNow(reply)) => waiting.push(reply),
                 Some(Command::Resume(reply)) => {
-                    if memory.halted.take().is_some() || memory.hold.take().is_some() {
+                    // Persisted first, so the next read of the control row agrees.
+                    let stored = control::unpause(&self.source, &self.name).await;
+                    if stored.is_ok()
+                        && (memory.halted.take().is_some() || memory.hold.take().is_some())
+                    {
                         tracing::info!(destination = %self.name, "resumed");
                     }
                     episode = None;
-                    let _ = reply.send(Ok(()));
+                    let _ = reply.send(stored);
                 }
                 Some(Command::Pause(reply)) => {
-                    memory.hold.get_or_insert(Hold::Paused);
-                    let _ = reply.send(Ok(()));
+                    let stored = control::pause(&self.source, &self.name).await;
+                    if stored.is_ok() {
+                        memory.hold.get_or_insert(Hold::Paused);
+                    }
+                    let _ = reply.send(stored);
                 }
                 Some(Command::Disable(reply)) => {
                     memory.hold = Some(Hold::Disabled);
@@ -210,6 +212,7 @@ impl Worker {
                 }
                 None => {}
             }
+            self.follow_control(&mut memory, &mut episode).await;
             if let Some(reason) = &memory.halted {
                 for reply in waiting.drain(..) {
                     let _ = reply.send(Err(Error::Halted {
@@ -322,6 +325,53 @@ impl Worker {
         self.update(|s| s.state = State::Stopped);
     }
 
+    /// Takes in what was asked through `ormsync_control` (by the command line or another
+    /// instance) since it was last read.
+    async fn follow_control(&mut self, memory: &mut Memory, episode: &mut Option<Episode>) {
+        let Some(asked) = self.control.poll().await else {
+            return;
+        };
+        if asked.resumed {
+            if memory.halted.take().is_some() {
+                tracing::info!(destination = %self.name, "resumed through ormsync_control");
+            }
+            *episode = None;
+        }
+        if asked.letters {
+            // Read again before the next batch is routed.
+            memory.blocked = None;
+        }
+        // Asked by `ormsync dead-letters replay`: the shipping instance replays, through
+        // its sink with this destination's rules.
+        if let Some(request) = asked.replay
+            && self.lease.ensure().await.unwrap_or(false)
+        {
+            let (replayed, failed) = match self.replay(memory).await {
+                Ok(r) => (r.replayed as i64, r.failed as i64),
+                Err(e) => {
+                    tracing::warn!(destination = %self.name, error = %e, "dead-letter replay failed");
+                    (0, -1)
+                }
+            };
+            let done =
+                control::replay_done(&self.source, &self.name, request, replayed, failed).await;
+            if let Err(e) = done {
+                tracing::warn!(destination = %self.name, error = %e, "cannot record a replay");
+            }
+        }
+        match (asked.paused, memory.hold) {
+            (true, None) => {
+                tracing::info!(destination = %self.name, "paused through ormsync_control");
+                memory.hold = Some(Hold::Paused);
+            }
+            (false, Some(Hold::Paused)) => {
+                tracing::info!(destination = %self.name, "resumed through ormsync_control");
+                memory.hold = None;
+            }
+            _ => {}
+        }
+    }
+
     /// Keeps the lease while not shipping, so no other instance takes over a destination
     /// that is halted, paused or disabled on purpose.
     async fn keep_lease(&mut self) {
@@ -364,7 +414,9 @@ impl Worker {
                 .raise(Alert::new(&self.name, AlertKind::Halted).error(message.clone()));
             memory.halted = Some(message);
             answer(waiting, error, &self.name);
-            return Duration::from_secs(3600);
+            // Halted, it still wakes each poll tick to keep its lease and to read
+            // `ormsync_control`, where `ormsync resume` asks it to retry.
+            return self.settings.poll_interval.min(self.settings.lease_ttl / 3);
         }
         self.retry(error, episode, waiting)
     }
@@ -424,9 +476,6 @@ impl Worker {
             }
             memory.installed = true;
         }
-        if memory.blocked.is_none() {
-            memory.blocked = Some(dead_letters::blocked_rows(&self.source, &self.name).await?);
-        }
         if !memory.snapshot_checked {
             if !self.snapshot(memory).await? {
                 return Ok(0);
@@ -447,6 +496,14 @@ impl Worker {
                     destination: self.name.clone(),
                     holder: self.lease.holder().await?.unwrap_or_default(),
                 });
+            }
+            // A pause asked elsewhere stops a long drain between batches.
+            self.follow_control(memory, &mut None).await;
+            if memory.hold.is_some() {
+                return Ok(total);
+            }
+            if memory.blocked.is_none() {
+                memory.blocked = Some(dead_letters::blocked_rows(&self.source, &self.name).await?);
             }
             let current = match &memory.position {
                 Some(p) => p.clone(),
@@ -552,8 +609,9 @@ impl Worker {
                 .blocked
                 .as_ref()
                 .is_some_and(|b| b.contains(&(change.table.clone(), change.key.to_json())))
+                // The set may be stale (replayed or discarded elsewhere): the table decides.
+                && dead_letters::park_behind(&self.source, &self.name, &change).await?
             {
-                dead_letters::park_behind(&self.source, &self.name, &change).await?;
                 self.update(|s| s.dead_lettered += 1);
                 batch.skipped.push((change.id, change.id));
             } else {
@@ -584,40 +642,21 @@ impl Worker {
         Ok(())
     }
 
-    /// Applies the parked changes again, row by row in outbox order; those that apply are
-    /// removed, the others stay with their new error.
+    /// Applies the parked changes again (see [`dead_letters::replay`]).
     async fn replay(&mut self, memory: &mut Memory) -> Result<ReplayReport> {
-        let letters = dead_letters::list(&self.source, &self.name).await?;
-        let mut rows: Vec<((String, String), Vec<Change>)> = Vec::new();
-        for letter in &letters {
-            let key = (letter.table.clone(), letter.key.clone());
-            let change = letter.change()?;
-            match rows.iter_mut().find(|(k, _)| *k == key) {
-                Some((_, changes)) => changes.push(change),
-                None => rows.push((key, vec![change])),
-            }
-        }
-        let mut report = ReplayReport::default();
-        for (_, changes) in rows {
-            let ids: Vec<i64> = changes.iter().map(|c| c.id).collect();
-            match self.sink.replay(&self.source_id, &changes).await {
-                Ok(()) => {
-                    dead_letters::remove(&self.source, &self.name, &ids).await?;
-                    report.replayed += ids.len() as u64;
-                }
-                Err(e) => {
-                    let message = redact(&e.to_string());
-                    dead_letters::failed_again(&self.source, &self.name, &ids, &message).await?;
-                    report.failed += ids.len() as u64;
-                }
-            }
-        }
+        let report = dead_letters::replay(
+            &self.source,
+            &self.source_id,
+            &self.name,
+            self.sink.as_mut(),
+        )
+        .await?;
         memory.blocked = Some(dead_letters::blocked_rows(&self.source, &self.name).await?);
         Ok(report)
     }
 
     async fn discard(&mut self, memory: &mut Memory, ids: &[i64]) -> Result<u64> {
-        let removed = dead_letters::remove(&self.source, &self.name, ids).await?;
+        let removed = dead_letters::discard(&self.source, &self.name, Some(ids)).await?;
         memory.blocked = Some(dead_letters::blocked_rows(&self.source, &self.name).await?);
         Ok(removed)
     }

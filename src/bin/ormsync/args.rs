@@ -1,0 +1,160 @@
+//! The command line's arguments.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Operate ormsync replication from the command line: status, backlog, dead letters,
+/// pause and resume, drift checks and repair.
+///
+/// Database URLs come from flags, the environment or a JSON config file (in that order of
+/// precedence). Passwords are never printed.
+#[derive(Debug, Parser)]
+#[command(name = "ormsync", version)]
+pub struct Cli {
+    #[command(flatten)]
+    pub connections: Connections,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where the databases are.
+#[derive(Debug, Args)]
+pub struct Connections {
+    /// The source database's URL.
+    // Environment values are hidden from `--help`: they may hold a password.
+    #[arg(
+        long,
+        env = "ORMSYNC_SOURCE_URL",
+        global = true,
+        hide_env_values = true
+    )]
+    pub source: Option<String>,
+
+    /// A destination as `name=URL`; repeat for each (the environment variable takes them
+    /// comma separated).
+    #[arg(
+        long = "dest",
+        value_name = "NAME=URL",
+        env = "ORMSYNC_DEST_URLS",
+        value_delimiter = ',',
+        global = true,
+        hide_env_values = true
+    )]
+    pub dests: Vec<String>,
+
+    /// A JSON file: `{"source": URL, "destinations": {NAME: URL, …}}`.
+    #[arg(long, value_name = "FILE", env = "ORMSYNC_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Per destination: paused, lease holder, watermark, backlog, oldest pending, dead letters.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pending changes and the oldest pending per table, per destination.
+    Outbox {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Changes a destination refused for good, parked at the source.
+    #[command(subcommand)]
+    DeadLetters(DeadLetters),
+    /// Stop shipping to a destination, for every running replicator, until `resume`.
+    Pause {
+        /// The destination's name.
+        destination: String,
+    },
+    /// Ship to a paused or halted destination again.
+    Resume {
+        /// The destination's name.
+        destination: String,
+    },
+    /// Compare the replicated tables of the source and each destination row by row.
+    /// Exits 0 when in sync, 1 on drift, 2 on error.
+    Verify {
+        #[command(flatten)]
+        scope: Scope,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fix the rows `verify` finds different: through the outbox (default) or directly.
+    Repair {
+        #[command(flatten)]
+        scope: Scope,
+        /// Report what would be fixed, fix nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Write the fixes at the destination directly instead of queuing them.
+        #[arg(long)]
+        direct: bool,
+        /// Print the outcome as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Copy the replicated tables to a destination again while replication goes on (not
+    /// wired in this build: it needs the snapshot module).
+    Resync {
+        /// The destination's name.
+        destination: String,
+        /// Only these tables (repeatable); default all.
+        #[arg(long = "table", value_name = "TABLE")]
+        tables: Vec<String>,
+    },
+}
+
+/// Which destinations and tables a check covers.
+#[derive(Debug, Args)]
+pub struct Scope {
+    /// Only this destination; default every one configured.
+    #[arg(value_name = "DESTINATION")]
+    pub destination: Option<String>,
+    /// Only these tables (repeatable); default every replicated table.
+    #[arg(long = "table", value_name = "TABLE")]
+    pub tables: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeadLetters {
+    /// List the parked changes (of one destination, or all).
+    List {
+        /// The destination's name; default all.
+        destination: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Apply a destination's parked changes again, in order; those that apply leave.
+    ///
+    /// By default the running replicator that ships to the destination does it, with the
+    /// destination's key mapping, filters and transforms; this waits for it.
+    Replay {
+        /// The destination's name.
+        destination: String,
+        /// Apply them from here instead, to the URL given with --dest: for when no
+        /// replicator runs. Rules the application configures for the destination (key
+        /// mapping, filters, transforms) are not applied then.
+        #[arg(long)]
+        direct: bool,
+        /// How long to wait for the running replicator, in seconds.
+        #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+        wait: u64,
+    },
+    /// Drop parked changes without applying them.
+    Discard {
+        /// The destination's name.
+        destination: String,
+        /// The outbox id of a change to drop (repeatable).
+        #[arg(long = "id", value_name = "OUTBOX_ID", required_unless_present = "all")]
+        ids: Vec<i64>,
+        /// Drop every parked change of the destination.
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+    },
+}

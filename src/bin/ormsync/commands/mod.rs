@@ -1,0 +1,52 @@
+//! One file per command; `run` dispatches.
+
+mod dead_letters;
+mod outbox;
+mod pause;
+mod status;
+mod verify;
+
+use std::process::ExitCode;
+
+use ormsync::Result;
+
+use crate::args::{Cli, Command};
+use crate::config::Urls;
+
+/// The exit code of an error.
+pub fn error_code() -> ExitCode {
+    ExitCode::from(2)
+}
+
+/// Runs the command; `Err` exits with [`error_code`].
+pub async fn run(cli: Cli) -> Result<ExitCode> {
+    let urls = Urls::resolve(&cli.connections)?;
+    match cli.command {
+        Command::Status { json } => status::run(&urls, json).await,
+        Command::Outbox { json } => outbox::run(&urls, json).await,
+        Command::DeadLetters(action) => dead_letters::run(&urls, action).await,
+        Command::Pause { destination } => pause::run(&urls, &destination, true).await,
+        Command::Resume { destination } => pause::run(&urls, &destination, false).await,
+        Command::Verify { scope, json } => verify::verify(&urls, &scope, json).await,
+        Command::Repair {
+            scope,
+            dry_run,
+            direct,
+            json,
+        } => verify::repair(&urls, &scope, dry_run, direct, json).await,
+        Command::Resync {
+            destination,
+            tables,
+        } => verify::resync(&urls, &destination, &tables).await,
+    }
+}
+
+/// Age in seconds, for people.
+pub fn age(seconds: Option<f64>) -> String {
+    match seconds {
+        None => "-".into(),
+        Some(s) if s < 120.0 => format!("{s:.1} s"),
+        Some(s) if s < 7200.0 => format!("{:.1} min", s / 60.0),
+        Some(s) => format!("{:.1} h", s / 3600.0),
+    }
+}

@@ -1,0 +1,690 @@
+//! The `ormsync` command line, run as a process against real databases: exit codes,
+//! output (JSON parsed), pause and resume of a running replicator, dead letters, and no
+//! password anywhere in what it prints.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::entities::{account, accounts, line_items};
+use common::{Backend, TestDb, assert_all_same, count, pair};
+use ormsync::{Destination, OnPermanentError, Replicated, Replicator, State};
+use sea_orm::{ActiveModelTrait, ConnectionTrait, DatabaseConnection, TransactionTrait};
+use serde_json::Value as Json;
+
+/// The password put into every server URL: trust authentication accepts any, and it must
+/// never show up in the command line's output.
+const PASSWORD: &str = "s3cret";
+
+/// What a run of the command line gave.
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn json(&self) -> Json {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout))
+    }
+
+    fn ok(self) -> Self {
+        assert_eq!(
+            self.code, 0,
+            "stdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+/// Runs `ormsync args…` off the async threads (a replicator may be running in this
+/// process) and checks that no password appears in its output.
+async fn ormsync(args: Vec<String>) -> Run {
+    ormsync_with_env(args, Vec::new()).await
+}
+
+/// [`ormsync`] with these environment variables (and none of ormsync's others).
+async fn ormsync_with_env(args: Vec<String>, env: Vec<(&'static str, String)>) -> Run {
+    let shown = args.join(" ");
+    let out = tokio::task::spawn_blocking(move || {
+        assert_cmd::Command::new(env!("CARGO_BIN_EXE_ormsync"))
+            .args(&args)
+            .env_remove("ORMSYNC_SOURCE_URL")
+            .env_remove("ORMSYNC_DEST_URLS")
+            .env_remove("ORMSYNC_CONFIG")
+            .envs(env)
+            .timeout(Duration::from_secs(60))
+            .output()
+            .expect("run ormsync")
+    })
+    .await
+    .expect("join");
+    let run = Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    for (name, text) in [("stdout", &run.stdout), ("stderr", &run.stderr)] {
+        assert!(
+            !text.contains(PASSWORD),
+            "`ormsync {}` printed the password on {name}:\n{text}",
+            ormsync::redact::redact(&shown)
+        );
+    }
+    run
+}
+
+/// The database's URL, with a password where the server takes any (PostgreSQL, trust).
+fn url(db: &TestDb) -> String {
+    match db.backend {
+        Backend::Postgres => {
+            db.url
+                .replacen("://postgres@", &format!("://postgres:{PASSWORD}@"), 1)
+        }
+        _ => db.url.clone(),
+    }
+}
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+fn builder(source: &DatabaseConnection) -> ormsync::ReplicatorBuilder {
+    Replicator::builder(source.clone())
+        .entity::<accounts::Entity>()
+        .entity::<line_items::Entity>()
+        .poll_interval(Duration::from_millis(50))
+        .retry_delays(Duration::from_millis(20), Duration::from_millis(300))
+}
+
+async fn insert_accounts(
+    db: &DatabaseConnection,
+    ids: std::ops::RangeInclusive<i64>,
+    balance: &str,
+) {
+    let txn = db.begin().await.unwrap();
+    for id in ids {
+        account(id, "someone", balance).insert(&txn).await.unwrap();
+    }
+    txn.commit().await.unwrap();
+}
+
+/// Waits until `check` holds, for at most `limit`.
+async fn wait_for<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !check().await {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn state(rep: &Replicator, name: &str) -> State {
+    rep.status()
+        .destinations
+        .iter()
+        .find(|d| d.name == name)
+        .map(|d| d.state)
+        .expect("a destination")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entity_descriptions_round_trip_on_every_backend() {
+    for backend in [Backend::Sqlite, Backend::Postgres, Backend::MySql] {
+        let Some((s, d)) = pair(backend, Backend::Sqlite).await else {
+            continue;
+        };
+        let rep = builder(&s.db)
+            .destination(Destination::new("backup", d.db.clone()))
+            .start()
+            .await
+            .unwrap();
+        let mut expected = vec![
+            accounts::Entity::table_spec(),
+            line_items::Entity::table_spec(),
+        ];
+        expected.sort_by(|a, b| a.table.cmp(&b.table));
+        let loaded = ormsync::outbox::entities::load(&s.db).await.unwrap();
+        assert_eq!(loaded, expected, "{backend:?}");
+        rep.shutdown().await;
+        // Recording again (a restart) replaces, never duplicates.
+        let rep = builder(&s.db)
+            .destination(Destination::new("backup", d.db.clone()))
+            .start()
+            .await
+            .unwrap();
+        assert_eq!(
+            ormsync::outbox::entities::load(&s.db).await.unwrap(),
+            expected
+        );
+        rep.shutdown().await;
+    }
+}
+
+async fn status_outbox_pause_and_resume(src: Backend, dst: Backend) {
+    let Some((s, d)) = pair(src, dst).await else {
+        return;
+    };
+    let rep = builder(&s.db)
+        .destination(Destination::new("backup", d.db.clone()))
+        .start()
+        .await
+        .unwrap();
+    insert_accounts(&s.db, 1..=5, "10").await;
+    rep.sync_now().await.unwrap();
+    let source = url(&s);
+
+    // Pause from another process: the running replicator stops shipping to it.
+    let run = ormsync(args(&["--source", &source, "pause", "backup"]))
+        .await
+        .ok();
+    assert!(run.stdout.contains("paused `backup`"), "{}", run.stdout);
+    wait_for(
+        Duration::from_secs(5),
+        "the replicator to pause",
+        || async { state(&rep, "backup") == State::Paused },
+    )
+    .await;
+    insert_accounts(&s.db, 6..=9, "20").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        count(&d.db, "accounts").await,
+        5,
+        "nothing shipped while paused"
+    );
+    assert!(
+        rep.sync_now().await.is_err(),
+        "sync_now refuses while paused"
+    );
+
+    // Status and outbox show the pause and the backlog, as text and as JSON.
+    let status = ormsync(args(&["--source", &source, "status", "--json"]))
+        .await
+        .ok()
+        .json();
+    let backup = &status["destinations"][0];
+    assert_eq!(backup["name"], "backup");
+    assert_eq!(backup["paused"], true);
+    assert_eq!(backup["pending"], 4, "{status}");
+    assert_eq!(backup["dead_letters"], 0);
+    assert_eq!(backup["lease_holder"], rep.instance_id(), "{status}");
+    assert!(backup["lag_seconds"].as_f64().is_some(), "{status}");
+    let text = ormsync(args(&["--source", &source, "status"])).await.ok();
+    assert!(text.stdout.contains("backup"), "{}", text.stdout);
+    assert!(text.stdout.contains("yes"), "paused shows: {}", text.stdout);
+
+    let outbox = ormsync(args(&["--source", &source, "outbox", "--json"]))
+        .await
+        .ok()
+        .json();
+    assert_eq!(outbox[0]["destination"], "backup");
+    let tables = outbox[0]["tables"].as_array().expect("tables");
+    assert_eq!(tables.len(), 1, "{outbox}");
+    assert_eq!(tables[0]["table"], "accounts");
+    assert_eq!(tables[0]["pending"], 4);
+    assert!(tables[0]["oldest"].is_string(), "{outbox}");
+
+    // Resume, through a config file this time: the backlog arrives.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ormsync.json");
+    let json = serde_json::json!({"source": source, "destinations": {"backup": url(&d)}});
+    std::fs::write(&config, json.to_string()).unwrap();
+    let config = config.display().to_string();
+    ormsync(args(&["--config", &config, "resume", "backup"]))
+        .await
+        .ok();
+    wait_for(Duration::from_secs(10), "the backlog to arrive", || async {
+        count(&d.db, "accounts").await == 9
+    })
+    .await;
+    rep.sync_now().await.unwrap();
+    assert_all_same(&s.db, &d.db).await;
+    let status = ormsync(args(&["--config", &config, "status", "--json"]))
+        .await
+        .ok()
+        .json();
+    assert_eq!(status["destinations"][0]["paused"], false);
+
+    // An unknown destination is an error, not a silent no-op.
+    let typo = ormsync(args(&["--source", &source, "pause", "bakcup"])).await;
+    assert_eq!(typo.code, 2, "{}", typo.stderr);
+    assert!(typo.stderr.contains("bakcup"), "{}", typo.stderr);
+    rep.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_outbox_pause_and_resume_sqlite() {
+    status_outbox_pause_and_resume(Backend::Sqlite, Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_outbox_pause_and_resume_postgres_to_mariadb() {
+    status_outbox_pause_and_resume(Backend::Postgres, Backend::MySql).await;
+}
+
+/// Makes `accounts` at `db` refuse negative balances (SQLite triggers).
+async fn refuse_negative(db: &DatabaseConnection, refuse: bool) {
+    let sql: &[&str] = if refuse {
+        &[
+            "CREATE TRIGGER no_negative_i BEFORE INSERT ON accounts WHEN NEW.balance < 0 BEGIN SELECT RAISE(ABORT, 'negative balance'); END",
+            "CREATE TRIGGER no_negative_u BEFORE UPDATE ON accounts WHEN NEW.balance < 0 BEGIN SELECT RAISE(ABORT, 'negative balance'); END",
+        ]
+    } else {
+        &["DROP TRIGGER no_negative_i", "DROP TRIGGER no_negative_u"]
+    };
+    for s in sql {
+        db.execute_unprepared(s).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_list_replay_and_discard() {
+    let Some((s, d)) = pair(Backend::Sqlite, Backend::Sqlite).await else {
+        return;
+    };
+    refuse_negative(&d.db, true).await;
+    let rep = builder(&s.db)
+        .destination(
+            Destination::new("backup", d.db.clone())
+                .on_permanent_error(OnPermanentError::DeadLetter),
+        )
+        .start()
+        .await
+        .unwrap();
+    insert_accounts(&s.db, 1..=3, "5").await;
+    insert_accounts(&s.db, 4..=5, "-5").await;
+    rep.sync_now().await.unwrap();
+    let source = url(&s);
+    let dest = format!("backup={}", url(&d));
+
+    let listed = ormsync(args(&[
+        "--source",
+        &source,
+        "dead-letters",
+        "list",
+        "--json",
+    ]))
+    .await
+    .ok()
+    .json();
+    let listed = listed.as_array().expect("a list");
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert!(
+        listed
+            .iter()
+            .all(|l| l["destination"] == "backup" && l["table"] == "accounts")
+    );
+    assert!(
+        listed[0]["key"].as_str().unwrap().contains('4'),
+        "{listed:?}"
+    );
+    let first = listed[0]["outbox_id"].as_i64().expect("an id");
+    let text = ormsync(args(&[
+        "--source",
+        &source,
+        "dead-letters",
+        "list",
+        "backup",
+    ]))
+    .await
+    .ok();
+    assert!(text.stdout.contains("negative balance"), "{}", text.stdout);
+
+    // Still refused: the running replicator's replay fails, they stay, the command says so
+    // and exits 2.
+    let again = ormsync(args(&[
+        "--source",
+        &source,
+        "dead-letters",
+        "replay",
+        "backup",
+    ]))
+    .await;
+    assert_eq!(again.code, 2, "{}{}", again.stdout, again.stderr);
+    assert!(
+        again.stdout.contains("0 replayed, 2 failed"),
+        "{}",
+        again.stdout
+    );
+
+    // Discard the first; fix the cause and replay the other.
+    let first = first.to_string();
+    let gone = ormsync(args(&[
+        "--source",
+        &source,
+        "dead-letters",
+        "discard",
+        "backup",
+        "--id",
+        &first,
+    ]))
+    .await
+    .ok();
+    assert!(gone.stdout.contains("1 discarded"), "{}", gone.stdout);
+    refuse_negative(&d.db, false).await;
+    // `--direct` applies it from the command line, without asking the replicator (paused
+    // here in process; the command line sees that pause too).
+    rep.pause("backup").await.unwrap();
+    let status = ormsync(args(&["--source", &source, "status", "--json"]))
+        .await
+        .ok()
+        .json();
+    assert_eq!(status["destinations"][0]["paused"], true, "{status}");
+    let replayed = ormsync(args(&[
+        "--source",
+        &source,
+        "--dest",
+        &dest,
+        "dead-letters",
+        "replay",
+        "backup",
+        "--direct",
+    ]))
+    .await
+    .ok();
+    assert!(
+        replayed.stdout.contains("1 replayed, 0 failed"),
+        "{}",
+        replayed.stdout
+    );
+    let left = ormsync(args(&[
+        "--source",
+        &source,
+        "dead-letters",
+        "list",
+        "--json",
+    ]))
+    .await
+    .ok()
+    .json();
+    assert_eq!(left.as_array().map(Vec::len), Some(0), "{left}");
+    assert_eq!(
+        count(&d.db, "accounts").await,
+        4,
+        "the discarded change did not apply"
+    );
+
+    // The running replicator learns that row 4 is no longer blocked: its next change ships.
+    rep.resume("backup").await.unwrap();
+    let txn = s.db.begin().await.unwrap();
+    account(4, "fixed", "4").update(&txn).await.unwrap();
+    txn.commit().await.unwrap();
+    let shipped = Instant::now();
+    while count(&d.db, "accounts").await != 5 {
+        assert!(
+            shipped.elapsed() < Duration::from_secs(10),
+            "row 4 did not ship: {}",
+            rep.status()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    rep.sync_now().await.unwrap();
+    assert_all_same(&s.db, &d.db).await;
+    let status = ormsync(args(&["--source", &source, "status", "--json"]))
+        .await
+        .ok()
+        .json();
+    assert_eq!(status["destinations"][0]["dead_letters"], 0);
+    rep.shutdown().await;
+
+    // No replicator left to ask: replaying without --direct says so.
+    let alone = ormsync(args(&[
+        "--source",
+        &source,
+        "dead-letters",
+        "replay",
+        "backup",
+    ]))
+    .await;
+    assert_eq!(alone.code, 2, "{}", alone.stdout);
+    assert!(
+        alone.stderr.contains("no replicator is running"),
+        "{}",
+        alone.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_exit_2_without_the_password() {
+    for source in [
+        format!("postgres://postgres:{PASSWORD}@127.0.0.1:1/nowhere"),
+        format!("mysql://root:{PASSWORD}@127.0.0.1:1/nowhere"),
+    ] {
+        let run = ormsync(args(&["--source", &source, "status"])).await;
+        assert_eq!(run.code, 2, "{}", run.stderr);
+        assert!(
+            run.stderr.contains("error: connecting to the source"),
+            "{}",
+            run.stderr
+        );
+        assert!(
+            run.stderr.contains("***"),
+            "the URL shows, redacted: {}",
+            run.stderr
+        );
+    }
+    // The same through the environment and a config file.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bad.json");
+    std::fs::write(
+        &config,
+        format!(r#"{{"source": "postgres://postgres:{PASSWORD}@127.0.0.1:1/x", "extra": 1}}"#),
+    )
+    .unwrap();
+    let run = ormsync(args(&["--config", &config.display().to_string(), "status"])).await;
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    let run = ormsync(args(&["status"])).await;
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("no source database"), "{}", run.stderr);
+    let help = tokio::task::spawn_blocking(|| {
+        assert_cmd::Command::new(env!("CARGO_BIN_EXE_ormsync"))
+            .arg("--help")
+            .env(
+                "ORMSYNC_SOURCE_URL",
+                format!("postgres://u:{PASSWORD}@h/db"),
+            )
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(help.status.code(), Some(0));
+    assert!(
+        !String::from_utf8_lossy(&help.stdout).contains(PASSWORD),
+        "--help shows no env value"
+    );
+}
+
+async fn verify_and_repair(src: Backend, dst: Backend) {
+    let Some((s, d)) = pair(src, dst).await else {
+        return;
+    };
+    let rep = builder(&s.db)
+        .destination(Destination::new("backup", d.db.clone()))
+        .start()
+        .await
+        .unwrap();
+    insert_accounts(&s.db, 1..=5, "10").await;
+    let txn = s.db.begin().await.unwrap();
+    for n in 1..=3 {
+        common::entities::line(7, n, n * 2)
+            .insert(&txn)
+            .await
+            .unwrap();
+    }
+    txn.commit().await.unwrap();
+    rep.sync_now().await.unwrap();
+    rep.shutdown().await;
+    let source = url(&s);
+    let dest = format!("backup={}", url(&d));
+    let base = ["--source", source.as_str(), "--dest", dest.as_str()];
+    let with = |more: &[&str]| {
+        let mut a = args(&base);
+        a.extend(args(more));
+        a
+    };
+
+    let clean = ormsync(with(&["verify", "--json"])).await.ok().json();
+    assert_eq!(clean[0]["destination"], "backup");
+    assert_eq!(clean[0]["in_sync"], true, "{clean}");
+    assert_eq!(clean[0]["tables"].as_array().map(Vec::len), Some(2));
+
+    // A row changed at the destination behind ormsync's back.
+    d.db.execute_unprepared("UPDATE accounts SET name = 'tampered' WHERE id = 3")
+        .await
+        .unwrap();
+    let drift = ormsync(with(&["verify", "--json"])).await;
+    assert_eq!(drift.code, 1, "{}", drift.stderr);
+    let found = drift.json();
+    assert_eq!(found[0]["in_sync"], false);
+    let accounts = found[0]["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["table"] == "accounts")
+        .expect("a report of accounts");
+    assert_eq!(accounts["different_count"], 1, "{accounts}");
+    assert_eq!(accounts["different"][0]["key"]["id"]["i8"], 3, "{accounts}");
+    assert_eq!(
+        accounts["different"][0]["columns"],
+        serde_json::json!(["name"])
+    );
+    // The same from the environment, as text.
+    let env = vec![
+        ("ORMSYNC_SOURCE_URL", source.clone()),
+        ("ORMSYNC_DEST_URLS", dest.clone()),
+    ];
+    let text = ormsync_with_env(args(&["verify"]), env).await;
+    assert_eq!(text.code, 1);
+    assert!(text.stdout.contains("different id=3"), "{}", text.stdout);
+    let other = ormsync(with(&["verify", "--table", "line_items"])).await;
+    assert_eq!(other.code, 0, "only line_items: in sync\n{}", other.stdout);
+
+    // A dry run changes nothing; a direct repair fixes the row.
+    let dry = ormsync(with(&["repair", "--dry-run", "--direct"]))
+        .await
+        .ok();
+    assert!(dry.stdout.contains("would be"), "{}", dry.stdout);
+    assert_eq!(ormsync(with(&["verify"])).await.code, 1);
+    ormsync(with(&["repair", "--direct"])).await.ok();
+    assert_eq!(ormsync(with(&["verify"])).await.code, 0);
+    assert_all_same(&s.db, &d.db).await;
+
+    // By default the fix is queued in the outbox and shipped by the replicator.
+    d.db.execute_unprepared("DELETE FROM accounts WHERE id = 2")
+        .await
+        .unwrap();
+    let queued = ormsync(with(&["repair", "--json"])).await.ok().json();
+    let outcome = &queued[0]["tables"][0];
+    assert_eq!(outcome["table"], "accounts", "{queued}");
+    assert_eq!(outcome["mode"], "Outbox", "{queued}");
+    assert_eq!(outcome["upserts"], 1, "{queued}");
+    assert_eq!(ormsync(with(&["verify"])).await.code, 1, "not shipped yet");
+    let rep = builder(&s.db)
+        .destination(Destination::new("backup", d.db.clone()))
+        .start()
+        .await
+        .unwrap();
+    rep.sync_now().await.unwrap();
+    rep.shutdown().await;
+    assert_eq!(ormsync(with(&["verify"])).await.code, 0);
+    assert_all_same(&s.db, &d.db).await;
+
+    // A destination that cannot be reached is an error, not drift.
+    let unreachable = "backup=postgres://postgres:s3cret@127.0.0.1:1/nowhere";
+    let bad = ormsync(args(&[
+        "--source",
+        &source,
+        "--dest",
+        unreachable,
+        "verify",
+    ]))
+    .await;
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+    assert!(
+        bad.stderr.contains("destination `backup`"),
+        "{}",
+        bad.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_and_repair_sqlite() {
+    verify_and_repair(Backend::Sqlite, Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_and_repair_postgres_to_mariadb() {
+    verify_and_repair(Backend::Postgres, Backend::MySql).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_takes_a_halt_away_and_a_pause_survives_a_restart() {
+    let Some((s, d)) = pair(Backend::Sqlite, Backend::Sqlite).await else {
+        return;
+    };
+    refuse_negative(&d.db, true).await;
+    let rep = builder(&s.db)
+        .destination(Destination::new("backup", d.db.clone()))
+        .start()
+        .await
+        .unwrap();
+    insert_accounts(&s.db, 1..=2, "-1").await;
+    assert!(
+        rep.sync_now().await.is_err(),
+        "halted on the refused change"
+    );
+    assert_eq!(state(&rep, "backup"), State::Halted);
+    let source = url(&s);
+
+    // Fixed at the destination, resumed from the command line: the halted worker retries.
+    refuse_negative(&d.db, false).await;
+    ormsync(args(&["--source", &source, "resume", "backup"]))
+        .await
+        .ok();
+    wait_for(
+        Duration::from_secs(10),
+        "the halted change to apply",
+        || async { count(&d.db, "accounts").await == 2 },
+    )
+    .await;
+
+    // A pause holds across a restart of the application, until resumed.
+    ormsync(args(&["--source", &source, "pause", "backup"]))
+        .await
+        .ok();
+    rep.shutdown().await;
+    let rep = builder(&s.db)
+        .destination(Destination::new("backup", d.db.clone()))
+        .start()
+        .await
+        .unwrap();
+    wait_for(
+        Duration::from_secs(5),
+        "the restarted replicator to pause",
+        || async { state(&rep, "backup") == State::Paused },
+    )
+    .await;
+    insert_accounts(&s.db, 3..=4, "1").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        count(&d.db, "accounts").await,
+        2,
+        "nothing shipped while paused"
+    );
+    ormsync(args(&["--source", &source, "resume", "backup"]))
+        .await
+        .ok();
+    wait_for(Duration::from_secs(10), "the backlog to arrive", || async {
+        count(&d.db, "accounts").await == 4
+    })
+    .await;
+    rep.sync_now().await.unwrap();
+    assert_all_same(&s.db, &d.db).await;
+    rep.shutdown().await;
+}

@@ -290,7 +290,9 @@ async fn dead_letters_list_replay_and_discard() {
     refuse_negative(&d.db, true).await;
     let rep = builder(&s.db)
         .destination(
+            // The refused rows must reach the destination as changes, not in a copy.
             Destination::new("backup", d.db.clone())
+                .initial_snapshot(false)
                 .on_permanent_error(OnPermanentError::DeadLetter),
         )
         .start()

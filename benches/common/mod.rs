@@ -316,3 +316,22 @@ pub fn machine() -> String {
         .unwrap_or_else(|| "unknown".into());
     format!("{cores} cores, load average {load} (1, 5, 15 min)")
 }
+
+/// Resets the process's peak resident memory (`VmHWM`), so the next reading covers only
+/// what runs after (Linux 4.0+; elsewhere the reading covers the whole run).
+pub fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// The process's peak resident memory since the last reset, in KiB (0 where unknown).
+pub fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}

@@ -186,13 +186,16 @@ fn ddl(backend: DbBackend) -> [String; 11] {
         ),
         // Operator requests a running replicator honours: a persistent pause, and counters
         // that tell its workers to leave a halt, to re-read the dead letters, or to replay
-        // them (with the outcome of the last replay).
+        // them (with the outcome of the last replay), or to copy tables again (`resync_tables`
+        // a JSON array, empty for all; `resync_error` NULL when the last resync succeeded).
         format!(
             "CREATE TABLE IF NOT EXISTS ormsync_control (destination {name} NOT NULL PRIMARY KEY, \
              paused INTEGER NOT NULL DEFAULT 0, resumes BIGINT NOT NULL DEFAULT 0, \
              letters BIGINT NOT NULL DEFAULT 0, replays BIGINT NOT NULL DEFAULT 0, \
              replays_done BIGINT NOT NULL DEFAULT 0, replayed BIGINT NOT NULL DEFAULT 0, \
-             replay_failed BIGINT NOT NULL DEFAULT 0, updated_at {ts} NOT NULL DEFAULT {now}){suffix}"
+             replay_failed BIGINT NOT NULL DEFAULT 0, resyncs BIGINT NOT NULL DEFAULT 0, \
+             resyncs_done BIGINT NOT NULL DEFAULT 0, resync_tables {text} NULL, \
+             resync_error {text} NULL, updated_at {ts} NOT NULL DEFAULT {now}){suffix}"
         ),
     ]
 }

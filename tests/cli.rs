@@ -625,6 +625,88 @@ async fn verify_and_repair_postgres_to_mariadb() {
     verify_and_repair(Backend::Postgres, Backend::MySql).await;
 }
 
+/// `ormsync resync` asks the running replicator to copy a table again: rows changed,
+/// deleted or added behind ormsync's back at the destination match the source afterwards,
+/// while changes keep streaming.
+async fn resync_through_the_running_replicator(src: Backend, dst: Backend) {
+    let Some((s, d)) = pair(src, dst).await else {
+        return;
+    };
+    let rep = builder(&s.db)
+        .destination(Destination::new("backup", d.db.clone()))
+        .start()
+        .await
+        .unwrap();
+    insert_accounts(&s.db, 1..=5, "10").await;
+    rep.sync_now().await.unwrap();
+    let source = url(&s);
+    let dest = format!("backup={}", url(&d));
+    let base = ["--source", source.as_str(), "--dest", dest.as_str()];
+    let with = |more: &[&str]| {
+        let mut a = args(&base);
+        a.extend(args(more));
+        a
+    };
+
+    // Mangled behind ormsync's back: a row deleted, one changed, one extra.
+    for sql in [
+        "DELETE FROM accounts WHERE id = 2",
+        "UPDATE accounts SET name = 'tampered', balance = 99 WHERE id = 3",
+        "INSERT INTO accounts (id, name, balance, updated_at) \
+         VALUES (99, 'extra', 1, '2020-01-01 00:00:00')",
+    ] {
+        d.db.execute_unprepared(sql).await.unwrap();
+    }
+    assert_eq!(
+        ormsync(with(&["verify", "--table", "accounts"])).await.code,
+        1
+    );
+
+    let done = ormsync(with(&[
+        "resync", "backup", "--table", "accounts", "--wait", "30",
+    ]))
+    .await
+    .ok();
+    assert!(done.stdout.contains("resynced accounts"), "{}", done.stdout);
+    assert_eq!(count(&d.db, "accounts").await, 5);
+    assert_all_same(&s.db, &d.db).await;
+    assert_eq!(ormsync(with(&["verify"])).await.code, 0);
+
+    // Streaming goes on after it.
+    insert_accounts(&s.db, 6..=6, "20").await;
+    rep.sync_now().await.unwrap();
+    assert_all_same(&s.db, &d.db).await;
+
+    // A table that is not replicated: refused before anything is asked.
+    let unknown = ormsync(with(&["resync", "backup", "--table", "nope"])).await;
+    assert_eq!(unknown.code, 2, "{}", unknown.stdout);
+    assert!(
+        unknown.stderr.contains("`nope` is not a replicated table"),
+        "{}",
+        unknown.stderr
+    );
+
+    // No replicator left to ask: it says what to do.
+    rep.shutdown().await;
+    let alone = ormsync(with(&["resync", "backup", "--table", "accounts"])).await;
+    assert_eq!(alone.code, 2, "{}", alone.stdout);
+    assert!(
+        alone.stderr.contains("start the application's replicator"),
+        "{}",
+        alone.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resync_sqlite() {
+    resync_through_the_running_replicator(Backend::Sqlite, Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resync_postgres_to_mariadb() {
+    resync_through_the_running_replicator(Backend::Postgres, Backend::MySql).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_takes_a_halt_away_and_a_pause_survives_a_restart() {
     let Some((s, d)) = pair(Backend::Sqlite, Backend::Sqlite).await else {

@@ -5,7 +5,9 @@
 //! a halted worker to try again, `letters` tells workers that the dead letters changed
 //! (replayed or discarded elsewhere) and must be read again, and `replays` asks the
 //! instance that ships to the destination to replay its dead letters, with the
-//! destination's own rules (key mapping, filters, transforms), and to record the outcome.
+//! destination's own rules (key mapping, filters, transforms), and to record the outcome;
+//! `resyncs` asks the same instance to copy tables again (see
+//! [`Replicator::resync`](crate::Replicator::resync)) and to record whether it succeeded.
 //! Workers read their row about
 //! once per poll interval (at most once a second), so a request takes effect within that.
 
@@ -32,6 +34,20 @@ pub struct Control {
     pub replayed: i64,
     /// Changes that failed again in the last replay (-1: the replay itself failed).
     pub replay_failed: i64,
+    /// How many resyncs were asked of the running replicator.
+    pub resyncs: i64,
+    /// Up to which request the replicator has finished (or failed) a resync.
+    pub resyncs_done: i64,
+}
+
+/// The last resync asked through `ormsync_control`, and how it ended.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ResyncRequest {
+    /// The tables to copy again; empty for every table the destination receives.
+    pub tables: Vec<String>,
+    /// Why the last finished resync failed (passwords redacted); `None` when it succeeded
+    /// or none finished yet.
+    pub error: Option<String>,
 }
 
 /// Pauses `destination` for every replicator instance of this source, until [`resume`].
@@ -97,6 +113,102 @@ pub(crate) async fn replay_done<C: ConnectionTrait>(
     Ok(())
 }
 
+/// Asks the replicator instance shipping to `destination` to copy `tables` again (all it
+/// receives when empty); returns the request's number, which [`Control::resyncs_done`]
+/// reaches once the resync finished, [`resync_request`] telling whether it failed.
+///
+/// A later request replaces the tables of one not taken in yet.
+///
+/// # Errors
+///
+/// [`Error::Db`](crate::Error::Db) when the source cannot be written.
+pub async fn request_resync<C: ConnectionTrait>(
+    db: &C,
+    destination: &str,
+    tables: &[String],
+) -> Result<i64> {
+    // Serializing a list of strings cannot fail.
+    let list = serde_json::to_string(tables).unwrap_or_else(|_| "[]".into());
+    update(db, destination, "resync_error = NULL").await?;
+    let backend = db.get_database_backend();
+    let sql = marks(
+        backend,
+        "UPDATE ormsync_control SET resyncs = resyncs + 1, resync_tables = ? \
+         WHERE destination = ?",
+    );
+    db.execute_raw(Statement::from_sql_and_values(
+        backend,
+        sql,
+        [list.into(), destination.into()],
+    ))
+    .await
+    .context(|| format!("asking for a resync of `{destination}`"))?;
+    Ok(read(db, destination).await?.resyncs)
+}
+
+/// Records the outcome of the resync asked by request `request`: `error` is `None` on
+/// success, else a message already redacted.
+pub(crate) async fn resync_done<C: ConnectionTrait>(
+    db: &C,
+    destination: &str,
+    request: i64,
+    error: Option<String>,
+) -> Result<()> {
+    let backend = db.get_database_backend();
+    let sql = marks(
+        backend,
+        "UPDATE ormsync_control SET resyncs_done = ?, resync_error = ? WHERE destination = ?",
+    );
+    db.execute_raw(Statement::from_sql_and_values(
+        backend,
+        sql,
+        [request.into(), error.into(), destination.into()],
+    ))
+    .await
+    .context(|| format!("recording a resync of `{destination}`"))?;
+    Ok(())
+}
+
+/// The tables of the last resync asked for `destination`, and how the last finished one
+/// ended.
+///
+/// # Errors
+///
+/// [`Error::Db`](crate::Error::Db) when the source cannot be read, or its list of tables
+/// is not a JSON array of names.
+pub async fn resync_request<C: ConnectionTrait>(
+    db: &C,
+    destination: &str,
+) -> Result<ResyncRequest> {
+    let backend = db.get_database_backend();
+    let row = db
+        .query_one_raw(Statement::from_sql_and_values(
+            backend,
+            marks(
+                backend,
+                "SELECT resync_tables, resync_error FROM ormsync_control WHERE destination = ?",
+            ),
+            [destination.into()],
+        ))
+        .await
+        .context(|| format!("reading the resync asked of `{destination}`"))?;
+    let Some(row) = row else {
+        return Ok(ResyncRequest::default());
+    };
+    let decode = || format!("decoding the resync asked of `{destination}`");
+    let tables: Option<String> = row.try_get("", "resync_tables").context(decode)?;
+    let error: Option<String> = row.try_get("", "resync_error").context(decode)?;
+    let tables = match tables {
+        Some(t) => serde_json::from_str(&t).map_err(|e| {
+            crate::Error::Config(format!(
+                "the resync asked of `{destination}` names no valid list of tables: {e}"
+            ))
+        })?,
+        None => Vec::new(),
+    };
+    Ok(ResyncRequest { tables, error })
+}
+
 /// Tells the workers of `destination` that its dead letters changed.
 pub(crate) async fn letters_changed<C: ConnectionTrait>(db: &C, destination: &str) -> Result<()> {
     update(db, destination, "letters = letters + 1").await
@@ -114,8 +226,8 @@ pub async fn read<C: ConnectionTrait>(db: &C, destination: &str) -> Result<Contr
             backend,
             marks(
                 backend,
-                "SELECT paused, resumes, letters, replays, replays_done, replayed, replay_failed \
-                 FROM ormsync_control WHERE destination = ?",
+                "SELECT paused, resumes, letters, replays, replays_done, replayed, replay_failed, \
+                 resyncs, resyncs_done FROM ormsync_control WHERE destination = ?",
             ),
             [destination.into()],
         ))
@@ -137,6 +249,8 @@ pub async fn read<C: ConnectionTrait>(db: &C, destination: &str) -> Result<Contr
         replays_done: get("replays_done")?,
         replayed: get("replayed")?,
         replay_failed: get("replay_failed")?,
+        resyncs: get("resyncs")?,
+        resyncs_done: get("resyncs_done")?,
     })
 }
 

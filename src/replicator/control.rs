@@ -19,6 +19,8 @@ pub(crate) struct Requests {
     pub(crate) letters: bool,
     /// A replay of its dead letters is asked and not done: the request's number.
     pub(crate) replay: Option<i64>,
+    /// A resync is asked and not done: the request's number.
+    pub(crate) resync: Option<i64>,
 }
 
 pub(crate) struct ControlWatch {
@@ -60,6 +62,7 @@ impl ControlWatch {
             resumed: now.resumes != before.resumes,
             letters: now.letters != before.letters,
             replay: (now.replays > now.replays_done).then_some(now.replays),
+            resync: (now.resyncs > now.resyncs_done).then_some(now.resyncs),
         })
     }
 }

@@ -117,6 +117,8 @@ enum Hold {
 #[derive(Default)]
 struct Memory {
     installed: bool,
+    /// A resync asked through `ormsync_control` and not run yet: the request's number.
+    resync: Option<i64>,
     /// Whether a snapshot to start or resume was looked for since start.
     snapshot_checked: bool,
     position: Option<Position>,
@@ -213,6 +215,10 @@ impl Worker {
                 None => {}
             }
             self.follow_control(&mut memory, &mut episode).await;
+            // Here, between passes, as `Command::Resync` runs, not in the middle of a drain.
+            if let Some(request) = memory.resync.take() {
+                self.resync_asked(&mut memory, request).await;
+            }
             if let Some(reason) = &memory.halted {
                 for reply in waiting.drain(..) {
                     let _ = reply.send(Err(Error::Halted {
@@ -358,6 +364,10 @@ impl Worker {
             if let Err(e) = done {
                 tracing::warn!(destination = %self.name, error = %e, "cannot record a replay");
             }
+        }
+        // Asked by `ormsync resync`: run between passes by the main loop.
+        if asked.resync.is_some() {
+            memory.resync = asked.resync;
         }
         match (asked.paused, memory.hold) {
             (true, None) => {
@@ -791,6 +801,37 @@ impl Worker {
         let done = self.snapshot(memory).await?;
         self.update(|s| s.state = State::Idle);
         if done { Ok(()) } else { Err(Error::Shutdown) }
+    }
+
+    /// Runs the resync asked through `ormsync_control` by request `request`, if this
+    /// instance ships to the destination, and records the outcome there.
+    async fn resync_asked(&mut self, memory: &mut Memory, request: i64) {
+        // Another instance holds the lease: that one answers.
+        if !self.lease.ensure().await.unwrap_or(false) {
+            return;
+        }
+        let outcome = match control::resync_request(&self.source, &self.name).await {
+            Ok(asked) => {
+                let mut tables = asked.tables;
+                if tables.is_empty() {
+                    tables = self.shipped_tables().into_keys().collect();
+                    tables.sort();
+                }
+                self.resync(memory, &tables).await
+            }
+            Err(e) => Err(e),
+        };
+        let error = match outcome {
+            Ok(()) => None,
+            Err(e) => {
+                tracing::warn!(destination = %self.name, error = %e, "resync failed");
+                Some(redact(&e.to_string()))
+            }
+        };
+        let done = control::resync_done(&self.source, &self.name, request, error).await;
+        if let Err(e) = done {
+            tracing::warn!(destination = %self.name, error = %e, "cannot record a resync");
+        }
     }
 
     /// Refreshes pending counts and raises lag alerts, at most once a second, and only

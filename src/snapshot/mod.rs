@@ -46,5 +46,5 @@ mod store;
 
 pub(crate) use order::parents_first;
 pub(crate) use run::{Copy, Link, finish};
-pub use status::SnapshotStatus;
+pub use status::{SnapshotStatus, TableCopy, progress};
 pub(crate) use store::{TableProgress, list, reset};

@@ -1,8 +1,10 @@
 //! What a snapshot or resync reports while it runs.
 
+use sea_orm::ConnectionTrait;
 use serde::Serialize;
 
 use super::store::TableProgress;
+use crate::error::Result;
 
 /// The progress of a destination's snapshot or resync, in
 /// [`DestinationStatus::snapshot`](crate::DestinationStatus::snapshot).
@@ -55,4 +57,36 @@ impl SnapshotStatus {
     pub fn is_done(&self) -> bool {
         self.tables_done >= self.tables_total
     }
+}
+
+/// One table's copy as the destination records it in `ormsync_snapshot`, for a tool
+/// watching a snapshot or resync from another process (the `ormsync` command line).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct TableCopy {
+    /// The table.
+    pub table: String,
+    /// Whether its copy is complete.
+    pub done: bool,
+    /// Rows written so far.
+    pub copied: u64,
+}
+
+/// The copies from source `source_id` recorded at destination `db`, by table name.
+///
+/// # Errors
+///
+/// [`Error::Db`](crate::Error::Db) when `ormsync_snapshot` cannot be read.
+pub async fn progress<C: ConnectionTrait>(db: &C, source_id: &str) -> Result<Vec<TableCopy>> {
+    let mut all: Vec<TableCopy> = super::store::list(db, source_id)
+        .await?
+        .into_iter()
+        .map(|p| TableCopy {
+            table: p.table,
+            done: p.done,
+            copied: p.copied,
+        })
+        .collect();
+    all.sort_by(|a, b| a.table.cmp(&b.table));
+    Ok(all)
 }

@@ -98,14 +98,24 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Copy the replicated tables to a destination again while replication goes on (not
-    /// wired in this build: it needs the snapshot module).
+    /// Copy tables to a destination again while replication goes on, deleting the rows the
+    /// source lacks.
+    ///
+    /// The running replicator that ships to the destination does it, through the
+    /// destination's key mapping, filters and transforms (which exist only in the
+    /// application); this asks it and waits, showing the copy's progress when the
+    /// destination's URL is configured. Exits 2 when no replicator runs for the destination,
+    /// when the resync fails, or when it is not done within --wait. There is no --direct:
+    /// the copy needs the destination's rules.
     Resync {
         /// The destination's name.
         destination: String,
-        /// Only these tables (repeatable); default all.
+        /// Only these tables (repeatable); default every table the destination receives.
         #[arg(long = "table", value_name = "TABLE")]
         tables: Vec<String>,
+        /// How long to wait for the running replicator to finish, in seconds.
+        #[arg(long, value_name = "SECONDS", default_value_t = 600)]
+        wait: u64,
     },
 }
 

@@ -3,6 +3,7 @@
 mod dead_letters;
 mod outbox;
 mod pause;
+mod resync;
 mod status;
 mod verify;
 
@@ -37,7 +38,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Resync {
             destination,
             tables,
-        } => verify::resync(&urls, &destination, &tables).await,
+            wait,
+        } => resync::run(&urls, &destination, &tables, wait).await,
     }
 }
 

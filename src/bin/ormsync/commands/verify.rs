@@ -106,14 +106,8 @@ pub async fn repair(
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn resync(_urls: &Urls, destination: &str, _tables: &[String]) -> Result<ExitCode> {
-    Err(Error::Config(format!(
-        "cannot resync `{destination}`: this build has no snapshot support yet"
-    )))
-}
-
 /// The recorded descriptions of the tables asked for (all when none is named).
-async fn tables(source: &DatabaseConnection, only: &[String]) -> Result<Vec<TableSpec>> {
+pub(super) async fn tables(source: &DatabaseConnection, only: &[String]) -> Result<Vec<TableSpec>> {
     let all = ormsync::outbox::entities::load(source).await?;
     if all.is_empty() {
         return Err(Error::Config(

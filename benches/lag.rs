@@ -28,6 +28,9 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 
 const WRITERS: i64 = 4;
 
+/// Each change's id and the time its `COMMIT` returned.
+type Commits = Vec<(i64, DateTime<Utc>)>;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     if !common::run_by_cargo_bench() {
@@ -67,7 +70,7 @@ async fn run() -> Result<(), Error> {
         .await?;
     println!("machine before: {}", common::machine());
 
-    let committed: Arc<Mutex<Vec<(i64, DateTime<Utc>)>>> = Arc::default();
+    let committed: Arc<Mutex<Commits>> = Arc::default();
     let per_writer = rate / WRITERS as u64;
     let every = Duration::from_secs_f64(1.0 / per_writer.max(1) as f64);
     let deadline = Instant::now() + Duration::from_secs(secs);

@@ -10,7 +10,7 @@ use super::mapped::{Fault, Placer};
 use super::plan::{self, Step};
 use super::rules::Rules;
 use super::shape;
-use super::statement::{self, Built};
+use super::statement;
 use crate::change::{Change, Op, Row};
 
 /// Writes the copied `rows` of `table` (each whole, with its `key` columns) and deletes
@@ -109,12 +109,7 @@ pub(crate) async fn write(
                 continue;
             }
         }
-        for built in statement::build(&step, backend) {
-            match built {
-                Built::Insert(q) => txn.execute(&q).await?,
-                Built::Delete(q) => txn.execute(&q).await?,
-            };
-        }
+        statement::execute(txn, &step).await?;
     }
     Ok(0)
 }

@@ -8,7 +8,7 @@ use super::conflict::{self, Case, Conflict, Decision};
 use super::key_map::{self, key_text};
 use super::plan::Step;
 use super::rules::{KeyStrategy, Rules};
-use super::statement::{self, Built};
+use super::statement;
 use crate::change::{Change, Op, Row};
 use crate::entity::TableSpec;
 use crate::value::Value;
@@ -261,13 +261,7 @@ impl<C: ConnectionTrait> Placer<'_, C> {
     }
 
     async fn run(&self, step: &Step<'_>) -> Result<(), DbErr> {
-        for built in statement::build(step, self.db.get_database_backend()) {
-            match built {
-                Built::Insert(q) => self.db.execute(&q).await?,
-                Built::Delete(q) => self.db.execute(&q).await?,
-            };
-        }
-        Ok(())
+        statement::execute(self.db, step).await
     }
 }
 

@@ -15,7 +15,7 @@ use super::conflict::Conflict;
 use super::mapped::{Fault, Placer};
 use super::plan::{self, Step};
 use super::rules::Rules;
-use super::statement::{self, Built};
+use super::statement;
 use super::{checkpoint, columns, shape};
 use crate::change::{Batch, Change, Op};
 use crate::classify::{ErrorKind, classify};
@@ -289,13 +289,7 @@ impl SqlSink {
             }
             return Ok(());
         }
-        for built in statement::build(step, txn.get_database_backend()) {
-            match built {
-                Built::Insert(q) => txn.execute(&q).await?,
-                Built::Delete(q) => txn.execute(&q).await?,
-            };
-        }
-        Ok(())
+        statement::execute(txn, step).await
     }
 }
 

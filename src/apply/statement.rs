@@ -5,7 +5,7 @@ use sea_orm::sea_query::{
     Alias, Condition, DeleteStatement, Expr, ExprTrait, InsertStatement, OnConflict, Query,
     SelectStatement, SimpleExpr, UpdateStatement, ValueTuple,
 };
-use sea_orm::{DbBackend, Statement};
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement};
 
 use super::plan::Step;
 use crate::change::Row;
@@ -52,6 +52,17 @@ pub(crate) fn build(step: &Step<'_>, backend: DbBackend) -> Vec<Built> {
                 .collect()
         }
     }
+}
+
+/// Runs the statements of `step` on `db`, in order.
+pub(crate) async fn execute<C: ConnectionTrait>(db: &C, step: &Step<'_>) -> Result<(), DbErr> {
+    for built in build(step, db.get_database_backend()) {
+        match built {
+            Built::Insert(q) => db.execute(&q).await?,
+            Built::Delete(q) => db.execute(&q).await?,
+        };
+    }
+    Ok(())
 }
 
 fn chunk_rows(columns: usize, backend: DbBackend) -> usize {

@@ -15,7 +15,9 @@
 //! | raw SQL (`execute_unprepared`, `Statement`)     | none: ormsync cannot see it                   |
 //!
 //! A change made through the left column reaches no destination, and the destinations
-//! silently drift from the source (until a verify finds it).
+//! silently drift from the source (until a verify finds it). The opt-in
+//! [`GuardedConnection`](crate::guard::GuardedConnection) catches the query-builder ones
+//! and refuses their transaction.
 //!
 //! Each function here runs the bulk statement and writes one outbox row per affected row,
 //! on the connection it is given, so inside a transaction the rows and their outbox entries

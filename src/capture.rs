@@ -40,6 +40,11 @@ pub fn refuse_non_atomic_writes() {
     NON_ATOMIC.store(false, Ordering::Relaxed);
 }
 
+/// Whether [`allow_non_atomic_writes`] is in force.
+pub(crate) fn non_atomic_allowed() -> bool {
+    NON_ATOMIC.load(Ordering::Relaxed)
+}
+
 /// Refuses a write of `E` through a pooled connection unless
 /// [`allow_non_atomic_writes`] was called. Runs in `before_save` and `before_delete`, so a
 /// refused write never reaches the database.
@@ -49,11 +54,18 @@ pub fn refuse_non_atomic_writes() {
 /// [`Error::NonAtomicWrite`] (as `DbErr::Custom`) when `C` is a pool.
 pub fn guard<E: Replicated, C: ConnectionTrait>(_db: &C) -> Result<(), DbErr> {
     // sea-orm's ConnectionTrait does not say whether it is a transaction, and `C` is not
-    // 'static, so the type's name is the one thing to go by. Pools are `DatabaseConnection`
-    // and `RestrictedConnection`; transactions, executors and user wrappers pass.
+    // 'static, so the type's name is the one thing to go by. Pools are `DatabaseConnection`,
+    // `RestrictedConnection` and ormsync's `GuardedConnection`; transactions, executors and
+    // user wrappers pass.
     let name = std::any::type_name::<C>();
-    let pooled = name.ends_with("::DatabaseConnection") || name.ends_with("::RestrictedConnection");
-    if pooled && !NON_ATOMIC.load(Ordering::Relaxed) {
+    let pooled = [
+        "::DatabaseConnection",
+        "::RestrictedConnection",
+        "::GuardedConnection",
+    ]
+    .iter()
+    .any(|pool| name.ends_with(pool));
+    if pooled && !non_atomic_allowed() {
         return Err(Error::NonAtomicWrite {
             table: E::default().table_name().to_string(),
         }
@@ -152,7 +164,16 @@ async fn write<E: Replicated, C: ConnectionTrait>(
 const ROWS_PER_STATEMENT: usize = 500;
 
 /// Writes one outbox row per `(key, row)` change of `table`, several per statement; the one
-/// place that writes the outbox.
+/// place that writes the outbox. Every row of a statement is of one table, named by its
+/// first value ([`captured_table`] relies on both).
+/// The table whose changes an outbox insert built by [`write_many`] captures.
+pub(crate) fn captured_table(stmt: &sea_orm::Statement) -> Option<String> {
+    match stmt.values.as_ref()?.0.first()? {
+        sea_orm::Value::String(Some(table)) => Some(table.to_string()),
+        _ => None,
+    }
+}
+
 pub(crate) async fn write_many<C: ConnectionTrait>(
     db: &C,
     table: &str,

@@ -136,6 +136,22 @@ pub enum Error {
         table: String,
     },
 
+    /// A [`GuardedConnection`](crate::guard::GuardedConnection) saw a replicated table
+    /// written without capture.
+    #[error(
+        "ormsync's guard refused {what}: {tables} changed without capture, so no destination \
+         would receive the change. sea-orm's bulk operations (`Entity::insert_many`, \
+         `update_many`, `delete_many`, `delete_by_id`) and query-builder statements run no \
+         hook: use `ormsync::bulk::{{insert_many, update_many, delete_many}}` or the \
+         ActiveModel methods, inside a transaction"
+    )]
+    UncapturedWrite {
+        /// What was refused.
+        what: String,
+        /// The tables, with the kind and number of uncaptured writes.
+        tables: String,
+    },
+
     /// A column holds a value type ormsync cannot ship.
     #[error(
         "`{table}.{column}` holds a {kind} value, which ormsync cannot ship yet; mark the field \

@@ -48,6 +48,7 @@ pub mod change;
 pub mod classify;
 mod entity;
 mod error;
+pub mod guard;
 mod hooks;
 mod keyset;
 #[cfg(feature = "migration")]

@@ -7,7 +7,7 @@ use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, DbErr};
 
 use super::columns;
 use super::mapped::{Fault, Placer};
-use super::plan::{self, Step};
+use super::plan;
 use super::rules::Rules;
 use super::shape;
 use super::statement;
@@ -77,7 +77,7 @@ pub(crate) async fn write(
     }
     let shaped: Vec<&Change> = shaped.iter().map(|c| c.as_ref()).collect();
     let backend = txn.get_database_backend();
-    // On PostgreSQL a chunk goes as one JSON parameter, as the stream's batches do, when
+    // On PostgreSQL a chunk goes as a few big statements, as the stream's batches do, when
     // the destination's column types are known.
     let types = if backend == DbBackend::Postgres {
         columns::of(txn, table)
@@ -87,29 +87,7 @@ pub(crate) async fn write(
         None
     };
     for step in plan::plan(&shaped) {
-        if let (Some(known), Step::Upsert { table, key, rows }) = (&types, &step)
-            && let Some(first) = rows.first()
-        {
-            let names: Vec<&str> = first.columns().collect();
-            let typed: Option<Vec<&str>> = names
-                .iter()
-                .map(|c| known.get(*c).map(String::as_str))
-                .collect();
-            // At most 5000 rows a statement, as the stream's; `None` when a value has no
-            // faithful JSON text, and then the chunk goes as bound values.
-            let statements: Option<Vec<_>> = typed.and_then(|typed| {
-                rows.chunks(5000)
-                    .map(|part| statement::upsert_json(table, key, &names, &typed, part))
-                    .collect()
-            });
-            if let Some(statements) = statements {
-                for stmt in statements {
-                    txn.execute_raw(stmt).await?;
-                }
-                continue;
-            }
-        }
-        statement::execute(txn, &step).await?;
+        statement::execute(txn, &step, types.as_ref()).await?;
     }
     Ok(0)
 }

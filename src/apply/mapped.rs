@@ -261,7 +261,7 @@ impl<C: ConnectionTrait> Placer<'_, C> {
     }
 
     async fn run(&self, step: &Step<'_>) -> Result<(), DbErr> {
-        statement::execute(self.db, step).await
+        statement::execute(self.db, step, None).await
     }
 }
 

@@ -17,6 +17,7 @@ mod shape;
 mod sink;
 mod sql;
 pub(crate) mod statement;
+mod unnest;
 
 pub(crate) use checkpoint::lock as lock_checkpoint;
 pub use checkpoint::read as read_checkpoint;

@@ -5,10 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, Statement,
-    TransactionTrait,
-};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr, TransactionTrait};
 use tracing::Instrument;
 
 use super::conflict::Conflict;
@@ -283,37 +280,11 @@ impl SqlSink {
         txn: &C,
         step: &Step<'_>,
     ) -> std::result::Result<(), DbErr> {
-        if let Some(statements) = self.json_upserts(step, txn.get_database_backend()) {
-            for stmt in statements {
-                txn.execute_raw(stmt).await?;
-            }
-            return Ok(());
-        }
-        statement::execute(txn, step).await
-    }
-}
-
-impl SqlSink {
-    /// On PostgreSQL, an upsert step as statements of one JSON parameter each, when the
-    /// destination's column types are known and every value has a faithful JSON text.
-    fn json_upserts(&self, step: &Step<'_>, backend: DbBackend) -> Option<Vec<Statement>> {
-        /// Rows per statement: about a megabyte of JSON for a row of ten columns.
-        const ROWS: usize = 5000;
-        let Step::Upsert { table, key, rows } = step else {
-            return None;
+        let types = match step {
+            Step::Upsert { table, .. } => self.columns.get(*table),
+            _ => None,
         };
-        if backend != DbBackend::Postgres {
-            return None;
-        }
-        let known = self.columns.get(*table)?;
-        let columns: Vec<&str> = rows.first()?.columns().collect();
-        let types = columns
-            .iter()
-            .map(|c| known.get(*c).map(String::as_str))
-            .collect::<Option<Vec<&str>>>()?;
-        rows.chunks(ROWS)
-            .map(|chunk| statement::upsert_json(table, key, &columns, &types, chunk))
-            .collect()
+        statement::execute(txn, step, types).await
     }
 }
 

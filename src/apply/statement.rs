@@ -6,6 +6,7 @@ use sea_orm::sea_query::{
     SelectStatement, SimpleExpr, UpdateStatement, ValueTuple,
 };
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement};
+use std::collections::HashMap;
 
 use super::plan::Step;
 use crate::change::Row;
@@ -55,7 +56,22 @@ pub(crate) fn build(step: &Step<'_>, backend: DbBackend) -> Vec<Built> {
 }
 
 /// Runs the statements of `step` on `db`, in order.
-pub(crate) async fn execute<C: ConnectionTrait>(db: &C, step: &Step<'_>) -> Result<(), DbErr> {
+///
+/// On PostgreSQL, when the destination's column `types` are known, an upsert goes as few
+/// big statements instead ([`pg_upserts`]).
+pub(crate) async fn execute<C: ConnectionTrait>(
+    db: &C,
+    step: &Step<'_>,
+    types: Option<&HashMap<String, String>>,
+) -> Result<(), DbErr> {
+    if db.get_database_backend() == DbBackend::Postgres
+        && let Some(statements) = types.and_then(|types| pg_upserts(step, types))
+    {
+        for stmt in statements {
+            db.execute_raw(stmt).await?;
+        }
+        return Ok(());
+    }
     for built in build(step, db.get_database_backend()) {
         match built {
             Built::Insert(q) => db.execute(&q).await?,
@@ -63,6 +79,29 @@ pub(crate) async fn execute<C: ConnectionTrait>(db: &C, step: &Step<'_>) -> Resu
         };
     }
     Ok(())
+}
+
+/// A PostgreSQL upsert step as statements of up to 5,000 rows, each carrying its rows as
+/// one array per column ([`unnest::upsert`](super::unnest::upsert)), or else as one JSON
+/// parameter ([`upsert_json`]); `None` (bound `VALUES` then) for a step that is no upsert,
+/// a column whose type is unknown, or a chunk neither can carry.
+fn pg_upserts(step: &Step<'_>, types: &HashMap<String, String>) -> Option<Vec<Statement>> {
+    /// Rows per statement: about a megabyte for a row of ten columns.
+    const ROWS: usize = 5000;
+    let Step::Upsert { table, key, rows } = step else {
+        return None;
+    };
+    let columns: Vec<&str> = rows.first()?.columns().collect();
+    let typed = columns
+        .iter()
+        .map(|c| types.get(*c).map(String::as_str))
+        .collect::<Option<Vec<&str>>>()?;
+    rows.chunks(ROWS)
+        .map(|chunk| {
+            super::unnest::upsert(table, key, &columns, &typed, chunk)
+                .or_else(|| upsert_json(table, key, &columns, &typed, chunk))
+        })
+        .collect()
 }
 
 fn chunk_rows(columns: usize, backend: DbBackend) -> usize {
@@ -156,22 +195,11 @@ pub(crate) fn upsert_json(
         .zip(types)
         .map(|(c, t)| format!("{c} {t}"))
         .collect();
-    let rest: Vec<String> = columns
-        .iter()
-        .filter(|c| !key.contains(c))
-        .map(|c| format!("{0} = EXCLUDED.{0}", quote(c)))
-        .collect();
-    let conflict = key.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ");
-    let action = if rest.is_empty() {
-        "NOTHING".to_string()
-    } else {
-        format!("UPDATE SET {}", rest.join(", "))
-    };
     let sql = format!(
-        "INSERT INTO {} ({list}) SELECT {list} FROM jsonb_to_recordset($1::jsonb) AS x({}) \
-         ON CONFLICT ({conflict}) DO {action}",
+        "INSERT INTO {} ({list}) SELECT {list} FROM jsonb_to_recordset($1::jsonb) AS x({}) {}",
         quote(table),
-        typed.join(", ")
+        typed.join(", "),
+        on_conflict(key, columns),
     );
     Some(Statement::from_sql_and_values(
         DbBackend::Postgres,
@@ -180,7 +208,23 @@ pub(crate) fn upsert_json(
     ))
 }
 
-fn quote(ident: &str) -> String {
+/// `ON CONFLICT (key) DO UPDATE SET` every other column to the incoming value, or
+/// `DO NOTHING` when every column is part of the key.
+pub(crate) fn on_conflict(key: &[&str], columns: &[&str]) -> String {
+    let rest: Vec<String> = columns
+        .iter()
+        .filter(|c| !key.contains(c))
+        .map(|c| format!("{0} = EXCLUDED.{0}", quote(c)))
+        .collect();
+    let conflict = key.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ");
+    if rest.is_empty() {
+        format!("ON CONFLICT ({conflict}) DO NOTHING")
+    } else {
+        format!("ON CONFLICT ({conflict}) DO UPDATE SET {}", rest.join(", "))
+    }
+}
+
+pub(crate) fn quote(ident: &str) -> String {
     format!("\"{}\"", ident.replace('"', "\"\""))
 }
 

@@ -200,7 +200,32 @@ impl Value {
 
     /// Whether this is a NULL (of any type).
     pub fn is_null(&self) -> bool {
-        !self.to_sea().is_some()
+        match self {
+            Value::Bool(v) => v.is_none(),
+            Value::TinyInt(v) => v.is_none(),
+            Value::SmallInt(v) => v.is_none(),
+            Value::Int(v) => v.is_none(),
+            Value::BigInt(v) => v.is_none(),
+            Value::TinyUnsigned(v) => v.is_none(),
+            Value::SmallUnsigned(v) => v.is_none(),
+            Value::Unsigned(v) => v.is_none(),
+            Value::BigUnsigned(v) => v.is_none(),
+            Value::Float(v) => v.is_none(),
+            Value::Double(v) => v.is_none(),
+            Value::String(v) => v.is_none(),
+            Value::Char(v) => v.is_none(),
+            Value::Enum { value, .. } => value.is_none(),
+            Value::Bytes(v) => v.is_none(),
+            Value::Json(v) => v.is_none(),
+            Value::Date(v) => v.is_none(),
+            Value::Time(v) => v.is_none(),
+            Value::DateTime(v) => v.is_none(),
+            Value::DateTimeUtc(v) => v.is_none(),
+            Value::DateTimeLocal(v) => v.is_none(),
+            Value::DateTimeWithTimeZone(v) => v.is_none(),
+            Value::Uuid(v) => v.is_none(),
+            Value::Decimal(v) => v.is_none(),
+        }
     }
 }
 

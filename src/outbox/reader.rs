@@ -69,6 +69,14 @@ impl OutboxReader {
         self.outstanding.clear();
     }
 
+    /// Moves this reader out, to read on another task, leaving in its place one that starts
+    /// again from the position it is given (as after [`restart`](Self::restart)); put the
+    /// moved one back when its read returns.
+    pub(crate) fn take(&mut self) -> OutboxReader {
+        let fresh = OutboxReader::new(self.db.clone(), self.batch_size, self.gap_timeout);
+        std::mem::replace(self, fresh)
+    }
+
     /// Ids in gaps: taken by transactions not known to have ended.
     pub fn pending_gaps(&self) -> u64 {
         self.gaps.iter().map(|g| (g.hi - g.lo + 1) as u64).sum()

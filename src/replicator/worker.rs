@@ -11,6 +11,7 @@ use sea_orm::{DatabaseConnection, TransactionTrait};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant as TokioInstant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::alert::{Alert, AlertKind, Alerts};
 use super::control::ControlWatch;
@@ -552,12 +553,28 @@ impl Worker {
             // dropped and the reader starts again from the stored position.
             let mut expected = current.clone();
             batch.mark_done(&mut expected);
-            let (stored, next) = tokio::join!(
-                self.sink.apply(&self.source_id, &batch),
-                self.reader.read(&expected)
+            // On a task of its own, so decoding the next batch runs on another core instead
+            // of holding up this one's statements.
+            let mut reader = self.reader.take();
+            let ahead = expected.clone();
+            let read_ahead = tokio::spawn(
+                async move {
+                    let next = reader.read(&ahead).await;
+                    (reader, next)
+                }
+                .in_current_span(),
             );
+            let stored = self.sink.apply(&self.source_id, &batch).await;
+            let next = match read_ahead.await {
+                Ok((reader, next)) => {
+                    self.reader = reader;
+                    next.ok()
+                }
+                // The read panicked: the reader left in its place starts from the position.
+                Err(_) => None,
+            };
             match &stored {
-                Ok(stored) if *stored == expected => prefetched = next.ok(),
+                Ok(stored) if *stored == expected => prefetched = next,
                 // The read ran ahead of a position that was not stored: start it again
                 // from the stored one.
                 _ => self.reader.restart(),

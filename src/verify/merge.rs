@@ -9,6 +9,7 @@ use super::report::{Report, RowDiff};
 use super::scan::{Chunk, Entry};
 use crate::change::Row;
 use crate::error::Result;
+use crate::value::Value;
 
 /// One side's stream: the chunk being consumed and the channel the next ones come from.
 struct Stream {
@@ -46,12 +47,14 @@ impl Stream {
 }
 
 /// Compares the source stream with the destination stream, both in key order, filling
-/// `report`; at most `max_reported` rows of each kind are listed.
+/// `report`; at most `max_reported` rows of each kind are listed. `columns` names the
+/// entries' values, in order.
 ///
 /// Holds one chunk of each side (plus what the channels buffer), however long the table.
 pub(crate) async fn merge(
     source: mpsc::Receiver<Chunk>,
     dest: mpsc::Receiver<Chunk>,
+    columns: &[String],
     report: &mut Report,
     max_reported: usize,
 ) -> Result<()> {
@@ -95,10 +98,9 @@ pub(crate) async fn merge(
                 }
                 report.different_count += 1;
                 if report.different.len() < max_reported {
-                    let columns = differing_columns(&a.row, &b.row);
                     report.different.push(RowDiff {
                         key: key_row(&report.key_columns, a.key),
-                        columns,
+                        columns: differing_columns(columns, &a.values, &b.values),
                     });
                 }
             }
@@ -106,35 +108,41 @@ pub(crate) async fn merge(
     }
 }
 
-fn key_row(names: &[String], values: Vec<crate::value::Value>) -> Row {
+fn key_row(names: &[String], values: Vec<Value>) -> Row {
     Row(names.iter().cloned().zip(values).collect())
 }
 
-/// The columns of `a` whose values `b` does not hold equally (both rows of one entity).
-fn differing_columns(a: &Row, b: &Row) -> Vec<String> {
-    a.0.iter()
-        .filter(|(c, va)| b.get(c).is_none_or(|vb| !canonical::same(va, vb)))
-        .map(|(c, _)| c.clone())
+/// The `columns` whose values differ between `a` and `b` (both rows of one table, their
+/// values in the order of `columns`).
+fn differing_columns(columns: &[String], a: &[Value], b: &[Value]) -> Vec<String> {
+    columns
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| match (a.get(i), b.get(i)) {
+            (Some(va), Some(vb)) => !canonical::same(va, vb),
+            _ => true,
+        })
+        .map(|(_, c)| c.clone())
         .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::value::Value;
     use rand::{Rng, SeedableRng};
     use std::collections::BTreeMap;
 
+    fn columns() -> Vec<String> {
+        vec!["id".into(), "v".into()]
+    }
+
     fn entry(k: i64, v: &str) -> Entry {
-        let row = Row(vec![
-            ("id".into(), Value::BigInt(Some(k))),
-            ("v".into(), Value::String(Some(v.into()))),
-        ]);
+        let values = vec![Value::BigInt(Some(k)), Value::String(Some(v.into()))];
         let mut scratch = Vec::new();
         Entry {
             key: vec![Value::BigInt(Some(k))],
-            hash: canonical::hash_values(row.values(), &mut scratch),
-            row,
+            hash: canonical::hash_values(&values, &mut scratch),
+            values,
         }
     }
 
@@ -162,7 +170,7 @@ mod tests {
         let (_, _, r) = tokio::join!(
             feed(src, stx),
             feed(dst, dtx),
-            merge(srx, drx, &mut report, max)
+            merge(srx, drx, &columns(), &mut report, max)
         );
         r.unwrap();
         report
@@ -258,7 +266,7 @@ mod tests {
                     }
                 }
             },
-            merge(srx, drx, &mut report, 10)
+            merge(srx, drx, &columns(), &mut report, 10)
         );
         assert!(matches!(r, Err(crate::error::Error::Config(m)) if m == "boom"));
     }

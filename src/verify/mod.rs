@@ -73,6 +73,7 @@ use std::time::Instant;
 
 use sea_orm::DatabaseConnection;
 use tokio::sync::mpsc;
+use tokio_util::task::AbortOnDropHandle;
 use tracing::Instrument;
 
 pub use repair::{
@@ -218,12 +219,20 @@ pub async fn verify_table(
         let (stx, srx) = mpsc::channel(1);
         let (dtx, drx) = mpsc::channel(1);
         let mut report = Report::new(spec.table.clone(), spec.key.clone());
-        let ((), (), merged) = tokio::join!(
-            scan::feed(source, spec, Side::Source, chunk, stx),
-            scan::feed(dest, spec, Side::Destination, chunk, dtx),
-            merge::merge(srx, drx, &mut report, opts.max_reported),
+        // Each side on its own task, so that on a multi-threaded runtime the two sides
+        // decode and hash on two cores, apart from the merge: on one task, that work was
+        // done for both sides one after the other. Dropping the handles (verify cancelled,
+        // or the merge failed) stops the readers.
+        let feed = |db: &DatabaseConnection, side, tx| {
+            AbortOnDropHandle::new(tokio::spawn(
+                scan::feed(db.clone(), spec.clone(), side, chunk, tx).in_current_span(),
+            ))
+        };
+        let _readers = (
+            feed(source, Side::Source, stx),
+            feed(dest, Side::Destination, dtx),
         );
-        merged?;
+        merge::merge(srx, drx, &spec.columns, &mut report, opts.max_reported).await?;
         report.elapsed = started.elapsed();
         tracing::info!(
             table = %report.table,

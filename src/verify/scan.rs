@@ -3,13 +3,12 @@
 
 use std::fmt;
 
-use sea_orm::DatabaseConnection;
+use sea_orm::{ConnectionTrait, DatabaseConnection, QueryResult};
 use tokio::sync::mpsc;
 
 use super::canonical::{self, RowHash};
-use crate::change::Row;
 use crate::entity::TableSpec;
-use crate::error::{Error, Result};
+use crate::error::{DbContext, Error, Result};
 use crate::keyset;
 use crate::value::Value;
 
@@ -36,19 +35,13 @@ pub(crate) struct Entry {
     pub(crate) key: Vec<Value>,
     /// The hash of the row's shipped columns.
     pub(crate) hash: RowHash,
-    /// The shipped columns, to name those that differ.
-    pub(crate) row: Row,
+    /// The shipped columns' values in the spec's column order, to name those that differ
+    /// (the names are the spec's, not repeated per row).
+    pub(crate) values: Vec<Value>,
 }
 
 /// A chunk of entries in key order, or what stopped the reader.
 pub(crate) type Chunk = Result<Vec<Entry>>;
-
-/// The key, hash and shipped columns of `row`, a row of `spec`'s table.
-pub(crate) fn entry(spec: &TableSpec, row: Row, scratch: &mut Vec<u8>) -> Result<Entry> {
-    let key = keyset::key_of(spec, &row)?;
-    let hash = canonical::hash_values(row.values(), scratch);
-    Ok(Entry { key, hash, row })
-}
 
 /// Reads all of `spec`'s table at `db` in key order and sends it down `tx` a chunk at a
 /// time.
@@ -57,26 +50,31 @@ pub(crate) fn entry(spec: &TableSpec, row: Row, scratch: &mut Vec<u8>) -> Result
 /// error, which it sends. Holds one chunk at a time; the channel bounds how far it runs
 /// ahead of the merge.
 pub(crate) async fn feed(
-    db: &DatabaseConnection,
-    spec: &TableSpec,
+    db: DatabaseConnection,
+    spec: TableSpec,
     side: Side,
     chunk_size: u64,
     tx: mpsc::Sender<Chunk>,
 ) {
     let table = spec.table.as_str();
+    let decoder = match keyset::Decoder::new(&spec) {
+        Ok(d) => d,
+        Err(e) => {
+            let _ = tx.send(Err(e)).await;
+            return;
+        }
+    };
+    let backend = db.get_database_backend();
     let mut after: Option<Vec<Value>> = None;
     let mut scratch = Vec::with_capacity(256);
     let mut chunks = 0u64;
     loop {
-        let read = keyset::read_chunk(db, spec, after.as_deref(), chunk_size)
-            .await
-            .map_err(|e| match e {
-                Error::Db { context, source } => Error::Db {
-                    context: format!("verify `{table}`: {context} at the {side}"),
-                    source,
-                },
-                other => other,
-            });
+        let read = match keyset::next_chunk(backend, &spec, after.as_deref(), chunk_size) {
+            Ok(q) => db.query_all(&q).await.context(|| {
+                format!("verify `{table}`: reading `{table}` at the {side}")
+            }),
+            Err(e) => Err(e),
+        };
         let rows = match read {
             Ok(m) => m,
             Err(e) => {
@@ -85,7 +83,8 @@ pub(crate) async fn feed(
             }
         };
         let full = rows.len() as u64 >= chunk_size;
-        let entries = match entries(spec, rows, after.as_deref(), side, &mut scratch) {
+        let entries = match entries(&spec, &decoder, rows, after.as_deref(), side, &mut scratch)
+        {
             Ok(e) => e,
             Err(e) => {
                 let _ = tx.send(Err(e)).await;
@@ -107,21 +106,24 @@ pub(crate) async fn feed(
 /// the first).
 fn entries(
     spec: &TableSpec,
-    rows: Vec<Row>,
+    decoder: &keyset::Decoder,
+    rows: Vec<QueryResult>,
     after: Option<&[Value]>,
     side: Side,
     scratch: &mut Vec<u8>,
 ) -> Result<Vec<Entry>> {
     let mut entries: Vec<Entry> = Vec::with_capacity(rows.len());
     for row in rows {
-        let e = entry(spec, row, scratch)?;
+        let values = decoder.values(&row)?;
+        let key = decoder.key(&values);
+        let hash = canonical::hash_values(&values, scratch);
         let previous = entries.last().map(|p| p.key.as_slice()).or(after);
         if let Some(prev) = previous
-            && canonical::cmp_keys(prev, &e.key) != std::cmp::Ordering::Less
+            && canonical::cmp_keys(prev, &key) != std::cmp::Ordering::Less
         {
-            return Err(out_of_order(&spec.table, side, prev, &e.key));
+            return Err(out_of_order(&spec.table, side, prev, &key));
         }
-        entries.push(e);
+        entries.push(Entry { key, hash, values });
     }
     Ok(entries)
 }

@@ -206,16 +206,27 @@ impl Decoder {
     ///
     /// [`Error::Read`] when a column does not decode as its type.
     pub(crate) fn values(&self, res: &QueryResult) -> Result<Vec<Value>> {
-        self.columns
-            .iter()
-            .enumerate()
-            .map(|(i, (name, null))| {
-                Value::read_as(res, i, name, null).map_err(|reason| Error::Read {
-                    table: self.table.clone(),
-                    reason,
-                })
-            })
-            .collect()
+        let mut values = Vec::with_capacity(self.columns.len());
+        self.values_into(res, &mut values)?;
+        Ok(values)
+    }
+
+    /// [`values`](Self::values) into `out`, which is cleared first: a reader of many rows
+    /// reuses one vector.
+    ///
+    /// # Errors
+    ///
+    /// As for [`values`](Self::values).
+    pub(crate) fn values_into(&self, res: &QueryResult, out: &mut Vec<Value>) -> Result<()> {
+        out.clear();
+        for (i, (name, null)) in self.columns.iter().enumerate() {
+            let v = Value::read_as(res, i, name, null).map_err(|reason| Error::Read {
+                table: self.table.clone(),
+                reason,
+            })?;
+            out.push(v);
+        }
+        Ok(())
     }
 
     /// The shipped columns of a result row, with their names.
@@ -235,8 +246,8 @@ impl Decoder {
 
     /// The key of a row's `values` (as [`values`](Self::values) returns them), in key
     /// order.
-    pub(crate) fn key(&self, values: &[Value]) -> Vec<Value> {
-        self.key.iter().map(|&i| values[i].clone()).collect()
+    pub(crate) fn key_of<'v>(&self, values: &'v [Value]) -> impl Iterator<Item = &'v Value> {
+        self.key.iter().filter_map(|&i| values.get(i))
     }
 }
 

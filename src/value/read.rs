@@ -3,8 +3,8 @@
 
 use chrono::{DateTime, FixedOffset, Local, NaiveDate, NaiveDateTime, NaiveTime, Utc};
 use rust_decimal::Decimal;
-use sea_orm::{ColIdx, DbErr, QueryResult};
 use sea_orm::sea_query::ArrayType;
+use sea_orm::{ColIdx, DbErr, QueryResult};
 use uuid::Uuid;
 
 use super::Value;

@@ -12,14 +12,16 @@
 //! Both sides are read by the table's [`TableSpec`] (its shipped columns, each decoded by
 //! its type tag, so no Rust entity type is needed: [`verify_table`], [`Verifier::table`]),
 //! in primary-key order, a chunk at a time by keyset pagination (`WHERE (key) > (last key) ORDER BY key LIMIT n`,
-//! composite keys included), the two sides concurrently. Each row's shipped columns (those
-//! not marked `#[replicated(skip)]`) are hashed over a canonical encoding that makes equal
-//! values from different engines equal: decimals normalized, zoned timestamps as UTC
-//! instants, JSON with sorted keys, NULL distinct from the empty string (in full below).
-//! The two key-ordered streams of (key, hash) are then merge-joined: a key only at the
-//! source is *missing* at the destination, a key only at the destination is *extra*, a key
-//! on both sides with different hashes is *different*, and for those the columns that
-//! differ are named.
+//! composite keys included), the two sides concurrently, each on its own task. Each row's
+//! shipped columns (those not marked `#[replicated(skip)]`) are turned into a canonical
+//! encoding that makes equal values from different engines equal: decimals normalized,
+//! zoned timestamps as UTC instants, JSON with sorted keys, NULL distinct from the empty
+//! string (in full below). The two key-ordered streams of (key, encoding) are then
+//! merge-joined: a key only at the source is *missing* at the destination, a key only at
+//! the destination is *extra*, a key on both sides with different encodings is
+//! *different*, and for those the columns that differ are named. Rows are compared by
+//! their encodings byte for byte, not by a hash of them: exact, and cheaper than hashing
+//! both sides.
 //!
 //! Memory stays at a few chunks per side however large the table, and no long transaction
 //! is held: each chunk is its own statement. On a table that is being written, a row

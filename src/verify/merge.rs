@@ -179,10 +179,11 @@ mod tests {
             }
         };
         let mut report = Report::new("t".into(), vec!["id".into()]);
+        let columns = columns();
         let (_, _, r) = tokio::join!(
             feed(src, stx),
             feed(dst, dtx),
-            merge(srx, drx, &columns(), &mut report, max)
+            merge(srx, drx, &columns, &mut report, max)
         );
         r.unwrap();
         report
@@ -264,6 +265,7 @@ mod tests {
         let (stx, srx) = mpsc::channel(1);
         let (dtx, drx) = mpsc::channel(1);
         let mut report = Report::new("t".into(), vec!["id".into()]);
+        let columns = columns();
         let (_, _, r) = tokio::join!(
             async move {
                 let _ = stx.send(Ok(rows(&[(1, "a")]))).await;
@@ -278,7 +280,7 @@ mod tests {
                     }
                 }
             },
-            merge(srx, drx, &columns(), &mut report, 10)
+            merge(srx, drx, &columns, &mut report, 10)
         );
         assert!(matches!(r, Err(crate::error::Error::Config(m)) if m == "boom"));
     }

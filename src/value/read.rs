@@ -3,8 +3,8 @@
 
 use chrono::{DateTime, FixedOffset, Local, NaiveDate, NaiveDateTime, NaiveTime, Utc};
 use rust_decimal::Decimal;
-use sea_orm::QueryResult;
 use sea_orm::sea_query::ArrayType;
+use sea_orm::{ColIdx, DbErr, QueryResult};
 use uuid::Uuid;
 
 use super::Value;
@@ -85,47 +85,59 @@ impl Value {
     /// A message naming the column when the tag is unknown or the database value does not
     /// decode as that type. A PostgreSQL enum column must be selected cast to text.
     pub fn read(res: &QueryResult, column: &str, tag: &str) -> Result<Value, String> {
-        fn get<T: sea_orm::TryGetable>(res: &QueryResult, column: &str) -> Result<T, String> {
-            res.try_get::<T>("", column)
-                .map_err(|e| format!("reading column `{column}`: {e}"))
+        let null = Value::null_for_tag(tag)
+            .ok_or_else(|| format!("column `{column}` has an unknown type tag `{tag}`"))?;
+        Value::read_as(res, column, column, &null)
+    }
+
+    /// Reads the column at `at` (a name or a position) of `res` as the type of `null`, the
+    /// NULL [`null_for_tag`](Self::null_for_tag) gave for its tag; `column` names it in
+    /// errors.
+    ///
+    /// Resolving the tag costs a serde round trip; a reader of many rows resolves it once
+    /// and calls this per row.
+    pub(crate) fn read_as<I: ColIdx>(
+        res: &QueryResult,
+        at: I,
+        column: &str,
+        null: &Value,
+    ) -> Result<Value, String> {
+        let get = |e: DbErr| format!("reading column `{column}`: {e}");
+        macro_rules! get {
+            ($t:ty) => {
+                res.try_get_by::<$t, I>(at).map_err(get)?
+            };
         }
-        Ok(match Value::null_for_tag(tag) {
-            None => return Err(format!("column `{column}` has an unknown type tag `{tag}`")),
-            Some(Value::Bool(_)) => Value::Bool(get(res, column)?),
-            Some(Value::TinyInt(_)) => Value::TinyInt(get(res, column)?),
-            Some(Value::SmallInt(_)) => Value::SmallInt(get(res, column)?),
-            Some(Value::Int(_)) => Value::Int(get(res, column)?),
-            Some(Value::BigInt(_)) => Value::BigInt(get(res, column)?),
-            Some(Value::TinyUnsigned(_)) => Value::TinyUnsigned(get(res, column)?),
-            Some(Value::SmallUnsigned(_)) => Value::SmallUnsigned(get(res, column)?),
-            Some(Value::Unsigned(_)) => Value::Unsigned(get(res, column)?),
-            Some(Value::BigUnsigned(_)) => Value::BigUnsigned(get(res, column)?),
-            Some(Value::Float(_)) => Value::Float(get(res, column)?),
-            Some(Value::Double(_)) => Value::Double(get(res, column)?),
-            Some(Value::String(_)) => Value::String(get(res, column)?),
-            Some(Value::Char(_)) => {
-                Value::Char(get::<Option<String>>(res, column)?.and_then(|s| s.chars().next()))
-            }
-            Some(Value::Enum { type_name, .. }) => Value::Enum {
-                type_name,
-                value: get(res, column)?,
+        Ok(match null {
+            Value::Bool(_) => Value::Bool(get!(Option<bool>)),
+            Value::TinyInt(_) => Value::TinyInt(get!(Option<i8>)),
+            Value::SmallInt(_) => Value::SmallInt(get!(Option<i16>)),
+            Value::Int(_) => Value::Int(get!(Option<i32>)),
+            Value::BigInt(_) => Value::BigInt(get!(Option<i64>)),
+            Value::TinyUnsigned(_) => Value::TinyUnsigned(get!(Option<u8>)),
+            Value::SmallUnsigned(_) => Value::SmallUnsigned(get!(Option<u16>)),
+            Value::Unsigned(_) => Value::Unsigned(get!(Option<u32>)),
+            Value::BigUnsigned(_) => Value::BigUnsigned(get!(Option<u64>)),
+            Value::Float(_) => Value::Float(get!(Option<f32>)),
+            Value::Double(_) => Value::Double(get!(Option<f64>)),
+            Value::String(_) => Value::String(get!(Option<String>)),
+            Value::Char(_) => Value::Char(get!(Option<String>).and_then(|s| s.chars().next())),
+            Value::Enum { type_name, .. } => Value::Enum {
+                type_name: type_name.clone(),
+                value: get!(Option<String>),
             },
-            Some(Value::Bytes(_)) => Value::Bytes(get(res, column)?),
-            Some(Value::Json(_)) => Value::Json(get(res, column)?),
-            Some(Value::Date(_)) => Value::Date(get::<Option<NaiveDate>>(res, column)?),
-            Some(Value::Time(_)) => Value::Time(get::<Option<NaiveTime>>(res, column)?),
-            Some(Value::DateTime(_)) => Value::DateTime(get::<Option<NaiveDateTime>>(res, column)?),
-            Some(Value::DateTimeUtc(_)) => {
-                Value::DateTimeUtc(get::<Option<DateTime<Utc>>>(res, column)?)
+            Value::Bytes(_) => Value::Bytes(get!(Option<Vec<u8>>)),
+            Value::Json(_) => Value::Json(get!(Option<serde_json::Value>)),
+            Value::Date(_) => Value::Date(get!(Option<NaiveDate>)),
+            Value::Time(_) => Value::Time(get!(Option<NaiveTime>)),
+            Value::DateTime(_) => Value::DateTime(get!(Option<NaiveDateTime>)),
+            Value::DateTimeUtc(_) => Value::DateTimeUtc(get!(Option<DateTime<Utc>>)),
+            Value::DateTimeLocal(_) => Value::DateTimeLocal(get!(Option<DateTime<Local>>)),
+            Value::DateTimeWithTimeZone(_) => {
+                Value::DateTimeWithTimeZone(get!(Option<DateTime<FixedOffset>>))
             }
-            Some(Value::DateTimeLocal(_)) => {
-                Value::DateTimeLocal(get::<Option<DateTime<Local>>>(res, column)?)
-            }
-            Some(Value::DateTimeWithTimeZone(_)) => {
-                Value::DateTimeWithTimeZone(get::<Option<DateTime<FixedOffset>>>(res, column)?)
-            }
-            Some(Value::Uuid(_)) => Value::Uuid(get::<Option<Uuid>>(res, column)?),
-            Some(Value::Decimal(_)) => Value::Decimal(get::<Option<Decimal>>(res, column)?),
+            Value::Uuid(_) => Value::Uuid(get!(Option<Uuid>)),
+            Value::Decimal(_) => Value::Decimal(get!(Option<Decimal>)),
         })
     }
 }

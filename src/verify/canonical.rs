@@ -20,7 +20,9 @@
 //! | UUID | its 16 bytes |
 //!
 //! Each encoded value carries its length, so the concatenation of a row's values is
-//! unambiguous, and the row's hash is the first 128 bits of its SHA-256.
+//! unambiguous (verify compares rows by it, and [`split`] takes it apart again to name the
+//! columns that differ); where a row must be summed up in a few bytes, its hash is the
+//! first 128 bits of its SHA-256.
 
 use std::cmp::Ordering;
 
@@ -158,6 +160,37 @@ pub(crate) fn same(a: &Value, b: &Value) -> bool {
     encode(a, &mut x);
     encode(b, &mut y);
     x == y
+}
+
+/// The encodings of the values whose encodings `row` holds end to end, in order: the
+/// inverse of encoding values one after the other with [`encode`].
+///
+/// Each tag has a fixed length or carries one, so the values separate without decoding.
+/// Bytes that are not such an encoding come out as one last piece.
+pub(crate) fn split(row: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = row;
+    std::iter::from_fn(move || {
+        let tag = *rest.first()?;
+        let len = match tag {
+            NULL => Some(1),
+            BOOL => Some(2),
+            INT | UUID => Some(17),
+            FLOAT | TIME => Some(9),
+            DATE => Some(5),
+            NAIVE_TS | INSTANT => Some(13),
+            DECIMAL => Some(21),
+            TEXT | ENUM | BYTES | JSON => rest
+                .get(1..9)
+                .and_then(|n| <[u8; 8]>::try_from(n).ok())
+                .and_then(|n| usize::try_from(u64::from_le_bytes(n)).ok())
+                .and_then(|n| n.checked_add(9)),
+            _ => None,
+        };
+        let len = len.filter(|&n| n <= rest.len()).unwrap_or(rest.len());
+        let (value, tail) = rest.split_at(len);
+        rest = tail;
+        Some(value)
+    })
 }
 
 fn int(v: i128, out: &mut Vec<u8>) {
@@ -471,6 +504,47 @@ mod tests {
         ];
         assert_ne!(hash_values(&a, &mut scratch), hash_values(&b, &mut scratch));
         assert_eq!(hash_values(&a, &mut scratch), hash_values(&a, &mut scratch));
+    }
+
+    #[test]
+    fn a_row_splits_into_its_values() {
+        let values = [
+            Value::Bool(Some(true)),
+            Value::Int(Some(-3)),
+            Value::Double(Some(1.5)),
+            Value::String(Some("héllo".into())),
+            Value::String(None),
+            Value::String(Some(String::new())),
+            Value::Enum {
+                type_name: "mood".into(),
+                value: Some("ok".into()),
+            },
+            Value::Bytes(Some(vec![0, 1, 2])),
+            Value::Json(Some(serde_json::json!({"b": [1, 2], "a": null}))),
+            Value::Date(NaiveDate::from_ymd_opt(2024, 2, 29)),
+            Value::Time(chrono::NaiveTime::from_hms_nano_opt(23, 59, 59, 5)),
+            Value::DateTime(
+                NaiveDate::from_ymd_opt(2024, 2, 29).and_then(|d| d.and_hms_opt(1, 2, 3)),
+            ),
+            Value::DateTimeUtc(Some(
+                DateTime::<Utc>::from_str("2024-02-29T18:29:59.123456Z").unwrap(),
+            )),
+            Value::Uuid(Some(uuid::Uuid::from_u128(7))),
+            Value::Decimal(Some(Decimal::from_str("-10.5000").unwrap())),
+        ];
+        let mut row = Vec::new();
+        for v in &values {
+            encode(v, &mut row);
+        }
+        let pieces: Vec<&[u8]> = split(&row).collect();
+        let each: Vec<Vec<u8>> = values.iter().map(enc).collect();
+        assert_eq!(pieces, each);
+        assert_eq!(split(&[]).count(), 0);
+        // Not an encoding: the rest is one piece, nothing is lost.
+        assert_eq!(
+            split(&[TEXT, 200, 0]).collect::<Vec<_>>(),
+            [&[TEXT, 200, 0][..]]
+        );
     }
 
     #[test]

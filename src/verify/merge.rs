@@ -6,15 +6,17 @@ use tokio::sync::mpsc;
 
 use super::canonical;
 use super::report::{Report, RowDiff};
-use super::scan::{Chunk, Entry};
+use super::scan::{Chunk, Rows};
 use crate::change::Row;
 use crate::error::Result;
+use crate::value::Value;
 
-/// One side's stream: the chunk being consumed and the channel the next ones come from.
+/// One side's stream: the chunk being consumed, where in it, and the channel the next
+/// ones come from.
 struct Stream {
     rx: mpsc::Receiver<Chunk>,
-    chunk: std::vec::IntoIter<Entry>,
-    head: Option<Entry>,
+    chunk: Rows,
+    next: usize,
     done: bool,
 }
 
@@ -22,120 +24,137 @@ impl Stream {
     fn new(rx: mpsc::Receiver<Chunk>) -> Self {
         Stream {
             rx,
-            chunk: Vec::new().into_iter(),
-            head: None,
+            chunk: Rows::default(),
+            next: 0,
             done: false,
         }
     }
 
-    /// Makes `head` the next entry, unless the stream has ended.
+    /// Makes the next row available in the chunk, unless the stream has ended.
     async fn fill(&mut self) -> Result<()> {
-        while self.head.is_none() && !self.done {
-            if let Some(e) = self.chunk.next() {
-                self.head = Some(e);
-                continue;
-            }
+        while self.next >= self.chunk.len() && !self.done {
             match self.rx.recv().await {
-                Some(Ok(chunk)) => self.chunk = chunk.into_iter(),
+                Some(Ok(chunk)) => {
+                    self.chunk = chunk;
+                    self.next = 0;
+                }
                 Some(Err(e)) => return Err(e),
                 None => self.done = true,
             }
         }
         Ok(())
     }
+
+    /// The next row's key, if the stream holds one (after [`fill`](Self::fill)).
+    fn head(&self) -> Option<&[Value]> {
+        (self.next < self.chunk.len()).then(|| self.chunk.key(self.next))
+    }
 }
 
 /// Compares the source stream with the destination stream, both in key order, filling
-/// `report`; at most `max_reported` rows of each kind are listed.
+/// `report`; at most `max_reported` rows of each kind are listed. `columns` names the
+/// rows' values, in order.
 ///
 /// Holds one chunk of each side (plus what the channels buffer), however long the table.
 pub(crate) async fn merge(
     source: mpsc::Receiver<Chunk>,
     dest: mpsc::Receiver<Chunk>,
+    columns: &[String],
     report: &mut Report,
     max_reported: usize,
 ) -> Result<()> {
     let (mut s, mut d) = (Stream::new(source), Stream::new(dest));
     loop {
-        let (fs, fd) = tokio::join!(s.fill(), d.fill());
-        fs?;
-        fd?;
-        let order = match (&s.head, &d.head) {
+        // Waiting only at a chunk's end: most rows are a comparison away from the next.
+        if s.next >= s.chunk.len() {
+            s.fill().await?;
+        }
+        if d.next >= d.chunk.len() {
+            d.fill().await?;
+        }
+        let order = match (s.head(), d.head()) {
             (None, None) => return Ok(()),
             (Some(_), None) => Ordering::Less,
             (None, Some(_)) => Ordering::Greater,
-            (Some(a), Some(b)) => canonical::cmp_keys(&a.key, &b.key),
+            (Some(a), Some(b)) => canonical::cmp_keys(a, b),
         };
         match order {
             Ordering::Less => {
-                let Some(a) = s.head.take() else { continue };
                 report.source_rows += 1;
                 report.missing_count += 1;
                 if report.missing.len() < max_reported {
-                    report.missing.push(key_row(&report.key_columns, a.key));
+                    let key = key_row(&report.key_columns, s.chunk.key(s.next));
+                    report.missing.push(key);
                 }
+                s.next += 1;
             }
             Ordering::Greater => {
-                let Some(b) = d.head.take() else { continue };
                 report.dest_rows += 1;
                 report.extra_count += 1;
                 if report.extra.len() < max_reported {
-                    report.extra.push(key_row(&report.key_columns, b.key));
+                    let key = key_row(&report.key_columns, d.chunk.key(d.next));
+                    report.extra.push(key);
                 }
+                d.next += 1;
             }
             Ordering::Equal => {
-                let (Some(a), Some(b)) = (s.head.take(), d.head.take()) else {
-                    continue;
-                };
                 report.source_rows += 1;
                 report.dest_rows += 1;
-                if a.hash == b.hash {
+                let (a, b) = (s.chunk.encoding(s.next), d.chunk.encoding(d.next));
+                if a == b {
                     report.matching += 1;
-                    continue;
+                } else {
+                    report.different_count += 1;
+                    if report.different.len() < max_reported {
+                        report.different.push(RowDiff {
+                            key: key_row(&report.key_columns, s.chunk.key(s.next)),
+                            columns: differing_columns(columns, a, b),
+                        });
+                    }
                 }
-                report.different_count += 1;
-                if report.different.len() < max_reported {
-                    let columns = differing_columns(&a.row, &b.row);
-                    report.different.push(RowDiff {
-                        key: key_row(&report.key_columns, a.key),
-                        columns,
-                    });
-                }
+                s.next += 1;
+                d.next += 1;
             }
         }
     }
 }
 
-fn key_row(names: &[String], values: Vec<crate::value::Value>) -> Row {
-    Row(names.iter().cloned().zip(values).collect())
+fn key_row(names: &[String], values: &[Value]) -> Row {
+    Row(names.iter().cloned().zip(values.iter().cloned()).collect())
 }
 
-/// The columns of `a` whose values `b` does not hold equally (both rows of one entity).
-fn differing_columns(a: &Row, b: &Row) -> Vec<String> {
-    a.0.iter()
-        .filter(|(c, va)| b.get(c).is_none_or(|vb| !canonical::same(va, vb)))
-        .map(|(c, _)| c.clone())
+/// The `columns` whose values differ between the rows encoded as `a` and `b` (both rows
+/// of one table, their values in the order of `columns`).
+fn differing_columns(columns: &[String], a: &[u8], b: &[u8]) -> Vec<String> {
+    let (mut a, mut b) = (canonical::split(a), canonical::split(b));
+    columns
+        .iter()
+        .filter(|_| match (a.next(), b.next()) {
+            (Some(x), Some(y)) => x != y,
+            (None, None) => false,
+            _ => true,
+        })
+        .cloned()
         .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::value::Value;
     use rand::{Rng, SeedableRng};
     use std::collections::BTreeMap;
 
-    fn entry(k: i64, v: &str) -> Entry {
-        let row = Row(vec![
-            ("id".into(), Value::BigInt(Some(k))),
-            ("v".into(), Value::String(Some(v.into()))),
-        ]);
-        let mut scratch = Vec::new();
-        Entry {
-            key: vec![Value::BigInt(Some(k))],
-            hash: canonical::hash_values(row.values(), &mut scratch),
-            row,
+    fn columns() -> Vec<String> {
+        vec!["id".into(), "v".into()]
+    }
+
+    fn rows(entries: &[(i64, &str)]) -> Rows {
+        let mut rows = Rows::with_capacity(1, entries.len());
+        for (k, v) in entries {
+            let values = [Value::BigInt(Some(*k)), Value::String(Some((*v).into()))];
+            rows.push([Value::BigInt(Some(*k))], &values);
         }
+        rows
     }
 
     async fn run(
@@ -147,22 +166,24 @@ mod tests {
         let (stx, srx) = mpsc::channel(1);
         let (dtx, drx) = mpsc::channel(1);
         let feed = |map: &BTreeMap<i64, String>, tx: mpsc::Sender<Chunk>| {
-            let entries: Vec<Entry> = map.iter().map(|(k, v)| entry(*k, v)).collect();
+            let entries: Vec<(i64, String)> = map.iter().map(|(k, v)| (*k, v.clone())).collect();
             async move {
                 let mut it = entries.into_iter().peekable();
                 while it.peek().is_some() {
-                    let c: Vec<Entry> = it.by_ref().take(chunk).collect();
-                    if tx.send(Ok(c)).await.is_err() {
+                    let c: Vec<(i64, String)> = it.by_ref().take(chunk).collect();
+                    let c: Vec<(i64, &str)> = c.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                    if tx.send(Ok(rows(&c))).await.is_err() {
                         return;
                     }
                 }
             }
         };
         let mut report = Report::new("t".into(), vec!["id".into()]);
+        let columns = columns();
         let (_, _, r) = tokio::join!(
             feed(src, stx),
             feed(dst, dtx),
-            merge(srx, drx, &mut report, max)
+            merge(srx, drx, &columns, &mut report, max)
         );
         r.unwrap();
         report
@@ -244,21 +265,22 @@ mod tests {
         let (stx, srx) = mpsc::channel(1);
         let (dtx, drx) = mpsc::channel(1);
         let mut report = Report::new("t".into(), vec!["id".into()]);
+        let columns = columns();
         let (_, _, r) = tokio::join!(
             async move {
-                let _ = stx.send(Ok(vec![entry(1, "a")])).await;
+                let _ = stx.send(Ok(rows(&[(1, "a")]))).await;
                 let _ = stx
                     .send(Err(crate::error::Error::Config("boom".into())))
                     .await;
             },
             async move {
                 for k in 0..100 {
-                    if dtx.send(Ok(vec![entry(k, "a")])).await.is_err() {
+                    if dtx.send(Ok(rows(&[(k, "a")]))).await.is_err() {
                         return;
                     }
                 }
             },
-            merge(srx, drx, &mut report, 10)
+            merge(srx, drx, &columns, &mut report, 10)
         );
         assert!(matches!(r, Err(crate::error::Error::Config(m)) if m == "boom"));
     }

@@ -12,14 +12,16 @@
 //! Both sides are read by the table's [`TableSpec`] (its shipped columns, each decoded by
 //! its type tag, so no Rust entity type is needed: [`verify_table`], [`Verifier::table`]),
 //! in primary-key order, a chunk at a time by keyset pagination (`WHERE (key) > (last key) ORDER BY key LIMIT n`,
-//! composite keys included), the two sides concurrently. Each row's shipped columns (those
-//! not marked `#[replicated(skip)]`) are hashed over a canonical encoding that makes equal
-//! values from different engines equal: decimals normalized, zoned timestamps as UTC
-//! instants, JSON with sorted keys, NULL distinct from the empty string (in full below).
-//! The two key-ordered streams of (key, hash) are then merge-joined: a key only at the
-//! source is *missing* at the destination, a key only at the destination is *extra*, a key
-//! on both sides with different hashes is *different*, and for those the columns that
-//! differ are named.
+//! composite keys included), the two sides concurrently, each on its own task. Each row's
+//! shipped columns (those not marked `#[replicated(skip)]`) are turned into a canonical
+//! encoding that makes equal values from different engines equal: decimals normalized,
+//! zoned timestamps as UTC instants, JSON with sorted keys, NULL distinct from the empty
+//! string (in full below). The two key-ordered streams of (key, encoding) are then
+//! merge-joined: a key only at the source is *missing* at the destination, a key only at
+//! the destination is *extra*, a key on both sides with different encodings is
+//! *different*, and for those the columns that differ are named. Rows are compared by
+//! their encodings byte for byte, not by a hash of them: exact, and cheaper than hashing
+//! both sides.
 //!
 //! Memory stays at a few chunks per side however large the table, and no long transaction
 //! is held: each chunk is its own statement. On a table that is being written, a row
@@ -73,6 +75,7 @@ use std::time::Instant;
 
 use sea_orm::DatabaseConnection;
 use tokio::sync::mpsc;
+use tokio_util::task::AbortOnDropHandle;
 use tracing::Instrument;
 
 pub use repair::{
@@ -218,12 +221,20 @@ pub async fn verify_table(
         let (stx, srx) = mpsc::channel(1);
         let (dtx, drx) = mpsc::channel(1);
         let mut report = Report::new(spec.table.clone(), spec.key.clone());
-        let ((), (), merged) = tokio::join!(
-            scan::feed(source, spec, Side::Source, chunk, stx),
-            scan::feed(dest, spec, Side::Destination, chunk, dtx),
-            merge::merge(srx, drx, &mut report, opts.max_reported),
+        // Each side on its own task, so that on a multi-threaded runtime the two sides
+        // decode and hash on two cores, apart from the merge: on one task, that work was
+        // done for both sides one after the other. Dropping the handles (verify cancelled,
+        // or the merge failed) stops the readers.
+        let feed = |db: &DatabaseConnection, side, tx| {
+            AbortOnDropHandle::new(tokio::spawn(
+                scan::feed(db.clone(), spec.clone(), side, chunk, tx).in_current_span(),
+            ))
+        };
+        let _readers = (
+            feed(source, Side::Source, stx),
+            feed(dest, Side::Destination, dtx),
         );
-        merged?;
+        merge::merge(srx, drx, &spec.columns, &mut report, opts.max_reported).await?;
         report.elapsed = started.elapsed();
         tracing::info!(
             table = %report.table,

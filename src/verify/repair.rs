@@ -272,6 +272,7 @@ async fn run(
     let mut deletes: Vec<Row> = Vec::new();
     let backend = source.get_database_backend();
     let columns = keyset::typed_columns(spec)?;
+    let decoder = keyset::Decoder::new(spec)?;
     for batch in targets.chunks(opts.batch_size.max(1)) {
         let keys: Vec<&[Value]> = batch.iter().map(|(k, _)| k.as_slice()).collect();
         let mut query = keyset::select(backend, &spec.table, &columns, &spec.key);
@@ -298,7 +299,7 @@ async fn run(
         .context(|| format!("repair `{}`: reading the source", report.table))?;
         let mut found: HashMap<Vec<u8>, Row> = HashMap::with_capacity(rows.len());
         for r in &rows {
-            let row = keyset::decode(spec, r)?;
+            let row = decoder.row(r)?;
             found.insert(key_bytes(&keyset::key_of(spec, &row)?), row);
         }
         let result = fix_batch(

@@ -1,15 +1,14 @@
 //! Reading one side of a table in primary-key order, a chunk at a time (keyset
-//! pagination, see [`crate::keyset`]), as (key, row hash, row) entries.
+//! pagination, see [`crate::keyset`]), as packed (key, canonical encoding) rows.
 
 use std::fmt;
 
-use sea_orm::DatabaseConnection;
+use sea_orm::{ConnectionTrait, DatabaseConnection};
 use tokio::sync::mpsc;
 
-use super::canonical::{self, RowHash};
-use crate::change::Row;
+use super::canonical;
 use crate::entity::TableSpec;
-use crate::error::{Error, Result};
+use crate::error::{DbContext, Error, Result};
 use crate::keyset;
 use crate::value::Value;
 
@@ -29,26 +28,68 @@ impl fmt::Display for Side {
     }
 }
 
-/// One row as the merge-join sees it.
-#[derive(Debug)]
-pub(crate) struct Entry {
-    /// The primary key's values, in key order.
-    pub(crate) key: Vec<Value>,
-    /// The hash of the row's shipped columns.
-    pub(crate) hash: RowHash,
-    /// The shipped columns, to name those that differ.
-    pub(crate) row: Row,
+/// A chunk of one side's rows in key order, packed: the keys side by side in one vector,
+/// the rows' canonical encodings end to end in one buffer.
+///
+/// The merge needs a row's key to join it and its canonical encoding to compare it, which
+/// also splits into the columns to name when rows differ. Comparing the encodings
+/// themselves is exact and costs less than hashing both sides; packing them spares an
+/// allocation per row, and the decoded values are dropped on the reader's thread.
+#[derive(Debug, Default)]
+pub(crate) struct Rows {
+    key_len: usize,
+    keys: Vec<Value>,
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
 }
 
-/// A chunk of entries in key order, or what stopped the reader.
-pub(crate) type Chunk = Result<Vec<Entry>>;
+impl Rows {
+    /// An empty chunk for keys of `key_len` columns, with room for `rows` rows.
+    pub(crate) fn with_capacity(key_len: usize, rows: usize) -> Rows {
+        Rows {
+            key_len,
+            keys: Vec::with_capacity(key_len * rows),
+            // About what a row of a dozen ordinary columns encodes to.
+            bytes: Vec::with_capacity(rows * 160),
+            ends: Vec::with_capacity(rows),
+        }
+    }
 
-/// The key, hash and shipped columns of `row`, a row of `spec`'s table.
-pub(crate) fn entry(spec: &TableSpec, row: Row, scratch: &mut Vec<u8>) -> Result<Entry> {
-    let key = keyset::key_of(spec, &row)?;
-    let hash = canonical::hash_values(row.values(), scratch);
-    Ok(Entry { key, hash, row })
+    /// Appends a row: its key (`key_len` values, in key order) and its shipped columns'
+    /// values, which are encoded.
+    pub(crate) fn push(&mut self, key: impl IntoIterator<Item = Value>, values: &[Value]) {
+        self.keys.extend(key);
+        for v in values {
+            canonical::encode(v, &mut self.bytes);
+        }
+        self.ends.push(self.bytes.len());
+    }
+
+    /// How many rows the chunk holds.
+    pub(crate) fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Row `i`'s key.
+    pub(crate) fn key(&self, i: usize) -> &[Value] {
+        &self.keys[i * self.key_len..(i + 1) * self.key_len]
+    }
+
+    /// Row `i`'s canonical encoding: its values' encodings end to end
+    /// ([`canonical::split`] separates them).
+    pub(crate) fn encoding(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.bytes[start..self.ends[i]]
+    }
+
+    /// The last row's key.
+    pub(crate) fn last_key(&self) -> Option<&[Value]> {
+        self.len().checked_sub(1).map(|i| self.key(i))
+    }
 }
+
+/// A chunk of rows in key order, or what stopped the reader.
+pub(crate) type Chunk = Result<Rows>;
 
 /// Reads all of `spec`'s table at `db` in key order and sends it down `tx` a chunk at a
 /// time.
@@ -57,26 +98,32 @@ pub(crate) fn entry(spec: &TableSpec, row: Row, scratch: &mut Vec<u8>) -> Result
 /// error, which it sends. Holds one chunk at a time; the channel bounds how far it runs
 /// ahead of the merge.
 pub(crate) async fn feed(
-    db: &DatabaseConnection,
-    spec: &TableSpec,
+    db: DatabaseConnection,
+    spec: TableSpec,
     side: Side,
     chunk_size: u64,
     tx: mpsc::Sender<Chunk>,
 ) {
     let table = spec.table.as_str();
+    let decoder = match keyset::Decoder::new(&spec) {
+        Ok(d) => d,
+        Err(e) => {
+            let _ = tx.send(Err(e)).await;
+            return;
+        }
+    };
+    let backend = db.get_database_backend();
     let mut after: Option<Vec<Value>> = None;
-    let mut scratch = Vec::with_capacity(256);
+    let mut buffers = Buffers::default();
     let mut chunks = 0u64;
     loop {
-        let read = keyset::read_chunk(db, spec, after.as_deref(), chunk_size)
-            .await
-            .map_err(|e| match e {
-                Error::Db { context, source } => Error::Db {
-                    context: format!("verify `{table}`: {context} at the {side}"),
-                    source,
-                },
-                other => other,
-            });
+        let read = match keyset::next_chunk(backend, &spec, after.as_deref(), chunk_size) {
+            Ok(q) => db
+                .query_all(&q)
+                .await
+                .context(|| format!("verify `{table}`: reading `{table}` at the {side}")),
+            Err(e) => Err(e),
+        };
         let rows = match read {
             Ok(m) => m,
             Err(e) => {
@@ -85,45 +132,54 @@ pub(crate) async fn feed(
             }
         };
         let full = rows.len() as u64 >= chunk_size;
-        let entries = match entries(spec, rows, after.as_deref(), side, &mut scratch) {
-            Ok(e) => e,
+        let packed = match pack(&spec, &decoder, rows, after.as_deref(), side, &mut buffers) {
+            Ok(p) => p,
             Err(e) => {
                 let _ = tx.send(Err(e)).await;
                 return;
             }
         };
         chunks += 1;
-        if let Some(last) = entries.last() {
-            after = Some(last.key.clone());
+        if let Some(last) = packed.last_key() {
+            after = Some(last.to_vec());
         }
-        tracing::trace!(table, %side, chunks, rows = entries.len(), "chunk read");
-        if tx.send(Ok(entries)).await.is_err() || !full {
+        tracing::trace!(table, %side, chunks, rows = packed.len(), "chunk read");
+        if tx.send(Ok(packed)).await.is_err() || !full {
             return;
         }
     }
 }
 
-/// The entries of `rows`, checking that each key is above the one before (`after` for
-/// the first).
-fn entries(
+/// What [`pack`] reuses from row to row.
+#[derive(Default)]
+struct Buffers {
+    values: Vec<Value>,
+    key: Vec<Value>,
+}
+
+/// The rows of a chunk, packed, checking that each key is above the one before (`after`
+/// for the first).
+fn pack(
     spec: &TableSpec,
-    rows: Vec<Row>,
+    decoder: &keyset::Decoder,
+    rows: Vec<sea_orm::QueryResult>,
     after: Option<&[Value]>,
     side: Side,
-    scratch: &mut Vec<u8>,
-) -> Result<Vec<Entry>> {
-    let mut entries: Vec<Entry> = Vec::with_capacity(rows.len());
+    buffers: &mut Buffers,
+) -> Result<Rows> {
+    let mut packed = Rows::with_capacity(spec.key.len(), rows.len());
     for row in rows {
-        let e = entry(spec, row, scratch)?;
-        let previous = entries.last().map(|p| p.key.as_slice()).or(after);
-        if let Some(prev) = previous
-            && canonical::cmp_keys(prev, &e.key) != std::cmp::Ordering::Less
+        decoder.values_into(&row, &mut buffers.values)?;
+        buffers.key.clear();
+        buffers.key.extend(decoder.key_of(&buffers.values).cloned());
+        if let Some(prev) = packed.last_key().or(after)
+            && canonical::cmp_keys(prev, &buffers.key) != std::cmp::Ordering::Less
         {
-            return Err(out_of_order(&spec.table, side, prev, &e.key));
+            return Err(out_of_order(&spec.table, side, prev, &buffers.key));
         }
-        entries.push(e);
+        packed.push(buffers.key.drain(..), &buffers.values);
     }
-    Ok(entries)
+    Ok(packed)
 }
 
 fn out_of_order(table: &str, side: Side, prev: &[Value], next: &[Value]) -> Error {

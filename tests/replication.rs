@@ -649,6 +649,42 @@ impl CreateRest for TestDb {
     }
 }
 
+/// A gap whose owner is the newest open transaction is waited for, not skipped.
+/// PostgreSQL's snapshot `xmax` is the latest *completed* xid plus one: once an older
+/// transaction commits the id above the gap, the owner holds exactly that xid and is the
+/// oldest running one, so a proof built on `xmax` settled at once and the owner's change,
+/// committed later, was never shipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gap_owned_by_the_newest_open_transaction_is_not_a_hole() {
+    let Some((s, d)) = pair(Backend::Postgres, Backend::Sqlite).await else {
+        return;
+    };
+    let rep = start(&s, &d).await;
+    rep.sync_now().await.unwrap();
+    let (older_conn, owner_conn) = (s.connect().await, s.connect().await);
+    // `older` takes its xid first; the owner takes a higher one and the outbox id below
+    // the one `older` then commits.
+    let older = older_conn.begin().await.unwrap();
+    older
+        .execute_unprepared("SELECT pg_current_xact_id()")
+        .await
+        .unwrap();
+    let owner = owner_conn.begin().await.unwrap();
+    account(1, "late", "1").insert(&owner).await.unwrap();
+    account(2, "early", "1").insert(&older).await.unwrap();
+    older.commit().await.unwrap();
+    // Several reads while the owner is open: each must leave its id a gap.
+    for _ in 0..3 {
+        rep.sync_now().await.unwrap();
+    }
+    assert_eq!(count(&d.db, "accounts").await, 1);
+    owner.commit().await.unwrap();
+    rep.sync_now().await.unwrap();
+    assert_eq!(count(&d.db, "accounts").await, 2);
+    assert_all_same(&s.db, &d.db).await;
+    rep.shutdown().await;
+}
+
 /// More open gaps than one statement probes: the reader reads them in one snapshot over
 /// several statements, and still ships a late commit in the middle of them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

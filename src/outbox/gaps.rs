@@ -6,9 +6,13 @@
 //! once every transaction that could own it has ended; a settled gap still missing in the
 //! next read is a hole.
 //!
-//! - **PostgreSQL**: right after the read, take the snapshot's `xmax`: the owner of N had
-//!   already taken N, so its xid is below it. Once the current snapshot's `xmin` reaches
-//!   that value, every such transaction has ended.
+//! - **PostgreSQL**: right after the read, take a fresh xid (`pg_current_xact_id()` in a
+//!   statement of its own): the owner of N had its xid before it took N (its row change
+//!   comes before the capture), so that xid is below the fresh one. Once the current
+//!   snapshot's `xmin` is above the fresh xid, every such transaction has ended.
+//!   A snapshot's `xmax` is *not* such a bound: it is the latest *completed* xid plus one,
+//!   so an open transaction whose xid is above every completed one holds an xid at or
+//!   above `xmax` and, being the oldest running, becomes the later `xmin` itself.
 //! - **MySQL/MariaDB**: an open transaction that inserted outbox row N holds that row's
 //!   lock. A `SELECT … FOR UPDATE NOWAIT` over the gap (in a READ COMMITTED transaction,
 //!   so no gap locks) fails at once while any owner is open and succeeds once all have
@@ -37,8 +41,8 @@ const MYSQL_MIN_AGE: Duration = Duration::from_secs(1);
 pub(crate) enum Proof {
     /// SQLite: nothing to wait for.
     Immediate,
-    /// PostgreSQL: the snapshot's `xmax` after the read.
-    PgXmax(u64),
+    /// PostgreSQL: an xid assigned after the read, above every xid assigned before it.
+    PgXid(u64),
     /// MySQL/MariaDB: when the gap was seen.
     MySql { seen: Instant },
 }
@@ -47,8 +51,17 @@ pub(crate) enum Proof {
 pub(crate) async fn take(db: &DatabaseConnection) -> Result<Proof> {
     Ok(match db.get_database_backend() {
         DbBackend::Postgres => {
-            let v = scalar(db, "SELECT pg_snapshot_xmax(pg_current_snapshot())::text").await?;
-            Proof::PgXmax(v.parse().unwrap_or(u64::MAX))
+            // Not `pg_snapshot_xmax(pg_current_snapshot())`: that is latestCompletedXid + 1,
+            // and the owner of a gap can be an open transaction holding exactly that xid or
+            // a higher one (it began writing after the last transaction to finish). With it
+            // as the bound, `settled` saw that owner as the later `xmin` itself and declared
+            // its ids holes while it was still open: its changes were never shipped (a lost
+            // delete of a child row, then the parent's delete refused at the destination).
+            // An xid assigned now is above every xid assigned so far, the owner's included.
+            // It costs one xid and a commit record (no WAL flush: nothing else is written)
+            // per read that finds new gaps.
+            let v = scalar(db, "SELECT pg_current_xact_id()::text").await?;
+            Proof::PgXid(v.parse().unwrap_or(u64::MAX))
         }
         DbBackend::MySql => Proof::MySql {
             seen: Instant::now(),
@@ -73,7 +86,8 @@ pub(crate) async fn settled(
             Ok(gaps
                 .iter()
                 .filter(|(_, _, p)| match p {
-                    Proof::PgXmax(xmax) => xmin >= *xmax,
+                    // No transaction with an xid up to the proof's is still running.
+                    Proof::PgXid(xid) => xmin > *xid,
                     _ => true,
                 })
                 .map(|&(lo, hi, _)| (lo, hi))

@@ -47,6 +47,11 @@ pub(crate) struct Copy {
     partly_copied: u64,
     started: Instant,
     this_run: u64,
+    /// Rows copied of the table being copied, earlier runs' included, for its log line
+    /// (`status` counts every table's).
+    table_rows: u64,
+    /// Rows each unfinished table had copied before this run.
+    copied_before: HashMap<String, u64>,
 }
 
 impl Copy {
@@ -76,6 +81,15 @@ impl Copy {
             .filter(|p| !p.done)
             .map(|p| p.copied + p.deferred)
             .sum();
+        let copied_before: HashMap<String, u64> = progress
+            .iter()
+            .filter(|p| !p.done)
+            .map(|p| (p.table.clone(), p.copied))
+            .collect();
+        let table_rows = left
+            .first()
+            .and_then(|(s, _, _)| copied_before.get(&s.table).copied())
+            .unwrap_or(0);
         let mut status = SnapshotStatus::new(progress);
         status.table = left.first().map(|(s, _, _)| s.table.clone());
         Ok(Copy {
@@ -90,6 +104,8 @@ impl Copy {
             partly_copied,
             started: Instant::now(),
             this_run: 0,
+            table_rows,
+            copied_before,
         })
     }
 
@@ -169,6 +185,7 @@ impl Copy {
         s.rows_deleted += deleted;
         s.chunks += 1;
         self.this_run += copied;
+        self.table_rows += copied;
         let secs = self.started.elapsed().as_secs_f64();
         if secs > 0.0 {
             s.rows_per_second = self.this_run as f64 / secs;
@@ -178,9 +195,14 @@ impl Copy {
             None => {
                 let (spec, _, _) = self.left.remove(0);
                 self.checked = false;
-                tracing::info!(table = %spec.table, rows = s.rows_copied, "snapshot: table copied");
+                tracing::info!(table = %spec.table, rows = self.table_rows, "snapshot: table copied");
                 s.tables_done += 1;
                 s.table = self.left.first().map(|(s, _, _)| s.table.clone());
+                self.table_rows = s
+                    .table
+                    .as_ref()
+                    .and_then(|t| self.copied_before.get(t).copied())
+                    .unwrap_or(0);
             }
         }
         Ok(())

@@ -278,26 +278,24 @@ async fn run(
         let mut query = keyset::select(backend, &spec.table, &columns, &spec.key);
         query.cond_where(keyset::keys_condition(backend, &spec.key, &keys));
         let queue = opts.mode == RepairMode::Outbox && !opts.dry_run;
-        let txn =
-            if queue {
-                let txn = source.begin().await.context(|| {
-                    format!("repair `{}`: beginning a source transaction", report.table)
-                })?;
-                // The PostgreSQL gap proof needs an outbox row's owner to have its xid
-                // before it takes the row's id (`outbox::gaps`). Captures get it from their
-                // row change; a batch of fixes may lock no row (deletes of rows the source
-                // lacks) and write only the outbox, so it takes its xid first.
-                if backend == DbBackend::Postgres {
-                    txn.execute_unprepared("SELECT pg_current_xact_id()")
-                        .await
-                        .context(|| {
-                            format!("repair `{}`: taking a transaction id", report.table)
-                        })?;
-                }
-                Some(txn)
-            } else {
-                None
-            };
+        let txn = if queue {
+            let txn = source
+                .begin()
+                .await
+                .context(|| format!("repair `{}`: beginning a source transaction", report.table))?;
+            // The PostgreSQL gap proof needs an outbox row's owner to have its xid
+            // before it takes the row's id (`outbox::gaps`). Captures get it from their
+            // row change; a batch of fixes may lock no row (deletes of rows the source
+            // lacks) and write only the outbox, so it takes its xid first.
+            if backend == DbBackend::Postgres {
+                txn.execute_unprepared("SELECT pg_current_xact_id()")
+                    .await
+                    .context(|| format!("repair `{}`: taking a transaction id", report.table))?;
+            }
+            Some(txn)
+        } else {
+            None
+        };
         let rows = match &txn {
             Some(txn) => {
                 // SQLite has no row locks: its transaction holds the write lock instead.

@@ -165,7 +165,7 @@ impl GuardedConnection {
         &self.conn
     }
 
-    fn guard(&self, conn: DatabaseTransaction) -> GuardedTransaction {
+    fn wrap(&self, conn: DatabaseTransaction) -> GuardedTransaction {
         GuardedTransaction {
             conn,
             policy: self.policy.clone(),
@@ -304,7 +304,7 @@ impl GuardedTransaction {
             .record(writes, rows);
     }
 
-    fn nested(&self, conn: DatabaseTransaction) -> GuardedTransaction {
+    fn wrap(&self, conn: DatabaseTransaction) -> GuardedTransaction {
         GuardedTransaction {
             conn,
             policy: self.policy.clone(),
@@ -456,129 +456,79 @@ impl ConnectionTrait for GuardedTransaction {
     }
 }
 
-#[async_trait::async_trait]
-impl TransactionTrait for GuardedConnection {
-    type Transaction = GuardedTransaction;
+/// `TransactionTrait` for a guarded type whose `wrap` turns a transaction begun on its
+/// `conn` into a [`GuardedTransaction`]: the same for the pool and for a transaction's
+/// savepoints.
+macro_rules! guarded_transactions {
+    ($ty:ty) => {
+        #[async_trait::async_trait]
+        impl TransactionTrait for $ty {
+            type Transaction = GuardedTransaction;
 
-    async fn begin(&self) -> Result<GuardedTransaction, DbErr> {
-        Ok(self.guard(self.conn.begin().await?))
-    }
+            async fn begin(&self) -> Result<GuardedTransaction, DbErr> {
+                Ok(self.wrap(self.conn.begin().await?))
+            }
 
-    async fn begin_with_config(
-        &self,
-        isolation_level: Option<IsolationLevel>,
-        access_mode: Option<AccessMode>,
-    ) -> Result<GuardedTransaction, DbErr> {
-        let conn = self
-            .conn
-            .begin_with_config(isolation_level, access_mode)
-            .await?;
-        Ok(self.guard(conn))
-    }
+            async fn begin_with_config(
+                &self,
+                isolation_level: Option<IsolationLevel>,
+                access_mode: Option<AccessMode>,
+            ) -> Result<GuardedTransaction, DbErr> {
+                let conn = self
+                    .conn
+                    .begin_with_config(isolation_level, access_mode)
+                    .await?;
+                Ok(self.wrap(conn))
+            }
 
-    async fn begin_with_options(
-        &self,
-        options: TransactionOptions,
-    ) -> Result<GuardedTransaction, DbErr> {
-        Ok(self.guard(self.conn.begin_with_options(options).await?))
-    }
+            async fn begin_with_options(
+                &self,
+                options: TransactionOptions,
+            ) -> Result<GuardedTransaction, DbErr> {
+                Ok(self.wrap(self.conn.begin_with_options(options).await?))
+            }
 
-    async fn transaction<F, T, E>(&self, callback: F) -> Result<T, TransactionError<E>>
-    where
-        F: for<'c> FnOnce(
-                &'c GuardedTransaction,
-            ) -> Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'c>>
-            + Send,
-        T: Send,
-        E: std::fmt::Display + std::fmt::Debug + Send,
-    {
-        let txn = self.begin().await.map_err(TransactionError::Connection)?;
-        txn.run(callback).await
-    }
+            async fn transaction<F, T, E>(&self, callback: F) -> Result<T, TransactionError<E>>
+            where
+                F: for<'c> FnOnce(
+                        &'c GuardedTransaction,
+                    )
+                        -> Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'c>>
+                    + Send,
+                T: Send,
+                E: std::fmt::Display + std::fmt::Debug + Send,
+            {
+                let txn = self.begin().await.map_err(TransactionError::Connection)?;
+                txn.run(callback).await
+            }
 
-    async fn transaction_with_config<F, T, E>(
-        &self,
-        callback: F,
-        isolation_level: Option<IsolationLevel>,
-        access_mode: Option<AccessMode>,
-    ) -> Result<T, TransactionError<E>>
-    where
-        F: for<'c> FnOnce(
-                &'c GuardedTransaction,
-            ) -> Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'c>>
-            + Send,
-        T: Send,
-        E: std::fmt::Display + std::fmt::Debug + Send,
-    {
-        let txn = self
-            .begin_with_config(isolation_level, access_mode)
-            .await
-            .map_err(TransactionError::Connection)?;
-        txn.run(callback).await
-    }
+            async fn transaction_with_config<F, T, E>(
+                &self,
+                callback: F,
+                isolation_level: Option<IsolationLevel>,
+                access_mode: Option<AccessMode>,
+            ) -> Result<T, TransactionError<E>>
+            where
+                F: for<'c> FnOnce(
+                        &'c GuardedTransaction,
+                    )
+                        -> Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'c>>
+                    + Send,
+                T: Send,
+                E: std::fmt::Display + std::fmt::Debug + Send,
+            {
+                let txn = self
+                    .begin_with_config(isolation_level, access_mode)
+                    .await
+                    .map_err(TransactionError::Connection)?;
+                txn.run(callback).await
+            }
+        }
+    };
 }
 
-#[async_trait::async_trait]
-impl TransactionTrait for GuardedTransaction {
-    type Transaction = GuardedTransaction;
-
-    async fn begin(&self) -> Result<GuardedTransaction, DbErr> {
-        Ok(self.nested(self.conn.begin().await?))
-    }
-
-    async fn begin_with_config(
-        &self,
-        isolation_level: Option<IsolationLevel>,
-        access_mode: Option<AccessMode>,
-    ) -> Result<GuardedTransaction, DbErr> {
-        let conn = self
-            .conn
-            .begin_with_config(isolation_level, access_mode)
-            .await?;
-        Ok(self.nested(conn))
-    }
-
-    async fn begin_with_options(
-        &self,
-        options: TransactionOptions,
-    ) -> Result<GuardedTransaction, DbErr> {
-        Ok(self.nested(self.conn.begin_with_options(options).await?))
-    }
-
-    async fn transaction<F, T, E>(&self, callback: F) -> Result<T, TransactionError<E>>
-    where
-        F: for<'c> FnOnce(
-                &'c GuardedTransaction,
-            ) -> Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'c>>
-            + Send,
-        T: Send,
-        E: std::fmt::Display + std::fmt::Debug + Send,
-    {
-        let txn = self.begin().await.map_err(TransactionError::Connection)?;
-        txn.run(callback).await
-    }
-
-    async fn transaction_with_config<F, T, E>(
-        &self,
-        callback: F,
-        isolation_level: Option<IsolationLevel>,
-        access_mode: Option<AccessMode>,
-    ) -> Result<T, TransactionError<E>>
-    where
-        F: for<'c> FnOnce(
-                &'c GuardedTransaction,
-            ) -> Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'c>>
-            + Send,
-        T: Send,
-        E: std::fmt::Display + std::fmt::Debug + Send,
-    {
-        let txn = self
-            .begin_with_config(isolation_level, access_mode)
-            .await
-            .map_err(TransactionError::Connection)?;
-        txn.run(callback).await
-    }
-}
+guarded_transactions!(GuardedConnection);
+guarded_transactions!(GuardedTransaction);
 
 #[async_trait::async_trait]
 impl TransactionSession for GuardedTransaction {

@@ -41,19 +41,7 @@ FROM generate_series($1::bigint, $2::bigint) AS g
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    if !common::run_by_cargo_bench() {
-        return ExitCode::SUCCESS;
-    }
-    match run().await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!(
-                "backlog bench failed: {}",
-                ormsync::redact::redact(&e.to_string())
-            );
-            ExitCode::FAILURE
-        }
-    }
+    common::bench_main("backlog", run()).await
 }
 
 async fn run() -> Result<(), Error> {

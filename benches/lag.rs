@@ -33,19 +33,7 @@ type Commits = Vec<(i64, DateTime<Utc>)>;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    if !common::run_by_cargo_bench() {
-        return ExitCode::SUCCESS;
-    }
-    match run().await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!(
-                "lag bench failed: {}",
-                ormsync::redact::redact(&e.to_string())
-            );
-            ExitCode::FAILURE
-        }
-    }
+    common::bench_main("lag", run()).await
 }
 
 async fn run() -> Result<(), Error> {

@@ -39,19 +39,7 @@ const FILL_MARIADB: &str = "INSERT INTO bench_captured \
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    if !common::run_by_cargo_bench() {
-        return ExitCode::SUCCESS;
-    }
-    match run().await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!(
-                "verify bench failed: {}",
-                ormsync::redact::redact(&e.to_string())
-            );
-            ExitCode::FAILURE
-        }
-    }
+    common::bench_main("verify", run()).await
 }
 
 async fn run() -> Result<(), Error> {

@@ -303,6 +303,27 @@ pub fn run_by_cargo_bench() -> bool {
     std::env::args().any(|a| a == "--bench")
 }
 
+/// The body of a bench's `main`: nothing unless [`run_by_cargo_bench`]; otherwise runs
+/// `run` and turns its error into a message (URLs redacted) and a failed exit.
+pub async fn bench_main<E: std::fmt::Display>(
+    name: &str,
+    run: impl std::future::Future<Output = Result<(), E>>,
+) -> std::process::ExitCode {
+    if !run_by_cargo_bench() {
+        return std::process::ExitCode::SUCCESS;
+    }
+    match run.await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!(
+                "{name} bench failed: {}",
+                ormsync::redact::redact(&e.to_string())
+            );
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// Cores and load average, to print next to the figures (the load says whether the
 /// machine was busy with other work while they were measured).
 pub fn machine() -> String {

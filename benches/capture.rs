@@ -10,14 +10,14 @@
 //! PostgreSQL is `postgres://postgres@127.0.0.1:5432/postgres` unless
 //! `ORMSYNC_BENCH_POSTGRES_URL` says otherwise; the bench creates and drops its own
 //! database there, and skips PostgreSQL with a message when it is not reachable. Criterion
-//! prints each pair side by side (`insert/sqlite/plain`, `insert/sqlite/captured`, …);
-//! a summary of captured ÷ plain follows at the end.
+//! prints each pair side by side (`insert/sqlite/plain`, `insert/sqlite/captured`, …).
+//! The ratio at the end comes from a paired run after them: blocks of plain and captured
+//! transactions alternate, so drift on a shared machine weighs on both alike.
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{BenchDb, Server};
@@ -30,31 +30,29 @@ const UPDATE_ROWS: i64 = 1000;
 /// First id the insert benches use: above the update rows.
 const FIRST_INSERT_ID: i64 = 1_000_000;
 
-/// Per-call timings of every bench, for the ratio summary: criterion's own statistics are
-/// not readable from here, so each routine also records what it measured.
-#[derive(Default, Clone)]
-struct Timings(Arc<Mutex<BTreeMap<String, Vec<f64>>>>);
+/// Rounds of the paired measurement, and transactions of each kind per round.
+const PAIRED_ROUNDS: usize = 30;
+const PAIRED_BLOCK: usize = 100;
 
-impl Timings {
-    fn record(&self, id: &str, elapsed: Duration, iters: u64) {
-        if iters == 0 {
-            return;
-        }
-        let per = elapsed.as_secs_f64() / iters as f64;
-        if let Ok(mut m) = self.0.lock() {
-            m.entry(id.to_string()).or_default().push(per);
-        }
+/// What the paired measurement found for one backend and operation.
+struct Paired {
+    plain_us: f64,
+    captured_us: f64,
+    /// Captured ÷ plain time of each round, sorted.
+    round_ratios: Vec<f64>,
+}
+
+impl Paired {
+    /// Captured ÷ plain time: the median round's. A WAL checkpoint or a neighbour's burst
+    /// of I/O lands on one block and moves the means by more than the capture costs.
+    fn ratio(&self) -> f64 {
+        self.round_ratio(0.5)
     }
 
-    /// The median per-iteration time of `id`'s calls (warm-up included), in seconds.
-    fn median(&self, id: &str) -> Option<f64> {
-        let m = self.0.lock().ok()?;
-        let mut v = m.get(id)?.clone();
-        if v.is_empty() {
-            return None;
-        }
-        v.sort_by(f64::total_cmp);
-        Some(v[v.len() / 2])
+    /// The `q` quantile of the per-round ratios.
+    fn round_ratio(&self, q: f64) -> f64 {
+        let i = ((self.round_ratios.len() - 1) as f64 * q).round() as usize;
+        self.round_ratios[i]
     }
 }
 
@@ -122,32 +120,72 @@ async fn prepare(db: &DatabaseConnection) {
     }
 }
 
+/// Plain and captured transactions in alternating blocks of [`PAIRED_BLOCK`], the order
+/// swapped each round, so whatever else the machine does weighs on both alike. Criterion's
+/// separate runs of the two moved the ratio by up to 0.5 between back-to-back runs on a
+/// shared VM; this is what the summary reports.
+async fn paired(
+    db: &DatabaseConnection,
+    update: bool,
+    next_id: &AtomicI64,
+    round: &AtomicI64,
+) -> Paired {
+    let (mut plain, mut captured) = (Duration::ZERO, Duration::ZERO);
+    let mut round_ratios = Vec::with_capacity(PAIRED_ROUNDS);
+    for r in 0..PAIRED_ROUNDS {
+        let order = if r % 2 == 0 {
+            [Kind::Plain, Kind::Captured]
+        } else {
+            [Kind::Captured, Kind::Plain]
+        };
+        let mut took = [Duration::ZERO; 2];
+        for kind in order {
+            let start = Instant::now();
+            for _ in 0..PAIRED_BLOCK {
+                if update {
+                    let n = round.fetch_add(1, Ordering::Relaxed) + 1;
+                    update_one(db, kind, n % UPDATE_ROWS + 1, n).await;
+                } else {
+                    insert_one(db, kind, next_id.fetch_add(1, Ordering::Relaxed)).await;
+                }
+            }
+            took[usize::from(kind == Kind::Captured)] = start.elapsed();
+        }
+        plain += took[0];
+        captured += took[1];
+        round_ratios.push(took[1].as_secs_f64() / took[0].as_secs_f64());
+    }
+    round_ratios.sort_by(f64::total_cmp);
+    let per = |d: Duration| d.as_secs_f64() * 1e6 / (PAIRED_ROUNDS * PAIRED_BLOCK) as f64;
+    Paired {
+        plain_us: per(plain),
+        captured_us: per(captured),
+        round_ratios,
+    }
+}
+
 fn bench_backend(
     c: &mut Criterion,
     rt: &Runtime,
     backend: &str,
     db: &DatabaseConnection,
-    t: &Timings,
-) {
+) -> [Paired; 2] {
     rt.block_on(prepare(db));
     let next_id = Arc::new(AtomicI64::new(FIRST_INSERT_ID));
     let round = Arc::new(AtomicI64::new(0));
 
     let mut group = c.benchmark_group(format!("insert/{backend}"));
     for kind in [Kind::Plain, Kind::Captured] {
-        let id = format!("insert/{backend}/{}", kind.name());
         group.bench_function(kind.name(), |b| {
             b.to_async(rt).iter_custom(|iters| {
-                let (db, next_id, t, id) = (db.clone(), next_id.clone(), t.clone(), id.clone());
+                let (db, next_id) = (db.clone(), next_id.clone());
                 async move {
                     let start = Instant::now();
                     for _ in 0..iters {
                         let row = next_id.fetch_add(1, Ordering::Relaxed);
                         insert_one(&db, kind, row).await;
                     }
-                    let elapsed = start.elapsed();
-                    t.record(&id, elapsed, iters);
-                    elapsed
+                    start.elapsed()
                 }
             });
         });
@@ -156,24 +194,28 @@ fn bench_backend(
 
     let mut group = c.benchmark_group(format!("update/{backend}"));
     for kind in [Kind::Plain, Kind::Captured] {
-        let id = format!("update/{backend}/{}", kind.name());
         group.bench_function(kind.name(), |b| {
             b.to_async(rt).iter_custom(|iters| {
-                let (db, round, t, id) = (db.clone(), round.clone(), t.clone(), id.clone());
+                let (db, round) = (db.clone(), round.clone());
                 async move {
                     let start = Instant::now();
                     for _ in 0..iters {
                         let r = round.fetch_add(1, Ordering::Relaxed) + 1;
                         update_one(&db, kind, r % UPDATE_ROWS + 1, r).await;
                     }
-                    let elapsed = start.elapsed();
-                    t.record(&id, elapsed, iters);
-                    elapsed
+                    start.elapsed()
                 }
             });
         });
     }
     group.finish();
+
+    rt.block_on(async {
+        [
+            paired(db, false, &next_id, &round).await,
+            paired(db, true, &next_id, &round).await,
+        ]
+    })
 }
 
 fn main() {
@@ -193,19 +235,16 @@ fn main() {
         .measurement_time(Duration::from_secs(4))
         .configure_from_args();
     let before = common::machine();
-    let timings = Timings::default();
-    let mut backends = Vec::new();
+    let mut results = Vec::new();
 
     let sqlite = rt.block_on(BenchDb::sqlite());
-    bench_backend(&mut c, &rt, "sqlite", &sqlite.db, &timings);
-    backends.push("sqlite");
+    results.push(("sqlite", bench_backend(&mut c, &rt, "sqlite", &sqlite.db)));
     drop(sqlite);
 
     let admin = common::admin_url(Server::Postgres, "ORMSYNC_BENCH_POSTGRES_URL");
     match rt.block_on(BenchDb::server(Server::Postgres, &admin)) {
         Ok(pg) => {
-            bench_backend(&mut c, &rt, "postgres", &pg.db, &timings);
-            backends.push("postgres");
+            results.push(("postgres", bench_backend(&mut c, &rt, "postgres", &pg.db)));
             drop(pg);
         }
         Err(why) => println!("skipped postgres: {why}"),
@@ -214,26 +253,28 @@ fn main() {
     c.final_summary();
 
     println!();
-    println!("capture overhead (median of criterion's per-sample means, warm-up included)");
+    println!(
+        "capture overhead, paired: {PAIRED_ROUNDS} rounds of {PAIRED_BLOCK} plain and \
+         {PAIRED_BLOCK} captured transactions, alternating (µs: mean per transaction)"
+    );
     println!("machine before: {before}");
     println!("machine after:  {}", common::machine());
     println!(
-        "{:<18} {:>12} {:>12} {:>16}",
-        "bench", "plain µs", "captured µs", "captured/plain"
+        "{:<18} {:>10} {:>12} {:>10} {:>12} {:>18}",
+        "bench", "plain µs", "captured µs", "median ×", "throughput", "rounds p10–p90 ×"
     );
-    for backend in backends {
-        for op in ["insert", "update"] {
-            let p = timings.median(&format!("{op}/{backend}/plain"));
-            let cap = timings.median(&format!("{op}/{backend}/captured"));
-            if let (Some(p), Some(cap)) = (p, cap) {
-                println!(
-                    "{:<18} {:>12.1} {:>12.1} {:>16.2}",
-                    format!("{op}/{backend}"),
-                    p * 1e6,
-                    cap * 1e6,
-                    cap / p
-                );
-            }
+    for (backend, ops) in results {
+        for (op, p) in ["insert", "update"].into_iter().zip(ops) {
+            println!(
+                "{:<18} {:>10.1} {:>12.1} {:>10.2} {:>12.2} {:>12.2}–{:.2}",
+                format!("{op}/{backend}"),
+                p.plain_us,
+                p.captured_us,
+                p.ratio(),
+                1.0 / p.ratio(),
+                p.round_ratio(0.1),
+                p.round_ratio(0.9),
+            );
         }
     }
 }

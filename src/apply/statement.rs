@@ -12,8 +12,10 @@ use super::plan::Step;
 use crate::change::Row;
 use crate::value::Value;
 
-/// Rows per statement at most: past this, bigger statements stop paying off.
-const MAX_ROWS: usize = 1000;
+/// Rows per statement at most (the parameter limit may allow fewer): as many as a default
+/// batch holds, so a batch of one table is one statement. Each statement pays a round trip
+/// and, with sqlx 0.9.0, often a ~40 ms wait for a delayed ACK (README, known limits).
+const MAX_ROWS: usize = 5000;
 
 /// Bind parameters a statement may carry on `backend`.
 fn max_params(backend: DbBackend) -> usize {

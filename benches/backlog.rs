@@ -12,7 +12,8 @@
 //! and a million captured transactions would take longer than the drain itself). The
 //! peak RSS is the process's `VmHWM`, reset (`/proc/self/clear_refs`) right before the
 //! replicator starts, so it covers the drain only. Environment:
-//! `ORMSYNC_BENCH_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`).
+//! `ORMSYNC_BENCH_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`);
+//! `ORMSYNC_BENCH_BATCH`, the replicator's `batch_size` (default: the library's).
 
 mod common;
 
@@ -73,7 +74,14 @@ async fn run() -> Result<(), Error> {
 
         common::reset_peak_rss();
         let started = Instant::now();
-        let rep = Replicator::builder(source.db.clone())
+        let mut rep = Replicator::builder(source.db.clone());
+        if let Some(batch) = std::env::var("ORMSYNC_BENCH_BATCH")
+            .ok()
+            .and_then(|b| b.parse().ok())
+        {
+            rep = rep.batch_size(batch);
+        }
+        let rep = rep
             .entity::<captured::Entity>()
             .destination(Destination::new("dest", dest.db.clone()).initial_snapshot(false))
             .without_retention()

@@ -12,7 +12,7 @@ use super::plan::Step;
 use crate::change::Row;
 use crate::value::Value;
 
-/// Rows per statement at most (the parameter limit may allow fewer): as many as a default
+/// Rows per statement at most (the parameter limit may allow fewer): more than a default
 /// batch holds, so a batch of one table is one statement. Each statement pays a round trip
 /// and, with sqlx 0.9.0, often a ~40 ms wait for a delayed ACK (README, known limits).
 const MAX_ROWS: usize = 5000;

@@ -103,13 +103,15 @@ impl OutboxReader {
         let (rows, full) = self.query(frontier).await?;
 
         let mut changes = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let change = decode(row)?;
+        let mut returned = Vec::with_capacity(rows.len());
+        // Each raw row is dropped once decoded, so a batch is not held twice at once.
+        for row in rows {
+            let change = decode(&row)?;
+            returned.push(change.id);
             if !position.contains(change.id) {
                 changes.push(change);
             }
         }
-        let returned: Vec<i64> = changes_ids(&rows);
         // Absence is certain only up to the last id a full read returned.
         let last = returned.last().copied().unwrap_or(frontier).max(frontier);
         let bound = if full { last } else { i64::MAX };
@@ -324,12 +326,6 @@ fn select(cond: Condition, limit: Option<u64>) -> SelectStatement {
         q.limit(n);
     }
     q
-}
-
-fn changes_ids(rows: &[QueryResult]) -> Vec<i64> {
-    rows.iter()
-        .filter_map(|r| r.try_get::<i64>("", "id").ok())
-        .collect()
 }
 
 /// `lo..=hi` minus the sorted `ids`.

@@ -163,9 +163,6 @@ async fn write<E: Replicated, C: ConnectionTrait>(
 /// Outbox rows per statement when capturing many changes at once.
 const ROWS_PER_STATEMENT: usize = 500;
 
-/// Writes one outbox row per `(key, row)` change of `table`, several per statement; the one
-/// place that writes the outbox. Every row of a statement is of one table, named by its
-/// first value ([`captured_table`] relies on both).
 /// The table whose changes an outbox insert built by [`write_many`] captures.
 pub(crate) fn captured_table(stmt: &sea_orm::Statement) -> Option<String> {
     match stmt.values.as_ref()?.0.first()? {
@@ -174,6 +171,9 @@ pub(crate) fn captured_table(stmt: &sea_orm::Statement) -> Option<String> {
     }
 }
 
+/// Writes one outbox row per `(key, row)` change of `table`, several per statement; the one
+/// place that writes the outbox. Every row of a statement is of one table, named by its
+/// first value ([`captured_table`] relies on both).
 pub(crate) async fn write_many<C: ConnectionTrait>(
     db: &C,
     table: &str,

@@ -3,8 +3,9 @@
 //! For each backend pair: N rows exist at the source before replication (written with
 //! `insert_many`, which captures nothing); then the time from `Replicator::start` until the
 //! destination's snapshot is done gives ormsync's copy rate (rows/s). The ceiling is one
-//! client copying the same rows with sea-orm: keyset reads of 1,000 rows from the source,
-//! each written as one 1,000-row insert into a table of the same shape at the destination.
+//! client copying the same rows with sea-orm: keyset reads of a chunk of rows from the
+//! source (as many as the snapshot's chunk), each written as one multi-row insert into a
+//! table of the same shape at the destination.
 //! ormsync/ceiling is the share of that naive copy's speed that the snapshot reaches (it
 //! also locks the checkpoint, reads the destination's keys in the range and stores its
 //! progress, per chunk).
@@ -15,7 +16,8 @@
 //! ```
 //!
 //! Environment: `ORMSYNC_BENCH_ROWS` (default 50000), `ORMSYNC_BENCH_CHUNK` (the snapshot's
-//! chunk rows, default 1000), `ORMSYNC_BENCH_POSTGRES_URL`, `ORMSYNC_BENCH_MYSQL_URL` (as
+//! chunk rows and the naive copy's, default 3000 as in the library),
+//! `ORMSYNC_BENCH_POSTGRES_URL`, `ORMSYNC_BENCH_MYSQL_URL` (as
 //! for the other benches). Each figure is also printed as a `RESULT key=value …` line.
 
 mod common;
@@ -60,14 +62,18 @@ async fn existing_rows(db: &DatabaseConnection, n: i64) -> Result<(), Error> {
 }
 
 /// The ceiling: one client copying `bench_captured` into `bench_plain` with sea-orm.
-async fn naive_copy(source: &DatabaseConnection, dest: &DatabaseConnection) -> Result<u64, Error> {
+async fn naive_copy(
+    source: &DatabaseConnection,
+    dest: &DatabaseConnection,
+    chunk_rows: u64,
+) -> Result<u64, Error> {
     let mut last = 0i64;
     let mut rows = 0;
     loop {
         let chunk = captured::Entity::find()
             .filter(captured::Column::Id.gt(last))
             .order_by_asc(captured::Column::Id)
-            .limit(1000)
+            .limit(chunk_rows)
             .all(source)
             .await?;
         let Some(end) = chunk.last().map(|m| m.id) else {
@@ -122,7 +128,7 @@ async fn scenario(id: &str, src: Server, dst: Server, n: i64, chunk: u64) -> Res
     assert_eq!(common::count(&d.db, "bench_captured").await, n);
 
     let started = Instant::now();
-    let naive = naive_copy(&s.db, &d.db).await?;
+    let naive = naive_copy(&s.db, &d.db, chunk).await?;
     let naive_secs = started.elapsed().as_secs_f64();
 
     let (ours, ceiling) = (copied as f64 / snap_secs, naive as f64 / naive_secs);
@@ -155,7 +161,7 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     };
     let n = env_u64("ORMSYNC_BENCH_ROWS", 50_000) as i64;
-    let chunk = env_u64("ORMSYNC_BENCH_CHUNK", 1000);
+    let chunk = env_u64("ORMSYNC_BENCH_CHUNK", 3000);
     println!("{}", common::machine());
     let mut failed = false;
     for (id, src, dst) in SCENARIOS {

@@ -92,9 +92,9 @@ impl ReplicatorBuilder {
     /// size, so bigger batches drain a backlog faster, at the cost of memory (two batches
     /// of decoded changes are held: one applying, one read ahead) and of a longer
     /// destination transaction. Draining a million changes PostgreSQL → PostgreSQL in the
-    /// backlog bench: 1000 gave 15k changes/s at 30 MiB peak RSS; 3000, 39k at 53 MiB;
-    /// 5000, 47k at 76 MiB. Real-time shipping is not slowed by a big value: a batch holds
-    /// what is there, up to this many.
+    /// backlog bench: 1000 gave 15k changes/s at 30 MiB peak RSS; 3000, 44k at 47 MiB;
+    /// 4000, 45k at 58 MiB; 5000, 47k at 68 MiB. Real-time shipping is not slowed by a big
+    /// value: a batch holds what is there, up to this many.
     pub fn batch_size(mut self, changes: u64) -> Self {
         self.batch_size = changes.max(1);
         self

@@ -125,7 +125,7 @@ struct Memory {
     position: Option<Position>,
     /// Rows with a parked change: their later changes are parked behind it.
     blocked: Option<HashSet<(String, String)>>,
-    /// The changes of the batch being applied, to park the one that fails.
+    /// The changes of the batch whose apply failed last, to park the one that fails.
     in_flight: Vec<Change>,
     halted: Option<String>,
     hold: Option<Hold>,
@@ -545,7 +545,6 @@ impl Worker {
             }
             self.update(|s| s.state = State::Running);
             let batch = self.route(batch, memory).await?;
-            memory.in_flight.clone_from(&batch.changes);
             let applied = batch.changes.len() as u64;
             let started = Instant::now();
             // Read the next batch while this one applies: the source and the destination
@@ -579,8 +578,16 @@ impl Worker {
                 // from the stored one.
                 _ => self.reader.restart(),
             }
-            let stored = stored?;
-            memory.in_flight.clear();
+            let stored = match stored {
+                Ok(stored) => stored,
+                Err(e) => {
+                    // Handed to `failed`, which parks the change the error names; kept only
+                    // then, as a copy of every batch would double a batch's memory.
+                    memory.in_flight = batch.changes;
+                    return Err(e);
+                }
+            };
+            memory.in_flight = Vec::new();
             total += applied;
             let labels = [("destination", self.name.clone())];
             metrics::counter!("ormsync_changes_applied_total", &labels).increment(applied);

@@ -17,6 +17,12 @@ use crate::value::Value;
 /// and, with sqlx 0.9.0, often a ~40 ms wait for a delayed ACK (README, known limits).
 const MAX_ROWS: usize = 5000;
 
+/// Bytes of values a statement carries at most, by estimate ([`wire_bytes`]), so that a
+/// batch of wide rows goes as several statements: MySQL refuses a packet above
+/// `max_allowed_packet` (4 MiB by default up to 5.7, 16 MiB in MariaDB), PostgreSQL a
+/// message above 1 GiB. A single row bigger than this still goes, alone.
+const MAX_BYTES: usize = 4 << 20;
+
 /// Bind parameters a statement may carry on `backend`.
 fn max_params(backend: DbBackend) -> usize {
     match backend {
@@ -41,7 +47,8 @@ pub(crate) fn build(step: &Step<'_>, backend: DbBackend) -> Vec<Built> {
             };
             let columns: Vec<&str> = first.columns().collect();
             let per = chunk_rows(columns.len(), backend);
-            rows.chunks(per)
+            runs(rows, per)
+                .into_iter()
                 .map(|chunk| Built::Insert(upsert(table, key, &columns, chunk, backend)))
                 .collect()
         }
@@ -98,12 +105,58 @@ fn pg_upserts(step: &Step<'_>, types: &HashMap<String, String>) -> Option<Vec<St
         .iter()
         .map(|c| types.get(*c).map(String::as_str))
         .collect::<Option<Vec<&str>>>()?;
-    rows.chunks(ROWS)
+    runs(rows, ROWS)
+        .into_iter()
         .map(|chunk| {
             super::unnest::upsert(table, key, &columns, &typed, chunk)
                 .or_else(|| upsert_json(table, key, &columns, &typed, chunk))
         })
         .collect()
+}
+
+/// `rows` cut into runs of at most `max_rows` rows and about [`MAX_BYTES`] of values each.
+fn runs<'r, 'a>(rows: &'r [&'a Row], max_rows: usize) -> Vec<&'r [&'a Row]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, row) in rows.iter().enumerate() {
+        let size = wire_bytes(row);
+        if i > start && (i - start >= max_rows || bytes + size > MAX_BYTES) {
+            out.push(&rows[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += size;
+    }
+    if start < rows.len() {
+        out.push(&rows[start..]);
+    }
+    out
+}
+
+/// About how many bytes `row`'s values take in a statement: the length of text, bytes and
+/// JSON, a flat 16 for anything else. Cheap, and close enough to stay under a limit.
+fn wire_bytes(row: &Row) -> usize {
+    fn json(j: &serde_json::Value) -> usize {
+        use serde_json::Value as J;
+        match j {
+            J::String(s) => s.len() + 2,
+            J::Array(items) => items.iter().map(json).sum::<usize>() + 2,
+            J::Object(map) => {
+                map.iter()
+                    .map(|(k, v)| k.len() + 3 + json(v))
+                    .sum::<usize>()
+                    + 2
+            }
+            _ => 16,
+        }
+    }
+    row.values()
+        .map(|v| match v {
+            Value::String(Some(s)) => s.len(),
+            Value::Bytes(Some(b)) => b.len(),
+            Value::Json(Some(j)) => json(j),
+            _ => 16,
+        })
+        .sum()
 }
 
 fn chunk_rows(columns: usize, backend: DbBackend) -> usize {
@@ -492,5 +545,34 @@ mod tests {
         assert_eq!(chunk_rows(40, DbBackend::Sqlite), 819);
         assert_eq!(chunk_rows(100, DbBackend::Postgres), 655);
         assert_eq!(chunk_rows(2, DbBackend::MySql), MAX_ROWS);
+    }
+
+    #[test]
+    fn wide_rows_go_as_several_statements_under_the_packet_limit() {
+        let wide = "x".repeat(MAX_BYTES / 3);
+        let rows: Vec<Row> = (0..10).map(|id| row(id, &wide)).collect();
+        let refs: Vec<&Row> = rows.iter().collect();
+        let step = Step::Upsert {
+            table: "t",
+            key: vec!["id"],
+            rows: refs.clone(),
+        };
+        let built = build(&step, DbBackend::MySql);
+        // Two wide rows fit in MAX_BYTES, a third does not: five statements, none over.
+        assert_eq!(built.len(), 5);
+        let split = runs(&refs, MAX_ROWS);
+        assert_eq!(split.iter().map(|r| r.len()).sum::<usize>(), 10);
+        for run in &split {
+            assert!(run.iter().map(|r| wire_bytes(r)).sum::<usize>() <= MAX_BYTES);
+        }
+        // A row bigger than the limit still goes, on its own.
+        let huge = row(1, &"y".repeat(MAX_BYTES + 1));
+        let small = row(2, "z");
+        assert_eq!(runs(&[&small, &huge, &small], MAX_ROWS).len(), 3);
+        // Narrow rows are cut by count alone.
+        let narrow: Vec<Row> = (0..12).map(|id| row(id, "n")).collect();
+        let narrow: Vec<&Row> = narrow.iter().collect();
+        let lens: Vec<usize> = runs(&narrow, 5).iter().map(|r| r.len()).collect();
+        assert_eq!(lens, [5, 5, 2]);
     }
 }

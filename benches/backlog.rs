@@ -75,10 +75,10 @@ async fn run() -> Result<(), Error> {
         common::reset_peak_rss();
         let started = Instant::now();
         let mut rep = Replicator::builder(source.db.clone());
-        if let Some(batch) = std::env::var("ORMSYNC_BENCH_BATCH")
-            .ok()
-            .and_then(|b| b.parse().ok())
-        {
+        if let Ok(batch) = std::env::var("ORMSYNC_BENCH_BATCH") {
+            let batch = batch
+                .parse()
+                .map_err(|_| format!("ORMSYNC_BENCH_BATCH={batch} is not a number"))?;
             rep = rep.batch_size(batch);
         }
         let rep = rep

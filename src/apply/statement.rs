@@ -90,13 +90,12 @@ pub(crate) async fn execute<C: ConnectionTrait>(
     Ok(())
 }
 
-/// A PostgreSQL upsert step as statements of up to 5,000 rows, each carrying its rows as
-/// one array per column ([`unnest::upsert`](super::unnest::upsert)), or else as one JSON
-/// parameter ([`upsert_json`]); `None` (bound `VALUES` then) for a step that is no upsert,
-/// a column whose type is unknown, or a chunk neither can carry.
+/// A PostgreSQL upsert step as statements of up to [`MAX_ROWS`] rows and about
+/// [`MAX_BYTES`] of values, each carrying its rows as one array per column
+/// ([`unnest::upsert`](super::unnest::upsert)), or else as one JSON parameter
+/// ([`upsert_json`]); `None` (bound `VALUES` then) for a step that is no upsert, a column
+/// whose type is unknown, or a chunk neither can carry.
 fn pg_upserts(step: &Step<'_>, types: &HashMap<String, String>) -> Option<Vec<Statement>> {
-    /// Rows per statement: about a megabyte for a row of ten columns.
-    const ROWS: usize = 5000;
     let Step::Upsert { table, key, rows } = step else {
         return None;
     };
@@ -105,7 +104,8 @@ fn pg_upserts(step: &Step<'_>, types: &HashMap<String, String>) -> Option<Vec<St
         .iter()
         .map(|c| types.get(*c).map(String::as_str))
         .collect::<Option<Vec<&str>>>()?;
-    runs(rows, ROWS)
+    // No parameter limit applies (one array per column), so only MAX_ROWS and MAX_BYTES.
+    runs(rows, MAX_ROWS)
         .into_iter()
         .map(|chunk| {
             super::unnest::upsert(table, key, &columns, &typed, chunk)

@@ -253,7 +253,10 @@ where
                     .filter(keys.clone())
                     .exec(db)
                     .await?;
-                rows.extend(E::find().filter(keys).all(db).await?);
+                // Locked (they already are) so the read returns each row's latest version:
+                // a plain read under REPEATABLE READ shows a row the update left unchanged
+                // as the transaction's first snapshot saw it (see `capture::current`).
+                rows.extend(E::find().filter(keys).lock_exclusive().all(db).await?);
             }
             rows
         }

@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use sea_orm::sea_query::Query;
 use sea_orm::{
-    ActiveModelTrait, ActiveValue, ColumnTrait, ConnectionTrait, DbErr, IdenStatic, Iterable,
-    ModelTrait, PrimaryKeyToColumn, QueryFilter,
+    ActiveModelTrait, ActiveValue, ColumnTrait, ConnectionTrait, DbBackend, DbErr, IdenStatic,
+    Iterable, ModelTrait, PrimaryKeyToColumn, QueryFilter, QuerySelect,
 };
 use tracing::Instrument;
 
@@ -74,6 +74,97 @@ pub fn guard<E: Replicated, C: ConnectionTrait>(_db: &C) -> Result<(), DbErr> {
     Ok(())
 }
 
+/// Locks the row of an update that sets no column (called from the derived `before_save`,
+/// after the entity's own hook).
+///
+/// sea-orm runs no `UPDATE` for such a model and reads the row back with a plain `SELECT`,
+/// so nothing orders its capture after another transaction's pending change of the same
+/// row: that change could commit after the read yet hold the lower outbox id, and every
+/// destination would end with the older row. The lock an `UPDATE` would have taken puts
+/// the capture after it. An insert, or an update that sets a column, costs nothing.
+///
+/// # Errors
+///
+/// A database error taking the lock.
+pub async fn lock_unchanged<E: Replicated, C: ConnectionTrait>(
+    db: &C,
+    model: &E::ActiveModel,
+    insert: bool,
+) -> Result<(), DbErr> {
+    let sets_a_column = E::Column::iter().any(|c| {
+        E::PrimaryKey::from_column(c).is_none() && matches!(model.get(c), ActiveValue::Set(_))
+    });
+    if insert || sets_a_column {
+        return Ok(());
+    }
+    if let Some(key) = active_key::<E>(model) {
+        locked_row::<E, C>(db, key).await?;
+    }
+    Ok(())
+}
+
+/// The row an update left, as its capture must ship it (called from the derived
+/// `after_save`, before the entity's own hook).
+///
+/// MySQL and MariaDB have no `UPDATE … RETURNING`, so sea-orm reads the row back with a
+/// plain `SELECT`. Under REPEATABLE READ, their default, that answers from the snapshot the
+/// transaction took at its first read; a row the `UPDATE` matched but did not change (it
+/// already held the new values, written by a transaction that committed since) has no
+/// version of this transaction's, so the read-back is the row from before that other
+/// transaction, and shipping it would undo that transaction's change at every destination.
+/// A locking read returns the latest version, and the `UPDATE` already holds its lock.
+/// Elsewhere sea-orm's model came from `RETURNING` and is returned as it is.
+///
+/// # Errors
+///
+/// A database error reading the row.
+pub async fn current<E: Replicated, C: ConnectionTrait>(
+    db: &C,
+    model: E::Model,
+    insert: bool,
+) -> Result<E::Model, DbErr> {
+    if insert || db.get_database_backend() != DbBackend::MySql {
+        return Ok(model);
+    }
+    let key = E::PrimaryKey::iter()
+        .map(|k| {
+            let c = k.into_column();
+            (c, model.get(c))
+        })
+        .collect();
+    Ok(locked_row::<E, C>(db, key).await?.unwrap_or(model))
+}
+
+/// The key of `model`, a value per primary-key column; `None` when one is not set.
+fn active_key<E: Replicated>(model: &E::ActiveModel) -> Option<Vec<(E::Column, sea_orm::Value)>> {
+    E::PrimaryKey::iter()
+        .map(|k| {
+            let c = k.into_column();
+            match model.get(c) {
+                ActiveValue::Set(v) | ActiveValue::Unchanged(v) => Some((c, v)),
+                ActiveValue::NotSet => None,
+            }
+        })
+        .collect()
+}
+
+/// `E`'s row with `key`, locked until the transaction ends. A locking read returns the
+/// latest version of the row whatever the transaction's snapshot; SQLite has one writer at
+/// a time and no row locks, so a plain read is current there.
+async fn locked_row<E: Replicated, C: ConnectionTrait>(
+    db: &C,
+    key: Vec<(E::Column, sea_orm::Value)>,
+) -> Result<Option<E::Model>, DbErr> {
+    let mut find = E::find();
+    for (c, v) in key {
+        find = find.filter(c.eq(v));
+    }
+    if db.get_database_backend() != DbBackend::Sqlite {
+        find = find.lock_exclusive();
+    }
+    find.one(db).await
+}
+
 /// Captures an insert or update of `model` (called from the derived `after_save`).
 ///
 /// # Errors
@@ -112,16 +203,12 @@ pub async fn complete<E: Replicated, C: ConnectionTrait>(
     if !lacks {
         return Ok(model);
     }
-    let mut find = E::find();
-    for k in E::PrimaryKey::iter() {
-        let c = k.into_column();
-        match model.get(c) {
-            ActiveValue::Set(v) | ActiveValue::Unchanged(v) => find = find.filter(c.eq(v)),
-            // Without its key sea-orm deletes nothing either.
-            ActiveValue::NotSet => return Ok(model),
-        }
-    }
-    if let Some(found) = find.one(db).await? {
+    // Without its key sea-orm deletes nothing either.
+    let Some(key) = active_key::<E>(&model) else {
+        return Ok(model);
+    };
+    // Locked: the delete takes that lock anyway, and a plain read may be an older version.
+    if let Some(found) = locked_row::<E, C>(db, key).await? {
         for c in E::Column::iter() {
             if matches!(model.get(c), ActiveValue::NotSet) {
                 model.set(c, found.get(c));

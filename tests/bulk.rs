@@ -18,7 +18,8 @@ use ormsync::{Destination, Replicated, Replicator, bulk};
 use sea_orm::prelude::Decimal;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, EntityTrait, ExprTrait, Set, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, ExprTrait, Set,
+    TransactionTrait,
 };
 
 /// An entity whose key the database generates, and a column with a database default.
@@ -63,6 +64,47 @@ on_every_pair!(
     more_rows_than_one_keyed_statement_takes,
     every_type_reads_back_exactly,
 );
+
+// A bulk update that sets a row to the values another transaction committed after this
+// one's snapshot: on MySQL the rows are read back after the update, and the row the update
+// left unchanged must come back as it is now, not as the snapshot saw it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_to_values_committed_since_the_snapshot_from_mariadb() {
+    let Some((s, d, rep)) = setup(Backend::MySql, Backend::Postgres).await else {
+        return;
+    };
+    let txn = s.db.begin().await.unwrap();
+    account(1, "Ada", "1").insert(&txn).await.unwrap();
+    line(1, 1, 10).insert(&txn).await.unwrap();
+    line(1, 2, 10).insert(&txn).await.unwrap();
+    txn.commit().await.unwrap();
+
+    // `late` reads first, so its snapshot is from before `early` commits.
+    let late = s.db.begin().await.unwrap();
+    assert_eq!(
+        line_items::Entity::find().all(&late).await.unwrap().len(),
+        2
+    );
+    let early = s.db.begin().await.unwrap();
+    let mut l = line(1, 1, 0);
+    l.qty = Set(58);
+    l.update(&early).await.unwrap();
+    early.commit().await.unwrap();
+
+    let n = bulk::update_many::<line_items::Entity, _>(
+        &late,
+        line_items::Column::OrderId.eq(1),
+        [(line_items::Column::Qty, Expr::val(58))],
+    )
+    .await
+    .unwrap();
+    assert_eq!(n, 2);
+    late.commit().await.unwrap();
+
+    rep.sync_now().await.unwrap();
+    assert_all_same(&s.db, &d.db).await;
+    rep.shutdown().await;
+}
 
 async fn setup(src: Backend, dst: Backend) -> Option<(TestDb, TestDb, Replicator)> {
     let (s, d) = pair(src, dst).await?;

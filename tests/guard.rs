@@ -146,6 +146,19 @@ async fn captured_writes_pass_and_plain_bulk_writes_are_refused(backend: Backend
         other => panic!("a plain insert_many must be refused at commit: {other:?}"),
     }
 
+    // sea-orm's `update_without_returning` runs `before_save` but not `after_save`, where
+    // the capture happens: refused like a plain bulk write.
+    let txn = guarded.begin().await.unwrap();
+    account(3, "cy", "3")
+        .update_without_returning(&txn)
+        .await
+        .unwrap();
+    let err = txn
+        .commit()
+        .await
+        .expect_err("an update without returning is refused");
+    refused(&err, "accounts", "1 update");
+
     // A plain update that matched nothing changed nothing: it commits.
     let txn = guarded.begin().await.unwrap();
     accounts::Entity::update_many()

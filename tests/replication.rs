@@ -41,6 +41,109 @@ async fn wide_rows_fit_the_packet_limit_from_sqlite() {
     wide_rows_fit_the_packet_limit(Backend::Sqlite, Backend::MySql).await
 }
 
+// An update whose values another transaction committed after this one's snapshot: MySQL's
+// read-back of the row is the snapshot's (REPEATABLE READ). SQLite cannot run the two
+// transactions this way (the later one's write is refused), and PostgreSQL returns the row
+// from the UPDATE itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_values_as_a_commit_since_the_snapshot_from_mariadb() {
+    same_values_as_a_commit_since_the_snapshot(Backend::MySql, Backend::Postgres).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_values_as_a_commit_since_the_snapshot_from_postgres() {
+    same_values_as_a_commit_since_the_snapshot(Backend::Postgres, Backend::MySql).await
+}
+
+// An update that sets no column, while another transaction's change of that row waits to
+// commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unchanged_update_behind_a_pending_change_from_mariadb() {
+    unchanged_update_behind_a_pending_change(Backend::MySql, Backend::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unchanged_update_behind_a_pending_change_from_postgres() {
+    unchanged_update_behind_a_pending_change(Backend::Postgres, Backend::Sqlite).await
+}
+
+async fn same_values_as_a_commit_since_the_snapshot(src: Backend, dst: Backend) {
+    let Some((s, d)) = pair(src, dst).await else {
+        return;
+    };
+    let rep = start(&s, &d).await;
+    let txn = s.db.begin().await.unwrap();
+    account(1, "Ada", "1").insert(&txn).await.unwrap();
+    line(1, 1, 10).insert(&txn).await.unwrap();
+    txn.commit().await.unwrap();
+
+    // `late` reads first, so its snapshot is from before `early` commits.
+    let late = s.db.begin().await.unwrap();
+    let ada = accounts::Entity::find_by_id(1)
+        .one(&late)
+        .await
+        .unwrap()
+        .unwrap();
+    let early = s.db.begin().await.unwrap();
+    account(1, "Grace", "5").update(&early).await.unwrap();
+    let mut l = line(1, 1, 0);
+    l.qty = Set(58);
+    l.update(&early).await.unwrap();
+    early.commit().await.unwrap();
+
+    // The same values again: the rows do not change, but these updates come last.
+    let mut a: accounts::ActiveModel = ada.into();
+    a.balance = Set(Decimal::from_str("5").unwrap());
+    let back = a.update(&late).await.unwrap();
+    let mut l = line(1, 1, 0);
+    l.qty = Set(58);
+    l.update(&late).await.unwrap();
+    late.commit().await.unwrap();
+
+    rep.sync_now().await.unwrap();
+    assert_all_same(&s.db, &d.db).await;
+    assert_eq!(
+        (back.name.as_str(), back.balance),
+        ("Grace", Decimal::from_str("5").unwrap()),
+        "an update returns the row as it is, not as the snapshot saw it"
+    );
+    rep.shutdown().await;
+}
+
+async fn unchanged_update_behind_a_pending_change(src: Backend, dst: Backend) {
+    let Some((s, d)) = pair(src, dst).await else {
+        return;
+    };
+    let rep = start(&s, &d).await;
+    let txn = s.db.begin().await.unwrap();
+    account(1, "Ada", "1").insert(&txn).await.unwrap();
+    txn.commit().await.unwrap();
+
+    let early = s.db.begin().await.unwrap();
+    account(1, "Grace", "5").update(&early).await.unwrap();
+    let db = s.db.clone();
+    let late = tokio::spawn(async move {
+        let txn = db.begin().await?;
+        let ada = accounts::Entity::find_by_id(1).one(&txn).await?.unwrap();
+        // Sets nothing: sea-orm runs no UPDATE, only reads the row back.
+        let back = accounts::ActiveModel::from(ada).update(&txn).await?;
+        txn.commit().await?;
+        Ok::<_, DbErr>(back)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !late.is_finished(),
+        "an update that sets nothing waits for the pending change of its row"
+    );
+    early.commit().await.unwrap();
+    let back = late.await.unwrap().unwrap();
+
+    rep.sync_now().await.unwrap();
+    assert_all_same(&s.db, &d.db).await;
+    assert_eq!(back.name, "Grace", "the row read back is the committed one");
+    rep.shutdown().await;
+}
+
 async fn start(source: &TestDb, dest: &TestDb) -> Replicator {
     replicator_to(
         source,

@@ -179,7 +179,9 @@ pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream> {
                 C: #orm::ConnectionTrait,
             {
                 ::ormsync::capture::guard::<Entity, C>(db)?;
-                ::std::result::Result::Ok(#before_save)
+                let this = #before_save;
+                ::ormsync::capture::lock_unchanged::<Entity, C>(db, &this, insert).await?;
+                ::std::result::Result::Ok(this)
             }
 
             async fn after_save<C>(
@@ -190,6 +192,7 @@ pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream> {
             where
                 C: #orm::ConnectionTrait,
             {
+                let model = ::ormsync::capture::current::<Entity, C>(db, model, insert).await?;
                 let model = #after_save;
                 ::ormsync::capture::save::<Entity, C>(db, &model, insert).await?;
                 ::std::result::Result::Ok(model)

@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use sea_orm::sea_query::Query;
 use sea_orm::{
-    ActiveModelTrait, ActiveValue, ColumnTrait, ConnectionTrait, DbBackend, DbErr, IdenStatic,
-    Iterable, ModelTrait, PrimaryKeyToColumn, QueryFilter, QuerySelect,
+    ActiveModelTrait, ActiveValue, ColumnTrait, ConnectionTrait, DbBackend, DbErr, Iterable,
+    ModelTrait, PrimaryKeyToColumn, QueryFilter, QuerySelect,
 };
 use tracing::Instrument;
 
@@ -182,11 +182,16 @@ pub async fn save<E: Replicated, C: ConnectionTrait>(
     write::<E, C>(db, op, &key, &row).await
 }
 
-/// Fills in the columns a delete's `ActiveModel` lacks from the row itself (called from
-/// the derived `before_delete`), so every captured delete carries the whole row: a
-/// destination's row filter, sync key and conflict policy all need it. A model that holds
-/// every shipped column costs nothing; one holding only its key costs one read by key in
-/// the same transaction.
+/// Reads the row a delete is about to remove into its `ActiveModel` (called from the
+/// derived `before_delete`), so the captured delete carries the whole row as it is: a
+/// destination's row filter, sync key and conflict policy all judge a delete by it.
+///
+/// The model the application holds may lack columns, or be older than the row: read in
+/// an earlier transaction, before another one changed the row. A row filter judging the
+/// older values could hold the delete back from a destination that holds the row. So the
+/// row is read by key, locked (the delete takes that lock anyway) and therefore current
+/// on every backend: one read per delete, in the same transaction. A row that is not there
+/// leaves the model as it is (sea-orm then deletes nothing).
 ///
 /// # Errors
 ///
@@ -195,24 +200,13 @@ pub async fn complete<E: Replicated, C: ConnectionTrait>(
     db: &C,
     mut model: E::ActiveModel,
 ) -> Result<E::ActiveModel, DbErr> {
-    let skipped = E::skipped_columns();
-    let lacks = E::Column::iter().any(|c| {
-        !skipped.iter().any(|s| s.as_str() == c.as_str())
-            && matches!(model.get(c), ActiveValue::NotSet)
-    });
-    if !lacks {
-        return Ok(model);
-    }
     // Without its key sea-orm deletes nothing either.
     let Some(key) = active_key::<E>(&model) else {
         return Ok(model);
     };
-    // Locked: the delete takes that lock anyway, and a plain read may be an older version.
     if let Some(found) = locked_row::<E, C>(db, key).await? {
-        for c in E::Column::iter() {
-            if matches!(model.get(c), ActiveValue::NotSet) {
-                model.set(c, found.get(c));
-            }
+        for c in E::Column::iter().filter(|&c| E::PrimaryKey::from_column(c).is_none()) {
+            model.set(c, found.get(c));
         }
     }
     Ok(model)

@@ -13,7 +13,9 @@
 //! peak RSS is the process's `VmHWM`, reset (`/proc/self/clear_refs`) right before the
 //! replicator starts, so it covers the drain only. Environment:
 //! `ORMSYNC_BENCH_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`);
-//! `ORMSYNC_BENCH_BATCH`, the replicator's `batch_size` (default: the library's).
+//! `ORMSYNC_BENCH_BATCH`, the replicator's `batch_size` (default: the library's);
+//! `ORMSYNC_BENCH_NOTE_BYTES`, a note of that many bytes in every row, for wide rows
+//! (default: short notes in half the rows).
 
 mod common;
 
@@ -35,7 +37,8 @@ SELECT 'bench_captured', 'I', '{"id":{"i8":' || g || '}}',
   || '"balance":{"dec":"' || round(((g * 137) % 10000000)::numeric / 100, 2) || '"},'
   || '"created_at":{"tsu":"' || to_char(to_timestamp(1700000000 + g) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') || '"},'
   || '"uid":{"uuid":"' || md5(g::text)::uuid || '"},'
-  || '"note":' || CASE WHEN g % 2 = 0 THEN '{"s":"note of ' || g || '"}' ELSE '{"s":null}' END || ','
+  || '"note":' || CASE WHEN $3::int > 0 THEN '{"s":"' || repeat('x', $3::int) || '"}'
+       WHEN g % 2 = 0 THEN '{"s":"note of ' || g || '"}' ELSE '{"s":null}' END || ','
   || '"qty":{"i4":' || (g % 100) || '},"active":{"b":' || (g % 3 <> 0) || '}}'
 FROM generate_series($1::bigint, $2::bigint) AS g
 "#;
@@ -52,6 +55,12 @@ async fn run() -> Result<(), Error> {
         .filter_map(|s| s.trim().parse().ok())
         .collect();
     let admin = common::admin_url(Server::Postgres, "ORMSYNC_BENCH_POSTGRES_URL");
+    let note_bytes: i32 = match std::env::var("ORMSYNC_BENCH_NOTE_BYTES") {
+        Ok(v) => v
+            .parse()
+            .map_err(|_| format!("ORMSYNC_BENCH_NOTE_BYTES={v} is not a number"))?,
+        Err(_) => 0,
+    };
     println!("machine before: {}", common::machine());
     let mut results = Vec::new();
     for &n in &sizes {
@@ -67,7 +76,7 @@ async fn run() -> Result<(), Error> {
             .execute_raw(Statement::from_sql_and_values(
                 sea_orm::DbBackend::Postgres,
                 BACKLOG_SQL,
-                [1i64.into(), n.into()],
+                [1i64.into(), n.into(), note_bytes.into()],
             ))
             .await?;
         println!("backlog of {n} written in {:?}", written.elapsed());

@@ -9,8 +9,9 @@
 use sea_orm::sea_query::{
     Alias, Condition, Expr, ExprTrait, Order, Query, SelectStatement, ValueTuple,
 };
-use sea_orm::{ConnectionTrait, DbBackend, QueryResult};
+use sea_orm::{ConnectionTrait, DbBackend, QueryResult, StreamTrait};
 
+use crate::bounded_read::{self, ReadBudget};
 use crate::change::Row;
 use crate::entity::TableSpec;
 use crate::error::{DbContext, Error, Result};
@@ -264,24 +265,35 @@ pub(crate) fn key_of(spec: &TableSpec, row: &Row) -> Result<Vec<Value>> {
         .collect()
 }
 
-/// Reads the next chunk of rows of `spec`'s table at `db` after `after`.
+/// Reads the next chunk of rows of `spec`'s table at `db` after `after`, as many as
+/// `budget` allows; and whether more may follow.
 ///
 /// # Errors
 ///
 /// [`Error::Db`] when the query fails; [`Error::Read`] when a column does not decode.
-pub(crate) async fn read_chunk<C: ConnectionTrait>(
+pub(crate) async fn read_chunk<C: ConnectionTrait + StreamTrait>(
     db: &C,
     spec: &TableSpec,
     after: Option<&[Value]>,
-    limit: u64,
-) -> Result<Vec<Row>> {
-    let q = next_chunk(db.get_database_backend(), spec, after, limit)?;
+    budget: &mut ReadBudget,
+) -> Result<(Vec<Row>, bool)> {
+    let backend = ConnectionTrait::get_database_backend(db);
+    let limit = budget.rows();
+    let q = backend.build(&next_chunk(backend, spec, after, limit)?);
     let decoder = Decoder::new(spec)?;
-    let rows = db
-        .query_all(&q)
-        .await
-        .context(|| format!("reading `{}`", spec.table))?;
-    rows.iter().map(|r| decoder.row(r)).collect()
+    bounded_read::read(
+        db,
+        q,
+        limit,
+        budget,
+        || format!("reading `{}`", spec.table),
+        |r| {
+            let row = decoder.row(r)?;
+            let size = row.value_bytes();
+            Ok((row, size))
+        },
+    )
+    .await
 }
 
 /// The keys of the rows of `spec`'s table at `db` above `after` (from the start when

@@ -42,6 +42,7 @@
 
 pub mod apply;
 mod bootstrap;
+mod bounded_read;
 pub mod bulk;
 pub mod capture;
 pub mod change;

@@ -67,6 +67,66 @@ async fn unchanged_update_behind_a_pending_change_from_postgres() {
     unchanged_update_behind_a_pending_change(Backend::Postgres, Backend::Sqlite).await
 }
 
+// A delete through a model read before another transaction moved the row into a
+// destination's filter: the delete is judged by the row as it is, so it reaches that
+// destination.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_of_a_stale_model_from_mariadb() {
+    delete_of_a_stale_model(Backend::MySql, Backend::Postgres).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_of_a_stale_model_from_postgres() {
+    delete_of_a_stale_model(Backend::Postgres, Backend::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_of_a_stale_model_from_sqlite() {
+    delete_of_a_stale_model(Backend::Sqlite, Backend::MySql).await
+}
+
+async fn delete_of_a_stale_model(src: Backend, dst: Backend) {
+    let Some((s, d)) = pair(src, dst).await else {
+        return;
+    };
+    let rep = replicator_to(
+        &s,
+        vec![
+            Destination::new("grace-only", d.db.clone())
+                .filter::<accounts::Entity>(ormsync::RowFilter::eq("name", "Grace")),
+        ],
+        1000,
+    )
+    .await;
+    let txn = s.db.begin().await.unwrap();
+    account(1, "Ada", "1").insert(&txn).await.unwrap();
+    account(2, "Ada", "2").insert(&txn).await.unwrap();
+    txn.commit().await.unwrap();
+    let stale = accounts::Entity::find_by_id(1)
+        .one(&s.db)
+        .await
+        .unwrap()
+        .unwrap();
+
+    let txn = s.db.begin().await.unwrap();
+    account(1, "Grace", "1").update(&txn).await.unwrap();
+    txn.commit().await.unwrap();
+    rep.sync_now().await.unwrap();
+    assert_eq!(count(&d.db, "accounts").await, 1, "Grace moved in");
+
+    let txn = s.db.begin().await.unwrap();
+    stale.delete(&txn).await.unwrap();
+    txn.commit().await.unwrap();
+    rep.sync_now().await.unwrap();
+    assert_eq!(count(&s.db, "accounts").await, 1);
+    assert_eq!(
+        count(&d.db, "accounts").await,
+        0,
+        "the delete reached the destination that held the row"
+    );
+    rep.shutdown().await;
+}
+
 async fn same_values_as_a_commit_since_the_snapshot(src: Backend, dst: Backend) {
     let Some((s, d)) = pair(src, dst).await else {
         return;
@@ -142,6 +202,12 @@ async fn unchanged_update_behind_a_pending_change(src: Backend, dst: Backend) {
     assert_all_same(&s.db, &d.db).await;
     assert_eq!(back.name, "Grace", "the row read back is the committed one");
     rep.shutdown().await;
+}
+
+// Reads of wide rows are bounded by bytes on a MariaDB source too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wide_rows_from_mariadb() {
+    wide_rows_fit_the_packet_limit(Backend::MySql, Backend::Postgres).await
 }
 
 async fn start(source: &TestDb, dest: &TestDb) -> Replicator {
@@ -591,11 +657,41 @@ async fn wide_rows_fit_the_packet_limit(src: Backend, dst: Backend) {
         }
         txn.commit().await.unwrap();
     }
+    // A read holds about 8 MiB of changes, not its 3000: reading on delivers each change
+    // once, in order.
+    let mut reader =
+        ormsync::outbox::OutboxReader::new(s.db.clone(), 3000, Duration::from_secs(60));
+    let mut position = ormsync::position::Position::default();
+    let (mut seen, mut reads) = (Vec::new(), 0);
+    loop {
+        let batch = reader.read(&position).await.unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        let bytes: usize = batch.changes.iter().map(|c| c.row.to_json().len()).sum();
+        assert!(bytes < (8 << 20) + 70_000, "one read held {bytes} bytes");
+        seen.extend(batch.changes.iter().map(|c| c.id));
+        batch.mark_done(&mut position);
+        reads += 1;
+    }
+    assert!(reads >= 3, "24 MB of changes came in {reads} reads");
+    let mut expected = seen.clone();
+    expected.sort_unstable();
+    expected.dedup();
+    assert_eq!((seen.len(), &seen), (400, &expected));
+
     let rep = start(&s, &d).await;
     tokio::time::timeout(Duration::from_secs(120), rep.sync_now())
         .await
         .expect("the wide batch shipped within 2 minutes")
         .expect("the wide batch shipped");
+    // The initial snapshot copied them, in chunks of about 8 MiB too.
+    let snap = rep.status().destinations.remove(0).snapshot;
+    assert!(
+        snap.as_ref()
+            .is_some_and(|s| s.rows_copied == 400 && s.chunks >= 3),
+        "{snap:?}"
+    );
     assert_eq!(count(&d.db, "accounts").await, 400);
     assert_all_same(&s.db, &d.db).await;
     rep.shutdown().await;

@@ -17,7 +17,7 @@ use crate::value::Value;
 /// and, with sqlx 0.9.0, often a ~40 ms wait for a delayed ACK (README, known limits).
 const MAX_ROWS: usize = 5000;
 
-/// Bytes of values a statement carries at most, by estimate ([`wire_bytes`]), so that a
+/// Bytes of values a statement carries at most, by estimate ([`Row::value_bytes`]), so that a
 /// batch of wide rows goes as several statements: MySQL refuses a packet above
 /// `max_allowed_packet` (4 MiB by default up to 5.7, 16 MiB in MariaDB), PostgreSQL a
 /// message above 1 GiB. A single row bigger than this still goes, alone.
@@ -119,7 +119,7 @@ fn runs<'r, 'a>(rows: &'r [&'a Row], max_rows: usize) -> Vec<&'r [&'a Row]> {
     let mut out = Vec::new();
     let (mut start, mut bytes) = (0, 0);
     for (i, row) in rows.iter().enumerate() {
-        let size = wire_bytes(row);
+        let size = row.value_bytes();
         if i > start && (i - start >= max_rows || bytes + size > MAX_BYTES) {
             out.push(&rows[start..i]);
             (start, bytes) = (i, 0);
@@ -130,33 +130,6 @@ fn runs<'r, 'a>(rows: &'r [&'a Row], max_rows: usize) -> Vec<&'r [&'a Row]> {
         out.push(&rows[start..]);
     }
     out
-}
-
-/// About how many bytes `row`'s values take in a statement: the length of text, bytes and
-/// JSON, a flat 16 for anything else. Cheap, and close enough to stay under a limit.
-fn wire_bytes(row: &Row) -> usize {
-    fn json(j: &serde_json::Value) -> usize {
-        use serde_json::Value as J;
-        match j {
-            J::String(s) => s.len() + 2,
-            J::Array(items) => items.iter().map(json).sum::<usize>() + 2,
-            J::Object(map) => {
-                map.iter()
-                    .map(|(k, v)| k.len() + 3 + json(v))
-                    .sum::<usize>()
-                    + 2
-            }
-            _ => 16,
-        }
-    }
-    row.values()
-        .map(|v| match v {
-            Value::String(Some(s)) => s.len(),
-            Value::Bytes(Some(b)) => b.len(),
-            Value::Json(Some(j)) => json(j),
-            _ => 16,
-        })
-        .sum()
 }
 
 fn chunk_rows(columns: usize, backend: DbBackend) -> usize {
@@ -563,7 +536,7 @@ mod tests {
         let split = runs(&refs, MAX_ROWS);
         assert_eq!(split.iter().map(|r| r.len()).sum::<usize>(), 10);
         for run in &split {
-            assert!(run.iter().map(|r| wire_bytes(r)).sum::<usize>() <= MAX_BYTES);
+            assert!(run.iter().map(|r| r.value_bytes()).sum::<usize>() <= MAX_BYTES);
         }
         // A row bigger than the limit still goes, on its own.
         let huge = row(1, &"y".repeat(MAX_BYTES + 1));

@@ -10,6 +10,7 @@ use sea_orm::{
 
 use super::OUTBOX;
 use super::gaps::{self, Proof};
+use crate::bounded_read::{self, ReadBudget};
 use crate::change::{Batch, Change, Op, Row};
 use crate::error::{DbContext, Error, Result};
 use crate::position::Position;
@@ -37,6 +38,8 @@ struct Gap {
 pub struct OutboxReader {
     db: DatabaseConnection,
     batch_size: u64,
+    /// Fewer changes a read when they are wide (see [`bounded_read`]).
+    budget: ReadBudget,
     gap_timeout: Duration,
     /// Highest id examined: ids up to it are shipped, holes, or gaps.
     scanned: i64,
@@ -47,12 +50,14 @@ pub struct OutboxReader {
 }
 
 impl OutboxReader {
-    /// A reader of `db`'s outbox returning at most `batch_size` changes a read.
+    /// A reader of `db`'s outbox returning at most `batch_size` changes a read, and fewer
+    /// when their payloads add up to more than about 8 MiB.
     /// `gap_timeout` bounds the wait for a gap where the backend cannot prove its owner ended.
     pub fn new(db: DatabaseConnection, batch_size: u64, gap_timeout: Duration) -> Self {
         OutboxReader {
             db,
             batch_size: batch_size.max(1),
+            budget: ReadBudget::new(batch_size),
             gap_timeout,
             scanned: 0,
             gaps: Vec::new(),
@@ -73,7 +78,8 @@ impl OutboxReader {
     /// again from the position it is given (as after [`restart`](Self::restart)); put the
     /// moved one back when its read returns.
     pub(crate) fn take(&mut self) -> OutboxReader {
-        let fresh = OutboxReader::new(self.db.clone(), self.batch_size, self.gap_timeout);
+        let mut fresh = OutboxReader::new(self.db.clone(), self.batch_size, self.gap_timeout);
+        fresh.budget = self.budget.clone();
         std::mem::replace(self, fresh)
     }
 
@@ -100,13 +106,11 @@ impl OutboxReader {
         let frontier = self.scanned.max(position.frontier());
 
         let settled_before = self.settle_pending().await?;
-        let (rows, full) = self.query(frontier).await?;
+        let (read, full) = self.query(frontier).await?;
 
-        let mut changes = Vec::with_capacity(rows.len());
-        let mut returned = Vec::with_capacity(rows.len());
-        // Each raw row is dropped once decoded, so a batch is not held twice at once.
-        for row in rows {
-            let change = decode(&row)?;
+        let mut changes = Vec::with_capacity(read.len());
+        let mut returned = Vec::with_capacity(read.len());
+        for change in read {
             returned.push(change.id);
             if !position.contains(change.id) {
                 changes.push(change);
@@ -246,24 +250,29 @@ impl OutboxReader {
         Ok(settled)
     }
 
-    /// New ids above `frontier` and every gap, seen in one snapshot, in id order; and
-    /// whether the new ids were cut by the batch size.
-    async fn query(&self, frontier: i64) -> Result<(Vec<QueryResult>, bool)> {
+    /// New ids above `frontier` and every gap, seen in one snapshot, decoded, in id order;
+    /// and whether the read was cut (by the batch size or the byte budget).
+    async fn query(&mut self, frontier: i64) -> Result<(Vec<Change>, bool)> {
         // Scoped here: its `min`/`max` would shadow `Ord`'s on integers elsewhere.
         use sea_orm::sea_query::ExprTrait;
+        let backend = self.db.get_database_backend();
         if self.gaps.len() <= GAPS_PER_STATEMENT {
             let mut cond = Condition::any().add(Expr::col("id").gt(frontier));
             for g in &self.gaps {
                 cond = cond.add(Expr::col("id").between(g.lo, g.hi));
             }
-            let q = select(cond, Some(self.batch_size));
-            let rows = self
-                .db
-                .query_all(&q)
-                .await
-                .context(|| "reading the outbox".into())?;
-            let full = rows.len() as u64 >= self.batch_size;
-            return Ok((rows, full));
+            let limit = self.budget.rows();
+            let q = backend.build(&select(cond, Some(limit)));
+            // Each raw row is dropped once decoded, so a batch is not held twice at once.
+            return bounded_read::read(
+                &self.db,
+                q,
+                limit,
+                &mut self.budget,
+                || "reading the outbox".into(),
+                decode,
+            )
+            .await;
         }
         // Many gaps: one repeatable-read snapshot for the new ids and every gap probe.
         let isolation = match self.db.get_database_backend() {
@@ -282,26 +291,32 @@ impl OutboxReader {
                 cond = cond.add(Expr::col("id").between(g.lo, g.hi));
             }
             let q = select(cond, None);
-            rows.extend(
-                txn.query_all(&q)
-                    .await
-                    .context(|| "probing outbox gaps".into())?,
-            );
+            for row in txn
+                .query_all(&q)
+                .await
+                .context(|| "probing outbox gaps".into())?
+            {
+                rows.push(decode(&row)?.0);
+            }
         }
-        let room = Ord::max(self.batch_size.saturating_sub(rows.len() as u64), 1);
-        let q = select(
+        let room = Ord::max(self.budget.rows().saturating_sub(rows.len() as u64), 1);
+        let q = backend.build(&select(
             Condition::all().add(Expr::col("id").gt(frontier)),
             Some(room),
-        );
-        let newer = txn
-            .query_all(&q)
-            .await
-            .context(|| "reading the outbox".into())?;
+        ));
+        let (newer, full) = bounded_read::read(
+            &txn,
+            q,
+            room,
+            &mut self.budget,
+            || "reading the outbox".into(),
+            decode,
+        )
+        .await?;
         txn.commit()
             .await
             .context(|| "closing the outbox snapshot".into())?;
         // Gap rows are all below the frontier, so appending keeps id order.
-        let full = newer.len() as u64 >= room;
         rows.extend(newer);
         Ok((rows, full))
     }
@@ -348,7 +363,8 @@ fn subtract(lo: i64, hi: i64, ids: &[i64]) -> Vec<(i64, i64)> {
     out
 }
 
-fn decode(row: &QueryResult) -> Result<Change> {
+/// An outbox row as a change, and its size: the length of its key and payload.
+fn decode(row: &QueryResult) -> Result<(Change, usize)> {
     let id: i64 = row
         .try_get("", "id")
         .context(|| "decoding an outbox id".into())?;
@@ -360,7 +376,8 @@ fn decode(row: &QueryResult) -> Result<Change> {
     let op = Op::from_code(&op_code).ok_or_else(|| bad(format!("unknown op `{op_code}`")))?;
     let pk: String = row.try_get("", "pk").map_err(|e| bad(e.to_string()))?;
     let payload: String = row.try_get("", "payload").map_err(|e| bad(e.to_string()))?;
-    Ok(Change {
+    let size = pk.len() + payload.len();
+    let change = Change {
         id,
         table,
         op,
@@ -368,7 +385,8 @@ fn decode(row: &QueryResult) -> Result<Change> {
         row: Row::from_json(&payload).map_err(|e| bad(format!("payload: {e}")))?,
         origin: row.try_get::<Option<String>>("", "origin").ok().flatten(),
         created_at: row.try_get("", "created_at").ok(),
-    })
+    };
+    Ok((change, size))
 }
 
 #[cfg(test)]

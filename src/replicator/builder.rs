@@ -95,6 +95,10 @@ impl ReplicatorBuilder {
     /// backlog bench: 1000 gave 15k changes/s at 30 MiB peak RSS; 3000, 44k at 47 MiB;
     /// 4000, 45k at 58 MiB; 5000, 47k at 68 MiB. Real-time shipping is not slowed by a big
     /// value: a batch holds what is there, up to this many.
+    ///
+    /// A batch also stops at about 8 MiB of payload, so a table of wide rows (long text,
+    /// blobs) comes a few hundred rows a batch rather than this many: memory stays
+    /// bounded whatever the rows hold.
     pub fn batch_size(mut self, changes: u64) -> Self {
         self.batch_size = changes.max(1);
         self

@@ -122,7 +122,8 @@ impl Destination {
     ///
     /// Each chunk pays fixed round trips and a commit, so bigger chunks copy faster: in the
     /// snapshot bench, PostgreSQL → PostgreSQL went from about 20,000 to 45,000 rows/s
-    /// between 1,000 and 3,000 (MariaDB did not change). Memory holds about one chunk.
+    /// between 1,000 and 3,000 (MariaDB did not change). Memory holds about one chunk,
+    /// and a chunk also stops at about 8 MiB of row data, so wide rows come fewer a chunk.
     pub fn snapshot_chunk_rows(mut self, rows: u64) -> Self {
         self.chunk_rows = rows.max(1);
         self

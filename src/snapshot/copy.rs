@@ -9,6 +9,7 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, Transact
 use super::store;
 use crate::apply;
 use crate::apply::Rules;
+use crate::bounded_read::ReadBudget;
 use crate::change::Row;
 use crate::entity::{Reference, TableSpec};
 use crate::error::{DbContext, Error, Result};
@@ -52,14 +53,14 @@ pub(crate) async fn copy_chunk(
     prune: bool,
     parents: &[(&Reference, Vec<String>)],
     after: Option<&[Value]>,
-    limit: u64,
+    budget: &mut ReadBudget,
 ) -> Result<Chunk> {
     let txn = dest
         .begin()
         .await
         .context(|| format!("snapshot `{}`: beginning a transaction", spec.table))?;
     match copy_in(
-        &txn, source, source_id, spec, rules, prune, parents, after, limit,
+        &txn, source, source_id, spec, rules, prune, parents, after, budget,
     )
     .await
     {
@@ -87,11 +88,10 @@ async fn copy_in(
     prune: bool,
     parents: &[(&Reference, Vec<String>)],
     after: Option<&[Value]>,
-    limit: u64,
+    budget: &mut ReadBudget,
 ) -> Result<Chunk> {
     apply::lock_checkpoint(txn, source_id).await?;
-    let rows = keyset::read_chunk(source, spec, after, limit).await?;
-    let full = rows.len() as u64 >= limit;
+    let (rows, full) = keyset::read_chunk(source, spec, after, budget).await?;
     let last_key = match rows.last() {
         Some(last) if full => Some(keyset::key_of(spec, last)?),
         _ => None,

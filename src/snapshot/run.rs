@@ -12,6 +12,7 @@ use super::order;
 use super::status::SnapshotStatus;
 use super::store::{self, TableProgress};
 use crate::apply::Rules;
+use crate::bounded_read::ReadBudget;
 use crate::entity::{Reference, TableSpec};
 use crate::error::{DbContext, Error, Result};
 use crate::keyset;
@@ -52,6 +53,8 @@ pub(crate) struct Copy {
     table_rows: u64,
     /// Rows each unfinished table had copied before this run.
     copied_before: HashMap<String, u64>,
+    /// Rows per chunk of the table being copied: fewer when its rows are wide.
+    budget: ReadBudget,
 }
 
 impl Copy {
@@ -106,6 +109,7 @@ impl Copy {
             this_run: 0,
             table_rows,
             copied_before,
+            budget: ReadBudget::new(link.chunk_rows),
         })
     }
 
@@ -176,7 +180,7 @@ impl Copy {
             *prune,
             &parents,
             after.as_deref(),
-            self.link.chunk_rows,
+            &mut self.budget,
         )
         .await?;
         let s = &mut self.status;
@@ -195,6 +199,7 @@ impl Copy {
             None => {
                 let (spec, _, _) = self.left.remove(0);
                 self.checked = false;
+                self.budget = ReadBudget::new(self.link.chunk_rows);
                 tracing::info!(table = %spec.table, rows = self.table_rows, "snapshot: table copied");
                 s.tables_done += 1;
                 s.table = self.left.first().map(|(s, _, _)| s.table.clone());

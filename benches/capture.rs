@@ -1,15 +1,16 @@
 //! Capture overhead: a single-row insert and a single-row update, each in its own
 //! transaction (begin, write, commit), of a captured entity (`#[derive(Replicated)]`: the
 //! row plus its outbox row) next to an identical plain entity on another table of the same
-//! database (the baseline), on SQLite and PostgreSQL.
+//! database (the baseline), on SQLite, PostgreSQL and MariaDB.
 //!
 //! ```text
 //! cargo bench --bench capture
 //! ```
 //!
 //! PostgreSQL is `postgres://postgres@127.0.0.1:5432/postgres` unless
-//! `ORMSYNC_BENCH_POSTGRES_URL` says otherwise; the bench creates and drops its own
-//! database there, and skips PostgreSQL with a message when it is not reachable. Criterion
+//! `ORMSYNC_BENCH_POSTGRES_URL` says otherwise, MariaDB `mysql://root@127.0.0.1:3306`
+//! unless `ORMSYNC_BENCH_MYSQL_URL` does; the bench creates and drops its own database on
+//! each, and skips a server with a message when it is not reachable. Criterion
 //! prints each pair side by side (`insert/sqlite/plain`, `insert/sqlite/captured`, …).
 //! The ratio at the end comes from a paired run after them: blocks of plain and captured
 //! transactions alternate, so drift on a shared machine weighs on both alike.
@@ -241,13 +242,18 @@ fn main() {
     results.push(("sqlite", bench_backend(&mut c, &rt, "sqlite", &sqlite.db)));
     drop(sqlite);
 
-    let admin = common::admin_url(Server::Postgres, "ORMSYNC_BENCH_POSTGRES_URL");
-    match rt.block_on(BenchDb::server(Server::Postgres, &admin)) {
-        Ok(pg) => {
-            results.push(("postgres", bench_backend(&mut c, &rt, "postgres", &pg.db)));
-            drop(pg);
+    for (server, name, env) in [
+        (Server::Postgres, "postgres", "ORMSYNC_BENCH_POSTGRES_URL"),
+        (Server::MySql, "mariadb", "ORMSYNC_BENCH_MYSQL_URL"),
+    ] {
+        let admin = common::admin_url(server, env);
+        match rt.block_on(BenchDb::server(server, &admin)) {
+            Ok(db) => {
+                results.push((name, bench_backend(&mut c, &rt, name, &db.db)));
+                drop(db);
+            }
+            Err(why) => println!("skipped {name}: {why}"),
         }
-        Err(why) => println!("skipped postgres: {why}"),
     }
 
     c.final_summary();

@@ -24,7 +24,9 @@
 //! both sides.
 //!
 //! Memory stays at a few chunks per side however large the table, and no long transaction
-//! is held: each chunk is its own statement. On a table that is being written, a row
+//! is held: each chunk is its own statement. Each side asks for its next chunk before it
+//! decodes the current one (the next chunk starts after the current one's last key), so a
+//! distant database's round trip and its query overlap the decoding. On a table that is being written, a row
 //! changed between the reads of the two sides (or not yet shipped) shows as drift; verify
 //! when the replicator has caught up (`sync_now()`), or verify again the rows reported.
 //!

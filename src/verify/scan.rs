@@ -5,6 +5,7 @@ use std::fmt;
 
 use sea_orm::{ConnectionTrait, DatabaseConnection};
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use super::canonical;
 use crate::entity::TableSpec;
@@ -116,25 +117,53 @@ pub(crate) async fn feed(
     let mut after: Option<Vec<Value>> = None;
     let mut buffers = Buffers::default();
     let mut chunks = 0u64;
-    loop {
-        let read = match keyset::next_chunk(backend, &spec, after.as_deref(), chunk_size) {
-            Ok(q) => db
-                .query_all(&q)
+    let read = |after: Option<&[Value]>| {
+        let (db, table) = (db.clone(), table.to_string());
+        let q = keyset::next_chunk(backend, &spec, after, chunk_size);
+        async move {
+            db.query_all(&q?)
                 .await
-                .context(|| format!("verify `{table}`: reading `{table}` at the {side}")),
-            Err(e) => Err(e),
-        };
-        let rows = match read {
-            Ok(m) => m,
-            Err(e) => {
+                .context(|| format!("verify `{table}`: reading `{table}` at the {side}"))
+        }
+    };
+    let mut next = tokio::spawn(read(None).in_current_span());
+    loop {
+        let rows = match next.await {
+            Ok(Ok(rows)) => rows,
+            Ok(Err(e)) => {
                 let _ = tx.send(Err(e)).await;
+                return;
+            }
+            // The read panicked: an error, never a silent end of the table, which the
+            // merge would take for rows missing on this side.
+            Err(e) => {
+                let what = format!("verify `{table}`: reading `{table}` at the {side}");
+                let _ = tx
+                    .send(Err(Error::db(what, sea_orm::DbErr::Custom(e.to_string()))))
+                    .await;
                 return;
             }
         };
         let full = rows.len() as u64 >= chunk_size;
+        // The next chunk is asked for before this one is decoded, so the server reads it
+        // meanwhile: its key bound is this chunk's last row's key.
+        let ahead = match rows.last().filter(|_| full) {
+            Some(last) => match decoder.values_into(last, &mut buffers.values) {
+                Ok(()) => {
+                    let last_key: Vec<Value> = decoder.key_of(&buffers.values).cloned().collect();
+                    Some(tokio::spawn(read(Some(&last_key)).in_current_span()))
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+            },
+            None => None,
+        };
         let packed = match pack(&spec, &decoder, rows, after.as_deref(), side, &mut buffers) {
             Ok(p) => p,
             Err(e) => {
+                ahead.inspect(|h| h.abort());
                 let _ = tx.send(Err(e)).await;
                 return;
             }
@@ -144,9 +173,15 @@ pub(crate) async fn feed(
             after = Some(last.to_vec());
         }
         tracing::trace!(table, %side, chunks, rows = packed.len(), "chunk read");
-        if tx.send(Ok(packed)).await.is_err() || !full {
+        let Some(ahead) = ahead else {
+            let _ = tx.send(Ok(packed)).await;
+            return;
+        };
+        if tx.send(Ok(packed)).await.is_err() {
+            ahead.abort();
             return;
         }
+        next = ahead;
     }
 }
 

@@ -232,11 +232,22 @@ pub async fn verify_table(
                 scan::feed(db.clone(), spec.clone(), side, chunk, tx).in_current_span(),
             ))
         };
-        let _readers = (
-            feed(source, Side::Source, stx),
-            feed(dest, Side::Destination, dtx),
-        );
+        let readers = [
+            (Side::Source, feed(source, Side::Source, stx)),
+            (Side::Destination, feed(dest, Side::Destination, dtx)),
+        ];
         merge::merge(srx, drx, &spec.columns, &mut report, opts.max_reported).await?;
+        // A reader that panicked dropped its channel as if its side had ended: the report
+        // would call the rest of the other side's rows missing or extra, and a repair
+        // would act on it.
+        for (side, reader) in readers {
+            if let Err(e) = reader.await {
+                return Err(Error::db(
+                    format!("verify `{}`: reading the {side}", spec.table),
+                    sea_orm::DbErr::Custom(e.to_string()),
+                ));
+            }
+        }
         report.elapsed = started.elapsed();
         tracing::info!(
             table = %report.table,

@@ -22,6 +22,8 @@ pub(crate) const MAX_READ_BYTES: usize = 8 << 20;
 pub(crate) struct ReadBudget {
     max_rows: u64,
     max_bytes: usize,
+    /// Rows asked for while nothing is known of their size.
+    first_rows: u64,
     /// Average size of the last read's rows; 0 before the first.
     row_bytes: usize,
 }
@@ -36,22 +38,39 @@ impl ReadBudget {
         ReadBudget {
             max_rows: max_rows.max(1),
             max_bytes: max_bytes.max(1),
+            first_rows: max_rows.max(1),
             row_bytes: 0,
         }
+    }
+
+    /// A budget of `max_rows` rows and [`MAX_READ_BYTES`] whose first read asks for at most
+    /// `first` rows: for a reader that cannot cut a read short, so that rows of unknown
+    /// size cost at most `first` of them.
+    pub(crate) fn starting_at(max_rows: u64, first: u64) -> Self {
+        let mut budget = ReadBudget::new(max_rows);
+        budget.first_rows = first.clamp(1, budget.max_rows);
+        budget
     }
 
     /// Rows to ask for in the next read.
     pub(crate) fn rows(&self) -> u64 {
         match self.row_bytes {
-            0 => self.max_rows,
+            0 => self.first_rows,
             b => ((self.max_bytes / b) as u64).clamp(1, self.max_rows),
         }
     }
 
-    fn observe(&mut self, rows: usize, bytes: usize) {
+    /// Records a read of `rows` rows of `bytes` in all.
+    pub(crate) fn observe(&mut self, rows: usize, bytes: usize) {
         if rows > 0 {
             self.row_bytes = bytes.div_ceil(rows).max(1);
         }
+    }
+
+    /// Records one row of `bytes` seen ahead of its read's total: the next read is sized
+    /// for rows at least that big.
+    pub(crate) fn sample(&mut self, bytes: usize) {
+        self.row_bytes = self.row_bytes.max(bytes.max(1));
     }
 }
 
@@ -114,5 +133,15 @@ mod tests {
         assert_eq!(b.rows(), 1000);
         b.observe(1000, 1);
         assert_eq!(b.rows(), 1000, "never more than the configured count");
+        b.sample(100);
+        assert_eq!(b.rows(), 10, "one wide row seen ahead sizes the next read");
+    }
+
+    #[test]
+    fn a_cautious_budget_starts_small() {
+        let mut b = ReadBudget::starting_at(5000, 100);
+        assert_eq!(b.rows(), 100);
+        b.observe(100, 100 * 150);
+        assert_eq!(b.rows(), 5000, "narrow rows: the full count");
     }
 }

@@ -64,32 +64,10 @@ impl Row {
         self.0.iter().map(|(_, v)| v)
     }
 
-    /// About how many bytes the row's values take, in a statement or in memory: the length
-    /// of text, bytes and JSON, a flat 16 for anything else. Cheap, and close enough to
-    /// stay under a limit.
+    /// About how many bytes the row's values take, in a statement or in memory (see
+    /// [`Value::size_bytes`]).
     pub(crate) fn value_bytes(&self) -> usize {
-        fn json(j: &serde_json::Value) -> usize {
-            use serde_json::Value as J;
-            match j {
-                J::String(s) => s.len() + 2,
-                J::Array(items) => items.iter().map(json).sum::<usize>() + 2,
-                J::Object(map) => {
-                    map.iter()
-                        .map(|(k, v)| k.len() + 3 + json(v))
-                        .sum::<usize>()
-                        + 2
-                }
-                _ => 16,
-            }
-        }
-        self.values()
-            .map(|v| match v {
-                Value::String(Some(s)) => s.len(),
-                Value::Bytes(Some(b)) => b.len(),
-                Value::Json(Some(j)) => json(j),
-                _ => 16,
-            })
-            .sum()
+        self.values().map(Value::size_bytes).sum()
     }
 
     /// Encodes the row as its JSON payload.

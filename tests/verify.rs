@@ -28,6 +28,7 @@ use sea_orm::{
 on_every_pair!(
     also_sqlite:
     drift_is_reported_exactly_and_repaired_through_the_outbox,
+    wide_rows_in_chunks_sized_by_bytes,
     empty_and_single_row_tables,
     composite_keys_across_chunk_boundaries,
     dry_run_changes_nothing_and_direct_mode_repairs_at_once,
@@ -393,6 +394,65 @@ async fn drift_is_reported_exactly_and_repaired_through_the_outbox(src: Backend,
         thirteen.local_flag,
         Some(42),
         "a skipped column is neither compared nor repaired"
+    );
+    rep.shutdown().await;
+}
+
+/// Narrow rows, then rows with 60 KB notes, verified with the default options: a first
+/// chunk of 100 rows, then chunks sized by the rows seen (the sizing itself is unit-tested
+/// in `bounded_read`). The drift is found exactly, on either side of the change.
+async fn wide_rows_in_chunks_sized_by_bytes(src: Backend, dst: Backend) {
+    let Some((s, d)) = pair(src, dst).await else {
+        return;
+    };
+    let rep = start(&s, &d).await;
+    // 60 KB fits MariaDB's TEXT; 200 such rows are 12 MB.
+    let wide = "w".repeat(60_000);
+    for ids in (1..=320).collect::<Vec<i64>>().chunks(40) {
+        let txn = s.db.begin().await.unwrap();
+        for &id in ids {
+            let mut a = account(id);
+            if id > 120 {
+                a.note = Set(Some(format!("{id}{wide}")));
+            }
+            a.insert(&txn).await.unwrap();
+        }
+        txn.commit().await.unwrap();
+    }
+    rep.sync_now().await.unwrap();
+    let opts = VerifyOptions::default();
+    let clean = verify::<accounts::Entity>(&s.db, &d.db, &opts)
+        .await
+        .unwrap();
+    assert!(clean.is_clean(), "{clean}");
+    assert_eq!(clean.source_rows, 320);
+
+    exec(&d.db, "DELETE FROM accounts WHERE id = 30", vec![]).await;
+    exec(
+        &d.db,
+        "UPDATE accounts SET note = 'short' WHERE id = 200",
+        vec![],
+    )
+    .await;
+    exec(
+        &d.db,
+        "UPDATE accounts SET name = 'changed' WHERE id = 240",
+        vec![],
+    )
+    .await;
+    let report = verify::<accounts::Entity>(&s.db, &d.db, &opts)
+        .await
+        .unwrap();
+    assert_eq!(ids(&report.missing), [30], "{report}");
+    assert!(report.extra.is_empty(), "{report}");
+    assert_eq!(
+        different_ids(&report),
+        [(200, cols(&["note"])), (240, cols(&["name"]))],
+        "{report}"
+    );
+    assert_eq!(
+        (report.source_rows, report.dest_rows, report.matching),
+        (320, 319, 317)
     );
     rep.shutdown().await;
 }

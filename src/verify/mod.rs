@@ -100,8 +100,12 @@ use scan::Side;
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct VerifyOptions {
-    /// Rows read per query on each side. Default: 1000. Memory grows with it (a few
-    /// chunks per side are held at once), round trips shrink.
+    /// Rows read per query on each side at most. Default: 5000. Memory grows with it (a
+    /// few chunks per side are held at once), round trips shrink: verifying a million
+    /// rows PostgreSQL vs MariaDB in the verify bench, 1000 gave 420,000–460,000 rows/s
+    /// at 14 MiB peak RSS, 5000 gave 510,000–530,000 at 28 MiB, 10000 510,000–540,000 at
+    /// 42 MiB. A table's first chunk is 100 rows, and each next chunk is sized so its rows,
+    /// as wide as those seen so far, come to about 8 MiB: wide rows come fewer a chunk.
     pub chunk_size: u64,
     /// Rows listed per kind (missing, extra, different) in the report; the counts cover
     /// all. Default: 1000.
@@ -111,7 +115,7 @@ pub struct VerifyOptions {
 impl Default for VerifyOptions {
     fn default() -> Self {
         VerifyOptions {
-            chunk_size: 1000,
+            chunk_size: 5000,
             max_reported: 1000,
         }
     }

@@ -8,10 +8,14 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use super::canonical;
+use crate::bounded_read::ReadBudget;
 use crate::entity::TableSpec;
 use crate::error::{DbContext, Error, Result};
 use crate::keyset;
 use crate::value::Value;
+
+/// Rows of a table's first chunk, before anything is known of their size.
+const FIRST_CHUNK_ROWS: u64 = 100;
 
 /// Which database a reader reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,16 +121,20 @@ pub(crate) async fn feed(
     let mut after: Option<Vec<Value>> = None;
     let mut buffers = Buffers::default();
     let mut chunks = 0u64;
-    let read = |after: Option<&[Value]>| {
+    // Each chunk is asked for before the one before it is decoded, so it cannot be cut
+    // short as it streams in: its row count is sized from the rows seen so far instead.
+    let mut budget = ReadBudget::starting_at(chunk_size, FIRST_CHUNK_ROWS);
+    let read = |after: Option<&[Value]>, limit: u64| {
         let (db, table) = (db.clone(), table.to_string());
-        let q = keyset::next_chunk(backend, &spec, after, chunk_size);
+        let q = keyset::next_chunk(backend, &spec, after, limit);
         async move {
             db.query_all(&q?)
                 .await
                 .context(|| format!("verify `{table}`: reading `{table}` at the {side}"))
         }
     };
-    let mut next = tokio::spawn(read(None).in_current_span());
+    let mut limit = budget.rows();
+    let mut next = tokio::spawn(read(None, limit).in_current_span());
     loop {
         let rows = match next.await {
             Ok(Ok(rows)) => rows,
@@ -144,14 +152,16 @@ pub(crate) async fn feed(
                 return;
             }
         };
-        let full = rows.len() as u64 >= chunk_size;
+        let full = rows.len() as u64 >= limit;
         // The next chunk is asked for before this one is decoded, so the server reads it
         // meanwhile: its key bound is this chunk's last row's key.
         let ahead = match rows.last().filter(|_| full) {
             Some(last) => match decoder.values_into(last, &mut buffers.values) {
                 Ok(()) => {
                     let last_key: Vec<Value> = decoder.key_of(&buffers.values).cloned().collect();
-                    Some(tokio::spawn(read(Some(&last_key)).in_current_span()))
+                    budget.sample(buffers.values.iter().map(Value::size_bytes).sum());
+                    limit = budget.rows();
+                    Some(tokio::spawn(read(Some(&last_key), limit).in_current_span()))
                 }
                 Err(e) => {
                     let _ = tx.send(Err(e)).await;
@@ -169,6 +179,7 @@ pub(crate) async fn feed(
             }
         };
         chunks += 1;
+        budget.observe(packed.len(), packed.bytes.len());
         if let Some(last) = packed.last_key() {
             after = Some(last.to_vec());
         }

@@ -1,5 +1,5 @@
 //! Reads that stop at a byte budget as well as a row count: an outbox batch, a snapshot
-//! chunk.
+//! chunk, a verify chunk.
 //!
 //! A count alone bounds memory only for narrow rows. 3,000 changes of a table with 60 KB
 //! documents are 180 MB of payload, held twice over while the next batch is read ahead,
@@ -22,8 +22,6 @@ pub(crate) const MAX_READ_BYTES: usize = 8 << 20;
 pub(crate) struct ReadBudget {
     max_rows: u64,
     max_bytes: usize,
-    /// Rows asked for while nothing is known of their size.
-    first_rows: u64,
     /// Average size of the last read's rows; 0 before the first.
     row_bytes: usize,
 }
@@ -38,39 +36,22 @@ impl ReadBudget {
         ReadBudget {
             max_rows: max_rows.max(1),
             max_bytes: max_bytes.max(1),
-            first_rows: max_rows.max(1),
             row_bytes: 0,
         }
-    }
-
-    /// A budget of `max_rows` rows and [`MAX_READ_BYTES`] whose first read asks for at most
-    /// `first` rows: for a reader that cannot cut a read short, so that rows of unknown
-    /// size cost at most `first` of them.
-    pub(crate) fn starting_at(max_rows: u64, first: u64) -> Self {
-        let mut budget = ReadBudget::new(max_rows);
-        budget.first_rows = first.clamp(1, budget.max_rows);
-        budget
     }
 
     /// Rows to ask for in the next read.
     pub(crate) fn rows(&self) -> u64 {
         match self.row_bytes {
-            0 => self.first_rows,
+            0 => self.max_rows,
             b => ((self.max_bytes / b) as u64).clamp(1, self.max_rows),
         }
     }
 
-    /// Records a read of `rows` rows of `bytes` in all.
-    pub(crate) fn observe(&mut self, rows: usize, bytes: usize) {
+    fn observe(&mut self, rows: usize, bytes: usize) {
         if rows > 0 {
             self.row_bytes = bytes.div_ceil(rows).max(1);
         }
-    }
-
-    /// Records one row of `bytes` seen ahead of its read's total: the next read is sized
-    /// for rows at least that big.
-    pub(crate) fn sample(&mut self, bytes: usize) {
-        self.row_bytes = self.row_bytes.max(bytes.max(1));
     }
 }
 
@@ -94,15 +75,40 @@ pub(crate) async fn read<C, T>(
 where
     C: StreamTrait,
 {
+    let mut out = Vec::with_capacity(limit.min(budget.max_rows) as usize);
+    let more = read_each(db, stmt, limit, budget, what, |row| {
+        let (item, size) = decode(row)?;
+        out.push(item);
+        Ok(size)
+    })
+    .await?;
+    Ok((out, more))
+}
+
+/// [`read`] for a caller that keeps each row its own way: `take` consumes a row and says
+/// how many bytes it took. Returns whether more rows may follow.
+///
+/// # Errors
+///
+/// As for [`read`].
+pub(crate) async fn read_each<C>(
+    db: &C,
+    stmt: Statement,
+    limit: u64,
+    budget: &mut ReadBudget,
+    what: impl Fn() -> String,
+    mut take: impl FnMut(&QueryResult) -> Result<usize>,
+) -> Result<bool>
+where
+    C: StreamTrait,
+{
     let stream = db.stream_raw(stmt).await.context(&what)?;
     let mut stream = std::pin::pin!(stream);
-    let mut out = Vec::with_capacity(limit.min(budget.max_rows) as usize);
-    let mut bytes = 0;
+    let (mut rows, mut bytes) = (0u64, 0usize);
     let mut cut = false;
     while let Some(row) = stream.next().await {
-        let (item, size) = decode(&row.context(&what)?)?;
-        out.push(item);
-        bytes += size;
+        bytes += take(&row.context(&what)?)?;
+        rows += 1;
         if bytes >= budget.max_bytes {
             // Dropping the stream leaves the rest of the result to the driver, which
             // discards it before the connection's next use.
@@ -110,9 +116,8 @@ where
             break;
         }
     }
-    budget.observe(out.len(), bytes);
-    let more = cut || out.len() as u64 >= limit;
-    Ok((out, more))
+    budget.observe(rows as usize, bytes);
+    Ok(cut || rows >= limit)
 }
 
 #[cfg(test)]
@@ -133,15 +138,5 @@ mod tests {
         assert_eq!(b.rows(), 1000);
         b.observe(1000, 1);
         assert_eq!(b.rows(), 1000, "never more than the configured count");
-        b.sample(100);
-        assert_eq!(b.rows(), 10, "one wide row seen ahead sizes the next read");
-    }
-
-    #[test]
-    fn a_cautious_budget_starts_small() {
-        let mut b = ReadBudget::starting_at(5000, 100);
-        assert_eq!(b.rows(), 100);
-        b.observe(100, 100 * 150);
-        assert_eq!(b.rows(), 5000, "narrow rows: the full count");
     }
 }

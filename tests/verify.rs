@@ -398,9 +398,9 @@ async fn drift_is_reported_exactly_and_repaired_through_the_outbox(src: Backend,
     rep.shutdown().await;
 }
 
-/// Narrow rows, then rows with 60 KB notes, verified with the default options: a first
-/// chunk of 100 rows, then chunks sized by the rows seen (the sizing itself is unit-tested
-/// in `bounded_read`). The drift is found exactly, on either side of the change.
+/// Narrow rows, then rows with 60 KB notes, verified with the default options: a chunk
+/// stops at about 8 MiB, so the 12 MB of wide rows take more than one chunk, and the drift
+/// is found exactly on either side of the change.
 async fn wide_rows_in_chunks_sized_by_bytes(src: Backend, dst: Backend) {
     let Some((s, d)) = pair(src, dst).await else {
         return;

@@ -24,9 +24,9 @@
 //! both sides.
 //!
 //! Memory stays at a few chunks per side however large the table, and no long transaction
-//! is held: each chunk is its own statement. Each side asks for its next chunk before it
-//! decodes the current one (the next chunk starts after the current one's last key), so a
-//! distant database's round trip and its query overlap the decoding. On a table that is being written, a row
+//! is held: each chunk is its own statement. A chunk is streamed and decoded row by row as it
+//! arrives, so the server sends while the client decodes, and stops at about 8 MiB of rows
+//! (see `bounded_read`) as well as at its row count. On a table that is being written, a row
 //! changed between the reads of the two sides (or not yet shipped) shows as drift; verify
 //! when the replicator has caught up (`sync_now()`), or verify again the rows reported.
 //!
@@ -102,10 +102,9 @@ use scan::Side;
 pub struct VerifyOptions {
     /// Rows read per query on each side at most. Default: 5000. Memory grows with it (a
     /// few chunks per side are held at once), round trips shrink: verifying a million
-    /// rows PostgreSQL vs MariaDB in the verify bench, 1000 gave 420,000–460,000 rows/s
-    /// at 14 MiB peak RSS, 5000 gave 510,000–530,000 at 28 MiB, 10000 510,000–540,000 at
-    /// 42 MiB. A table's first chunk is 100 rows, and each next chunk is sized so its rows,
-    /// as wide as those seen so far, come to about 8 MiB: wide rows come fewer a chunk.
+    /// rows PostgreSQL vs MariaDB in the verify bench gave 507,000–523,000 rows/s per side
+    /// at 21 MiB peak RSS (1000: 420,000–460,000 at 14 MiB). A chunk also stops at about
+    /// 8 MiB of rows, so wide rows come fewer a chunk.
     pub chunk_size: u64,
     /// Rows listed per kind (missing, extra, different) in the report; the counts cover
     /// all. Default: 1000.

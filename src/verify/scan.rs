@@ -3,19 +3,15 @@
 
 use std::fmt;
 
-use sea_orm::{ConnectionTrait, DatabaseConnection};
+use sea_orm::DatabaseConnection;
 use tokio::sync::mpsc;
-use tracing::Instrument;
 
 use super::canonical;
-use crate::bounded_read::ReadBudget;
+use crate::bounded_read::{self, ReadBudget};
 use crate::entity::TableSpec;
-use crate::error::{DbContext, Error, Result};
+use crate::error::{Error, Result};
 use crate::keyset;
 use crate::value::Value;
-
-/// Rows of a table's first chunk, before anything is known of their size.
-const FIRST_CHUNK_ROWS: u64 = 100;
 
 /// Which database a reader reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -120,79 +116,52 @@ pub(crate) async fn feed(
     let backend = db.get_database_backend();
     let mut after: Option<Vec<Value>> = None;
     let mut buffers = Buffers::default();
+    let mut budget = ReadBudget::new(chunk_size);
     let mut chunks = 0u64;
-    // Each chunk is asked for before the one before it is decoded, so it cannot be cut
-    // short as it streams in: its row count is sized from the rows seen so far instead.
-    let mut budget = ReadBudget::starting_at(chunk_size, FIRST_CHUNK_ROWS);
-    let read = |after: Option<&[Value]>, limit: u64| {
-        let (db, table) = (db.clone(), table.to_string());
-        let q = keyset::next_chunk(backend, &spec, after, limit);
-        async move {
-            db.query_all(&q?)
-                .await
-                .context(|| format!("verify `{table}`: reading `{table}` at the {side}"))
-        }
-    };
-    let mut limit = budget.rows();
-    let mut next = tokio::spawn(read(None, limit).in_current_span());
     loop {
-        let rows = match next.await {
-            Ok(Ok(rows)) => rows,
-            Ok(Err(e)) => {
-                let _ = tx.send(Err(e)).await;
-                return;
+        // Streamed and packed row by row: the server sends the chunk while the rows before
+        // are decoded, and a chunk of wide rows stops at the budget's bytes.
+        let limit = budget.rows();
+        let mut packed = Rows::with_capacity(spec.key.len(), limit as usize);
+        let read = match keyset::next_chunk(backend, &spec, after.as_deref(), limit) {
+            Ok(q) => {
+                bounded_read::read_each(
+                    &db,
+                    backend.build(&q),
+                    limit,
+                    &mut budget,
+                    || format!("verify `{table}`: reading `{table}` at the {side}"),
+                    |row| {
+                        pack(
+                            &spec,
+                            &decoder,
+                            row,
+                            after.as_deref(),
+                            side,
+                            &mut buffers,
+                            &mut packed,
+                        )
+                    },
+                )
+                .await
             }
-            // The read panicked: an error, never a silent end of the table, which the
-            // merge would take for rows missing on this side.
-            Err(e) => {
-                let what = format!("verify `{table}`: reading `{table}` at the {side}");
-                let _ = tx
-                    .send(Err(Error::db(what, sea_orm::DbErr::Custom(e.to_string()))))
-                    .await;
-                return;
-            }
+            Err(e) => Err(e),
         };
-        let full = rows.len() as u64 >= limit;
-        // The next chunk is asked for before this one is decoded, so the server reads it
-        // meanwhile: its key bound is this chunk's last row's key.
-        let ahead = match rows.last().filter(|_| full) {
-            Some(last) => match decoder.values_into(last, &mut buffers.values) {
-                Ok(()) => {
-                    let last_key: Vec<Value> = decoder.key_of(&buffers.values).cloned().collect();
-                    budget.sample(buffers.values.iter().map(Value::size_bytes).sum());
-                    limit = budget.rows();
-                    Some(tokio::spawn(read(Some(&last_key), limit).in_current_span()))
-                }
-                Err(e) => {
-                    let _ = tx.send(Err(e)).await;
-                    return;
-                }
-            },
-            None => None,
-        };
-        let packed = match pack(&spec, &decoder, rows, after.as_deref(), side, &mut buffers) {
-            Ok(p) => p,
+        let more = match read {
+            Ok(more) => more,
             Err(e) => {
-                ahead.inspect(|h| h.abort());
                 let _ = tx.send(Err(e)).await;
                 return;
             }
         };
         chunks += 1;
-        budget.observe(packed.len(), packed.bytes.len());
         if let Some(last) = packed.last_key() {
             after = Some(last.to_vec());
         }
         tracing::trace!(table, %side, chunks, rows = packed.len(), "chunk read");
-        let Some(ahead) = ahead else {
-            let _ = tx.send(Ok(packed)).await;
-            return;
-        };
-        if tx.send(Ok(packed)).await.is_err() {
-            ahead.abort();
+        if tx.send(Ok(packed)).await.is_err() || !more {
             return;
         }
-        next = ahead;
     }
 }
 
@@ -203,29 +172,28 @@ struct Buffers {
     key: Vec<Value>,
 }
 
-/// The rows of a chunk, packed, checking that each key is above the one before (`after`
-/// for the first).
+/// Packs one result row into `packed`, checking that its key is above the one before
+/// (`after` for a chunk's first); returns the bytes it took.
 fn pack(
     spec: &TableSpec,
     decoder: &keyset::Decoder,
-    rows: Vec<sea_orm::QueryResult>,
+    row: &sea_orm::QueryResult,
     after: Option<&[Value]>,
     side: Side,
     buffers: &mut Buffers,
-) -> Result<Rows> {
-    let mut packed = Rows::with_capacity(spec.key.len(), rows.len());
-    for row in rows {
-        decoder.values_into(&row, &mut buffers.values)?;
-        buffers.key.clear();
-        buffers.key.extend(decoder.key_of(&buffers.values).cloned());
-        if let Some(prev) = packed.last_key().or(after)
-            && canonical::cmp_keys(prev, &buffers.key) != std::cmp::Ordering::Less
-        {
-            return Err(out_of_order(&spec.table, side, prev, &buffers.key));
-        }
-        packed.push(buffers.key.drain(..), &buffers.values);
+    packed: &mut Rows,
+) -> Result<usize> {
+    decoder.values_into(row, &mut buffers.values)?;
+    buffers.key.clear();
+    buffers.key.extend(decoder.key_of(&buffers.values).cloned());
+    if let Some(prev) = packed.last_key().or(after)
+        && canonical::cmp_keys(prev, &buffers.key) != std::cmp::Ordering::Less
+    {
+        return Err(out_of_order(&spec.table, side, prev, &buffers.key));
     }
-    Ok(packed)
+    let before = packed.bytes.len();
+    packed.push(buffers.key.drain(..), &buffers.values);
+    Ok(packed.bytes.len() - before)
 }
 
 fn out_of_order(table: &str, side: Side, prev: &[Value], next: &[Value]) -> Error {

@@ -100,11 +100,11 @@ use scan::Side;
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct VerifyOptions {
-    /// Rows read per query on each side at most. Default: 5000. Memory grows with it (a
+    /// Rows read per query on each side at most. Default: 10000. Memory grows with it (a
     /// few chunks per side are held at once), round trips shrink: verifying a million
-    /// rows PostgreSQL vs MariaDB in the verify bench gave 507,000–523,000 rows/s per side
-    /// at 21 MiB peak RSS (1000: 420,000–460,000 at 14 MiB). A chunk also stops at about
-    /// 8 MiB of rows, so wide rows come fewer a chunk.
+    /// rows PostgreSQL vs MariaDB in the verify bench gave 520,000–540,000 rows/s per side
+    /// at 27 MiB peak RSS (5000: 480,000–520,000 at 21 MiB; 1000: 380,000–410,000 at
+    /// 13 MiB). A chunk also stops at about 8 MiB of rows, so wide rows come fewer a chunk.
     pub chunk_size: u64,
     /// Rows listed per kind (missing, extra, different) in the report; the counts cover
     /// all. Default: 1000.
@@ -114,7 +114,7 @@ pub struct VerifyOptions {
 impl Default for VerifyOptions {
     fn default() -> Self {
         VerifyOptions {
-            chunk_size: 5000,
+            chunk_size: 10_000,
             max_reported: 1000,
         }
     }

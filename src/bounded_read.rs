@@ -32,6 +32,7 @@ impl ReadBudget {
         ReadBudget::with_bytes(max_rows, MAX_READ_BYTES)
     }
 
+    /// A budget of `max_rows` rows and `max_bytes`.
     pub(crate) fn with_bytes(max_rows: u64, max_bytes: usize) -> Self {
         ReadBudget {
             max_rows: max_rows.max(1),

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 
 use crate::change::{Change, Op, Row};
+use crate::verify::canonical;
 
 /// One statement's worth of work at a destination.
 #[derive(Debug, PartialEq)]
@@ -35,7 +36,8 @@ impl Step<'_> {
 /// change) go into separate steps.
 pub(crate) fn plan<'a>(changes: &[&'a Change]) -> Vec<Step<'a>> {
     let mut steps: Vec<Step<'a>> = Vec::new();
-    let mut index: HashMap<String, usize> = HashMap::new();
+    // Keys by their canonical encoding: exact, and cheaper to build and hash than JSON.
+    let mut index: HashMap<Vec<u8>, usize> = HashMap::new();
     for change in changes {
         let upsert = change.op != Op::Delete;
         let continues = match steps.last() {
@@ -62,7 +64,10 @@ pub(crate) fn plan<'a>(changes: &[&'a Change]) -> Vec<Step<'a>> {
                 }
             });
         }
-        let key = change.key.to_json();
+        let mut key = Vec::with_capacity(16);
+        for v in change.key.values() {
+            canonical::encode(v, &mut key);
+        }
         let (list, value) = match steps.last_mut() {
             Some(Step::Upsert { rows, .. }) => (rows, &change.row),
             Some(Step::Delete { keys, .. }) => (keys, &change.key),

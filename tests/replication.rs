@@ -781,6 +781,17 @@ async fn missing_column_or_table_holds_the_change(src: Backend, dst: Backend) {
         "{err}"
     );
     bad.create_tables_except_accounts().await;
+    // A resync copies the rows again but leaves the destination halted: only a resume
+    // retries the change at fault.
+    rep.resync("bad-dest", &["accounts"]).await.unwrap();
+    assert_eq!(
+        rep.status().destinations[0].state,
+        ormsync::State::Halted,
+        "{}",
+        rep.status()
+    );
+    let still = rep.sync_destination("bad-dest").await.unwrap_err();
+    assert!(matches!(still, ormsync::Error::Halted { .. }), "{still}");
     rep.resume("bad-dest").await.unwrap();
     rep.resume("bad-dest").await.unwrap();
     rep.sync_destination("bad-dest").await.unwrap();

@@ -823,7 +823,14 @@ impl Worker {
         snapshot::reset(&self.destination, &self.source_id, &names, true).await?;
         tracing::info!(destination = %self.name, ?tables, "resync: starting");
         let done = self.snapshot(memory).await?;
-        self.update(|s| s.state = State::Idle);
+        // A halted destination stays halted: the copy fixed rows, not the change at fault,
+        // which only a resume retries.
+        let state = if memory.halted.is_some() {
+            State::Halted
+        } else {
+            State::Idle
+        };
+        self.update(|s| s.state = state);
         if done { Ok(()) } else { Err(Error::Shutdown) }
     }
 

@@ -9,7 +9,7 @@ use sea_orm::{ConnectionTrait, DbErr};
 
 use super::rules::{ConflictPolicy, Incoming, Resolution};
 use crate::change::{Op, Row};
-use crate::verify::canonical;
+use crate::value::canonical;
 
 /// One decision of a conflict policy other than a plain apply, as recorded in the
 /// destination's `ormsync_conflicts` and carried by

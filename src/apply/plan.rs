@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use crate::change::{Change, Op, Row};
-use crate::verify::canonical;
+use crate::value::canonical;
 
 /// One statement's worth of work at a destination.
 #[derive(Debug, PartialEq)]

@@ -203,7 +203,7 @@ impl RowFilter {
         let column = column.into();
         let wanted = Value::from_sea(value.into()).ok();
         RowFilter::new(move |row| match (row.get(&column), &wanted) {
-            (Some(v), Some(w)) => crate::verify::canonical::same(v, w),
+            (Some(v), Some(w)) => crate::value::canonical::same(v, w),
             _ => false,
         })
     }

@@ -7,6 +7,7 @@ use sea_orm::sea_query::{self, Enum, OptionEnum};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use uuid::Uuid;
 
+pub(crate) mod canonical;
 mod read;
 
 /// One column value, with its type, including the type of a NULL.

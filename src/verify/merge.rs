@@ -4,12 +4,12 @@ use std::cmp::Ordering;
 
 use tokio::sync::mpsc;
 
-use super::canonical;
 use super::report::{Report, RowDiff};
 use super::scan::{Chunk, Rows};
 use crate::change::Row;
 use crate::error::Result;
 use crate::value::Value;
+use crate::value::canonical;
 
 /// One side's stream: the chunk being consumed, where in it, and the channel the next
 /// ones come from.

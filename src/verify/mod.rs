@@ -67,7 +67,6 @@
 //! # Ok(()) }
 //! ```
 
-pub(crate) mod canonical;
 mod merge;
 mod repair;
 mod report;

@@ -9,7 +9,6 @@ use sea_orm::{
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
-use super::canonical;
 use super::report::{KeyDisplay, Report};
 use crate::apply::plan::Step;
 use crate::apply::statement::{self, Built};
@@ -19,6 +18,7 @@ use crate::entity::{Replicated, TableSpec};
 use crate::error::{DbContext, Error, Result};
 use crate::keyset;
 use crate::value::Value;
+use crate::value::canonical;
 
 /// How [`repair`] fixes a row.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -6,12 +6,12 @@ use std::fmt;
 use sea_orm::DatabaseConnection;
 use tokio::sync::mpsc;
 
-use super::canonical;
 use crate::bounded_read::{self, ReadBudget};
 use crate::entity::TableSpec;
 use crate::error::{Error, Result};
 use crate::keyset;
 use crate::value::Value;
+use crate::value::canonical;
 
 /// Which database a reader reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

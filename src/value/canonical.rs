@@ -1,5 +1,7 @@
 //! A canonical byte encoding of typed values, so that equal values read from different
-//! engines hash equally, and the order of primary keys the merge-join relies on.
+//! engines hash equally, and the order of primary keys the merge-join relies on. Verify
+//! compares rows by it; a batch's plan and the conflict rules tell keys and values apart
+//! by it.
 //!
 //! Engines return the same value in different shapes: PostgreSQL keeps a `NUMERIC(20,4)`
 //! as `10.5000` where SQLite hands back `10.5`; a `TIMESTAMPTZ` comes with an offset,
@@ -29,7 +31,7 @@ use std::cmp::Ordering;
 use chrono::{Datelike, Timelike};
 use sha2::{Digest, Sha256};
 
-use crate::value::Value;
+use super::Value;
 
 /// The hash of a row: the first 16 bytes of the SHA-256 of its canonical encoding.
 pub(crate) type RowHash = [u8; 16];

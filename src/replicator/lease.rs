@@ -6,6 +6,7 @@
 //! so instances on machines whose clocks disagree still agree. The destination's
 //! checkpoint lock keeps even an overlap at hand-over from applying anything twice.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
@@ -14,13 +15,40 @@ use crate::error::{DbContext, Result};
 use crate::sql_text::{insert_if_absent, marks};
 
 /// A lease on one name (a destination, or the retention task) for one instance.
+/// Until when a lease is surely held, as its holder last renewed it. The worker's status
+/// reads it: a worker held up longer than the lease (a slow database, a starved pool) has
+/// not yet seen that another instance took over, and must not show as shipping meanwhile.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct HeldUntil(Arc<Mutex<Option<Instant>>>);
+
+impl HeldUntil {
+    fn get(&self) -> Option<Instant> {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set(&self, until: Option<Instant>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = until;
+    }
+
+    fn take(&self) -> Option<Instant> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    /// Whether a lease that was held ran out without a renewal: another instance may hold
+    /// it now. It is counted from before each renewal was sent, so it lapses here no later
+    /// than at the database.
+    pub(crate) fn lapsed(&self) -> bool {
+        self.get().is_some_and(|until| until <= Instant::now())
+    }
+}
+
 pub(crate) struct Lease {
     db: DatabaseConnection,
     name: String,
     holder: String,
     ttl: Duration,
     /// Until when (by our clock, with margin) we know we hold it.
-    held_until: Option<Instant>,
+    held_until: HeldUntil,
 }
 
 impl Lease {
@@ -35,14 +63,19 @@ impl Lease {
             name: name.into(),
             holder: holder.into(),
             ttl,
-            held_until: None,
+            held_until: HeldUntil::default(),
         }
+    }
+
+    /// Until when this instance surely holds the lease, shared with the status.
+    pub(crate) fn held_until(&self) -> HeldUntil {
+        self.held_until.clone()
     }
 
     /// Whether this instance holds the lease now; renews it when a third of its life is
     /// gone, and takes it over when it expired. `Err` only on a database error.
     pub(crate) async fn ensure(&mut self) -> Result<bool> {
-        if let Some(until) = self.held_until
+        if let Some(until) = self.held_until.get()
             && until.saturating_duration_since(Instant::now()) > self.ttl * 2 / 3
         {
             return Ok(true);
@@ -50,7 +83,7 @@ impl Lease {
         let asked = Instant::now();
         let held = self.try_acquire().await?;
         // Renewed at some instant after `asked`: counting from `asked` errs on the safe side.
-        self.held_until = held.then(|| asked + self.ttl);
+        self.held_until.set(held.then(|| asked + self.ttl));
         Ok(held)
     }
 

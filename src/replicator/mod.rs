@@ -38,7 +38,7 @@ use crate::outbox::retention as outbox_retention;
 use crate::outbox::{OutboxReader, progress};
 use crate::sql_text::marks;
 use alert::Alerts;
-use lease::Lease;
+use lease::{HeldUntil, Lease};
 use worker::{Command, Settings, Worker};
 
 /// A running replicator: ships every captured change of the source to each destination.
@@ -127,6 +127,13 @@ impl Shared {
         let status = Arc::new(Mutex::new(status::DestinationStatus::new(&d.name)));
         let (tx, rx) = mpsc::channel(8);
         let cancel = self.cancel.child_token();
+        let lease = Lease::new(
+            self.source.clone(),
+            d.name.clone(),
+            self.instance.clone(),
+            self.settings.lease_ttl,
+        );
+        let held_until = lease.held_until();
         let worker = Worker {
             name: d.name.clone(),
             source: self.source.clone(),
@@ -141,12 +148,7 @@ impl Shared {
             policy: d.on_permanent_error,
             settings: self.settings.clone(),
             alerts: self.alerts.clone(),
-            lease: Lease::new(
-                self.source.clone(),
-                d.name.clone(),
-                self.instance.clone(),
-                self.settings.lease_ttl,
-            ),
+            lease,
             control: control::ControlWatch::new(
                 self.source.clone(),
                 &d.name,
@@ -169,6 +171,7 @@ impl Shared {
             name: d.name,
             destination: d.db,
             status,
+            held_until,
             requests: tx,
             cancel,
             task: Some(tokio::spawn(worker.run(d.disabled))),
@@ -182,6 +185,8 @@ struct WorkerHandle {
     /// Tables this destination does not receive.
     skip: HashSet<String>,
     status: Arc<Mutex<status::DestinationStatus>>,
+    /// The worker's lease, for the state its status shows.
+    held_until: HeldUntil,
     requests: mpsc::Sender<Command>,
     cancel: CancellationToken,
     task: Option<JoinHandle<()>>,
@@ -533,9 +538,19 @@ impl Replicator {
             destinations: self
                 .lock_workers()
                 .iter()
-                .map(|w| match w.status.lock() {
-                    Ok(s) => s.clone(),
-                    Err(poisoned) => poisoned.into_inner().clone(),
+                .map(|w| {
+                    let mut s = match w.status.lock() {
+                        Ok(s) => s.clone(),
+                        Err(poisoned) => poisoned.into_inner().clone(),
+                    };
+                    // A worker held up past its lease has not seen the takeover yet: it
+                    // no longer ships, whatever it last wrote.
+                    if matches!(s.state, State::Running | State::Idle | State::Retrying)
+                        && w.held_until.lapsed()
+                    {
+                        s.state = State::Standby;
+                    }
+                    s
                 })
                 .collect(),
         }

@@ -23,7 +23,9 @@ pub enum State {
     Retrying,
     /// Stopped on a change the destination refuses for good; waits for `resume`.
     Halted,
-    /// Another instance holds this destination's lease; this one takes over if it stops.
+    /// Another instance holds this destination's lease, or may: this one's ran out before
+    /// it could renew it (held up by a slow database, say). It takes over if the holder
+    /// stops, and renews its own when it can.
     Standby,
     /// Paused by `pause`; `resume` ships again.
     Paused,

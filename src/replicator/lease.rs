@@ -14,7 +14,6 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 use crate::error::{DbContext, Result};
 use crate::sql_text::{insert_if_absent, marks};
 
-/// A lease on one name (a destination, or the retention task) for one instance.
 /// Until when a lease is surely held, as its holder last renewed it. The worker's status
 /// reads it: a worker held up longer than the lease (a slow database, a starved pool) has
 /// not yet seen that another instance took over, and must not show as shipping meanwhile.
@@ -42,6 +41,7 @@ impl HeldUntil {
     }
 }
 
+/// A lease on one name (a destination, or the retention task) for one instance.
 pub(crate) struct Lease {
     db: DatabaseConnection,
     name: String,

@@ -37,8 +37,7 @@ struct Gap {
 /// backend proves its transaction ended (see the `gaps` module).
 pub struct OutboxReader {
     db: DatabaseConnection,
-    batch_size: u64,
-    /// Fewer changes a read when they are wide (see [`bounded_read`]).
+    /// `batch_size` changes a read, fewer when they are wide (see [`bounded_read`]).
     budget: ReadBudget,
     gap_timeout: Duration,
     /// Highest id examined: ids up to it are shipped, holes, or gaps.
@@ -54,10 +53,13 @@ impl OutboxReader {
     /// when their payloads add up to more than about 8 MiB.
     /// `gap_timeout` bounds the wait for a gap where the backend cannot prove its owner ended.
     pub fn new(db: DatabaseConnection, batch_size: u64, gap_timeout: Duration) -> Self {
+        OutboxReader::with_budget(db, ReadBudget::new(batch_size), gap_timeout)
+    }
+
+    fn with_budget(db: DatabaseConnection, budget: ReadBudget, gap_timeout: Duration) -> Self {
         OutboxReader {
             db,
-            batch_size: batch_size.max(1),
-            budget: ReadBudget::new(batch_size),
+            budget,
             gap_timeout,
             scanned: 0,
             gaps: Vec::new(),
@@ -78,8 +80,8 @@ impl OutboxReader {
     /// again from the position it is given (as after [`restart`](Self::restart)); put the
     /// moved one back when its read returns.
     pub(crate) fn take(&mut self) -> OutboxReader {
-        let mut fresh = OutboxReader::new(self.db.clone(), self.batch_size, self.gap_timeout);
-        fresh.budget = self.budget.clone();
+        let fresh =
+            OutboxReader::with_budget(self.db.clone(), self.budget.clone(), self.gap_timeout);
         std::mem::replace(self, fresh)
     }
 

@@ -422,11 +422,11 @@ fn key_values<E: EntityTrait>(model: &E::Model) -> Vec<Value> {
 }
 
 /// `key IN (…)` for the keys of `models`; `(a = ? AND b = ?) OR …` for a composite key.
-fn key_condition<E: EntityTrait>(models: &[E::Model]) -> Condition {
+pub(crate) fn key_condition<E: EntityTrait>(models: &[E::Model]) -> Condition {
     keys_condition::<E>(models.iter().map(key_values::<E>))
 }
 
-fn keys_condition<E: EntityTrait>(keys: impl Iterator<Item = Vec<Value>>) -> Condition {
+pub(crate) fn keys_condition<E: EntityTrait>(keys: impl Iterator<Item = Vec<Value>>) -> Condition {
     let cols = key_columns::<E>();
     if let [col] = cols.as_slice() {
         return Condition::all().add(col.is_in(keys.filter_map(|k| k.into_iter().next())));

@@ -10,11 +10,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use sea_orm::sea_query::Query;
 use sea_orm::{
-    ActiveModelTrait, ActiveValue, ColumnTrait, ConnectionTrait, DbBackend, DbErr, Iterable,
+    ActiveModelTrait, ActiveValue, Condition, ConnectionTrait, DbBackend, DbErr, Iterable,
     ModelTrait, PrimaryKeyToColumn, QueryFilter, QuerySelect,
 };
 use tracing::Instrument;
 
+use crate::bulk;
 use crate::change::{Op, Row};
 use crate::entity::Replicated;
 use crate::error::Error;
@@ -98,7 +99,7 @@ pub async fn lock_unchanged<E: Replicated, C: ConnectionTrait>(
         return Ok(());
     }
     if let Some(key) = active_key::<E>(model) {
-        locked_row::<E, C>(db, key).await?;
+        locked_row::<E, C>(db, bulk::keys_condition::<E>(std::iter::once(key))).await?;
     }
     Ok(())
 }
@@ -126,39 +127,30 @@ pub async fn current<E: Replicated, C: ConnectionTrait>(
     if insert || db.get_database_backend() != DbBackend::MySql {
         return Ok(model);
     }
-    let key = E::PrimaryKey::iter()
-        .map(|k| {
-            let c = k.into_column();
-            (c, model.get(c))
-        })
-        .collect();
+    let key = bulk::key_condition::<E>(std::slice::from_ref(&model));
     Ok(locked_row::<E, C>(db, key).await?.unwrap_or(model))
 }
 
-/// The key of `model`, a value per primary-key column; `None` when one is not set.
-fn active_key<E: Replicated>(model: &E::ActiveModel) -> Option<Vec<(E::Column, sea_orm::Value)>> {
+/// The key of `model`, a value per primary-key column in key order; `None` when one is
+/// not set.
+fn active_key<E: Replicated>(model: &E::ActiveModel) -> Option<Vec<sea_orm::Value>> {
     E::PrimaryKey::iter()
-        .map(|k| {
-            let c = k.into_column();
-            match model.get(c) {
-                ActiveValue::Set(v) | ActiveValue::Unchanged(v) => Some((c, v)),
-                ActiveValue::NotSet => None,
-            }
+        .map(|k| match model.get(k.into_column()) {
+            ActiveValue::Set(v) | ActiveValue::Unchanged(v) => Some(v),
+            ActiveValue::NotSet => None,
         })
         .collect()
 }
 
-/// `E`'s row with `key`, locked until the transaction ends. A locking read returns the
-/// latest version of the row whatever the transaction's snapshot; SQLite has one writer at
-/// a time and no row locks, so a plain read is current there.
+/// `E`'s row matching `key` (a key condition), locked until the transaction ends. A
+/// locking read returns the latest version of the row whatever the transaction's
+/// snapshot; SQLite has one writer at a time and no row locks, so a plain read is current
+/// there.
 async fn locked_row<E: Replicated, C: ConnectionTrait>(
     db: &C,
-    key: Vec<(E::Column, sea_orm::Value)>,
+    key: Condition,
 ) -> Result<Option<E::Model>, DbErr> {
-    let mut find = E::find();
-    for (c, v) in key {
-        find = find.filter(c.eq(v));
-    }
+    let mut find = E::find().filter(key);
     if db.get_database_backend() != DbBackend::Sqlite {
         find = find.lock_exclusive();
     }
@@ -204,6 +196,7 @@ pub async fn complete<E: Replicated, C: ConnectionTrait>(
     let Some(key) = active_key::<E>(&model) else {
         return Ok(model);
     };
+    let key = bulk::keys_condition::<E>(std::iter::once(key));
     if let Some(found) = locked_row::<E, C>(db, key).await? {
         for c in E::Column::iter().filter(|&c| E::PrimaryKey::from_column(c).is_none()) {
             model.set(c, found.get(c));

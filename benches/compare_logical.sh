@@ -4,6 +4,8 @@
 #
 #   sudo benches/compare_logical.sh                         # N = 20000
 #   sudo ORMSYNC_BENCH_ROWS=200000 benches/compare_logical.sh
+#   sudo ORMSYNC_BENCH_CEILING_CLIENTS=1,2,4 benches/compare_logical.sh   # also the ceiling
+#                                       # with 2 and 4 clients at once, against native
 #
 # Creates two throwaway PostgreSQL clusters with pg_createcluster (a publisher with
 # wal_level=logical and a subscriber, on free ports from 5433 up; the machine's own
@@ -262,6 +264,14 @@ for op in insert update; do
                 op, ls, n / ls, os, n / os, ce, ls / os, ratio_c
         }'
 done
+# The ceiling with several clients (ORMSYNC_BENCH_CEILING_CLIENTS=1,2,4), against native.
+awk -v n="$N" -v li="$LOGICAL_INSERT_S" -v lu="$LOGICAL_UPDATE_S" '
+    $1 == "RESULT_CEILING" && $2 == "scenario=postgres-postgres" {
+        for (i = 3; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] }
+        ls = (f["op"] == "insert") ? li : lu
+        printf "%-7s ceiling with %s clients: %.0f rows/s, %.3f of native logical, %.3f of one client\n",
+            f["op"], f["clients"], f["ceiling_rows_per_s"], ls / f["ceiling_secs"], f["vs_one_client"]
+    }' "$WORK/ship.out"
 echo
 echo "RESULT_LOGICAL op=insert rows=$N logical_secs=$LOGICAL_INSERT_S"
 echo "RESULT_LOGICAL op=update rows=$N logical_secs=$LOGICAL_UPDATE_S"

@@ -18,6 +18,11 @@
 //!
 //! - `ORMSYNC_BENCH_ROWS`: N (default 20000).
 //! - `ORMSYNC_BENCH_BATCH`: the replicator's `batch_size` (default: the library's, 3000).
+//! - `ORMSYNC_BENCH_CEILING_CLIENTS`: a comma-separated list of client counts (default
+//!   `1`). The ceiling is also measured with that many clients upserting at once, each
+//!   taking the next 5,000-row statement: what several destination connections could reach
+//!   at best. The ratio is always to the one-client ceiling; the others print as
+//!   `RESULT_CEILING` lines and below the table.
 //! - `ORMSYNC_BENCH_SCENARIOS`: a comma-separated subset of `postgres-postgres`,
 //!   `postgres-mariadb`, `sqlite-postgres` (default: all three).
 //! - `ORMSYNC_BENCH_SOURCE_URL`, `ORMSYNC_BENCH_DEST_URL`: the PostgreSQL servers that hold
@@ -151,6 +156,7 @@ struct Config {
     pg_dest: String,
     mysql: String,
     require_servers: bool,
+    ceiling_clients: Vec<usize>,
 }
 
 fn env_number<T: std::str::FromStr>(name: &str, default: T) -> Result<T, String> {
@@ -194,6 +200,16 @@ impl Config {
             mysql: common::admin_url(Server::MySql, "ORMSYNC_BENCH_MYSQL_URL"),
             require_servers: std::env::var("ORMSYNC_BENCH_REQUIRE_SERVERS")
                 .is_ok_and(|v| !v.is_empty() && v != "0"),
+            ceiling_clients: match std::env::var("ORMSYNC_BENCH_CEILING_CLIENTS") {
+                Err(_) => vec![1],
+                Ok(v) => v
+                    .split(',')
+                    .map(|c| c.trim().parse::<usize>().ok().filter(|&c| c >= 1))
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(|| {
+                        format!("ORMSYNC_BENCH_CEILING_CLIENTS={v} is not a list of client counts like 1,2,4")
+                    })?,
+            },
         })
     }
 }
@@ -209,6 +225,8 @@ struct Figure {
     capture_rows_per_s: f64,
     ship_secs: f64,
     ceiling_secs: f64,
+    /// The ceiling again with more clients at once: (clients, seconds).
+    more_ceilings: Vec<(usize, f64)>,
     shares: Shares,
     /// Calls of `sync_now` it took until the destination had everything (1 when it keeps
     /// its promise).
@@ -373,9 +391,16 @@ async fn max_outbox_id(db: &DatabaseConnection) -> Result<i64, Error> {
 }
 
 /// The same rows written straight into the destination's plain table: multi-row upserts
-/// of 1,000 rows, one statement at a time from one client.
-async fn ceiling(dest: &DatabaseConnection, rows: i64, round: i64) -> Result<f64, Error> {
+/// of `CEILING_ROWS` rows, from `clients` connections at once, each taking the next
+/// statement when its last one is done.
+async fn ceiling(
+    dest: &DatabaseConnection,
+    rows: i64,
+    round: i64,
+    clients: usize,
+) -> Result<f64, Error> {
     use plain::Column as C;
+    let clients = clients.max(1);
     let on_conflict = OnConflict::column(C::Id)
         .update_columns([
             C::Name,
@@ -403,12 +428,30 @@ async fn ceiling(dest: &DatabaseConnection, rows: i64, round: i64) -> Result<f64
                 .collect()
         })
         .collect();
+    let queue = Arc::new(Mutex::new(chunks.into_iter()));
     let start = Instant::now();
-    for chunk in chunks {
-        plain::Entity::insert_many(chunk)
-            .on_conflict(on_conflict.clone())
-            .exec_without_returning(dest)
-            .await?;
+    let tasks: Vec<_> = (0..clients)
+        .map(|_| {
+            let (queue, dest, on_conflict) = (queue.clone(), dest.clone(), on_conflict.clone());
+            tokio::spawn(async move {
+                loop {
+                    let next = queue
+                        .lock()
+                        .map_err(|_| "a ceiling client panicked")?
+                        .next();
+                    let Some(chunk) = next else {
+                        return Ok::<_, Error>(());
+                    };
+                    plain::Entity::insert_many(chunk)
+                        .on_conflict(on_conflict.clone())
+                        .exec_without_returning(&dest)
+                        .await?;
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await??;
     }
     Ok(start.elapsed().as_secs_f64())
 }
@@ -463,7 +506,22 @@ async fn run_scenario(sc: &Scenario, cfg: &Config, spans: &SpanTimes) -> Result<
         let (ship_secs, shares, sync_calls) = ship(&source.db, &dest.db, cfg.batch, spans).await?;
         check_row(&source.db, &dest.db, n, n).await?;
         eprintln!("{}: {op}: ceiling", sc.id);
-        let ceiling_secs = ceiling(&dest.db, n, round).await?;
+        let ceiling_secs = ceiling(&dest.db, n, round, 1).await?;
+        let mut more_ceilings = Vec::new();
+        for &clients in cfg.ceiling_clients.iter().filter(|&&c| c > 1) {
+            eprintln!("{}: {op}: ceiling with {clients} clients", sc.id);
+            // The same work as the one-client run: inserts into an empty table, updates
+            // to values the rows do not hold yet.
+            let round = if round == 0 {
+                dest.db
+                    .execute_unprepared("DELETE FROM bench_plain")
+                    .await?;
+                0
+            } else {
+                round * 1000 + clients as i64
+            };
+            more_ceilings.push((clients, ceiling(&dest.db, n, round, clients).await?));
+        }
         let written = common::count(&dest.db, "bench_plain").await;
         if written != n {
             return Err(format!("the ceiling table has {written} rows, expected {n}").into());
@@ -475,6 +533,7 @@ async fn run_scenario(sc: &Scenario, cfg: &Config, spans: &SpanTimes) -> Result<
             capture_rows_per_s,
             ship_secs,
             ceiling_secs,
+            more_ceilings,
             shares,
             sync_calls,
         });
@@ -598,6 +657,18 @@ fn main() -> ExitCode {
             f.ratio(),
             f.sync_calls,
         );
+    }
+    for f in &figures {
+        for &(clients, secs) in &f.more_ceilings {
+            println!(
+                "RESULT_CEILING scenario={} op={} rows={} clients={clients} ceiling_secs={secs:.3} ceiling_rows_per_s={:.0} vs_one_client={:.3}",
+                f.scenario,
+                f.op,
+                f.rows,
+                f.rows as f64 / secs,
+                f.ceiling_secs / secs,
+            );
+        }
     }
     let early: Vec<String> = figures
         .iter()

@@ -66,7 +66,16 @@ impl SqlSink {
 
     /// Refuses a batch whose tables or columns the destination lacks, before writing.
     async fn check_columns(&mut self, changes: &[&Change]) -> Result<()> {
-        for change in changes {
+        // A batch is mostly runs of one table with one column list: a change shaped like the
+        // one before it passes without a lookup of each column.
+        let mut last: Option<&Change> = None;
+        for &change in changes {
+            if last.is_some_and(|l| {
+                l.table == change.table && l.row.columns().eq(change.row.columns())
+            }) {
+                continue;
+            }
+            last = Some(change);
             if !self.columns.contains_key(&change.table) {
                 let found = columns::of(&self.db, &change.table).await?;
                 let found = found.ok_or_else(|| Error::MissingTable {

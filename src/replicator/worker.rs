@@ -588,6 +588,9 @@ impl Worker {
                 }
             };
             memory.in_flight = Vec::new();
+            // Freeing a batch's thousands of rows took about 8% of the worker's time
+            // shipping into MariaDB: let another thread do it while the next batch applies.
+            tokio::task::spawn_blocking(move || drop(batch));
             total += applied;
             let labels = [("destination", self.name.clone())];
             metrics::counter!("ormsync_changes_applied_total", &labels).increment(applied);
@@ -642,7 +645,10 @@ impl Worker {
             } else if memory
                 .blocked
                 .as_ref()
-                .is_some_and(|b| b.contains(&(change.table.clone(), change.key.to_json())))
+                // Most of the time nothing is parked: then no key is encoded to look it up.
+                .is_some_and(|b| {
+                    !b.is_empty() && b.contains(&(change.table.clone(), change.key.to_json()))
+                })
                 // The set may be stale (replayed or discarded elsewhere): the table decides.
                 && dead_letters::park_behind(&self.source, &self.name, &change).await?
             {

@@ -144,14 +144,23 @@ fn active_key<E: Replicated>(model: &E::ActiveModel) -> Option<Vec<sea_orm::Valu
 
 /// `E`'s row matching `key` (a key condition), locked until the transaction ends. A
 /// locking read returns the latest version of the row whatever the transaction's
-/// snapshot; SQLite has one writer at a time and no row locks, so a plain read is current
-/// there.
+/// snapshot; SQLite has no row locks, so there the transaction takes the database's write
+/// lock before a plain read.
 async fn locked_row<E: Replicated, C: ConnectionTrait>(
     db: &C,
     key: Condition,
 ) -> Result<Option<E::Model>, DbErr> {
     let mut find = E::find().filter(key);
-    if db.get_database_backend() != DbBackend::Sqlite {
+    if db.get_database_backend() == DbBackend::Sqlite {
+        // SQLite locks the whole database, and only for writing. Were this read a
+        // transaction's first statement, a writer committing before the delete or the
+        // outbox insert that follows would make SQLite refuse that write
+        // (`SQLITE_BUSY_SNAPSHOT`) instead of waiting. A write that touches nothing takes
+        // the lock first, waiting for any writer as `busy_timeout` allows; the read is
+        // then current too.
+        db.execute_unprepared("UPDATE ormsync_outbox SET id = id WHERE 0")
+            .await?;
+    } else {
         find = find.lock_exclusive();
     }
     find.one(db).await

@@ -85,6 +85,50 @@ async fn delete_of_a_stale_model_from_sqlite() {
     delete_of_a_stale_model(Backend::Sqlite, Backend::MySql).await
 }
 
+// SQLite: a captured delete reads its row first. Were that read the transaction's first
+// statement, a writer committing while the delete waited for the lock would leave the
+// transaction's snapshot stale, and SQLite would refuse the delete (SQLITE_BUSY_SNAPSHOT)
+// instead of letting it go on once the writer is done. The writer is another connection
+// (another process, or a pool of more than sea-orm's default one connection).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_behind_a_concurrent_writer_from_sqlite() {
+    let Some((s, d)) = pair(Backend::Sqlite, Backend::Postgres).await else {
+        return;
+    };
+    let rep = start(&s, &d).await;
+    let txn = s.db.begin().await.unwrap();
+    account(1, "Ada", "1").insert(&txn).await.unwrap();
+    account(2, "Ada", "2").insert(&txn).await.unwrap();
+    txn.commit().await.unwrap();
+    let held = accounts::Entity::find_by_id(1)
+        .one(&s.db)
+        .await
+        .unwrap()
+        .unwrap();
+
+    let other = sea_orm::Database::connect(&s.url).await.unwrap();
+    let writer = other.begin().await.unwrap();
+    account(1, "Grace", "5").update(&writer).await.unwrap();
+    let db = s.db.clone();
+    let deleting = tokio::spawn(async move {
+        let txn = db.begin().await?;
+        held.delete(&txn).await?;
+        txn.commit().await
+    });
+    // The delete now waits for the writer's lock; the writer commits while it waits.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    writer.commit().await.unwrap();
+    deleting
+        .await
+        .unwrap()
+        .expect("the delete waits for the writer, then goes on");
+
+    rep.sync_now().await.unwrap();
+    assert_eq!(count(&s.db, "accounts").await, 1);
+    assert_all_same(&s.db, &d.db).await;
+    rep.shutdown().await;
+}
+
 async fn delete_of_a_stale_model(src: Backend, dst: Backend) {
     let Some((s, d)) = pair(src, dst).await else {
         return;

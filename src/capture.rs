@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use sea_orm::sea_query::Query;
 use sea_orm::{
-    ActiveModelTrait, ActiveValue, Condition, ConnectionTrait, DbBackend, DbErr, Iterable,
-    ModelTrait, PrimaryKeyToColumn, QueryFilter, QuerySelect,
+    ActiveModelTrait, ActiveValue, Condition, ConnectionTrait, DbBackend, DbErr, IntoActiveModel,
+    Iterable, PrimaryKeyToColumn, QueryFilter, QuerySelect,
 };
 use tracing::Instrument;
 
@@ -191,8 +191,12 @@ pub async fn save<E: Replicated, C: ConnectionTrait>(
 /// an earlier transaction, before another one changed the row. A row filter judging the
 /// older values could hold the delete back from a destination that holds the row. So the
 /// row is read by key, locked (the delete takes that lock anyway) and therefore current
-/// on every backend: one read per delete, in the same transaction. A row that is not there
-/// leaves the model as it is (sea-orm then deletes nothing).
+/// on every backend: one read per delete, in the same transaction.
+///
+/// A row that is not there is deleted by nobody, and its delete must not be captured
+/// ([`deletes_a_row`] tells the derived `after_delete`): another transaction may be
+/// inserting that key right now, unseen by this one, and a captured delete would land
+/// after that insert at every destination.
 ///
 /// # Errors
 ///
@@ -200,18 +204,32 @@ pub async fn save<E: Replicated, C: ConnectionTrait>(
 pub async fn complete<E: Replicated, C: ConnectionTrait>(
     db: &C,
     mut model: E::ActiveModel,
-) -> Result<E::ActiveModel, DbErr> {
+) -> Result<E::ActiveModel, DbErr>
+where
+    E::Model: IntoActiveModel<E::ActiveModel>,
+{
     // Without its key sea-orm deletes nothing either.
     let Some(key) = active_key::<E>(&model) else {
         return Ok(model);
     };
     let key = bulk::keys_condition::<E>(std::iter::once(key));
-    if let Some(found) = locked_row::<E, C>(db, key).await? {
-        for c in E::Column::iter().filter(|&c| E::PrimaryKey::from_column(c).is_none()) {
-            model.set(c, found.get(c));
+    match locked_row::<E, C>(db, key).await? {
+        // Every value `Unchanged`, the key's included: the mark of a row found.
+        Some(found) => Ok(found.into_active_model()),
+        None => {
+            // A `Set` key: the mark of a row not found.
+            for k in E::PrimaryKey::iter() {
+                model.reset(k.into_column());
+            }
+            Ok(model)
         }
     }
-    Ok(model)
+}
+
+/// Whether `model`, as [`complete`] returned it, names a row that was there to delete:
+/// the derived `after_delete` captures the delete only then.
+pub fn deletes_a_row<E: Replicated>(model: &E::ActiveModel) -> bool {
+    E::PrimaryKey::iter().all(|k| matches!(model.get(k.into_column()), ActiveValue::Unchanged(_)))
 }
 
 /// Captures a delete (called from the derived `after_delete`).

@@ -85,6 +85,44 @@ async fn delete_of_a_stale_model_from_sqlite() {
     delete_of_a_stale_model(Backend::Sqlite, Backend::MySql).await
 }
 
+// A delete of a row another transaction already deleted removes nothing, and must ship
+// nothing: here a third transaction is inserting the key again, unseen by the delete (not
+// yet committed), and takes a lower outbox id than the delete would. Shipped, the delete
+// would land after that insert and remove a row the source has.
+// (`writers_with_rollbacks::postgres_to_mariadb` in tests/delivery.rs lost a row this way.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_of_a_row_already_gone_from_postgres() {
+    let Some((s, d)) = pair(Backend::Postgres, Backend::MySql).await else {
+        return;
+    };
+    let rep = start(&s, &d).await;
+    let txn = s.db.begin().await.unwrap();
+    account(1, "Ada", "1").insert(&txn).await.unwrap();
+    account(2, "Ada", "2").insert(&txn).await.unwrap();
+    txn.commit().await.unwrap();
+    let stale = accounts::Entity::find_by_id(1)
+        .one(&s.db)
+        .await
+        .unwrap()
+        .unwrap();
+
+    let txn = s.db.begin().await.unwrap();
+    stale.clone().delete(&txn).await.unwrap();
+    txn.commit().await.unwrap();
+    let again = s.db.begin().await.unwrap();
+    account(1, "Grace", "7").insert(&again).await.unwrap();
+    let txn = s.db.begin().await.unwrap();
+    let deleted = stale.delete(&txn).await.unwrap();
+    txn.commit().await.unwrap();
+    again.commit().await.unwrap();
+    assert_eq!(deleted.rows_affected, 0, "the delete found no row");
+
+    rep.sync_now().await.unwrap();
+    assert_eq!(count(&s.db, "accounts").await, 2);
+    assert_all_same(&s.db, &d.db).await;
+    rep.shutdown().await;
+}
+
 // SQLite: a captured delete reads its row first. Were that read the transaction's first
 // statement, a writer committing while the delete waited for the lock would leave the
 // transaction's snapshot stale, and SQLite would refuse the delete (SQLITE_BUSY_SNAPSHOT)

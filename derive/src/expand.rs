@@ -211,8 +211,12 @@ pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream> {
             where
                 C: #orm::ConnectionTrait,
             {
+                // Judged before the entity's own hook can touch the model.
+                let deleted = ::ormsync::capture::deletes_a_row::<Entity>(&self);
                 let this = #after_delete;
-                ::ormsync::capture::delete::<Entity, C>(db, &this).await?;
+                if deleted {
+                    ::ormsync::capture::delete::<Entity, C>(db, &this).await?;
+                }
                 ::std::result::Result::Ok(this)
             }
         }

@@ -10,10 +10,11 @@
 //!   statement of its own): the owner of N had its xid before it took N (its row change
 //!   comes before the capture), so that xid is below the fresh one. Once the current
 //!   snapshot's `xmin` is above the fresh xid, every such transaction has ended.
-//!   (A transaction whose first write is the outbox row itself, such as a capture of a
-//!   delete that found no row, takes N before its xid; if it were still open past the
-//!   proof, its change would be skipped. Such a capture changes nothing at the source.
-//!   Repair, which writes only outbox rows, takes its xid first.)
+//!   (A transaction whose first write is the outbox row itself would take N before its
+//!   xid; if it were still open past the proof, its change would be skipped. Capture never
+//!   does this: a change is captured after its row's write or locked read, and a delete
+//!   that finds no row captures nothing. Repair, which writes only outbox rows, takes its
+//!   xid first.)
 //!   A snapshot's `xmax` is *not* such a bound: it is the latest *completed* xid plus one,
 //!   so an open transaction whose xid is above every completed one holds an xid at or
 //!   above `xmax` and, being the oldest running, becomes the later `xmin` itself.

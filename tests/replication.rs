@@ -96,15 +96,7 @@ async fn delete_of_a_row_already_gone_from_postgres() {
         return;
     };
     let rep = start(&s, &d).await;
-    let txn = s.db.begin().await.unwrap();
-    account(1, "Ada", "1").insert(&txn).await.unwrap();
-    account(2, "Ada", "2").insert(&txn).await.unwrap();
-    txn.commit().await.unwrap();
-    let stale = accounts::Entity::find_by_id(1)
-        .one(&s.db)
-        .await
-        .unwrap()
-        .unwrap();
+    let stale = two_accounts_and_a_copy_of_the_first(&s.db).await;
 
     let txn = s.db.begin().await.unwrap();
     stale.clone().delete(&txn).await.unwrap();
@@ -134,15 +126,7 @@ async fn delete_behind_a_concurrent_writer_from_sqlite() {
         return;
     };
     let rep = start(&s, &d).await;
-    let txn = s.db.begin().await.unwrap();
-    account(1, "Ada", "1").insert(&txn).await.unwrap();
-    account(2, "Ada", "2").insert(&txn).await.unwrap();
-    txn.commit().await.unwrap();
-    let held = accounts::Entity::find_by_id(1)
-        .one(&s.db)
-        .await
-        .unwrap()
-        .unwrap();
+    let held = two_accounts_and_a_copy_of_the_first(&s.db).await;
 
     let other = sea_orm::Database::connect(&s.url).await.unwrap();
     let writer = other.begin().await.unwrap();
@@ -167,6 +151,20 @@ async fn delete_behind_a_concurrent_writer_from_sqlite() {
     rep.shutdown().await;
 }
 
+/// Commits accounts 1 and 2 and returns account 1 as read then: a model that goes stale as
+/// soon as another transaction changes or deletes the row.
+async fn two_accounts_and_a_copy_of_the_first(db: &DatabaseConnection) -> accounts::Model {
+    let txn = db.begin().await.unwrap();
+    account(1, "Ada", "1").insert(&txn).await.unwrap();
+    account(2, "Ada", "2").insert(&txn).await.unwrap();
+    txn.commit().await.unwrap();
+    accounts::Entity::find_by_id(1)
+        .one(db)
+        .await
+        .unwrap()
+        .unwrap()
+}
+
 async fn delete_of_a_stale_model(src: Backend, dst: Backend) {
     let Some((s, d)) = pair(src, dst).await else {
         return;
@@ -180,15 +178,7 @@ async fn delete_of_a_stale_model(src: Backend, dst: Backend) {
         1000,
     )
     .await;
-    let txn = s.db.begin().await.unwrap();
-    account(1, "Ada", "1").insert(&txn).await.unwrap();
-    account(2, "Ada", "2").insert(&txn).await.unwrap();
-    txn.commit().await.unwrap();
-    let stale = accounts::Entity::find_by_id(1)
-        .one(&s.db)
-        .await
-        .unwrap()
-        .unwrap();
+    let stale = two_accounts_and_a_copy_of_the_first(&s.db).await;
 
     let txn = s.db.begin().await.unwrap();
     account(1, "Grace", "1").update(&txn).await.unwrap();

@@ -140,16 +140,10 @@ fn newer(current: &Row, incoming: &Row, column: &str) -> bool {
         Ordering::Less => false,
         // Equal stamps: the greater encoding wins, which two peers agree on whichever holds
         // which version, so both end with the same row.
-        Ordering::Equal => encoding(current) > encoding(incoming),
+        Ordering::Equal => {
+            canonical::encode_all(current.values()) > canonical::encode_all(incoming.values())
+        }
     }
-}
-
-fn encoding(row: &Row) -> Vec<u8> {
-    let mut out = Vec::new();
-    for v in row.values() {
-        canonical::encode(v, &mut out);
-    }
-    out
 }
 
 /// The hash of a row's values as stored in `ormsync_key_map.row_hash`.

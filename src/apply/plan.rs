@@ -64,10 +64,7 @@ pub(crate) fn plan<'a>(changes: &[&'a Change]) -> Vec<Step<'a>> {
                 }
             });
         }
-        let mut key = Vec::with_capacity(16);
-        for v in change.key.values() {
-            canonical::encode(v, &mut key);
-        }
+        let key = canonical::encode_all(change.key.values());
         let (list, value) = match steps.last_mut() {
             Some(Step::Upsert { rows, .. }) => (rows, &change.row),
             Some(Step::Delete { keys, .. }) => (keys, &change.key),

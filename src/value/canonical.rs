@@ -141,6 +141,16 @@ pub(crate) fn encode(value: &Value, out: &mut Vec<u8>) {
     }
 }
 
+/// The encoding of `values`, in order: a key's or a row's identity for lookups and
+/// comparisons.
+pub(crate) fn encode_all<'a>(values: impl IntoIterator<Item = &'a Value>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16);
+    for v in values {
+        encode(v, &mut out);
+    }
+    out
+}
+
 /// The hash of a row's values, in order; `scratch` is reused between calls.
 pub(crate) fn hash_values<'a>(
     values: impl IntoIterator<Item = &'a Value>,

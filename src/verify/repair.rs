@@ -310,7 +310,7 @@ async fn run(
         let mut found: HashMap<Vec<u8>, Row> = HashMap::with_capacity(rows.len());
         for r in &rows {
             let row = decoder.row(r)?;
-            found.insert(key_bytes(&keyset::key_of(spec, &row)?), row);
+            found.insert(canonical::encode_all(&keyset::key_of(spec, &row)?), row);
         }
         let result = fix_batch(
             txn.as_ref(),
@@ -368,7 +368,7 @@ async fn fix_batch(
             .cloned()
             .zip(key.iter().cloned())
             .collect());
-        let fix = match found.get(&key_bytes(key)) {
+        let fix = match found.get(&canonical::encode_all(key)) {
             Some(row) => {
                 if let Some(txn) = txn {
                     let op = if *drift == Drift::Missing {
@@ -444,15 +444,6 @@ fn targets(report: &Report) -> Result<Vec<(Vec<Value>, Drift)>> {
         out.push((values, drift));
     }
     Ok(out)
-}
-
-/// A key's identity for lookups: its canonical encoding.
-fn key_bytes(key: &[Value]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(16 * key.len());
-    for v in key {
-        canonical::encode(v, &mut out);
-    }
-    out
 }
 
 /// Upserts `upserts` and deletes `deletes` at `dest`, in one transaction.

@@ -3,7 +3,10 @@
 
 use std::collections::HashMap;
 
-use sea_orm::{ConnectionTrait, DbBackend, EntityTrait, Iterable, Schema, Statement};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, Iterable, Schema, Statement,
+    TransactionTrait,
+};
 
 use crate::apply;
 use crate::entity::{Replicated, TableSpec};
@@ -58,7 +61,44 @@ fn create_statements<E: EntityTrait>(backend: DbBackend) -> Vec<Statement> {
 /// [`Error::SchemaMismatch`] for the first existing table whose columns differ from its
 /// entity's: shipped columns it lacks, or columns the entity does not have; nothing is
 /// altered. [`Error::Db`] when a statement fails.
-pub(crate) async fn ensure_tables<C: ConnectionTrait>(
+pub(crate) async fn ensure_tables(
+    db: &DatabaseConnection,
+    destination: &str,
+    specs: &[&TableSpec],
+    defs: &HashMap<String, TableDef>,
+) -> Result<Vec<String>> {
+    if db.get_database_backend() != DbBackend::Postgres {
+        return ensure_tables_in(db, destination, specs, defs).await;
+    }
+    // Two processes creating the same tables at once (a replicator handing over, or one
+    // instance's `create_tables` beside another's worker) would both find a table missing
+    // and the second fail on the catalog: on PostgreSQL, where DDL is transactional, the
+    // check and the creation run under ormsync's DDL lock.
+    let context = || format!("destination `{destination}`: creating tables");
+    let txn = db.begin().await.context(context)?;
+    let created = async {
+        txn.execute_unprepared(&format!(
+            "SELECT pg_advisory_xact_lock({})",
+            crate::schema::DDL_LOCK
+        ))
+        .await
+        .context(context)?;
+        ensure_tables_in(&txn, destination, specs, defs).await
+    }
+    .await;
+    match created {
+        Ok(created) => {
+            txn.commit().await.context(context)?;
+            Ok(created)
+        }
+        Err(e) => {
+            let _ = txn.rollback().await;
+            Err(e)
+        }
+    }
+}
+
+async fn ensure_tables_in<C: ConnectionTrait>(
     db: &C,
     destination: &str,
     specs: &[&TableSpec],

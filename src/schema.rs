@@ -8,7 +8,7 @@ use sea_orm::{ConnectionTrait, DbBackend};
 use crate::error::{DbContext, Result};
 
 /// The tables ormsync owns, in creation order.
-pub const TABLES: [&str; 12] = [
+pub const TABLES: [&str; 13] = [
     "ormsync_node",
     "ormsync_outbox",
     "ormsync_leases",
@@ -19,6 +19,7 @@ pub const TABLES: [&str; 12] = [
     "ormsync_conflicts",
     "ormsync_snapshot",
     "ormsync_snapshot_base",
+    "ormsync_snapshot_left_out",
     "ormsync_entities",
     "ormsync_control",
 ];
@@ -46,14 +47,23 @@ pub const TABLES: [&str; 12] = [
 pub async fn install<C: ConnectionTrait>(db: &C) -> Result<()> {
     let backend = db.get_database_backend();
     for (table, ddl) in TABLES.iter().zip(ddl(backend)) {
-        db.execute_unprepared(&ddl).await.context(|| {
-            format!("creating `{table}` (run it as a user allowed to create tables)")
-        })?;
+        db.execute_unprepared(&one_at_a_time(backend, &ddl))
+            .await
+            .context(|| {
+                format!("creating `{table}` (run it as a user allowed to create tables)")
+            })?;
     }
     for (table, column, ty) in ADDED_COLUMNS {
         let present = crate::apply::table_columns(db, table).await?;
         if present.is_some_and(|c| !c.contains_key(column)) {
-            db.execute_unprepared(&format!("ALTER TABLE {table} ADD COLUMN {column} {ty}"))
+            // Another process may add it first: where the backend can say so, that is fine.
+            let if_absent = if backend == DbBackend::Sqlite {
+                ""
+            } else {
+                "IF NOT EXISTS "
+            };
+            let sql = format!("ALTER TABLE {table} ADD COLUMN {if_absent}{column} {ty}");
+            db.execute_unprepared(&one_at_a_time(backend, &sql))
                 .await
                 .context(|| {
                     format!("adding `{column}` to `{table}` (run it as a user allowed to alter it)")
@@ -62,12 +72,30 @@ pub async fn install<C: ConnectionTrait>(db: &C) -> Result<()> {
     }
     if backend == DbBackend::Postgres {
         for sql in PG_NOTIFY {
-            db.execute_unprepared(sql)
+            db.execute_unprepared(&one_at_a_time(backend, sql))
                 .await
                 .context(|| "creating the outbox's NOTIFY trigger".into())?;
         }
     }
     Ok(())
+}
+
+/// The transaction-scoped PostgreSQL advisory lock that DDL of ormsync's runs under.
+pub(crate) const DDL_LOCK: i64 = 0x6f72_6d73_796e_6364;
+
+/// `sql` run under [`DDL_LOCK`] on PostgreSQL, in its own transaction unless the caller's
+/// holds it. Two processes running `CREATE TABLE IF NOT EXISTS` (or `CREATE OR REPLACE
+/// FUNCTION`) at once there can both find the object missing, and the second then fails
+/// on a catalog unique index or a concurrently updated tuple: a replicator handing over, or
+/// a drain beside the worker, would halt on it. Elsewhere DDL is serialised already.
+fn one_at_a_time(backend: DbBackend, sql: &str) -> String {
+    if backend != DbBackend::Postgres {
+        return sql.to_string();
+    }
+    format!(
+        "DO $ormsync_ddl$ BEGIN PERFORM pg_advisory_xact_lock({DDL_LOCK}); \
+         EXECUTE $ormsync_sql${sql}$ormsync_sql$; END $ormsync_ddl$"
+    )
 }
 
 /// Drops every `ormsync_*` table: the outbox, checkpoints and all. For tearing down, and
@@ -109,7 +137,7 @@ const PG_NOTIFY: [&str; 2] = [
      END IF; END $$",
 ];
 
-fn ddl(backend: DbBackend) -> [String; 12] {
+fn ddl(backend: DbBackend) -> [String; 13] {
     // Column types per backend; everything else is shared.
     let (autoinc, text, name, ts, now, suffix) = match backend {
         DbBackend::Postgres => (
@@ -206,6 +234,15 @@ fn ddl(backend: DbBackend) -> [String; 12] {
         format!(
             "CREATE TABLE IF NOT EXISTS ormsync_snapshot_base (source {name} NOT NULL PRIMARY KEY, \
              base {text} NOT NULL, created_at {ts} NOT NULL DEFAULT {now}){suffix}"
+        ),
+        // The keys of rows a copy left out: rows of the source it could not write yet (their
+        // parent was not there, or the rules could not place them), for its converge to take
+        // through the sink; and (`extra` = 1) rows of the destination a resync found the
+        // source lacks, for its converge to delete, children first.
+        format!(
+            "CREATE TABLE IF NOT EXISTS ormsync_snapshot_left_out (source {short} NOT NULL, \
+             table_name {short} NOT NULL, pk {key} NOT NULL, extra INTEGER NOT NULL, \
+             PRIMARY KEY (source, table_name, pk)){suffix}"
         ),
         // What the command line knows of the replicated tables without the application's
         // types: one row per registered entity, the `TableSpec` as JSON.

@@ -314,6 +314,47 @@ impl ConnectionTrait for InsertBeforeDelete<'_> {
     }
 }
 
+// Many late commits at once, with batches smaller than them: a read cut by its batch size
+// says nothing of the ids above its last one, so a gap there must not be taken for a hole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_commits_beyond_one_batch_from_postgres() {
+    late_commits_beyond_one_batch(Backend::Postgres, Backend::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_commits_beyond_one_batch_from_mariadb() {
+    late_commits_beyond_one_batch(Backend::MySql, Backend::Sqlite).await
+}
+
+async fn late_commits_beyond_one_batch(src: Backend, dst: Backend) {
+    let Some((s, d)) = pair(src, dst).await else {
+        return;
+    };
+    let rep = replicator_to(&s, vec![Destination::new("dest", d.db.clone())], 2).await;
+    rep.sync_now().await.unwrap();
+    // Open transactions each holding an outbox id, between committed ones.
+    let mut open = Vec::new();
+    for i in 0..5 {
+        let held = s.db.begin().await.unwrap();
+        account(100 + i, "held", "1").insert(&held).await.unwrap();
+        open.push(held);
+        let txn = s.db.begin().await.unwrap();
+        account(200 + i, "committed", "1")
+            .insert(&txn)
+            .await
+            .unwrap();
+        txn.commit().await.unwrap();
+    }
+    rep.sync_now().await.unwrap();
+    for held in open {
+        held.commit().await.unwrap();
+    }
+    rep.drain("dest").await.unwrap();
+    assert_eq!(count(&s.db, "accounts").await, 10);
+    assert_all_same(&s.db, &d.db).await;
+    rep.shutdown().await;
+}
+
 // SQLite: a captured delete reads its row first. Were that read the transaction's first
 // statement, a writer committing while the delete waited for the lock would leave the
 // transaction's snapshot stale, and SQLite would refuse the delete (SQLITE_BUSY_SNAPSHOT)

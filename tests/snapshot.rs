@@ -22,7 +22,43 @@ use sea_orm::{
     QueryFilter, Set, Statement, TransactionTrait,
 };
 
-on_every_pair!(also_sqlite: a_new_destination_meets_parents_deleted_and_recreated);
+on_every_pair!(
+    also_sqlite: a_new_destination_meets_parents_deleted_and_recreated,
+    resync_after_a_parent_deleted_and_its_child_moved,
+);
+
+// Several instances creating one PostgreSQL destination's tables at once, and instances
+// killed while they do: PostgreSQL's `CREATE … IF NOT EXISTS` is not safe against a
+// concurrent one, and a refusal there would halt the destination.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_bootstrap_one_postgres_destination_at_once() {
+    let (Some(s), Some(d)) = (
+        TestDb::create(Backend::Sqlite).await,
+        TestDb::create(Backend::Postgres).await,
+    ) else {
+        return;
+    };
+    existing_rows(&s.db, 20).await;
+    let instance = |i: usize| {
+        start(&s.db)
+            .instance_id(format!("i{i}"))
+            .lease_ttl(Duration::from_millis(150))
+            .destination(Destination::new("d", d.db.clone()).create_tables())
+    };
+    let both = futures_util::future::join_all((0..3).map(|i| instance(i).start())).await;
+    for r in both {
+        r.expect("start").abort().await;
+    }
+    for round in 0..6u64 {
+        let r = instance(10 + round as usize).start().await.expect("start");
+        tokio::time::sleep(Duration::from_millis(round * 3)).await;
+        r.abort().await;
+    }
+    let r = instance(99).start().await.expect("start");
+    sync(&r).await;
+    assert_both_same(&s.db, &d.db).await;
+    r.shutdown().await;
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_destination_meets_parents_deleted_and_recreated_postgres_to_postgres() {
@@ -369,6 +405,54 @@ async fn a_new_destination_meets_parents_deleted_and_recreated(src: Backend, dst
     ])
     .await;
     sync(&r).await;
+    assert_both_same(&s.db, &d.db).await;
+    r.shutdown().await;
+}
+
+/// A resync of a parent and a child table after the source moved a child to another parent
+/// and deleted the first: the copy of the parents finds the deleted parent at the
+/// destination, still referenced there until the children are copied.
+async fn resync_after_a_parent_deleted_and_its_child_moved(src: Backend, dst: Backend) {
+    let (Some(s), Some(d)) = (TestDb::create(src).await, TestDb::create(dst).await) else {
+        return;
+    };
+    existing_rows(&s.db, 0).await;
+    let txn = s.db.begin().await.expect("begin");
+    for c in [1, 2] {
+        customers::ActiveModel::from(customer(c))
+            .insert(&txn)
+            .await
+            .expect("customer");
+    }
+    orders::ActiveModel::from(order(1, 2))
+        .insert(&txn)
+        .await
+        .expect("order");
+    txn.commit().await.expect("commit");
+    // Ships when asked only: the move and the delete wait in the outbox.
+    let r = start(&s.db)
+        .destination(
+            Destination::new("d", d.db.clone())
+                .create_tables()
+                .schedule(ormsync::Schedule::every(Duration::from_secs(3600))),
+        )
+        .start()
+        .await
+        .expect("start");
+    sync(&r).await;
+    let txn = s.db.begin().await.expect("begin");
+    let mut moved: orders::ActiveModel = order(1, 2).into();
+    moved.customer_id = Set(2);
+    moved.reset(orders::Column::Id);
+    moved.update(&txn).await.expect("move");
+    customer(1).delete(&txn).await.expect("delete");
+    txn.commit().await.expect("commit");
+
+    r.resync("d", &["snap_customers", "snap_orders"])
+        .await
+        .expect("resync");
+    sync(&r).await;
+    assert_eq!(count(&d.db, "snap_customers").await, 1);
     assert_both_same(&s.db, &d.db).await;
     r.shutdown().await;
 }

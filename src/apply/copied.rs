@@ -19,9 +19,9 @@ use crate::change::{Change, Op, Row};
 /// Each copied row travels as an update: a row the filter leaves out becomes a delete,
 /// so a resync also removes rows that left the filter.
 ///
-/// Returns how many rows the rules could not place (a parent row this destination does not
-/// have, an ambiguous match, a failing resolver): those are left out, as the stream would
-/// park them; a later change of such a row meets the destination's policy.
+/// Returns the keys of the rows the rules could not place (a parent row this destination
+/// does not have, an ambiguous match, a failing resolver): those are left out here, for the
+/// caller to take to the destination's policy.
 ///
 /// # Errors
 ///
@@ -34,7 +34,7 @@ pub(crate) async fn write(
     key: &[String],
     rows: &[&Row],
     gone: &[Row],
-) -> Result<u64, DbErr> {
+) -> Result<Vec<Row>, DbErr> {
     let as_change = |op: Op, row: &Row| Change {
         id: 0,
         table: table.to_string(),
@@ -61,15 +61,15 @@ pub(crate) async fn write(
             rules,
             conflicts: Vec::new(),
         };
-        let mut unplaced = 0;
+        let mut unplaced = Vec::new();
         for change in &shaped {
             match placer.apply(change).await {
                 Ok(()) => {}
                 Err(Fault::Db(e)) => return Err(e),
                 Err(Fault::Unresolved(reason)) => {
-                    tracing::warn!(table, key = %change.key.to_json(), %reason,
-                        "snapshot: a copied row cannot be placed here; left out");
-                    unplaced += 1;
+                    tracing::debug!(table, key = %change.key.to_json(), %reason,
+                        "snapshot: a copied row cannot be placed here yet");
+                    unplaced.push(change.key.clone());
                 }
             }
         }
@@ -89,5 +89,5 @@ pub(crate) async fn write(
     for step in plan::plan(&shaped) {
         statement::execute(txn, &step, types.as_ref()).await?;
     }
-    Ok(0)
+    Ok(Vec::new())
 }

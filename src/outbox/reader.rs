@@ -138,9 +138,15 @@ impl OutboxReader {
         if let Some(a) = anchor {
             self.check_anchor(a, anchored).await?;
         }
-        // Absence is certain only up to the last id a full read returned.
         let last = returned.last().copied().unwrap_or(frontier).max(frontier);
-        let bound = if full { last } else { i64::MAX };
+        // Absence is certain only up to the last id a full read returned: a read cut by its
+        // limit returns the lowest matching ids, gap ids below the frontier first, and says
+        // nothing of the ids above its last one, in a gap or not.
+        let bound = if full {
+            returned.last().copied().unwrap_or(frontier)
+        } else {
+            i64::MAX
+        };
 
         // Settled gaps still absent are holes; the rest of each gap waits.
         let mut holes = Vec::new();
@@ -318,7 +324,8 @@ impl OutboxReader {
             for g in &self.gaps {
                 cond = cond.add(Expr::col("id").between(g.lo, g.hi));
             }
-            let limit = self.budget.rows();
+            // The anchor's row, below every other, must not take a changed row's place.
+            let limit = self.budget.rows() + u64::from(anchor.is_some());
             let q = backend.build(&select(cond, Some(limit)));
             // Each raw row is dropped once decoded, so a batch is not held twice at once.
             return bounded_read::read(

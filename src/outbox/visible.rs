@@ -70,22 +70,22 @@ pub(crate) async fn anchor_of<C: ConnectionTrait>(
     })
 }
 
-/// Calls `each` with every change visible to `db` that `base` does not hold, in id order,
-/// reading a page at a time.
+/// Calls `each` with every change visible to `db` above id `after`, in id order, reading a
+/// page at a time, and whether `base` holds it.
 ///
 /// # Errors
 ///
 /// A failed query, a change that does not decode, or what `each` returns.
-pub(crate) async fn each_change_outside<C>(
+pub(crate) async fn each_change_above<C>(
     db: &C,
+    mut after: i64,
     base: &Position,
-    mut each: impl FnMut(Change) -> Result<()>,
+    mut each: impl FnMut(Change, bool) -> Result<()>,
 ) -> Result<()>
 where
     C: ConnectionTrait + StreamTrait,
 {
     let backend = ConnectionTrait::get_database_backend(db);
-    let mut after = base.watermark;
     let mut budget = ReadBudget::new(PAGE);
     loop {
         let limit = budget.rows();
@@ -107,9 +107,8 @@ where
         };
         after = last;
         for change in page {
-            if !base.contains(change.id) {
-                each(change)?;
-            }
+            let held = base.contains(change.id);
+            each(change, held)?;
         }
         if !more {
             return Ok(());

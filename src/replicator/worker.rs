@@ -821,9 +821,18 @@ impl Worker {
         base: &Position,
     ) -> Result<()> {
         self.still_shipping().await?;
-        let done = snapshot::converge(&self.link(), tables, &self.skip, base)
-            .await
-            .map_err(|e| in_destination(&self.name, e))?;
+        let done = snapshot::converge(
+            &self.link(),
+            self.sink.as_mut(),
+            tables,
+            &self.skip,
+            base,
+            self.chunk_rows,
+            &mut memory.in_flight,
+        )
+        .await
+        .map_err(|e| in_destination(&self.name, e))?;
+        memory.in_flight = Vec::new();
         if done.parked > 0 {
             memory.blocked = None;
         }

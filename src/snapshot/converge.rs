@@ -11,9 +11,11 @@
 //! resync: the destination's checkpoint, which the stream applied to every other table).
 //! Once every table is copied, one source snapshot gives the outbox ids it holds and,
 //! for every key of every change outside the base, the row as that snapshot holds it. Those
-//! rows are written parents first, the keys the snapshot lacks are deleted children first,
-//! and the checkpoint becomes the base plus the snapshot's ids, with the base's record
-//! removed in the same transaction. The destination then holds the source as of that one
+//! rows go to the destination's sink as changes, parents' rows first and the keys the
+//! snapshot lacks deleted children first, each under the id of its key's last change, so a
+//! row the destination refuses meets its policy (halt, or park that change) as it would in
+//! the stream. Then the checkpoint becomes the base plus the snapshot's ids, with the
+//! base's record removed in the same transaction. The destination then holds the source as of that one
 //! snapshot, foreign keys included, and the stream goes on from there: nothing is replayed
 //! over a newer row. A row no change touched since the base is the same at every moment the
 //! copy could have read it.
@@ -28,12 +30,12 @@ use sea_orm::{
     IsolationLevel, TransactionTrait,
 };
 
-use super::copy::{identity, with_parent};
+use super::copy::identity;
 use super::order;
-use super::run::{Link, parents};
+use super::run::Link;
 use super::store;
-use crate::apply;
-use crate::change::{Change, Row};
+use crate::apply::{self, Sink};
+use crate::change::{Batch, Change, Op, Row};
 use crate::entity::TableSpec;
 use crate::error::{DbContext, Error, Result};
 use crate::keyset::{self, Decoder};
@@ -61,51 +63,38 @@ pub(crate) struct Converged {
 /// them.
 #[derive(Default)]
 struct Touched {
-    /// Each key once, in the order first seen, with the row its last delete carried.
-    keys: Vec<(Vec<Value>, Option<Row>)>,
+    /// Each key once, in the order first seen, with its last change.
+    keys: Vec<(Vec<Value>, Change)>,
     index: HashMap<String, usize>,
-    /// The rows present in the snapshot.
-    present: Vec<Row>,
-    /// The keys absent from it, each as the whole row of its last delete where there is one.
-    gone: Vec<Row>,
+    /// The rows present in the snapshot, as updates under their key's last change id.
+    present: Vec<Change>,
+    /// The keys absent from it, as deletes under their key's last change id, each with the
+    /// whole row its last delete carried where there is one.
+    gone: Vec<Change>,
 }
 
-/// Converges the destination of `link` from `base` (see the module's documentation):
-/// `tables` are those it receives, `skipped` those registered but left out for it.
+/// Converges the destination of `link` from `base` through `sink` (see the module's
+/// documentation), `batch_size` changes a batch: `tables` are those it receives, `skipped`
+/// those registered but left out for it.
 ///
 /// # Errors
 ///
-/// A change of a table not registered ([`Error::UnknownTable`]), and any failed read or
-/// write; nothing of the checkpoint has moved then, and running it again is safe.
+/// A change of a table not registered ([`Error::UnknownTable`]), a change the sink refuses
+/// (its batch is left in `in_flight`, for the caller's policy to park the change at fault),
+/// and any failed read or write. The checkpoint has not moved to the snapshot then, and
+/// running it again is safe.
 pub(crate) async fn converge(
     link: &Link,
+    sink: &mut dyn Sink,
     tables: &HashMap<String, TableSpec>,
     skipped: &HashSet<String>,
     base: &Position,
+    batch_size: u64,
+    in_flight: &mut Vec<Change>,
 ) -> Result<Converged> {
-    let (visible, mut touched, parked) = read_at_one_snapshot(link, tables, skipped, base).await?;
+    let (visible, mut touched, parked, extra) =
+        read_at_one_snapshot(link, tables, skipped, base).await?;
     let mut done = Converged::default();
-    let specs = order::parents_first(tables.values());
-    for spec in &specs {
-        let Some(t) = touched.get_mut(&spec.table) else {
-            continue;
-        };
-        let present = std::mem::take(&mut t.present);
-        let parents = parents(tables, spec);
-        for chunk in present.chunks(link.chunk_rows.max(1) as usize) {
-            done.refreshed += write(link, spec, &parents, chunk, &[]).await?;
-        }
-    }
-    for spec in specs.iter().rev() {
-        let Some(t) = touched.get_mut(&spec.table) else {
-            continue;
-        };
-        let gone = std::mem::take(&mut t.gone);
-        for chunk in gone.chunks(link.chunk_rows.max(1) as usize) {
-            write(link, spec, &[], &[], chunk).await?;
-            done.deleted += chunk.len() as u64;
-        }
-    }
     for change in &parked {
         if !dead_letters::park_behind(&link.source, &link.destination, change).await? {
             // Released since the snapshot was read: still behind it in order.
@@ -113,6 +102,42 @@ pub(crate) async fn converge(
             dead_letters::park(&link.source, &link.destination, change, why).await?;
         }
         done.parked += 1;
+    }
+    // Rows parents first, then deletes children first: each write finds what it references.
+    let specs = order::parents_first(tables.values());
+    let mut upserts = Vec::new();
+    for spec in &specs {
+        if let Some(t) = touched.get_mut(&spec.table) {
+            done.refreshed += t.present.len() as u64;
+            upserts.append(&mut t.present);
+        }
+    }
+    apply_in_batches(link, sink, upserts, batch_size, in_flight).await?;
+    for spec in specs.iter().rev() {
+        let t = touched.get_mut(&spec.table);
+        // Rows a resync found the source lacks and no change since brought back.
+        let mut stray = Vec::new();
+        for pk in extra.get(&spec.table).into_iter().flatten() {
+            let key = Row::from_json(pk).map_err(|e| {
+                Error::Config(format!(
+                    "a row of `{}` left out by the copy has a corrupt key ({e}); resync it",
+                    spec.table
+                ))
+            })?;
+            let id = identity(&keyset::key_of(spec, &key)?);
+            if !t.as_ref().is_some_and(|t| t.index.contains_key(&id)) {
+                stray.push(key);
+            }
+        }
+        for chunk in stray.chunks(link.chunk_rows.max(1) as usize) {
+            delete_stray(link, spec, chunk).await?;
+            done.deleted += chunk.len() as u64;
+        }
+        if let Some(t) = t {
+            done.deleted += t.gone.len() as u64;
+            let gone = std::mem::take(&mut t.gone);
+            apply_in_batches(link, sink, gone, batch_size, in_flight).await?;
+        }
     }
     let mut position = base.clone();
     position.merge(&visible);
@@ -123,14 +148,86 @@ pub(crate) async fn converge(
     Ok(done)
 }
 
+/// Applies `changes` through `sink`, `batch_size` a batch; on failure the batch is left
+/// in `in_flight`.
+async fn apply_in_batches(
+    link: &Link,
+    sink: &mut dyn Sink,
+    mut changes: Vec<Change>,
+    batch_size: u64,
+    in_flight: &mut Vec<Change>,
+) -> Result<()> {
+    let per_batch = batch_size.max(1) as usize;
+    while !changes.is_empty() {
+        let rest = changes.split_off(per_batch.min(changes.len()));
+        let batch = Batch {
+            changes: std::mem::replace(&mut changes, rest),
+            skipped: Vec::new(),
+            anchor: None,
+        };
+        if let Err(e) = sink.apply(&link.source_id, &batch).await {
+            *in_flight = batch.changes;
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// Deletes the destination rows keyed `keys`, which the source lacks, as the destination's
+/// rules say, in one transaction holding the checkpoint's lock.
+async fn delete_stray(link: &Link, spec: &TableSpec, keys: &[Row]) -> Result<()> {
+    let txn = link
+        .dest
+        .begin()
+        .await
+        .context(|| format!("snapshot `{}`: beginning a transaction", spec.table))?;
+    let deleted = async {
+        apply::lock_checkpoint(&txn, &link.source_id).await?;
+        apply::copied::write(
+            &txn,
+            &link.source_id,
+            &link.rules,
+            &spec.table,
+            &spec.key,
+            &[],
+            keys,
+        )
+        .await
+        .context(|| format!("snapshot `{}`: deleting rows the source lacks", spec.table))?;
+        Ok::<_, Error>(())
+    }
+    .await;
+    match deleted {
+        Ok(()) => txn
+            .commit()
+            .await
+            .context(|| format!("snapshot `{}`: deleting rows the source lacks", spec.table)),
+        Err(e) => {
+            let _ = txn.rollback().await;
+            Err(e)
+        }
+    }
+}
+
 /// Reads, in one snapshot of the source, the outbox ids it holds, the changes outside
-/// `base` (those of rows with a dead letter set apart, to park), and the rows of their keys.
+/// `base` (those of rows with a dead letter set apart, to park), and the rows of their keys;
+/// with the destination rows a resync found the source lacks.
+#[allow(clippy::type_complexity)]
 async fn read_at_one_snapshot(
     link: &Link,
     tables: &HashMap<String, TableSpec>,
     skipped: &HashSet<String>,
     base: &Position,
-) -> Result<(Position, HashMap<String, Touched>, Vec<Change>)> {
+) -> Result<(
+    Position,
+    HashMap<String, Touched>,
+    Vec<Change>,
+    HashMap<String, HashSet<String>>,
+)> {
+    let store::LeftOut {
+        rows: mut left_out,
+        extra,
+    } = store::left_out(&link.dest, &link.source_id).await?;
     let txn = snapshot_of(&link.source).await?;
     let read = async {
         let mut visible = visible::position(&txn).await?;
@@ -138,8 +235,29 @@ async fn read_at_one_snapshot(
         let blocked = dead_letters::blocked_rows(&txn, &link.destination).await?;
         let mut touched: HashMap<String, Touched> = HashMap::new();
         let mut parked = Vec::new();
-        visible::each_change_outside(&txn, base, |change| {
+        // The last change of each row the copy left out, for the sink to judge it by.
+        let mut last_of_left_out: HashMap<(String, String), Change> = HashMap::new();
+        // Rows left out may have changes the base holds: then the whole outbox is read.
+        let from = if left_out.is_empty() {
+            base.watermark
+        } else {
+            0
+        };
+        visible::each_change_above(&txn, from, base, |change, held| {
             if skipped.contains(&change.table) {
+                return Ok(());
+            }
+            let key = (change.table.clone(), change.key.to_json());
+            // A row with a dead letter: its changes wait behind it, as in the stream.
+            let behind_a_letter = !blocked.is_empty() && blocked.contains(&key);
+            if held {
+                if !behind_a_letter
+                    && left_out
+                        .get(&key.0)
+                        .is_some_and(|keys| keys.contains(&key.1))
+                {
+                    last_of_left_out.insert(key, change);
+                }
                 return Ok(());
             }
             let Some(spec) = tables.get(&change.table) else {
@@ -149,38 +267,64 @@ async fn read_at_one_snapshot(
                     id: change.id,
                 });
             };
-            if !blocked.is_empty()
-                && blocked.contains(&(change.table.clone(), change.key.to_json()))
-            {
+            if behind_a_letter {
                 parked.push(change);
                 return Ok(());
             }
-            let key = keyset::key_of(spec, &change.key)?;
-            let t = touched.entry(change.table.clone()).or_default();
-            let deleted = (change.op == crate::change::Op::Delete).then_some(change.row);
-            match t.index.get(&identity(&key)) {
-                Some(&i) => {
-                    if deleted.is_some() {
-                        t.keys[i].1 = deleted;
-                    }
-                }
-                None => {
-                    t.index.insert(identity(&key), t.keys.len());
-                    t.keys.push((key, deleted));
-                }
-            }
-            Ok(())
+            touch(&mut touched, spec, change)
         })
         .await?;
+        // A row left out whose changes all precede the base is taken through the sink
+        // under its last one; one without any change in the outbox cannot be.
+        for ((table, pk), change) in last_of_left_out {
+            if let Some(keys) = left_out.get_mut(&table) {
+                keys.remove(&pk);
+            }
+            let spec = &tables[&table];
+            let key = keyset::key_of(spec, &change.key)?;
+            if !touched
+                .get(&table)
+                .is_some_and(|t| t.index.contains_key(&identity(&key)))
+            {
+                touch(&mut touched, spec, change)?;
+            }
+        }
+        for (table, keys) in &left_out {
+            for pk in keys {
+                let touched_here = Row::from_json(pk).ok().and_then(|k| {
+                    let key = keyset::key_of(&tables.get(table)?.clone(), &k).ok()?;
+                    Some(touched.get(table)?.index.contains_key(&identity(&key)))
+                });
+                if touched_here != Some(true) {
+                    tracing::warn!(destination = %link.destination, table, key = %pk,
+                        "snapshot: a copied row cannot be placed at this destination and has \
+                         no change in the outbox to park; left out");
+                }
+            }
+        }
         for (table, t) in &mut touched {
             read_rows(&txn, &tables[table], t).await?;
         }
-        Ok::<_, Error>((visible, touched, parked))
+        Ok::<_, Error>((visible, touched, parked, extra))
     }
     .await;
     // Read-only: the snapshot ends either way.
     let _ = txn.commit().await;
     read
+}
+
+/// Records `change` as the last one of its key so far.
+fn touch(touched: &mut HashMap<String, Touched>, spec: &TableSpec, change: Change) -> Result<()> {
+    let key = keyset::key_of(spec, &change.key)?;
+    let t = touched.entry(change.table.clone()).or_default();
+    match t.index.get(&identity(&key)) {
+        Some(&i) => t.keys[i].1 = change,
+        None => {
+            t.index.insert(identity(&key), t.keys.len());
+            t.keys.push((key, change));
+        }
+    }
+    Ok(())
 }
 
 /// A transaction on `source` whose reads all see one snapshot.
@@ -213,79 +357,30 @@ async fn read_rows(txn: &DatabaseTransaction, spec: &TableSpec, t: &mut Touched)
             .query_all(&q)
             .await
             .context(|| format!("snapshot: reading changed rows of `{}`", spec.table))?;
-        let mut found = HashSet::with_capacity(rows.len());
+        let mut found = HashMap::with_capacity(rows.len());
         for r in &rows {
             let row = decoder.row(r)?;
-            found.insert(identity(&keyset::key_of(spec, &row)?));
-            t.present.push(row);
+            found.insert(identity(&keyset::key_of(spec, &row)?), row);
         }
-        for (key, deleted) in chunk {
-            if !found.contains(&identity(key)) {
-                let row = deleted
-                    .clone()
-                    .unwrap_or_else(|| Row(spec.key.iter().cloned().zip(key.clone()).collect()));
-                t.gone.push(row);
+        for (key, last) in chunk {
+            let mut change = last.clone();
+            match found.remove(&identity(key)) {
+                Some(row) => {
+                    change.op = Op::Update;
+                    change.row = row;
+                    t.present.push(change);
+                }
+                None => {
+                    if change.op != Op::Delete {
+                        change.op = Op::Delete;
+                        change.row = change.key.clone();
+                    }
+                    t.gone.push(change);
+                }
             }
         }
     }
     Ok(())
-}
-
-/// Writes `rows` (leaving out those whose parent row the destination lacks, as a copy
-/// does) and deletes `gone`, in one destination transaction holding the checkpoint's
-/// lock; returns the rows written.
-async fn write(
-    link: &Link,
-    spec: &TableSpec,
-    parents: &[(&crate::entity::Reference, Vec<String>)],
-    rows: &[Row],
-    gone: &[Row],
-) -> Result<u64> {
-    let txn = link
-        .dest
-        .begin()
-        .await
-        .context(|| format!("snapshot `{}`: beginning a transaction", spec.table))?;
-    let written = async {
-        apply::lock_checkpoint(&txn, &link.source_id).await?;
-        let mut keep: Vec<&Row> = rows.iter().collect();
-        for (reference, tags) in parents
-            .iter()
-            .filter(|(r, _)| !link.rules.is_mapped(&r.table))
-        {
-            keep = with_parent(&txn, reference, tags, keep).await?;
-        }
-        let left_out = (rows.len() - keep.len()) as u64;
-        let unplaced = apply::copied::write(
-            &txn,
-            &link.source_id,
-            &link.rules,
-            &spec.table,
-            &spec.key,
-            &keep,
-            gone,
-        )
-        .await
-        .context(|| format!("snapshot `{}`: writing changed rows", spec.table))?;
-        if left_out + unplaced > 0 {
-            tracing::debug!(table = %spec.table, rows = left_out + unplaced,
-                "snapshot: rows the destination's rules cannot place left out");
-        }
-        Ok::<_, Error>(keep.len() as u64 - unplaced)
-    }
-    .await;
-    match written {
-        Ok(n) => {
-            txn.commit()
-                .await
-                .context(|| format!("snapshot `{}`: committing changed rows", spec.table))?;
-            Ok(n)
-        }
-        Err(e) => {
-            let _ = txn.rollback().await;
-            Err(e)
-        }
-    }
 }
 
 /// Stores `position` as the checkpoint (with whatever the stored one holds) and forgets
@@ -303,6 +398,7 @@ async fn finish(link: &Link, mut position: Position) -> Result<Position> {
         position.anchor = anchor;
         apply::store_checkpoint(&txn, &link.source_id, &position).await?;
         store::clear_base(&txn, &link.source_id).await?;
+        store::clear_left_out(&txn, &link.source_id, None).await?;
         Ok::<_, Error>(())
     }
     .await;

@@ -23,9 +23,11 @@ pub(crate) struct Chunk {
     pub(crate) last_key: Option<Vec<Value>>,
     /// Rows written.
     pub(crate) copied: u64,
-    /// Rows left to the stream: their parent row is not at the destination yet.
+    /// Rows left out, for the converge: their parent row is not at the destination yet,
+    /// or the rules cannot place them.
     pub(crate) deferred: u64,
-    /// Destination rows in the chunk's key range that the source lacks, deleted.
+    /// Destination rows in the chunk's key range that the source lacks, to delete once
+    /// every table is copied.
     pub(crate) deleted: u64,
 }
 
@@ -37,12 +39,16 @@ pub(crate) struct Chunk {
 /// written: the chunk holds the source rows as they are *after* every batch applied so far,
 /// and every change committed after the read is still ahead in the stream, which replays it
 /// over the copy (upserts and deletes by key are idempotent). Destination rows in the
-/// chunk's key range that the source lacks are deleted, so a resync also removes rows.
+/// chunk's key range that the source lacks are recorded, for the converge to delete, so a
+/// resync also removes rows.
 ///
 /// Rows are written as the destination's `rules` say (filters, dropped columns, transforms,
-/// its own keys; see [`apply::copied`]). A row whose foreign key (among `parents`) names a parent row the destination lacks is
-/// *deferred*: left to the stream. Its parent was written at the source after its own
-/// table's copy, and so was this row (after its parent), so both are in the stream, in order.
+/// its own keys; see [`apply::copied`]). A row whose foreign key (among `parents`) names a
+/// parent row the destination lacks, or that the rules cannot place, is *left out*: its key
+/// is recorded for the converge that ends the copy, which writes it through the sink, so
+/// that a row still refused meets the destination's policy. (Usually its parent was written
+/// at the source after its own table's copy, and so was this row: both changed after the
+/// base, and the converge brings them in order.)
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn copy_chunk(
     source: &DatabaseConnection,
@@ -120,13 +126,30 @@ async fn copy_in(
     for (reference, tags) in parents.iter().filter(|(r, _)| !rules.is_mapped(&r.table)) {
         keep = with_parent(txn, reference, tags, keep).await?;
     }
-    let deferred = (rows.len() - keep.len()) as u64;
+    let mut left: Vec<Row> = Vec::new();
+    if keep.len() < rows.len() {
+        let mut kept = HashSet::with_capacity(keep.len());
+        for row in &keep {
+            kept.insert(identity(&keyset::key_of(spec, row)?));
+        }
+        for row in &rows {
+            let key = keyset::key_of(spec, row)?;
+            if !kept.contains(&identity(&key)) {
+                left.push(Row(spec.key.iter().cloned().zip(key).collect()));
+            }
+        }
+    }
     let written = keep.len() as u64;
-    let unplaced =
-        apply::copied::write(txn, source_id, rules, &spec.table, &spec.key, &keep, &extra)
-            .await
-            .context(|| format!("snapshot `{}`: writing a chunk", spec.table))?;
-    let deferred = deferred + unplaced;
+    let unplaced = apply::copied::write(txn, source_id, rules, &spec.table, &spec.key, &keep, &[])
+        .await
+        .context(|| format!("snapshot `{}`: writing a chunk", spec.table))?;
+    let placed = written - unplaced.len() as u64;
+    left.extend(unplaced);
+    store::leave_out(txn, source_id, &spec.table, &left, false).await?;
+    // Deleted once every table is copied, children first: a row of another table copied
+    // later may still reference one of them now.
+    store::leave_out(txn, source_id, &spec.table, &extra, true).await?;
+    let deferred = left.len() as u64;
     let last_row = last_key
         .as_ref()
         .map(|k| Row(spec.key.iter().cloned().zip(k.iter().cloned()).collect()));
@@ -135,13 +158,13 @@ async fn copy_in(
         source_id,
         &spec.table,
         last_row.as_ref(),
-        written - unplaced,
+        placed,
         deferred,
     )
     .await?;
     Ok(Chunk {
         last_key,
-        copied: written - unplaced,
+        copied: placed,
         deferred,
         deleted: extra.len() as u64,
     })
@@ -153,7 +176,7 @@ pub(super) fn identity(key: &[Value]) -> String {
 }
 
 /// The rows of `rows` whose reference `r` is NULL or names a row the destination holds.
-pub(super) async fn with_parent<'a>(
+async fn with_parent<'a>(
     txn: &DatabaseTransaction,
     r: &Reference,
     tags: &[String],

@@ -244,7 +244,7 @@ async fn check_table(
 
 /// The references of `spec` to other tables the destination receives, with the type tags
 /// of their referencing columns.
-pub(super) fn parents<'s>(
+fn parents<'s>(
     tables: &HashMap<String, TableSpec>,
     spec: &'s TableSpec,
 ) -> Vec<(&'s Reference, Vec<String>)> {

@@ -4,6 +4,8 @@
 
 use sea_orm::{ConnectionTrait, Statement};
 
+use std::collections::{HashMap, HashSet};
+
 use crate::change::Row;
 use crate::error::{DbContext, Error, Result};
 use crate::position::Position;
@@ -32,6 +34,7 @@ pub(crate) async fn reset<C: ConnectionTrait>(
     tables: &[&str],
     prune: bool,
 ) -> Result<()> {
+    clear_left_out(db, source, Some(tables)).await?;
     let backend = db.get_database_backend();
     for table in tables {
         db.execute_raw(Statement::from_sql_and_values(
@@ -201,4 +204,109 @@ pub(crate) async fn clear_base<C: ConnectionTrait>(db: &C, source: &str) -> Resu
 fn base_json(base: &Position) -> Result<String> {
     serde_json::to_string(base)
         .map_err(|e| Error::Config(format!("cannot encode a snapshot base: {e}")))
+}
+
+/// Records the keys of `table`'s rows a chunk left out (inside the chunk's transaction):
+/// rows of the source it could not write, or with `extra`, rows of the destination the
+/// source lacks.
+pub(crate) async fn leave_out<C: ConnectionTrait>(
+    db: &C,
+    source: &str,
+    table: &str,
+    keys: &[Row],
+    extra: bool,
+) -> Result<()> {
+    let backend = db.get_database_backend();
+    let sql = insert_if_absent(
+        backend,
+        "ormsync_snapshot_left_out (source, table_name, pk, extra) VALUES (?, ?, ?, ?)",
+    );
+    for key in keys {
+        db.execute_raw(Statement::from_sql_and_values(
+            backend,
+            sql.clone(),
+            [
+                source.into(),
+                table.into(),
+                key.to_json().into(),
+                i32::from(extra).into(),
+            ],
+        ))
+        .await
+        .context(|| format!("snapshot: recording a row of `{table}` left out"))?;
+    }
+    Ok(())
+}
+
+/// What the copy from `source` left out, by table: keys as JSON.
+#[derive(Debug, Default)]
+pub(crate) struct LeftOut {
+    /// Rows of the source not written yet.
+    pub(crate) rows: HashMap<String, HashSet<String>>,
+    /// Rows of the destination the source lacks.
+    pub(crate) extra: HashMap<String, HashSet<String>>,
+}
+
+/// What the copy from `source` left out.
+pub(crate) async fn left_out<C: ConnectionTrait>(db: &C, source: &str) -> Result<LeftOut> {
+    let backend = db.get_database_backend();
+    let rows = db
+        .query_all_raw(Statement::from_sql_and_values(
+            backend,
+            marks(
+                backend,
+                "SELECT table_name, pk, extra FROM ormsync_snapshot_left_out WHERE source = ?",
+            ),
+            [source.into()],
+        ))
+        .await
+        .context(|| "snapshot: reading the rows left out".into())?;
+    let mut out = LeftOut::default();
+    for row in rows {
+        let decode = || "snapshot: decoding the rows left out".to_string();
+        let table: String = row.try_get("", "table_name").context(decode)?;
+        let pk: String = row.try_get("", "pk").context(decode)?;
+        let extra = row.try_get::<i32>("", "extra").context(decode)? != 0;
+        let into = if extra { &mut out.extra } else { &mut out.rows };
+        into.entry(table).or_default().insert(pk);
+    }
+    Ok(out)
+}
+
+/// Forgets the rows the copy from `source` left out (of `tables`, or all).
+pub(crate) async fn clear_left_out<C: ConnectionTrait>(
+    db: &C,
+    source: &str,
+    tables: Option<&[&str]>,
+) -> Result<()> {
+    let backend = db.get_database_backend();
+    let stmts: Vec<Statement> = match tables {
+        None => vec![Statement::from_sql_and_values(
+            backend,
+            marks(
+                backend,
+                "DELETE FROM ormsync_snapshot_left_out WHERE source = ?",
+            ),
+            [source.into()],
+        )],
+        Some(tables) => tables
+            .iter()
+            .map(|t| {
+                Statement::from_sql_and_values(
+                    backend,
+                    marks(
+                        backend,
+                        "DELETE FROM ormsync_snapshot_left_out WHERE source = ? AND table_name = ?",
+                    ),
+                    [source.into(), (*t).into()],
+                )
+            })
+            .collect(),
+    };
+    for stmt in stmts {
+        db.execute_raw(stmt)
+            .await
+            .context(|| "snapshot: clearing the rows left out".into())?;
+    }
+    Ok(())
 }

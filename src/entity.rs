@@ -1,8 +1,8 @@
 //! The `Replicated` trait: what ormsync knows of an entity.
 
-use sea_orm::sea_query::ArrayType;
+use sea_orm::sea_query::{ArrayType, ColumnType};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue, EntityTrait, IdenStatic, Iterable, ModelTrait,
+    ActiveModelTrait, ActiveValue, ColumnTrait, EntityTrait, IdenStatic, Iterable, ModelTrait,
     PrimaryKeyToColumn, RelationTrait,
 };
 
@@ -71,6 +71,9 @@ pub trait Replicated: EntityTrait {
             types: Self::Column::iter()
                 .filter(|c| !skipped.contains(&c.as_str()))
                 .map(|c| {
+                    if let Some(name) = db_enum(&c) {
+                        return format!("en:{name}");
+                    }
                     types
                         .iter()
                         .find(|(t, _)| t.as_str() == c.as_str())
@@ -154,18 +157,42 @@ pub trait Replicated: EntityTrait {
                         Self::default().table_name()
                     ))
                 })?;
-            am.set(col, value.to_sea());
+            // A `DeriveActiveEnum` of `rs_type = "String"` takes its variant as a string.
+            let value = match (value, db_enum(&col)) {
+                (Value::Enum { value, .. }, Some(_)) => Value::String(value.clone()).to_sea(),
+                (other, _) => other.to_sea(),
+            };
+            am.set(col, value);
         }
         Ok(am)
     }
 }
 
 fn typed<E: EntityTrait>(c: E::Column, v: sea_orm::Value) -> Result<Value> {
-    Value::from_sea(v).map_err(|kind| Error::UnsupportedValue {
+    let value = Value::from_sea(v).map_err(|kind| Error::UnsupportedValue {
         table: E::default().table_name().to_string(),
         column: c.as_str().to_string(),
         kind,
-    })
+    })?;
+    // A `DeriveActiveEnum` of `rs_type = "String"` over a database enum hands over its
+    // variant as a plain string; PostgreSQL refuses text for an enum column, so it travels
+    // as the enum it is.
+    match value {
+        Value::String(value) => match db_enum(&c) {
+            Some(type_name) => Ok(Value::Enum { type_name, value }),
+            None => Ok(Value::String(value)),
+        },
+        other => Ok(other),
+    }
+}
+
+/// The name of the database enum type (`CREATE TYPE … AS ENUM`, `ENUM(…)`) of column `c`,
+/// if it is one.
+fn db_enum<C: ColumnTrait>(c: &C) -> Option<String> {
+    match c.def().get_column_type() {
+        ColumnType::Enum { name, .. } => Some(name.to_string()),
+        _ => None,
+    }
 }
 
 /// What ormsync knows of a replicated table, without the Rust types.

@@ -885,7 +885,14 @@ async fn postgres_numeric_to_sqlite_verifies_clean() {
 
     let verifier = Verifier::new(source.db.clone(), dest.db.clone()).entity::<kinds::Entity>();
     let reports = verifier.verify(&Default::default()).await.expect("verify");
-    assert!(reports.iter().all(|r| r.is_clean()), "{reports:?}");
+    for r in &reports {
+        assert!(
+            r.is_clean(),
+            "{} rows differ, the first: {:?}",
+            r.different_count,
+            r.different.iter().take(3).collect::<Vec<_>>()
+        );
+    }
     let outcomes = verifier
         .repair(&reports, &RepairOptions::default().mode(RepairMode::Direct))
         .await

@@ -94,25 +94,30 @@ impl Value {
     /// NULL [`null_for_tag`](Self::null_for_tag) gave for its tag; `column` names it in
     /// errors.
     ///
-    /// Resolving the tag costs a serde round trip; a reader of many rows resolves it once
-    /// and calls this per row.
+    /// A reader of many rows resolves each column's tag once and calls this per row.
+    ///
+    /// Where sea-orm's own reading is not faithful (SQLite decimals, which it converts
+    /// from a double with all its binary digits) or missing (PostgreSQL has no one-byte or
+    /// unsigned integers, SQLite no `u64`), the column is read by the type the database
+    /// actually returns.
     pub(crate) fn read_as<I: ColIdx>(
         res: &QueryResult,
         at: I,
         column: &str,
         null: &Value,
     ) -> Result<Value, String> {
-        let get = |e: DbErr| format!("reading column `{column}`: {e}");
+        let failed = |e: String| format!("reading column `{column}`: {e}");
         if let Some(row) = res.try_as_sqlite_row()
             && let Some(v) = sqlite::read(row, at, null)
         {
-            return v.map_err(|e| format!("reading column `{column}`: {e}"));
+            return v.map_err(failed);
         }
         if let Some(row) = res.try_as_pg_row()
             && let Some(v) = postgres::read(row, at, null)
         {
-            return v.map_err(|e| format!("reading column `{column}`: {e}"));
+            return v.map_err(failed);
         }
+        let get = |e: DbErr| failed(e.to_string());
         macro_rules! get {
             ($t:ty) => {
                 res.try_get_by::<$t, I>(at).map_err(get)?

@@ -51,40 +51,41 @@ pub(super) enum Tag {
     Decimal,
 }
 
-/// Every tag with its name, in one place for both directions.
-const NAMES: [(Tag, &str); 25] = [
-    (Tag::Bool, "b"),
-    (Tag::TinyInt, "i1"),
-    (Tag::SmallInt, "i2"),
-    (Tag::Int, "i4"),
-    (Tag::BigInt, "i8"),
-    (Tag::TinyUnsigned, "u1"),
-    (Tag::SmallUnsigned, "u2"),
-    (Tag::Unsigned, "u4"),
-    (Tag::BigUnsigned, "u8"),
-    (Tag::Float, "f4"),
-    (Tag::Double, "f8"),
-    (Tag::String, "s"),
-    (Tag::Char, "c"),
-    (Tag::Enum, "en"),
-    (Tag::Bytes, "y"),
-    (Tag::Json, "j"),
-    (Tag::JsonNull, "jn"),
-    (Tag::Date, "d"),
-    (Tag::Time, "t"),
-    (Tag::DateTime, "ts"),
-    (Tag::DateTimeUtc, "tsu"),
-    (Tag::DateTimeLocal, "tsl"),
-    (Tag::DateTimeWithTimeZone, "tsz"),
-    (Tag::Uuid, "uuid"),
-    (Tag::Decimal, "dec"),
+/// Every tag, in payload order.
+const ALL: [Tag; 25] = [
+    Tag::Bool,
+    Tag::TinyInt,
+    Tag::SmallInt,
+    Tag::Int,
+    Tag::BigInt,
+    Tag::TinyUnsigned,
+    Tag::SmallUnsigned,
+    Tag::Unsigned,
+    Tag::BigUnsigned,
+    Tag::Float,
+    Tag::Double,
+    Tag::String,
+    Tag::Char,
+    Tag::Enum,
+    Tag::Bytes,
+    Tag::Json,
+    Tag::JsonNull,
+    Tag::Date,
+    Tag::Time,
+    Tag::DateTime,
+    Tag::DateTimeUtc,
+    Tag::DateTimeLocal,
+    Tag::DateTimeWithTimeZone,
+    Tag::Uuid,
+    Tag::Decimal,
 ];
 
+/// The names of [`ALL`], for the error that lists them.
 const TAG_NAMES: [&str; 25] = {
     let mut out = [""; 25];
     let mut i = 0;
-    while i < NAMES.len() {
-        out[i] = NAMES[i].1;
+    while i < ALL.len() {
+        out[i] = ALL[i].name();
         i += 1;
     }
     out
@@ -121,15 +122,65 @@ impl Tag {
         }
     }
 
-    pub(super) fn name(self) -> &'static str {
-        NAMES
-            .iter()
-            .find(|(t, _)| *t == self)
-            .map_or("", |(_, name)| name)
+    pub(super) const fn name(self) -> &'static str {
+        match self {
+            Tag::Bool => "b",
+            Tag::TinyInt => "i1",
+            Tag::SmallInt => "i2",
+            Tag::Int => "i4",
+            Tag::BigInt => "i8",
+            Tag::TinyUnsigned => "u1",
+            Tag::SmallUnsigned => "u2",
+            Tag::Unsigned => "u4",
+            Tag::BigUnsigned => "u8",
+            Tag::Float => "f4",
+            Tag::Double => "f8",
+            Tag::String => "s",
+            Tag::Char => "c",
+            Tag::Enum => "en",
+            Tag::Bytes => "y",
+            Tag::Json => "j",
+            Tag::JsonNull => "jn",
+            Tag::Date => "d",
+            Tag::Time => "t",
+            Tag::DateTime => "ts",
+            Tag::DateTimeUtc => "tsu",
+            Tag::DateTimeLocal => "tsl",
+            Tag::DateTimeWithTimeZone => "tsz",
+            Tag::Uuid => "uuid",
+            Tag::Decimal => "dec",
+        }
     }
 
     pub(super) fn from_name(name: &str) -> Option<Tag> {
-        NAMES.iter().find(|(_, n)| *n == name).map(|(t, _)| *t)
+        Some(match name {
+            "b" => Tag::Bool,
+            "i1" => Tag::TinyInt,
+            "i2" => Tag::SmallInt,
+            "i4" => Tag::Int,
+            "i8" => Tag::BigInt,
+            "u1" => Tag::TinyUnsigned,
+            "u2" => Tag::SmallUnsigned,
+            "u4" => Tag::Unsigned,
+            "u8" => Tag::BigUnsigned,
+            "f4" => Tag::Float,
+            "f8" => Tag::Double,
+            "s" => Tag::String,
+            "c" => Tag::Char,
+            "en" => Tag::Enum,
+            "y" => Tag::Bytes,
+            "j" => Tag::Json,
+            "jn" => Tag::JsonNull,
+            "d" => Tag::Date,
+            "t" => Tag::Time,
+            "ts" => Tag::DateTime,
+            "tsu" => Tag::DateTimeUtc,
+            "tsl" => Tag::DateTimeLocal,
+            "tsz" => Tag::DateTimeWithTimeZone,
+            "uuid" => Tag::Uuid,
+            "dec" => Tag::Decimal,
+            _ => return None,
+        })
     }
 
     /// The NULL of this tag's type; `None` for [`Tag::JsonNull`], which names a document,
@@ -363,11 +414,12 @@ mod tests {
 
     #[test]
     fn every_tag_has_one_name() {
-        for (i, (tag, name)) in NAMES.iter().enumerate() {
-            assert_eq!(Tag::from_name(name), Some(*tag));
-            assert_eq!(tag.name(), *name);
-            assert!(NAMES[..i].iter().all(|(t, n)| t != tag && n != name));
+        for (i, tag) in ALL.iter().enumerate() {
+            assert_eq!(Tag::from_name(tag.name()), Some(*tag));
+            assert_eq!(TAG_NAMES[i], tag.name());
+            assert!(ALL[..i].iter().all(|t| t != tag && t.name() != tag.name()));
         }
+        assert_eq!(Tag::from_name("nope"), None);
     }
 
     #[test]

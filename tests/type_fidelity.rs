@@ -848,7 +848,7 @@ async fn postgres_numeric_to_sqlite_verifies_clean() {
             dec("4134.3406")
         } else {
             Decimal::new(mantissa as i64, 4)
-                * if x % 2 == 0 {
+                * if x.is_multiple_of(2) {
                     Decimal::ONE
                 } else {
                     -Decimal::ONE

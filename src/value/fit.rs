@@ -51,7 +51,7 @@ fn significant_digits(d: &Decimal) -> u32 {
     if m == 0 {
         return 0;
     }
-    while m % 10 == 0 {
+    while m.is_multiple_of(10) {
         m /= 10;
     }
     m.ilog10() + 1
@@ -185,7 +185,7 @@ pub(crate) fn refusal(value: &Value, backend: DbBackend, column: Column) -> Opti
             // A leap second's nanoseconds run past 1e9; its fraction is what is past that.
             let fraction = nanos % 1_000_000_000;
             let unit = 10u32.pow(9 - digits.min(9));
-            if fraction % unit != 0 {
+            if !fraction.is_multiple_of(unit) {
                 return Some(format!(
                     "{} has fractional seconds beyond the {digits} digits the column keeps",
                     describe(value)

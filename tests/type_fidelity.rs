@@ -27,6 +27,37 @@ use sea_orm::{
 
 on_every_pair!(also_sqlite: every_type_arrives_unaltered_by_stream_snapshot_and_repair);
 
+/// The pairs the macro leaves out, so that every backend is the source of every other:
+/// PostgreSQL → SQLite is the pair of the `numeric(18,4)` report, MariaDB → PostgreSQL
+/// and SQLite → MariaDB bring one-byte and unsigned integers to the two server backends.
+mod other_pairs {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_to_sqlite() {
+        every_type_arrives_unaltered_by_stream_snapshot_and_repair(
+            Backend::Postgres,
+            Backend::Sqlite,
+        )
+        .await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mariadb_to_postgres() {
+        every_type_arrives_unaltered_by_stream_snapshot_and_repair(
+            Backend::MySql,
+            Backend::Postgres,
+        )
+        .await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite_to_mariadb() {
+        every_type_arrives_unaltered_by_stream_snapshot_and_repair(Backend::Sqlite, Backend::MySql)
+            .await
+    }
+}
+
 // ---- entities ----------------------------------------------------------------------------
 
 /// The types every backend can hold as a source.
@@ -729,6 +760,86 @@ async fn values_sqlite_cannot_hold_are_refused_and_parked() {
             ("ubig".into(), Value::BigUnsigned(Some(7))),
         ])]
     );
+}
+
+/// `u64::MAX` from MariaDB to PostgreSQL, which has no unsigned integers: a `numeric(20)`
+/// column holds it exactly (and verify reads it back as the `u64` it is); the `bigint`
+/// that `create_tables()` makes refuses it with PostgreSQL's own error, and the
+/// destination halts rather than store anything else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsigned_64_bit_values_need_a_numeric_column_at_postgres() {
+    let (Some(source), Some(numeric), Some(bigint)) = (
+        TestDb::create(Backend::MySql).await,
+        TestDb::create(Backend::Postgres).await,
+        TestDb::create(Backend::Postgres).await,
+    ) else {
+        return;
+    };
+    source_tables(&source.db).await;
+    numeric
+        .db
+        .execute_unprepared(
+            "CREATE TABLE fidelity_wide (id BIGINT PRIMARY KEY, ubig NUMERIC(20) NOT NULL)",
+        )
+        .await
+        .expect("create table");
+    let rows = [
+        wide::Model {
+            id: 1,
+            ubig: u64::MAX,
+        },
+        wide::Model { id: 2, ubig: 7 },
+    ];
+    let txn = source.db.begin().await.expect("begin");
+    for m in &rows {
+        wide::ActiveModel::from(m.clone())
+            .insert(&txn)
+            .await
+            .expect("insert");
+    }
+    txn.commit().await.expect("commit");
+
+    let r = Replicator::builder(source.db.clone())
+        .entity::<wide::Entity>()
+        .destination(Destination::new("numeric", numeric.db.clone()).initial_snapshot(false))
+        .destination(
+            Destination::new("bigint", bigint.db.clone())
+                .create_tables()
+                .initial_snapshot(false),
+        )
+        .start()
+        .await
+        .expect("start");
+    let _ = r.sync_now().await;
+    let states: Vec<(String, State, Option<String>)> = r
+        .status()
+        .destinations
+        .into_iter()
+        .map(|d| (d.name, d.state, d.last_error))
+        .collect();
+    r.shutdown().await;
+
+    let spec = wide::Entity::table_spec();
+    let expected: Vec<Row> = rows
+        .iter()
+        .map(|m| wide::Entity::to_row(m).expect("row"))
+        .collect();
+    assert_rows(
+        "numeric",
+        &spec.table,
+        &expected,
+        &read_rows(&numeric.db, &spec).await,
+    );
+    assert_verify_clean(&source, &numeric, std::slice::from_ref(&spec), "numeric").await;
+
+    let (_, state, error) = states
+        .iter()
+        .find(|(name, _, _)| name == "bigint")
+        .expect("the bigint destination");
+    assert_eq!(*state, State::Halted, "{error:?}");
+    let error = error.as_deref().unwrap_or_default();
+    assert!(error.contains("out of range"), "{error}");
+    assert_eq!(common::count(&bigint.db, "fidelity_wide").await, 0);
 }
 
 /// A destination whose columns keep less than the source's values (an application's

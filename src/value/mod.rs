@@ -308,6 +308,38 @@ mod tests {
     }
 
     #[test]
+    fn each_backend_gets_a_parameter_it_takes() {
+        use sea_orm::DbBackend;
+        use sea_query::Value as V;
+        assert_eq!(
+            Value::TinyInt(Some(-128)).to_sea_for(DbBackend::Postgres),
+            V::SmallInt(Some(-128))
+        );
+        assert_eq!(
+            Value::TinyInt(Some(-128)).to_sea_for(DbBackend::MySql),
+            V::TinyInt(Some(-128))
+        );
+        for backend in [DbBackend::Postgres, DbBackend::Sqlite] {
+            assert_eq!(
+                Value::BigUnsigned(Some(u64::MAX)).to_sea_for(backend),
+                V::Decimal(Some(Decimal::from(u64::MAX)))
+            );
+            assert_eq!(
+                Value::BigUnsigned(Some(7)).to_sea_for(backend),
+                V::BigInt(Some(7))
+            );
+            assert_eq!(
+                Value::BigUnsigned(None).to_sea_for(backend),
+                V::BigInt(None)
+            );
+        }
+        assert_eq!(
+            Value::BigUnsigned(Some(u64::MAX)).to_sea_for(DbBackend::MySql),
+            V::BigUnsigned(Some(u64::MAX))
+        );
+    }
+
+    #[test]
     fn decimal_keeps_its_scale() {
         let v = Value::Decimal(Some(Decimal::from_str("1.50").unwrap()));
         let json = serde_json::to_string(&v).unwrap();

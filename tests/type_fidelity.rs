@@ -147,6 +147,23 @@ pub mod narrow {
     pub enum Relation {}
 }
 
+/// A JSON column and nothing PostgreSQL lacks an array type for, so that batches of it go
+/// as `unnest` arrays there.
+pub mod docs {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel, ormsync::Replicated)]
+    #[sea_orm(table_name = "fidelity_docs")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: i64,
+        pub doc: Option<Json>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+}
+
 /// `u64`, which sea-orm reads from MariaDB only.
 pub mod wide {
     use sea_orm::entity::prelude::*;
@@ -1042,12 +1059,32 @@ async fn json_null_and_sql_null_stay_apart_and_old_payloads_still_apply() {
     rows.truncate(2);
     rows[0].doc = Some(serde_json::Value::Null);
     rows[1].doc = None;
+    source
+        .db
+        .execute(&Schema::new(DbBackend::Sqlite).create_table_from_entity(docs::Entity))
+        .await
+        .expect("create table");
+    let documents = [
+        Some(serde_json::Value::Null),
+        None,
+        Some(serde_json::json!({"a": null})),
+        Some(serde_json::json!("null")),
+    ];
     let txn = source.db.begin().await.expect("begin");
     for m in &rows {
         kinds::ActiveModel::from(m.clone())
             .insert(&txn)
             .await
             .expect("insert");
+    }
+    for (id, doc) in (0i64..).zip(&documents) {
+        docs::ActiveModel::from(docs::Model {
+            id,
+            doc: doc.clone(),
+        })
+        .insert(&txn)
+        .await
+        .expect("insert");
     }
     txn.commit().await.expect("commit");
     let payloads: Vec<String> = source
@@ -1090,6 +1127,7 @@ async fn json_null_and_sql_null_stay_apart_and_old_payloads_still_apply() {
 
     let r = Replicator::builder(source.db.clone())
         .entity::<kinds::Entity>()
+        .entity::<docs::Entity>()
         .destination(
             Destination::new("pg", dest.db.clone())
                 .create_tables()
@@ -1112,6 +1150,17 @@ async fn json_null_and_sql_null_stay_apart_and_old_payloads_still_apply() {
     );
     let sql_nulls = common::count(&dest.db, "fidelity_kinds WHERE doc IS NULL").await;
     assert_eq!(sql_nulls, 2, "row 1 holds the document null, not SQL NULL");
+
+    // The same through PostgreSQL's `unnest` arrays, where a NULL is masked out and the
+    // document `null` is an element.
+    let at_dest = read_rows(&dest.db, &docs::Entity::table_spec()).await;
+    let got: Vec<Option<&Value>> = at_dest.iter().map(|r| r.get("doc")).collect();
+    let expected: Vec<Value> = documents.iter().cloned().map(Value::Json).collect();
+    assert_eq!(got, expected.iter().map(Some).collect::<Vec<_>>());
+    assert_eq!(
+        common::count(&dest.db, "fidelity_docs WHERE doc IS NULL").await,
+        1
+    );
 }
 
 /// Arrays cannot travel yet: capture refuses them with an error naming the column, and

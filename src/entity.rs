@@ -145,7 +145,8 @@ pub trait Replicated: EntityTrait {
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] when the row names a column the entity does not have.
+    /// [`Error::Config`] when the row names a column the entity does not have, or an enum
+    /// column a variant its Rust enum does not have.
     fn active_from_row(row: &Row) -> Result<Self::ActiveModel> {
         let mut am = <Self::ActiveModel as ActiveModelTrait>::default();
         for (name, value) in &row.0 {
@@ -157,12 +158,20 @@ pub trait Replicated: EntityTrait {
                         Self::default().table_name()
                     ))
                 })?;
-            // A `DeriveActiveEnum` of `rs_type = "String"` takes its variant as a string.
-            let value = match (value, db_enum(&col)) {
-                (Value::Enum { value, .. }, Some(_)) => Value::String(value.clone()).to_sea(),
-                (other, _) => other.to_sea(),
-            };
-            am.set(col, value);
+            match value {
+                // A `DeriveActiveEnum` of `rs_type = "String"` over a database enum takes its
+                // variant as a string, one of `rs_type = "Enum"` as the enum.
+                Value::Enum { value: v, .. } => am
+                    .try_set(col, value.to_sea())
+                    .or_else(|_| am.try_set(col, Value::String(v.clone()).to_sea()))
+                    .map_err(|e| {
+                        Error::Config(format!(
+                            "`{}.{name}` does not take the enum value {v:?}: {e}",
+                            Self::default().table_name()
+                        ))
+                    })?,
+                other => am.set(col, other.to_sea()),
+            }
         }
         Ok(am)
     }

@@ -1209,3 +1209,33 @@ pub mod arrays {
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
     pub enum Relation {}
 }
+
+/// A captured row turns back into the application's `ActiveModel`, database enum
+/// included (it travels as the enum, and the `DeriveActiveEnum` takes its variant back).
+#[test]
+fn a_row_turns_back_into_the_model_it_came_from() {
+    use sea_orm::TryIntoModel;
+    for m in kinds_rows(Backend::Postgres, Backend::MySql) {
+        let row = kinds::Entity::to_row(&m).expect("row");
+        assert_eq!(
+            row.get("color"),
+            Some(&Value::Enum {
+                type_name: "fidelity_color".into(),
+                value: Some(if m.color == kinds::Color::Red {
+                    "red".into()
+                } else {
+                    "green".into()
+                }),
+            })
+        );
+        let back = kinds::Entity::active_from_row(&row)
+            .expect("active model")
+            .try_into_model()
+            .expect("model");
+        assert_eq!(back, m);
+    }
+    assert_eq!(
+        kinds::Entity::table_spec().types.last().map(String::as_str),
+        Some("en:fidelity_color")
+    );
+}

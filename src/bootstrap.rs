@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use sea_orm::sea_query::{ColumnType, StringLen};
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, Iterable, Schema, Statement,
     TransactionTrait,
@@ -43,14 +44,80 @@ fn create_statements<E: EntityTrait>(backend: DbBackend) -> Vec<Statement> {
         .iter()
         .map(|t| backend.build(t))
         .collect();
-    out.push(backend.build(&schema.create_table_from_entity(E::default())));
-    out.extend(
-        schema
-            .create_index_from_entity(E::default())
+    let table = schema.create_table_from_entity(E::default());
+    let indexes = schema.create_index_from_entity(E::default());
+    let mut create = backend.build(&table);
+    if backend == DbBackend::MySql {
+        // Columns a key, an index or a foreign key uses keep a type MySQL can index.
+        let keyed: Vec<String> = table
+            .get_indexes()
             .iter()
-            .map(|i| backend.build(i)),
-    );
+            .chain(&indexes)
+            .flat_map(|i| i.get_index_spec().get_column_names())
+            .chain(
+                table
+                    .get_foreign_key_create_stmts()
+                    .iter()
+                    .flat_map(|f| f.get_foreign_key().get_columns()),
+            )
+            .collect();
+        for column in table.get_columns() {
+            let name = column.get_column_name();
+            let spec = column.get_column_spec();
+            let free = !spec.primary_key && !spec.unique && !keyed.contains(&name);
+            if let Some((from, to)) = column
+                .get_column_type()
+                .and_then(|ty| mysql_faithful(ty, free))
+            {
+                let quoted = format!("`{}`", name.replace('`', "``"));
+                create.sql = retype(&create.sql, &quoted, from, to);
+            }
+        }
+    }
+    out.push(create);
+    out.extend(indexes.iter().map(|i| backend.build(i)));
     out
+}
+
+/// The MySQL/MariaDB type sea-query writes for `ty` and the one a created table gets
+/// instead, where sea-orm's would alter values or refuse them:
+///
+/// - `DATETIME`, `TIME` and `TIMESTAMP` keep whole seconds unless declared with fractional
+///   digits; `TIMESTAMP` ends on 2038-01-19 (and MariaDB may give a table's first one an
+///   `ON UPDATE CURRENT_TIMESTAMP`). Zoned timestamps are written as UTC wall time at
+///   MySQL (see [`Value::to_sea_for`](crate::value::Value::to_sea_for)), so `DATETIME(6)`
+///   holds them over its whole range.
+/// - `DECIMAL` without precision is `DECIMAL(10,0)`; `DECIMAL(65,30)` holds every
+///   `rust_decimal` value.
+/// - A `String` or `Vec<u8>` without a length is `VARCHAR(255)` or `VARBINARY(255)`, which
+///   refuse longer values: a `free` column (in no key, index or foreign key) is
+///   `LONGTEXT` or `LONGBLOB`, which hold what the field can.
+fn mysql_faithful(ty: &ColumnType, free: bool) -> Option<(&'static str, &'static str)> {
+    Some(match ty {
+        ColumnType::DateTime => ("datetime", "datetime(6)"),
+        ColumnType::Timestamp | ColumnType::TimestampWithTimeZone => ("timestamp", "datetime(6)"),
+        ColumnType::Time => ("time", "time(6)"),
+        ColumnType::Decimal(None) => ("decimal", "decimal(65, 30)"),
+        ColumnType::String(StringLen::None) if free => ("varchar(255)", "longtext"),
+        ColumnType::VarBinary(StringLen::None) if free => ("varbinary(255)", "longblob"),
+        _ => return None,
+    })
+}
+
+/// `sql` with the type `from` of the column quoted as `name` replaced by `to`: the column
+/// definition `name from` followed by a space, a comma or a parenthesis.
+fn retype(sql: &str, name: &str, from: &str, to: &str) -> String {
+    let def = format!("{name} {from}");
+    let mut at = 0;
+    while let Some(found) = sql[at..].find(&def) {
+        let start = at + found;
+        let end = start + def.len();
+        if matches!(sql[end..].chars().next(), Some(' ' | ',' | ')') | None) {
+            return format!("{}{name} {to}{}", &sql[..start], &sql[end..]);
+        }
+        at = end;
+    }
+    sql.to_string()
 }
 
 /// Creates each table of `specs` (in foreign-key order) that `db` lacks, and checks the
@@ -148,4 +215,26 @@ async fn ensure_tables_in<C: ConnectionTrait>(
         }
     }
     Ok(created)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_column_definition_is_retyped_and_nothing_else() {
+        let sql = "CREATE TABLE `t` ( `at` timestamp NOT NULL, `at2` timestamp, `d` decimal )";
+        let sql = retype(sql, "`at`", "timestamp", "datetime(6)");
+        let sql = retype(&sql, "`at2`", "timestamp", "datetime(6)");
+        let sql = retype(&sql, "`d`", "decimal", "decimal(65, 30)");
+        assert_eq!(
+            sql,
+            "CREATE TABLE `t` ( `at` datetime(6) NOT NULL, `at2` datetime(6), `d` decimal(65, 30) )"
+        );
+        // A longer type that starts the same is not touched.
+        assert_eq!(
+            retype("( `c` timestamp_x )", "`c`", "timestamp", "datetime(6)"),
+            "( `c` timestamp_x )"
+        );
+    }
 }

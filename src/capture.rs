@@ -462,6 +462,7 @@ pub(crate) async fn write_many<C: ConnectionTrait>(
     if changes.is_empty() {
         return Ok(());
     }
+    let backend = db.get_database_backend();
     async {
         for chunk in changes.chunks(ROWS_PER_STATEMENT) {
             let mut stmt = Query::insert();
@@ -471,8 +472,8 @@ pub(crate) async fn write_many<C: ConnectionTrait>(
                 stmt.values_panic([
                     table.into(),
                     op.code().into(),
-                    key.to_json().into(),
-                    row.to_json().into(),
+                    key.to_payload(backend).into(),
+                    row.to_payload(backend).into(),
                 ]);
             }
             db.execute(&stmt).await?;

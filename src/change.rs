@@ -76,6 +76,32 @@ impl Row {
         serde_json::to_string(self).unwrap_or_default()
     }
 
+    /// Encodes the row as the payload of a change captured at a `backend` source.
+    ///
+    /// At a SQLite source a decimal is a double, which sea-orm hands over converted with
+    /// all its binary digits (4134.3406 as 4134.340600000001): it is shipped as the value
+    /// the double stands for, to 15 significant digits, which is also how snapshots and
+    /// verify read it.
+    pub fn to_payload(&self, backend: sea_orm::DbBackend) -> String {
+        let from_sqlite = backend == sea_orm::DbBackend::Sqlite
+            && self.values().any(|v| matches!(v, Value::Decimal(Some(_))));
+        if !from_sqlite {
+            return self.to_json();
+        }
+        Row(self
+            .0
+            .iter()
+            .map(|(c, v)| match v {
+                Value::Decimal(Some(d)) => (
+                    c.clone(),
+                    Value::Decimal(Some(crate::value::fit::sqlite_source_decimal(*d))),
+                ),
+                other => (c.clone(), other.clone()),
+            })
+            .collect())
+        .to_json()
+    }
+
     /// Decodes a JSON payload.
     pub fn from_json(json: &str) -> Result<Self, serde_json::Error> {
         serde_json::from_str(json)

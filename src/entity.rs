@@ -1,8 +1,8 @@
 //! The `Replicated` trait: what ormsync knows of an entity.
 
-use sea_orm::sea_query::ArrayType;
+use sea_orm::sea_query::{ArrayType, ColumnType};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue, EntityTrait, IdenStatic, Iterable, ModelTrait,
+    ActiveModelTrait, ActiveValue, ColumnTrait, EntityTrait, IdenStatic, Iterable, ModelTrait,
     PrimaryKeyToColumn, RelationTrait,
 };
 
@@ -71,6 +71,9 @@ pub trait Replicated: EntityTrait {
             types: Self::Column::iter()
                 .filter(|c| !skipped.contains(&c.as_str()))
                 .map(|c| {
+                    if let Some(name) = db_enum(&c) {
+                        return format!("en:{name}");
+                    }
                     types
                         .iter()
                         .find(|(t, _)| t.as_str() == c.as_str())
@@ -142,7 +145,8 @@ pub trait Replicated: EntityTrait {
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] when the row names a column the entity does not have.
+    /// [`Error::Config`] when the row names a column the entity does not have, or an enum
+    /// column a variant its Rust enum does not have.
     fn active_from_row(row: &Row) -> Result<Self::ActiveModel> {
         let mut am = <Self::ActiveModel as ActiveModelTrait>::default();
         for (name, value) in &row.0 {
@@ -154,18 +158,50 @@ pub trait Replicated: EntityTrait {
                         Self::default().table_name()
                     ))
                 })?;
-            am.set(col, value.to_sea());
+            match value {
+                // A `DeriveActiveEnum` of `rs_type = "String"` over a database enum takes its
+                // variant as a string, one of `rs_type = "Enum"` as the enum.
+                Value::Enum { value: v, .. } => am
+                    .try_set(col, value.to_sea())
+                    .or_else(|_| am.try_set(col, Value::String(v.clone()).to_sea()))
+                    .map_err(|e| {
+                        Error::Config(format!(
+                            "`{}.{name}` does not take the enum value {v:?}: {e}",
+                            Self::default().table_name()
+                        ))
+                    })?,
+                other => am.set(col, other.to_sea()),
+            }
         }
         Ok(am)
     }
 }
 
 fn typed<E: EntityTrait>(c: E::Column, v: sea_orm::Value) -> Result<Value> {
-    Value::from_sea(v).map_err(|kind| Error::UnsupportedValue {
+    let value = Value::from_sea(v).map_err(|kind| Error::UnsupportedValue {
         table: E::default().table_name().to_string(),
         column: c.as_str().to_string(),
         kind,
-    })
+    })?;
+    // A `DeriveActiveEnum` of `rs_type = "String"` over a database enum hands over its
+    // variant as a plain string; PostgreSQL refuses text for an enum column, so it travels
+    // as the enum it is.
+    match value {
+        Value::String(value) => match db_enum(&c) {
+            Some(type_name) => Ok(Value::Enum { type_name, value }),
+            None => Ok(Value::String(value)),
+        },
+        other => Ok(other),
+    }
+}
+
+/// The name of the database enum type (`CREATE TYPE … AS ENUM`, `ENUM(…)`) of column `c`,
+/// if it is one.
+fn db_enum<C: ColumnTrait>(c: &C) -> Option<String> {
+    match c.def().get_column_type() {
+        ColumnType::Enum { name, .. } => Some(name.to_string()),
+        _ => None,
+    }
 }
 
 /// What ormsync knows of a replicated table, without the Rust types.

@@ -195,6 +195,24 @@ pub enum Error {
         kind: String,
     },
 
+    /// A destination would store a value altered (rounded, cut to fewer digits, turned
+    /// into NULL), so the change carrying it is refused: a permanent error, halted or
+    /// parked in dead letters as the destination's `on_permanent_error` says.
+    #[error(
+        "`{table}.{column}`: {reason}, so ormsync refuses the change rather than store the value \
+         altered. Give the destination column a type that holds it (the README's known limits \
+         list what each database keeps), or keep the value from this destination \
+         (`Destination::drop_column`, `skip_table`); the change waits until then"
+    )]
+    Unrepresentable {
+        /// The table.
+        table: String,
+        /// The column.
+        column: String,
+        /// What the destination would do to the value.
+        reason: String,
+    },
+
     /// A row of a replicated table could not be read as the types its entity declares.
     #[error("reading `{table}`: {reason}")]
     Read {

@@ -7,8 +7,12 @@ use sea_orm::{ConnectionTrait, DbBackend, Statement};
 
 use crate::error::{DbContext, Result};
 
-/// The columns of `table` at `db`, each with its SQL type on PostgreSQL (empty elsewhere);
-/// `None` when the table does not exist.
+/// The columns of `table` at `db`, each with its declared SQL type: PostgreSQL's
+/// `format_type` (with modifiers, `numeric(18,4)`), MySQL's `COLUMN_TYPE`
+/// (`datetime(6)`), SQLite's declared type; `None` when the table does not exist.
+///
+/// PostgreSQL's is what a batch of rows is cast to; on every backend the type tells what
+/// a column keeps of a value (see `value::fit`).
 pub(crate) async fn of<C: ConnectionTrait>(
     db: &C,
     table: &str,
@@ -22,10 +26,11 @@ pub(crate) async fn of<C: ConnectionTrait>(
              AND a.attnum > 0 AND NOT a.attisdropped"
         }
         DbBackend::MySql => {
-            "SELECT CAST(column_name AS CHAR) AS name FROM information_schema.columns \
+            "SELECT CAST(column_name AS CHAR) AS name, CAST(column_type AS CHAR) AS type \
+             FROM information_schema.columns \
              WHERE table_schema = DATABASE() AND table_name = ?"
         }
-        _ => "SELECT name FROM pragma_table_info(?)",
+        _ => "SELECT name, type FROM pragma_table_info(?)",
     };
     let rows = db
         .query_all_raw(Statement::from_sql_and_values(backend, sql, [table.into()]))
@@ -39,12 +44,10 @@ pub(crate) async fn of<C: ConnectionTrait>(
         let name = row
             .try_get::<String>("", "name")
             .context(|| format!("reading the columns of `{table}`"))?;
-        let ty = match backend {
-            DbBackend::Postgres => row
-                .try_get::<String>("", "type")
-                .context(|| format!("reading the columns of `{table}`"))?,
-            _ => String::new(),
-        };
+        let ty = row
+            .try_get::<Option<String>>("", "type")
+            .context(|| format!("reading the columns of `{table}`"))?
+            .unwrap_or_default();
         columns.insert(name, ty);
     }
     Ok(Some(columns))

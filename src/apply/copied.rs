@@ -3,7 +3,7 @@
 //! for tables whose rows the destination keys or resolves itself, the same row-by-row
 //! placement (key map, translated foreign keys, conflict policy).
 
-use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, DbErr};
+use sea_orm::{DatabaseTransaction, DbErr};
 
 use super::columns;
 use super::mapped::{Fault, Placer};
@@ -76,16 +76,11 @@ pub(crate) async fn write(
         return Ok(unplaced);
     }
     let shaped: Vec<&Change> = shaped.iter().map(|c| c.as_ref()).collect();
-    let backend = txn.get_database_backend();
-    // On PostgreSQL a chunk goes as a few big statements, as the stream's batches do, when
-    // the destination's column types are known.
-    let types = if backend == DbBackend::Postgres {
-        columns::of(txn, table)
-            .await
-            .map_err(|e| DbErr::Custom(e.to_string()))?
-    } else {
-        None
-    };
+    // The destination's column types: what each column keeps of a value, and on
+    // PostgreSQL what lets a chunk go as a few big statements, as the stream's batches do.
+    let types = columns::of(txn, table)
+        .await
+        .map_err(|e| DbErr::Custom(e.to_string()))?;
     for step in plan::plan(&shaped) {
         statement::execute(txn, &step, types.as_ref()).await?;
     }

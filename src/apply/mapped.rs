@@ -118,7 +118,7 @@ impl<C: ConnectionTrait> Placer<'_, C> {
                     }
                     (true, Some(_), Some(k)) => {
                         self.db
-                            .execute(&statement::update(table, written, &k, backend))
+                            .execute(&statement::update(table, written, &k, backend)?)
                             .await?;
                         k
                     }
@@ -244,7 +244,7 @@ impl<C: ConnectionTrait> Placer<'_, C> {
     async fn insert(&self, spec: &TableSpec, row: &Row) -> Result<Row, Fault> {
         let backend = self.db.get_database_backend();
         let key: Vec<&str> = spec.key.iter().map(String::as_str).collect();
-        let q = statement::insert(&spec.table, row, &key, backend);
+        let q = statement::insert(&spec.table, row, &key, backend)?;
         if backend == DbBackend::MySql {
             let done = self.db.execute(&q).await?;
             let id = done.last_insert_id();

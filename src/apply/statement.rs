@@ -10,7 +10,9 @@ use std::collections::HashMap;
 
 use super::plan::Step;
 use crate::change::Row;
+use crate::error::Error;
 use crate::value::Value;
+use crate::value::fit::{self, Column};
 
 /// Rows per statement at most (the parameter limit may allow fewer): more than a default
 /// batch holds, so a batch of one table is one statement, and pays one round trip.
@@ -63,7 +65,48 @@ pub(crate) fn build(step: &Step<'_>, backend: DbBackend) -> Vec<Built> {
     }
 }
 
-/// Runs the statements of `step` on `db`, in order.
+/// Refuses `rows` of `table` when `backend` would store one of their values altered
+/// ([`fit::refusal`]), judging each column by its declared type in `types` (column name to
+/// type, as [`columns::of`](super::columns::of) reads them) where known.
+///
+/// # Errors
+///
+/// [`Error::Unrepresentable`] for the first such value, as a `DbErr::Custom`: a permanent
+/// error, which the sink pins on its change.
+pub(crate) fn check_rows(
+    table: &str,
+    rows: &[&Row],
+    backend: DbBackend,
+    types: Option<&HashMap<String, String>>,
+) -> Result<(), DbErr> {
+    let Some(first) = rows.first() else {
+        return Ok(());
+    };
+    let columns: Vec<Column> = first
+        .columns()
+        .map(|c| {
+            types
+                .and_then(|t| t.get(c))
+                .map_or(Column::Other, |t| Column::parse(backend, t))
+        })
+        .collect();
+    for row in rows {
+        for ((name, value), column) in row.0.iter().zip(&columns) {
+            if let Some(reason) = fit::refusal(value, backend, *column) {
+                return Err(Error::Unrepresentable {
+                    table: table.to_string(),
+                    column: name.clone(),
+                    reason,
+                }
+                .into());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs the statements of `step` on `db`, in order, after [`check_rows`] on an upsert's
+/// rows.
 ///
 /// On PostgreSQL, when the destination's column `types` are known, an upsert goes as few
 /// big statements instead ([`pg_upserts`]).
@@ -72,6 +115,9 @@ pub(crate) async fn execute<C: ConnectionTrait>(
     step: &Step<'_>,
     types: Option<&HashMap<String, String>>,
 ) -> Result<(), DbErr> {
+    if let Step::Upsert { table, rows, .. } = step {
+        check_rows(table, rows, db.get_database_backend(), types)?;
+    }
     if db.get_database_backend() == DbBackend::Postgres
         && let Some(statements) = types.and_then(|types| pg_upserts(step, types))
     {
@@ -189,7 +235,8 @@ fn delete(table: &str, keys: &[&Row], backend: DbBackend) -> DeleteStatement {
 /// as a JSON array, read back by `jsonb_to_recordset` as the destination's own column
 /// `types`. A `VALUES` list binds one parameter per value, and parsing and binding ten
 /// thousand parameters costs the server more than inserting the rows. `None` when a value
-/// has no faithful JSON text (a JSON `null` inside a JSON column, a NUL character).
+/// has no faithful JSON text: a JSON column holding the document `null`, which
+/// `jsonb_to_recordset` reads as SQL NULL, or a NUL character.
 pub(crate) fn upsert_json(
     table: &str,
     key: &[&str],
@@ -327,7 +374,8 @@ fn push_json_value(out: &mut String, v: &Value) -> Option<()> {
             out.push('"');
         }
         Value::Json(Some(j)) => {
-            // A JSON null would read back as SQL NULL.
+            // `jsonb_to_recordset` reads a field holding `null` as SQL NULL, whatever the
+            // column's type: the document `null` cannot travel this way.
             if j.is_null() || j.to_string().contains("\\u0000") {
                 return None;
             }
@@ -381,8 +429,14 @@ pub(crate) fn select_where(
     q
 }
 
-/// `UPDATE table SET row WHERE key`.
-pub(crate) fn update(table: &str, row: &Row, key: &Row, backend: DbBackend) -> UpdateStatement {
+/// `UPDATE table SET row WHERE key`, after [`check_rows`] on `row`.
+pub(crate) fn update(
+    table: &str,
+    row: &Row,
+    key: &Row,
+    backend: DbBackend,
+) -> Result<UpdateStatement, DbErr> {
+    check_rows(table, &[row], backend, None)?;
     let mut q = Query::update();
     q.table(Alias::new(table))
         .values(row.0.iter().map(|(c, v)| {
@@ -392,17 +446,19 @@ pub(crate) fn update(table: &str, row: &Row, key: &Row, backend: DbBackend) -> U
             )
         }))
         .cond_where(matching(key, backend));
-    q
+    Ok(q)
 }
 
 /// `INSERT INTO table (row's columns) VALUES (row)`, returning `returning` where the
-/// engine can (not MySQL/MariaDB: read `last_insert_id` there).
+/// engine can (not MySQL/MariaDB: read `last_insert_id` there), after [`check_rows`] on
+/// `row`.
 pub(crate) fn insert(
     table: &str,
     row: &Row,
     returning: &[&str],
     backend: DbBackend,
-) -> InsertStatement {
+) -> Result<InsertStatement, DbErr> {
+    check_rows(table, &[row], backend, None)?;
     let mut q = Query::insert();
     q.into_table(Alias::new(table))
         .columns(row.columns().map(Alias::new))
@@ -413,7 +469,7 @@ pub(crate) fn insert(
     if backend != DbBackend::MySql {
         q.returning(Query::returning().columns(returning.iter().map(|c| Alias::new(*c))));
     }
-    q
+    Ok(q)
 }
 
 #[cfg(test)]

@@ -216,6 +216,37 @@ mod tests {
     }
 
     #[test]
+    fn a_json_null_document_is_an_element_and_sql_null_is_masked() {
+        let rows = [
+            Row(vec![(
+                "j".into(),
+                Value::Json(Some(serde_json::Value::Null)),
+            )]),
+            Row(vec![("j".into(), Value::Json(None))]),
+        ];
+        let refs: Vec<&Row> = rows.iter().collect();
+        let stmt = upsert("t", &["id"], &["j"], &["jsonb"], &refs).expect("arrays");
+        let values = stmt.values.expect("bound").0;
+        let sea_query::Value::Array(ArrayType::Json, Some(items)) = &values[0] else {
+            panic!("a JSON array: {:?}", values[0]);
+        };
+        assert_eq!(
+            items[0],
+            sea_query::Value::Json(Some(Box::new(serde_json::Value::Null)))
+        );
+        let sea_query::Value::Array(ArrayType::Bool, Some(mask)) = &values[1] else {
+            panic!("a mask: {:?}", values[1]);
+        };
+        assert_eq!(
+            **mask,
+            vec![
+                sea_query::Value::Bool(Some(false)),
+                sea_query::Value::Bool(Some(true))
+            ]
+        );
+    }
+
+    #[test]
     fn types_without_a_faithful_array_fall_back() {
         let rows = [Row(vec![("id".into(), Value::BigUnsigned(Some(1)))])];
         let refs: Vec<&Row> = rows.iter().collect();

@@ -16,7 +16,7 @@
 //! | decimal | normalized (`1.50` and `1.5` are equal) |
 //! | text, char, enum variant | UTF-8 bytes |
 //! | binary | the bytes |
-//! | JSON | canonical text: keys sorted, numbers by value (`1.0` and `1` are equal) |
+//! | JSON | canonical text: keys sorted, numbers by value (`1.0` and `1` are equal); the document `null` is text like any other, apart from SQL NULL |
 //! | zoned timestamps | the UTC instant, to the nanosecond (the offset is not part of it) |
 //! | naive timestamps, dates, times | as stored, to the nanosecond |
 //! | UUID | its 16 bytes |
@@ -415,6 +415,14 @@ mod tests {
         );
         assert_ne!(enc(&Value::Int(None)), enc(&Value::Int(Some(0))));
         assert_ne!(enc(&Value::Bytes(None)), enc(&Value::Bytes(Some(vec![]))));
+        assert_ne!(
+            enc(&Value::Json(None)),
+            enc(&Value::Json(Some(serde_json::Value::Null)))
+        );
+        assert_ne!(
+            enc(&Value::Json(Some(serde_json::Value::Null))),
+            enc(&Value::Json(Some(serde_json::json!("null"))))
+        );
     }
 
     #[test]

@@ -1,102 +1,78 @@
 //! Typed column values, as they travel in the outbox payload.
 
-use base64::Engine as _;
 use chrono::{DateTime, FixedOffset, Local, NaiveDate, NaiveDateTime, NaiveTime, Utc};
 use rust_decimal::Decimal;
 use sea_orm::sea_query::{self, Enum, OptionEnum};
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use uuid::Uuid;
 
 pub(crate) mod canonical;
+pub(crate) mod fit;
 mod read;
+mod wire;
 
 /// One column value, with its type, including the type of a NULL.
 ///
 /// The payload keeps types exactly: a decimal stays a decimal with its scale, a timestamp
 /// keeps its zone and microseconds, an `i64::MAX` stays an integer, binary stays binary.
 /// A NULL keeps its type as well, because PostgreSQL refuses an untyped NULL for a `uuid`
-/// or `jsonb` column. In JSON a value is a one-key object whose key names the type:
-/// `{"i8":42}`, `{"dec":"12.50"}`, `{"s":null}`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// or `jsonb` column. In JSON a value is a one-key object whose key names the type
+/// ([`type_tag`](Value::type_tag)): `{"i8":42}`, `{"dec":"12.50"}`, `{"s":null}`.
+#[derive(Clone, Debug, PartialEq)]
 pub enum Value {
     /// `BOOLEAN`.
-    #[serde(rename = "b")]
     Bool(Option<bool>),
     /// `TINYINT`.
-    #[serde(rename = "i1")]
     TinyInt(Option<i8>),
     /// `SMALLINT`.
-    #[serde(rename = "i2")]
     SmallInt(Option<i16>),
     /// `INTEGER`.
-    #[serde(rename = "i4")]
     Int(Option<i32>),
     /// `BIGINT`.
-    #[serde(rename = "i8")]
     BigInt(Option<i64>),
     /// Unsigned `TINYINT`.
-    #[serde(rename = "u1")]
     TinyUnsigned(Option<u8>),
     /// Unsigned `SMALLINT`.
-    #[serde(rename = "u2")]
     SmallUnsigned(Option<u16>),
     /// Unsigned `INTEGER`.
-    #[serde(rename = "u4")]
     Unsigned(Option<u32>),
     /// Unsigned `BIGINT`.
-    #[serde(rename = "u8")]
     BigUnsigned(Option<u64>),
     /// `REAL`; NaN and infinities travel as strings.
-    #[serde(rename = "f4", with = "float32")]
     Float(Option<f32>),
     /// `DOUBLE PRECISION`; NaN and infinities travel as strings.
-    #[serde(rename = "f8", with = "float64")]
     Double(Option<f64>),
     /// Text.
-    #[serde(rename = "s")]
     String(Option<String>),
     /// A single character.
-    #[serde(rename = "c")]
     Char(Option<char>),
     /// A database enum value (PostgreSQL `CREATE TYPE … AS ENUM`).
-    #[serde(rename = "en")]
     Enum {
         /// The enum type's name.
-        #[serde(rename = "t")]
         type_name: String,
         /// The variant, or NULL.
-        #[serde(rename = "v")]
         value: Option<String>,
     },
     /// Binary data; base64 in JSON.
-    #[serde(rename = "y", with = "bytes")]
     Bytes(Option<Vec<u8>>),
-    /// JSON.
-    #[serde(rename = "j")]
+    /// JSON. `None` is SQL NULL, `{"j":null}`; `Some(serde_json::Value::Null)` is the
+    /// document `null`, a value like any other, `{"jn":null}`. (A payload captured before
+    /// the two had forms of their own holds `{"j":null}` for both, and decodes as SQL NULL.)
     Json(Option<serde_json::Value>),
     /// `DATE`.
-    #[serde(rename = "d")]
     Date(Option<NaiveDate>),
     /// `TIME`.
-    #[serde(rename = "t")]
     Time(Option<NaiveTime>),
     /// `TIMESTAMP` without zone.
-    #[serde(rename = "ts")]
     DateTime(Option<NaiveDateTime>),
     /// A timestamp in UTC (`DateTime<Utc>`).
-    #[serde(rename = "tsu")]
     DateTimeUtc(Option<DateTime<Utc>>),
     /// A timestamp in the local zone (`DateTime<Local>`).
-    #[serde(rename = "tsl")]
     DateTimeLocal(Option<DateTime<Local>>),
     /// A timestamp with a fixed offset (`DateTime<FixedOffset>`, sea-orm's `DateTimeWithTimeZone`).
-    #[serde(rename = "tsz")]
     DateTimeWithTimeZone(Option<DateTime<FixedOffset>>),
     /// A UUID.
-    #[serde(rename = "uuid")]
     Uuid(Option<Uuid>),
     /// An exact decimal, scale included.
-    #[serde(rename = "dec")]
     Decimal(Option<Decimal>),
 }
 
@@ -206,23 +182,40 @@ impl Value {
 
     /// The sea-query value to bind at a destination of `backend`.
     ///
-    /// MySQL/MariaDB keep no zone, and sqlx sends a zoned timestamp as a `TIMESTAMP`
-    /// parameter, which the server turns into NULL past 2038-01-19. There it is bound as
-    /// the UTC wall time instead (sqlx's sessions run in UTC), which `DATETIME` and
-    /// `TIMESTAMP` columns both take, over their whole range.
+    /// - MySQL/MariaDB keep no zone, and sqlx sends a zoned timestamp as a `TIMESTAMP`
+    ///   parameter, which the server turns into NULL past 2038-01-19. There it is bound as
+    ///   the UTC wall time instead (sqlx's sessions run in UTC), which `DATETIME` and
+    ///   `TIMESTAMP` columns both take, over their whole range.
+    /// - PostgreSQL has no one-byte integer: sqlx would send an `i8` as the type `"char"`,
+    ///   which no integer column takes, so it goes as a `smallint`.
+    /// - An unsigned 64-bit integer above `i64::MAX` fits no signed parameter: it goes as a
+    ///   decimal, which a `numeric` column takes and a `bigint` one refuses with an error
+    ///   (never wrapped). SQLite's integers cannot hold it at all: ormsync refuses such a
+    ///   change for a SQLite destination before binding anything.
     pub fn to_sea_for(&self, backend: sea_orm::DbBackend) -> sea_query::Value {
+        use sea_orm::DbBackend;
         use sea_query::Value as V;
-        if backend == sea_orm::DbBackend::MySql {
-            match self {
-                Value::DateTimeUtc(v) => return V::ChronoDateTime(v.map(|t| t.naive_utc())),
-                Value::DateTimeLocal(v) => return V::ChronoDateTime(v.map(|t| t.naive_utc())),
-                Value::DateTimeWithTimeZone(v) => {
-                    return V::ChronoDateTime(v.map(|t| t.naive_utc()));
-                }
-                _ => {}
+        match (backend, self) {
+            (DbBackend::MySql, Value::DateTimeUtc(v)) => {
+                V::ChronoDateTime(v.map(|t| t.naive_utc()))
             }
+            (DbBackend::MySql, Value::DateTimeLocal(v)) => {
+                V::ChronoDateTime(v.map(|t| t.naive_utc()))
+            }
+            (DbBackend::MySql, Value::DateTimeWithTimeZone(v)) => {
+                V::ChronoDateTime(v.map(|t| t.naive_utc()))
+            }
+            (DbBackend::Postgres, Value::TinyInt(v)) => V::SmallInt(v.map(i16::from)),
+            (DbBackend::Postgres | DbBackend::Sqlite, Value::BigUnsigned(Some(v)))
+                if i64::try_from(*v).is_err() =>
+            {
+                V::Decimal(Some(Decimal::from(*v)))
+            }
+            (DbBackend::Postgres | DbBackend::Sqlite, Value::BigUnsigned(v)) => {
+                V::BigInt(v.and_then(|v| i64::try_from(v).ok()))
+            }
+            _ => self.to_sea(),
         }
-        self.to_sea()
     }
 
     /// Whether this is a NULL (of any type).
@@ -259,62 +252,6 @@ impl Value {
 fn sea_type_name(v: &sea_query::Value) -> String {
     let debug = format!("{v:?}");
     debug.split('(').next().unwrap_or("unknown").to_string()
-}
-
-macro_rules! float_serde {
-    ($name:ident, $t:ty) => {
-        mod $name {
-            use super::*;
-
-            // serde_json writes NaN and infinities as `null`, which would turn them into NULL.
-            pub fn serialize<S: Serializer>(v: &Option<$t>, s: S) -> Result<S::Ok, S::Error> {
-                match v {
-                    Some(f) if !f.is_finite() => s.serialize_some(&f.to_string()),
-                    Some(f) => s.serialize_some(f),
-                    None => s.serialize_none(),
-                }
-            }
-
-            pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<$t>, D::Error> {
-                #[derive(Deserialize)]
-                #[serde(untagged)]
-                enum Repr {
-                    Num($t),
-                    Text(String),
-                }
-                match Option::<Repr>::deserialize(d)? {
-                    None => Ok(None),
-                    Some(Repr::Num(f)) => Ok(Some(f)),
-                    Some(Repr::Text(t)) => {
-                        t.parse::<$t>().map(Some).map_err(serde::de::Error::custom)
-                    }
-                }
-            }
-        }
-    };
-}
-float_serde!(float32, f32);
-float_serde!(float64, f64);
-
-mod bytes {
-    use super::*;
-
-    pub fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
-        match v {
-            Some(b) => s.serialize_some(&base64::engine::general_purpose::STANDARD.encode(b)),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
-        match Option::<String>::deserialize(d)? {
-            None => Ok(None),
-            Some(t) => base64::engine::general_purpose::STANDARD
-                .decode(t)
-                .map(Some)
-                .map_err(serde::de::Error::custom),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -368,6 +305,38 @@ mod tests {
             type_name: "mood".into(),
             value: Some("happy".into()),
         });
+    }
+
+    #[test]
+    fn each_backend_gets_a_parameter_it_takes() {
+        use sea_orm::DbBackend;
+        use sea_query::Value as V;
+        assert_eq!(
+            Value::TinyInt(Some(-128)).to_sea_for(DbBackend::Postgres),
+            V::SmallInt(Some(-128))
+        );
+        assert_eq!(
+            Value::TinyInt(Some(-128)).to_sea_for(DbBackend::MySql),
+            V::TinyInt(Some(-128))
+        );
+        for backend in [DbBackend::Postgres, DbBackend::Sqlite] {
+            assert_eq!(
+                Value::BigUnsigned(Some(u64::MAX)).to_sea_for(backend),
+                V::Decimal(Some(Decimal::from(u64::MAX)))
+            );
+            assert_eq!(
+                Value::BigUnsigned(Some(7)).to_sea_for(backend),
+                V::BigInt(Some(7))
+            );
+            assert_eq!(
+                Value::BigUnsigned(None).to_sea_for(backend),
+                V::BigInt(None)
+            );
+        }
+        assert_eq!(
+            Value::BigUnsigned(Some(u64::MAX)).to_sea_for(DbBackend::MySql),
+            V::BigUnsigned(Some(u64::MAX))
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ use sea_orm::{ColIdx, DbErr, QueryResult};
 use uuid::Uuid;
 
 use super::Value;
+use super::wire::Tag;
 
 impl Value {
     /// The NULL of the Rust type whose sea-query array type is `ty`, or `None` for a type
@@ -47,22 +48,21 @@ impl Value {
     }
 
     /// The value's type as a tag: its key in the JSON payload (`"i8"`, `"dec"`, `"tsu"`,
-    /// …), and `"en:<type name>"` for a database enum.
+    /// …), and `"en:<type name>"` for a database enum. A JSON column's tag is `"j"`,
+    /// whatever document it holds.
     ///
     /// ```
     /// use ormsync::value::Value;
     ///
     /// assert_eq!(Value::BigInt(Some(7)).type_tag(), "i8");
+    /// assert_eq!(Value::Json(Some(serde_json::Value::Null)).type_tag(), "j");
     /// assert_eq!(Value::null_for_tag("dec"), Some(Value::Decimal(None)));
     /// ```
     pub fn type_tag(&self) -> String {
-        if let Value::Enum { type_name, .. } = self {
-            return format!("en:{type_name}");
-        }
-        // The serde name is the tag; a value always serialises to a one-key object.
-        match serde_json::to_value(self) {
-            Ok(serde_json::Value::Object(map)) => map.keys().next().cloned().unwrap_or_default(),
-            _ => String::new(),
+        match self {
+            Value::Enum { type_name, .. } => format!("en:{type_name}"),
+            Value::Json(_) => Tag::Json.name().to_string(),
+            other => Tag::of(other).name().to_string(),
         }
     }
 
@@ -75,7 +75,7 @@ impl Value {
                 value: None,
             });
         }
-        serde_json::from_value(serde_json::json!({ tag: null })).ok()
+        Tag::from_name(tag)?.null()
     }
 
     /// Reads `column` of `res` as the type `tag` names.
@@ -94,15 +94,30 @@ impl Value {
     /// NULL [`null_for_tag`](Self::null_for_tag) gave for its tag; `column` names it in
     /// errors.
     ///
-    /// Resolving the tag costs a serde round trip; a reader of many rows resolves it once
-    /// and calls this per row.
+    /// A reader of many rows resolves each column's tag once and calls this per row.
+    ///
+    /// Where sea-orm's own reading is not faithful (SQLite decimals, which it converts
+    /// from a double with all its binary digits) or missing (PostgreSQL has no one-byte or
+    /// unsigned integers, SQLite no `u64`), the column is read by the type the database
+    /// actually returns.
     pub(crate) fn read_as<I: ColIdx>(
         res: &QueryResult,
         at: I,
         column: &str,
         null: &Value,
     ) -> Result<Value, String> {
-        let get = |e: DbErr| format!("reading column `{column}`: {e}");
+        let failed = |e: String| format!("reading column `{column}`: {e}");
+        if let Some(row) = res.try_as_sqlite_row()
+            && let Some(v) = sqlite::read(row, at, null)
+        {
+            return v.map_err(failed);
+        }
+        if let Some(row) = res.try_as_pg_row()
+            && let Some(v) = postgres::read(row, at, null)
+        {
+            return v.map_err(failed);
+        }
+        let get = |e: DbErr| failed(e.to_string());
         macro_rules! get {
             ($t:ty) => {
                 res.try_get_by::<$t, I>(at).map_err(get)?
@@ -139,6 +154,150 @@ impl Value {
             Value::Uuid(_) => Value::Uuid(get!(Option<Uuid>)),
             Value::Decimal(_) => Value::Decimal(get!(Option<Decimal>)),
         })
+    }
+}
+
+/// Where sea-orm's own reading of SQLite is not faithful.
+mod sqlite {
+    use rust_decimal::Decimal;
+    use sea_orm::ColIdx;
+    use sea_orm::sqlx::sqlite::SqliteRow;
+    use sea_orm::sqlx::{Row, TypeInfo, ValueRef};
+
+    use super::Value;
+    use crate::value::fit;
+
+    /// `null`'s type read from `row`, or `None` to read it the ordinary way.
+    ///
+    /// - A decimal: sea-orm reads it as an `f64` and converts that (4134.3406 comes back
+    ///   as 4134.340600000001) and fails on one stored as an integer or text. Here a
+    ///   `REAL` is the double to 15 significant digits (what SQLite itself prints), which
+    ///   gives back exactly any decimal of up to 15 digits; an integer or text is exact.
+    /// - An unsigned 64-bit integer, which sea-orm does not read from SQLite at all.
+    pub(super) fn read<I: ColIdx>(
+        row: &SqliteRow,
+        at: I,
+        null: &Value,
+    ) -> Option<Result<Value, String>> {
+        match null {
+            Value::Decimal(_) => Some(decimal(row, at).map(Value::Decimal)),
+            Value::BigUnsigned(_) => Some(
+                row.try_get::<Option<i64>, _>(at.as_sqlx_sqlite_index())
+                    .map_err(|e| e.to_string())
+                    .and_then(|v| {
+                        v.map(|v| u64::try_from(v).map_err(|_| format!("{v} is not unsigned")))
+                            .transpose()
+                    })
+                    .map(Value::BigUnsigned),
+            ),
+            _ => None,
+        }
+    }
+
+    fn decimal<I: ColIdx>(row: &SqliteRow, at: I) -> Result<Option<Decimal>, String> {
+        let raw = row
+            .try_get_raw(at.as_sqlx_sqlite_index())
+            .map_err(|e| e.to_string())?;
+        if raw.is_null() {
+            return Ok(None);
+        }
+        let class = raw.type_info().name().to_string();
+        let err = |e: sea_orm::sqlx::Error| e.to_string();
+        match class.as_str() {
+            "REAL" => {
+                let f: f64 = row.try_get(at.as_sqlx_sqlite_index()).map_err(err)?;
+                fit::decimal_of_sqlite_real(f)
+                    .map(Some)
+                    .ok_or_else(|| format!("the REAL {f} is no decimal"))
+            }
+            "INTEGER" => Ok(Some(Decimal::from(
+                row.try_get::<i64, _>(at.as_sqlx_sqlite_index())
+                    .map_err(err)?,
+            ))),
+            "TEXT" => {
+                let text: String = row.try_get(at.as_sqlx_sqlite_index()).map_err(err)?;
+                let text = text.trim();
+                text.parse::<Decimal>()
+                    .or_else(|_| Decimal::from_scientific(text))
+                    .map(Some)
+                    .map_err(|e| format!("the text {text:?} is no decimal: {e}"))
+            }
+            other => Err(format!("a decimal stored as {other}")),
+        }
+    }
+}
+
+/// Where sea-orm does not read PostgreSQL at all: it has no one-byte or unsigned integer
+/// types, so a column for an `i8` or an unsigned value is a wider signed integer or a
+/// `numeric`, read here by its actual type and checked into range.
+mod postgres {
+    use rust_decimal::Decimal;
+    use rust_decimal::prelude::ToPrimitive;
+    use sea_orm::ColIdx;
+    use sea_orm::sqlx::postgres::PgRow;
+    use sea_orm::sqlx::{Row, TypeInfo, ValueRef};
+
+    use super::Value;
+
+    pub(super) fn read<I: ColIdx>(
+        row: &PgRow,
+        at: I,
+        null: &Value,
+    ) -> Option<Result<Value, String>> {
+        fn narrow<T: TryFrom<i128>>(v: Option<i128>, ty: &str) -> Result<Option<T>, String> {
+            v.map(|v| T::try_from(v).map_err(|_| format!("{v} is out of range for {ty}")))
+                .transpose()
+        }
+        Some(match null {
+            Value::TinyInt(_) => integer(row, at).and_then(|v| narrow(v, "i8").map(Value::TinyInt)),
+            Value::TinyUnsigned(_) => {
+                integer(row, at).and_then(|v| narrow(v, "u8").map(Value::TinyUnsigned))
+            }
+            Value::SmallUnsigned(_) => {
+                integer(row, at).and_then(|v| narrow(v, "u16").map(Value::SmallUnsigned))
+            }
+            Value::Unsigned(_) => {
+                integer(row, at).and_then(|v| narrow(v, "u32").map(Value::Unsigned))
+            }
+            Value::BigUnsigned(_) => {
+                integer(row, at).and_then(|v| narrow(v, "u64").map(Value::BigUnsigned))
+            }
+            _ => return None,
+        })
+    }
+
+    fn integer<I: ColIdx>(row: &PgRow, at: I) -> Result<Option<i128>, String> {
+        let raw = row
+            .try_get_raw(at.as_sqlx_postgres_index())
+            .map_err(|e| e.to_string())?;
+        if raw.is_null() {
+            return Ok(None);
+        }
+        let ty = raw.type_info().name().to_string();
+        let err = |e: sea_orm::sqlx::Error| e.to_string();
+        Ok(Some(match ty.as_str() {
+            "INT2" => i128::from(
+                row.try_get::<i16, _>(at.as_sqlx_postgres_index())
+                    .map_err(err)?,
+            ),
+            "INT4" => i128::from(
+                row.try_get::<i32, _>(at.as_sqlx_postgres_index())
+                    .map_err(err)?,
+            ),
+            "INT8" => i128::from(
+                row.try_get::<i64, _>(at.as_sqlx_postgres_index())
+                    .map_err(err)?,
+            ),
+            "NUMERIC" => {
+                let d: Decimal = row.try_get(at.as_sqlx_postgres_index()).map_err(err)?;
+                d.fract()
+                    .is_zero()
+                    .then(|| d.to_i128())
+                    .flatten()
+                    .ok_or_else(|| format!("{d} is not an integer"))?
+            }
+            other => return Err(format!("an integer column of type {other}")),
+        }))
     }
 }
 

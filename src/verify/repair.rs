@@ -11,7 +11,7 @@ use tracing::Instrument;
 
 use super::report::{KeyDisplay, Report};
 use crate::apply::plan::Step;
-use crate::apply::statement::{self, Built};
+use crate::apply::{self, statement};
 use crate::capture;
 use crate::change::{Op, Row};
 use crate::entity::{Replicated, TableSpec};
@@ -446,7 +446,8 @@ fn targets(report: &Report) -> Result<Vec<(Vec<Value>, Drift)>> {
     Ok(out)
 }
 
-/// Upserts `upserts` and deletes `deletes` at `dest`, in one transaction.
+/// Upserts `upserts` and deletes `deletes` at `dest`, in one transaction, with the
+/// statements the stream uses (and its refusal of values the destination would alter).
 async fn write_direct(
     dest: &DatabaseConnection,
     table: &str,
@@ -457,7 +458,7 @@ async fn write_direct(
     if upserts.is_empty() && deletes.is_empty() {
         return Ok(());
     }
-    let backend = dest.get_database_backend();
+    let types = apply::table_columns(dest, table).await?;
     let txn = dest
         .begin()
         .await
@@ -475,12 +476,7 @@ async fn write_direct(
     ];
     let written = async {
         for step in &steps {
-            for built in statement::build(step, backend) {
-                match built {
-                    Built::Insert(q) => txn.execute(&q).await?,
-                    Built::Delete(q) => txn.execute(&q).await?,
-                };
-            }
+            statement::execute(&txn, step, types.as_ref()).await?;
         }
         Ok::<(), sea_orm::DbErr>(())
     }

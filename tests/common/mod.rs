@@ -274,22 +274,76 @@ where
         .collect()
 }
 
+/// The key columns of `row` (a row of `E`, as [`rows_of`] reads it), as a row of their own.
+pub fn key_of_row<E: Replicated>(row: &ormsync::change::Row) -> ormsync::change::Row {
+    let key = E::table_spec().key;
+    ormsync::change::Row(
+        row.0
+            .iter()
+            .filter(|(c, _)| key.contains(c))
+            .cloned()
+            .collect(),
+    )
+}
+
+/// How many differing keys of each kind [`differences`] lists.
+const LISTED: usize = 5;
+
+/// What differs between `E`'s table at `source` and at `dest`, key by key (rows missing at
+/// the destination, rows it has that the source lacks, rows whose columns differ), or
+/// `None` when both hold the same rows, column for column.
+pub async fn differences<E>(
+    source: &DatabaseConnection,
+    dest: &DatabaseConnection,
+) -> Option<String>
+where
+    E: Replicated,
+    E::Model: Sync,
+{
+    let (s, d) = (rows_of::<E>(source).await, rows_of::<E>(dest).await);
+    if s == d {
+        return None;
+    }
+    let keyed = |rows: Vec<ormsync::change::Row>| {
+        rows.into_iter()
+            .map(|r| (format!("{:?}", key_of_row::<E>(&r).0), r))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let (s_len, d_len) = (s.len(), d.len());
+    let (s, d) = (keyed(s), keyed(d));
+    let missing: Vec<_> = s.keys().filter(|k| !d.contains_key(*k)).collect();
+    let extra: Vec<_> = d.iter().filter(|(k, _)| !s.contains_key(*k)).collect();
+    let changed: Vec<_> = s
+        .iter()
+        .filter_map(|(k, r)| d.get(k).filter(|o| *o != r).map(|o| (k, r, o)))
+        .collect();
+    let table = E::table_spec().table;
+    let mut out = format!(
+        "`{table}` differs: source {s_len} rows, destination {d_len} rows; {} missing, {} extra, {} different",
+        missing.len(),
+        extra.len(),
+        changed.len()
+    );
+    for k in missing.iter().take(LISTED) {
+        out += &format!("\n  missing at destination: {k} = {:?}", s[*k]);
+    }
+    for (k, r) in extra.iter().take(LISTED) {
+        out += &format!("\n  extra at destination: {k} = {r:?}");
+    }
+    for (k, r, o) in changed.iter().take(LISTED) {
+        out += &format!("\n  different: {k}\n    source:      {r:?}\n    destination: {o:?}");
+    }
+    Some(out)
+}
+
 /// Asserts that `E`'s table holds the same rows, column for column, on both sides.
 pub async fn assert_same<E>(source: &DatabaseConnection, dest: &DatabaseConnection)
 where
     E: Replicated,
     E::Model: Sync,
 {
-    let (s, d) = (rows_of::<E>(source).await, rows_of::<E>(dest).await);
-    let table = E::table_spec().table;
-    if s != d {
-        let missing: Vec<_> = s.iter().filter(|r| !d.contains(r)).take(5).collect();
-        let extra: Vec<_> = d.iter().filter(|r| !s.contains(r)).take(5).collect();
-        panic!(
-            "`{table}` differs: source {} rows, destination {} rows\n  missing or different at destination (first 5): {missing:?}\n  extra or different at destination (first 5): {extra:?}",
-            s.len(),
-            d.len()
-        );
+    if let Some(diff) = differences::<E>(source, dest).await {
+        panic!("{diff}");
     }
 }
 

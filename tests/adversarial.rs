@@ -647,22 +647,38 @@ async fn run_op(txn: &DatabaseTransaction, op: &OpPlan, label: &str) -> Result<(
     Ok(())
 }
 
-/// Whether a database raises `e` at a writer for what other writers do at the same time:
-/// the writer rolls back and goes on.
-fn raised_by_concurrency(e: &DbErr) -> bool {
-    matches!(e, DbErr::RecordNotUpdated | DbErr::RecordNotFound(_))
-        || ormsync::classify::classify(e) == ErrorKind::Transient
-        || matches!(
-            e.sql_err(),
-            Some(SqlErr::UniqueConstraintViolation(_) | SqlErr::ForeignKeyConstraintViolation(_))
-        )
+/// Why a database refused a writer's transaction for what other writers do at the same
+/// time (the writer rolls back and goes on), or `None` for any other error.
+fn refusal(e: &DbErr) -> Option<Refusal> {
+    if matches!(e, DbErr::RecordNotUpdated | DbErr::RecordNotFound(_)) {
+        return Some(Refusal::RowGone);
+    }
+    if ormsync::classify::classify(e) == ErrorKind::Transient {
+        return Some(Refusal::Contention);
+    }
+    match e.sql_err() {
+        Some(SqlErr::UniqueConstraintViolation(_)) => Some(Refusal::Unique),
+        Some(SqlErr::ForeignKeyConstraintViolation(_)) => Some(Refusal::ForeignKey),
+        _ => None,
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Refusal {
+    /// Deadlock, serialization failure, lock timeout, busy SQLite.
+    Contention,
+    Unique,
+    ForeignKey,
+    /// `RecordNotUpdated`, `RecordNotFound`: the row went away.
+    RowGone,
 }
 
 #[derive(Debug, Default)]
 struct WriterReport {
     committed: u64,
     rolled_back: u64,
-    refused: u64,
+    /// By [`Refusal`], in its order.
+    refused: [u64; 4],
     unexpected: Vec<String>,
 }
 
@@ -698,8 +714,10 @@ async fn writer(
         match run_txn(&db, txn, &format!("w{w}t{t}")).await {
             Ok(true) => report.committed += 1,
             Ok(false) => report.rolled_back += 1,
-            Err(e) if raised_by_concurrency(&e) => report.refused += 1,
-            Err(e) => report.unexpected.push(format!("w{w}t{t}: {e}")),
+            Err(e) => match refusal(&e) {
+                Some(why) => report.refused[why as usize] += 1,
+                None => report.unexpected.push(format!("w{w}t{t}: {e}")),
+            },
         }
         done.fetch_add(1, Ordering::SeqCst);
         // SQLite has one writer at a time: leave the replicators room to read.
@@ -1020,6 +1038,48 @@ impl Fleet<'_> {
     }
 }
 
+/// Returns once some instance reports `name` halted.
+async fn halted(live: &[Instance], name: &str) {
+    loop {
+        if live.iter().any(|i| {
+            i.rep
+                .status()
+                .destinations
+                .iter()
+                .any(|d| d.name == name && d.state == State::Halted)
+        }) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// What the log says of the change an error names (`change 123 to …`): the change, and
+/// every logged change of its key.
+fn explain(error: &str, log: &BTreeMap<(String, String), Vec<Logged>>) -> Option<String> {
+    let id: i64 = error
+        .split("change ")
+        .nth(1)?
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()?;
+    let ((table, key), changes) = log
+        .iter()
+        .find(|(_, changes)| changes.iter().any(|c| c.id == id))?;
+    let history: Vec<String> = changes
+        .iter()
+        .map(|c| {
+            let mark = if c.id == id { " <- refused" } else { "" };
+            format!("#{} {} {:?}{mark}", c.id, c.op.code(), c.row.0)
+        })
+        .collect();
+    Some(format!(
+        "  change {id} is of `{table}` {key}, whose changes are:\n    {}",
+        history.join("\n    ")
+    ))
+}
+
 // ---- one round ---------------------------------------------------------------------------
 
 async fn hostile_histories(src: Backend, dst: Backend) {
@@ -1098,7 +1158,9 @@ async fn round_of(src: Backend, dst: Backend, seed: u64, long: bool) -> bool {
         let r = h.await.expect("writer");
         report.committed += r.committed;
         report.rolled_back += r.rolled_back;
-        report.refused += r.refused;
+        for (sum, n) in report.refused.iter_mut().zip(r.refused) {
+            *sum += n;
+        }
         report.unexpected.extend(r.unexpected);
     }
     let written = began.elapsed();
@@ -1109,14 +1171,20 @@ async fn round_of(src: Backend, dst: Backend, seed: u64, long: bool) -> bool {
         Ok(i) => {
             for &d in &fleet.added {
                 let name = DESTINATIONS[d];
-                match tokio::time::timeout(drain_limit, fleet.live[i].rep.drain(name)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => {
-                        failures.push(format!("oracle 2 (no halt): draining `{name}`: {e}"))
-                    }
-                    Err(_) => failures.push(format!(
-                        "oracle 2 (no halt): `{name}` not drained within {drain_limit:?}"
-                    )),
+                let drain = fleet.live[i].rep.drain(name);
+                tokio::select! {
+                    r = tokio::time::timeout(drain_limit, drain) => match r {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => {
+                            failures.push(format!("oracle 2 (no halt): draining `{name}`: {e}"))
+                        }
+                        Err(_) => failures.push(format!(
+                            "oracle 2 (no halt): `{name}` not drained within {drain_limit:?}"
+                        )),
+                    },
+                    // The instance draining may stand by while another one holds the lease:
+                    // that one's halt is seen in its status.
+                    () = halted(&fleet.live, name) => {}
                 }
             }
         }
@@ -1169,6 +1237,14 @@ async fn round_of(src: Backend, dst: Backend, seed: u64, long: bool) -> bool {
 
     // Oracle 3: replaying the captured changes gives the source's rows.
     let log = read_log(&s.db).await;
+    let halts: Vec<String> = failures
+        .iter()
+        .filter(|f| f.starts_with("oracle 2"))
+        .filter_map(|f| explain(f, &log))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    failures.extend(halts);
     let captured: usize = log.values().map(Vec::len).sum();
     let mut replay = replay_differences::<customers::Entity>(&s.db, &log).await;
     replay.extend(replay_differences::<orders::Entity>(&s.db, &log).await);
@@ -1189,12 +1265,16 @@ async fn round_of(src: Backend, dst: Backend, seed: u64, long: bool) -> bool {
     }
 
     let summary = format!(
-        "{pair}: {total} transactions ({} committed, {} rolled back, {} refused by the database), \
+        "{pair}: {total} transactions ({} committed, {} rolled back, refused by the database: \
+         {} contention, {} unique key, {} foreign key, {} row gone), \
          {captured} changes captured, {} instances started, {} kills while copying; \
          writes {:.1}s, drained {:.1}s",
         report.committed,
         report.rolled_back,
-        report.refused,
+        report.refused[0],
+        report.refused[1],
+        report.refused[2],
+        report.refused[3],
         fleet.started,
         fleet.kills_while_copying,
         written.as_secs_f64(),

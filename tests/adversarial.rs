@@ -246,7 +246,7 @@ struct Plan {
 impl Plan {
     fn draw(seed: u64, long: bool) -> Self {
         let mut rng = StdRng::seed_from_u64(seed);
-        let per_writer = rng.random_range(100..=160) * if long { 4 } else { 1 };
+        let per_writer = rng.random_range(200..=320) * if long { 4 } else { 1 };
         let total = (per_writer * WRITERS) as u64;
         let settings = Settings {
             batch_size: [3, 17, 64, 500][rng.random_range(0..4)],
@@ -1246,6 +1246,7 @@ async fn round_of(src: Backend, dst: Backend, seed: u64, long: bool) -> bool {
         .collect();
     failures.extend(halts);
     let captured: usize = log.values().map(Vec::len).sum();
+    let kept = common::count(&s.db, "ormsync_outbox").await;
     let mut replay = replay_differences::<customers::Entity>(&s.db, &log).await;
     replay.extend(replay_differences::<orders::Entity>(&s.db, &log).await);
     let n = replay.len();
@@ -1267,7 +1268,7 @@ async fn round_of(src: Backend, dst: Backend, seed: u64, long: bool) -> bool {
     let summary = format!(
         "{pair}: {total} transactions ({} committed, {} rolled back, refused by the database: \
          {} contention, {} unique key, {} foreign key, {} row gone), \
-         {captured} changes captured, {} instances started, {} kills while copying; \
+         {captured} changes captured ({kept} left in the outbox by retention), {} instances started, {} kills while copying; \
          writes {:.1}s, drained {:.1}s",
         report.committed,
         report.rolled_back,

@@ -47,7 +47,7 @@
 #[macro_use]
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -148,12 +148,18 @@ struct OpPlan {
     other_customer: i64,
     order: i64,
     orders: Vec<i64>,
-    variant: u32,
+    /// Picks among the ways of doing the operation (see [`OpPlan::variant`]).
+    way: u32,
     value: i64,
     hold: Duration,
 }
 
 impl OpPlan {
+    /// Which of `n` ways to do the operation.
+    fn variant(&self, n: u32) -> u32 {
+        self.way % n
+    }
+
     fn draw(rng: &mut StdRng) -> Self {
         let total: u32 = KINDS.iter().map(|(_, w)| w).sum();
         let mut pick = rng.random_range(0..total);
@@ -173,7 +179,7 @@ impl OpPlan {
             other_customer: rng.random_range(1..=PARENTS),
             order: rng.random_range(1..=CHILDREN),
             orders: (0..n).map(|_| rng.random_range(1..=CHILDREN)).collect(),
-            variant: rng.random_range(0..12),
+            way: rng.random_range(0..12),
             value: rng.random_range(0..1_000_000),
             hold: Duration::from_millis(rng.random_range(1..=15)),
         }
@@ -341,308 +347,385 @@ async fn orders_of(txn: &DatabaseTransaction, customer: i64) -> Result<Vec<order
 /// Runs one planned operation in `txn`. Every write goes through the derived hooks or
 /// `ormsync::bulk`.
 async fn run_op(txn: &DatabaseTransaction, op: &OpPlan, label: &str) -> Result<(), DbErr> {
-    let (c, o, v) = (op.customer, op.order, op.variant);
     match op.kind {
-        Kind::InsertCustomer => {
-            // Mostly as an application would (look first); sometimes blindly.
-            if v % 3 != 0 && find_customer(txn, c).await?.is_some() {
-                return Ok(());
-            }
-            customer(c, label, op.value).insert(txn).await?;
+        Kind::InsertCustomer => insert_customer(txn, op, label).await,
+        Kind::InsertOrder => insert_order(txn, op, label).await,
+        Kind::UpdateCustomer => update_customer(txn, op, label).await,
+        Kind::UpdateOrder => update_order(txn, op, label).await,
+        Kind::UpdateSettingNothing => update_setting_nothing(txn, op).await,
+        Kind::DeleteOrder => delete_order(txn, op).await,
+        Kind::DeleteAndReinsertOrder => delete_and_reinsert_order(txn, op, label).await,
+        Kind::RecreateCustomerWithOrders => recreate_customer_with_orders(txn, op, label).await,
+        Kind::MoveOrder => move_order(txn, op, label).await,
+        Kind::DeleteCustomerWithOrders => delete_customer_with_orders(txn, op).await,
+        Kind::BulkInsertOrders => bulk_insert_orders(txn, op, label).await,
+        Kind::BulkUpdate => bulk_update(txn, op, label).await,
+        Kind::BulkDelete => bulk_delete(txn, op).await,
+        Kind::HoldOpen => {
+            tokio::time::sleep(op.hold).await;
+            Ok(())
         }
-        Kind::InsertOrder => {
-            if v % 3 != 0 && find_order(txn, o).await?.is_some() {
-                return Ok(());
-            }
-            order(o, c, label, op.value).insert(txn).await?;
-        }
-        Kind::UpdateCustomer => match v % 4 {
-            0 => {
-                if let Some(m) = find_customer(txn, c).await? {
-                    let mut am = m.into_active_model();
-                    am.name = Set(format!("{label} c{c}"));
-                    am.credit = Set(Decimal::new(op.value, 2));
-                    am.update(txn).await?;
-                }
-            }
-            1 => {
-                if let Some(m) = find_customer(txn, c).await? {
-                    let mut am = m.into_active_model();
-                    am.name = Set(format!("{label} c{c}"));
-                    am.save(txn).await?;
-                }
-            }
-            // Blind, by key: `RecordNotUpdated` when the row is gone.
-            2 => {
-                customers::ActiveModel {
-                    id: Unchanged(c),
-                    name: Set(format!("{label} c{c}")),
-                    ..Default::default()
-                }
-                .update(txn)
-                .await?;
-            }
-            _ => {
-                customers::ActiveModel {
-                    id: Set(c),
-                    credit: Set(Decimal::new(op.value, 2)),
-                    ..Default::default()
-                }
-                .save(txn)
-                .await?;
-            }
-        },
-        Kind::UpdateOrder => match v % 4 {
-            0 => {
-                if let Some(m) = find_order(txn, o).await? {
-                    let mut am = m.into_active_model();
-                    am.qty = Set((op.value % 10_000) as i32);
-                    am.item = Set(format!("{label} o{o}"));
-                    am.update(txn).await?;
-                }
-            }
-            1 => {
-                if let Some(m) = find_order(txn, o).await? {
-                    let mut am = m.into_active_model();
-                    am.qty = Set((op.value % 7) as i32);
-                    am.save(txn).await?;
-                }
-            }
-            2 => {
-                orders::ActiveModel {
-                    id: Unchanged(o),
-                    item: Set(format!("{label} o{o}")),
-                    ..Default::default()
-                }
-                .update(txn)
-                .await?;
-            }
-            _ => {
-                orders::ActiveModel {
-                    id: Set(o),
-                    qty: Set((op.value % 10_000) as i32),
-                    ..Default::default()
-                }
-                .save(txn)
-                .await?;
-            }
-        },
-        Kind::UpdateSettingNothing => match v % 4 {
-            // Only the key, `Unchanged`, nothing set: sea-orm runs no `UPDATE`.
-            0 => {
-                customers::ActiveModel {
-                    id: Unchanged(c),
-                    ..Default::default()
-                }
-                .update(txn)
-                .await?;
-            }
-            1 => {
-                orders::ActiveModel {
-                    id: Unchanged(o),
-                    ..Default::default()
-                }
-                .update(txn)
-                .await?;
-            }
-            // A model read back and saved as it is.
-            2 => {
-                if let Some(m) = find_customer(txn, c).await? {
-                    m.into_active_model().update(txn).await?;
-                }
-            }
-            _ => {
-                if let Some(m) = find_order(txn, o).await? {
-                    m.into_active_model().save(txn).await?;
-                }
-            }
-        },
-        Kind::DeleteOrder => match v % 3 {
-            0 => {
-                if let Some(m) = find_order(txn, o).await? {
-                    m.delete(txn).await?;
-                }
-            }
-            // By key alone.
-            1 => {
-                orders::ActiveModel {
-                    id: Set(o),
-                    ..Default::default()
-                }
-                .delete(txn)
-                .await?;
-            }
-            _ => {
-                if let Some(m) = find_order(txn, o).await? {
-                    m.into_active_model().delete(txn).await?;
-                }
-            }
-        },
-        Kind::DeleteAndReinsertOrder => {
-            let found = find_order(txn, o).await?;
-            let owner = match &found {
-                Some(m) if v % 3 != 0 => m.customer_id,
-                _ => c,
-            };
-            match found {
-                Some(m) if v % 2 == 0 => {
-                    m.delete(txn).await?;
-                }
-                _ => {
-                    orders::ActiveModel {
-                        id: Set(o),
-                        ..Default::default()
-                    }
-                    .delete(txn)
-                    .await?;
-                }
-            }
-            order(o, owner, label, op.value).insert(txn).await?;
-        }
-        Kind::RecreateCustomerWithOrders => {
-            let kids = orders_of(txn, c).await?;
-            if v % 2 == 0 {
-                ormsync::bulk::delete_many::<orders::Entity, _>(
-                    txn,
-                    orders::Column::CustomerId.eq(c),
-                )
-                .await?;
-            } else {
-                for k in kids.iter().cloned() {
-                    k.delete(txn).await?;
-                }
-            }
-            if v % 3 == 0 {
-                customers::ActiveModel {
-                    id: Set(c),
-                    ..Default::default()
-                }
-                .delete(txn)
-                .await?;
-            } else if let Some(m) = find_customer(txn, c).await? {
-                m.delete(txn).await?;
-            }
-            customer(c, label, op.value).insert(txn).await?;
-            for k in kids.iter().take(op.orders.len()) {
-                order(k.id, c, label, op.value + k.id).insert(txn).await?;
+    }
+}
+
+/// Mostly as an application would (look first, insert if absent); sometimes blindly.
+async fn insert_customer(txn: &DatabaseTransaction, op: &OpPlan, label: &str) -> Result<(), DbErr> {
+    let c = op.customer;
+    if op.variant(3) != 0 && find_customer(txn, c).await?.is_some() {
+        return Ok(());
+    }
+    customer(c, label, op.value).insert(txn).await?;
+    Ok(())
+}
+
+async fn insert_order(txn: &DatabaseTransaction, op: &OpPlan, label: &str) -> Result<(), DbErr> {
+    let o = op.order;
+    if op.variant(3) != 0 && find_order(txn, o).await?.is_some() {
+        return Ok(());
+    }
+    order(o, op.customer, label, op.value).insert(txn).await?;
+    Ok(())
+}
+
+/// A model read and changed, saved with `update` or `save`; or by key alone, blindly
+/// (`RecordNotUpdated` when the row is gone).
+async fn update_customer(txn: &DatabaseTransaction, op: &OpPlan, label: &str) -> Result<(), DbErr> {
+    let c = op.customer;
+    let name = format!("{label} c{c}");
+    match op.variant(4) {
+        0 => {
+            if let Some(m) = find_customer(txn, c).await? {
+                let mut am = m.into_active_model();
+                am.name = Set(name);
+                am.credit = Set(Decimal::new(op.value, 2));
+                am.update(txn).await?;
             }
         }
-        Kind::MoveOrder => match v % 3 {
-            0 => {
-                if let Some(m) = find_order(txn, o).await? {
-                    let mut am = m.into_active_model();
-                    am.customer_id = Set(op.other_customer);
-                    am.update(txn).await?;
-                }
+        1 => {
+            if let Some(m) = find_customer(txn, c).await? {
+                let mut am = m.into_active_model();
+                am.name = Set(name);
+                am.save(txn).await?;
             }
-            1 => {
-                if let Some(m) = find_order(txn, o).await? {
-                    let mut am = m.into_active_model();
-                    am.customer_id = Set(op.other_customer);
-                    am.item = Set(format!("{label} o{o}"));
-                    am.save(txn).await?;
-                }
+        }
+        2 => {
+            customers::ActiveModel {
+                id: Unchanged(c),
+                name: Set(name),
+                ..Default::default()
             }
-            _ => {
-                ormsync::bulk::update_many::<orders::Entity, _>(
-                    txn,
-                    orders::Column::Id.eq(o),
-                    [(orders::Column::CustomerId, Expr::value(op.other_customer))],
-                )
-                .await?;
+            .update(txn)
+            .await?;
+        }
+        _ => {
+            customers::ActiveModel {
+                id: Set(c),
+                credit: Set(Decimal::new(op.value, 2)),
+                ..Default::default()
             }
-        },
-        Kind::DeleteCustomerWithOrders => {
-            if v % 2 == 0 {
-                ormsync::bulk::delete_many::<orders::Entity, _>(
-                    txn,
-                    orders::Column::CustomerId.eq(c),
-                )
-                .await?;
-            } else {
-                for k in orders_of(txn, c).await? {
-                    k.delete(txn).await?;
-                }
+            .save(txn)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+async fn update_order(txn: &DatabaseTransaction, op: &OpPlan, label: &str) -> Result<(), DbErr> {
+    let o = op.order;
+    let item = format!("{label} o{o}");
+    let qty = (op.value % 10_000) as i32;
+    match op.variant(4) {
+        0 => {
+            if let Some(m) = find_order(txn, o).await? {
+                let mut am = m.into_active_model();
+                am.qty = Set(qty);
+                am.item = Set(item);
+                am.update(txn).await?;
             }
-            if v % 3 == 0 {
-                ormsync::bulk::delete_many::<customers::Entity, _>(
-                    txn,
-                    customers::Column::Id.eq(c),
-                )
-                .await?;
-            } else if let Some(m) = find_customer(txn, c).await? {
+        }
+        1 => {
+            if let Some(m) = find_order(txn, o).await? {
+                let mut am = m.into_active_model();
+                am.qty = Set(qty % 7);
+                am.save(txn).await?;
+            }
+        }
+        2 => {
+            orders::ActiveModel {
+                id: Unchanged(o),
+                item: Set(item),
+                ..Default::default()
+            }
+            .update(txn)
+            .await?;
+        }
+        _ => {
+            orders::ActiveModel {
+                id: Set(o),
+                qty: Set(qty),
+                ..Default::default()
+            }
+            .save(txn)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// An update that sets no column, for which sea-orm runs no `UPDATE`: only the key,
+/// `Unchanged`, or a model read back and saved as it is.
+async fn update_setting_nothing(txn: &DatabaseTransaction, op: &OpPlan) -> Result<(), DbErr> {
+    match op.variant(4) {
+        0 => {
+            customers::ActiveModel {
+                id: Unchanged(op.customer),
+                ..Default::default()
+            }
+            .update(txn)
+            .await?;
+        }
+        1 => {
+            orders::ActiveModel {
+                id: Unchanged(op.order),
+                ..Default::default()
+            }
+            .update(txn)
+            .await?;
+        }
+        2 => {
+            if let Some(m) = find_customer(txn, op.customer).await? {
+                m.into_active_model().update(txn).await?;
+            }
+        }
+        _ => {
+            if let Some(m) = find_order(txn, op.order).await? {
+                m.into_active_model().save(txn).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `Model::delete`, an `ActiveModel` holding only the key, or the whole `ActiveModel`.
+async fn delete_order(txn: &DatabaseTransaction, op: &OpPlan) -> Result<(), DbErr> {
+    let o = op.order;
+    match op.variant(3) {
+        0 => {
+            if let Some(m) = find_order(txn, o).await? {
                 m.delete(txn).await?;
             }
         }
-        Kind::BulkInsertOrders => {
-            let mut ids = op.orders.clone();
-            ids.sort();
-            ids.dedup();
-            if v % 3 != 0 {
-                let there: Vec<i64> = orders::Entity::find()
-                    .filter(orders::Column::Id.is_in(ids.clone()))
-                    .all(txn)
-                    .await?
-                    .iter()
-                    .map(|m| m.id)
-                    .collect();
-                ids.retain(|id| !there.contains(id));
+        1 => {
+            orders::ActiveModel {
+                id: Set(o),
+                ..Default::default()
             }
-            ormsync::bulk::insert_many::<orders::Entity, _>(
+            .delete(txn)
+            .await?;
+        }
+        _ => {
+            if let Some(m) = find_order(txn, o).await? {
+                m.into_active_model().delete(txn).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Deletes an order and inserts its key again in the same transaction, under its customer
+/// or another.
+async fn delete_and_reinsert_order(
+    txn: &DatabaseTransaction,
+    op: &OpPlan,
+    label: &str,
+) -> Result<(), DbErr> {
+    let o = op.order;
+    let found = find_order(txn, o).await?;
+    let owner = match &found {
+        Some(m) if op.variant(3) != 0 => m.customer_id,
+        _ => op.customer,
+    };
+    match found {
+        Some(m) if op.variant(2) == 0 => {
+            m.delete(txn).await?;
+        }
+        _ => {
+            orders::ActiveModel {
+                id: Set(o),
+                ..Default::default()
+            }
+            .delete(txn)
+            .await?;
+        }
+    }
+    order(o, owner, label, op.value).insert(txn).await?;
+    Ok(())
+}
+
+/// Deletes a customer with its orders, creates it again, and gives it back some of them
+/// (same keys, new values), all in one transaction.
+async fn recreate_customer_with_orders(
+    txn: &DatabaseTransaction,
+    op: &OpPlan,
+    label: &str,
+) -> Result<(), DbErr> {
+    let c = op.customer;
+    let kids = orders_of(txn, c).await?;
+    if op.variant(2) == 0 {
+        ormsync::bulk::delete_many::<orders::Entity, _>(txn, orders::Column::CustomerId.eq(c))
+            .await?;
+    } else {
+        for k in kids.iter().cloned() {
+            k.delete(txn).await?;
+        }
+    }
+    if op.variant(3) == 0 {
+        customers::ActiveModel {
+            id: Set(c),
+            ..Default::default()
+        }
+        .delete(txn)
+        .await?;
+    } else if let Some(m) = find_customer(txn, c).await? {
+        m.delete(txn).await?;
+    }
+    customer(c, label, op.value).insert(txn).await?;
+    for k in kids.iter().take(op.orders.len()) {
+        order(k.id, c, label, op.value + k.id).insert(txn).await?;
+    }
+    Ok(())
+}
+
+/// Moves an order to another customer (a foreign-key violation when that one is gone).
+async fn move_order(txn: &DatabaseTransaction, op: &OpPlan, label: &str) -> Result<(), DbErr> {
+    let o = op.order;
+    match op.variant(3) {
+        0 => {
+            if let Some(m) = find_order(txn, o).await? {
+                let mut am = m.into_active_model();
+                am.customer_id = Set(op.other_customer);
+                am.update(txn).await?;
+            }
+        }
+        1 => {
+            if let Some(m) = find_order(txn, o).await? {
+                let mut am = m.into_active_model();
+                am.customer_id = Set(op.other_customer);
+                am.item = Set(format!("{label} o{o}"));
+                am.save(txn).await?;
+            }
+        }
+        _ => {
+            ormsync::bulk::update_many::<orders::Entity, _>(
                 txn,
-                ids.iter().map(|&id| order(id, c, label, op.value + id)),
+                orders::Column::Id.eq(o),
+                [(orders::Column::CustomerId, Expr::value(op.other_customer))],
             )
             .await?;
         }
-        Kind::BulkUpdate => match v % 3 {
-            0 => {
-                ormsync::bulk::update_many::<orders::Entity, _>(
-                    txn,
-                    orders::Column::CustomerId.eq(c),
-                    [
-                        (orders::Column::Qty, Expr::col(orders::Column::Qty).add(1)),
-                        (orders::Column::Item, Expr::value(format!("{label} bulk"))),
-                    ],
-                )
-                .await?;
-            }
-            1 => {
-                ormsync::bulk::update_many::<customers::Entity, _>(
-                    txn,
-                    customers::Column::Id.between(c, c + 2),
-                    [(
-                        customers::Column::Name,
-                        Expr::value(format!("{label} bulk")),
-                    )],
-                )
-                .await?;
-            }
-            _ => {
-                ormsync::bulk::update_many::<orders::Entity, _>(
-                    txn,
-                    orders::Column::Id.is_in(op.orders.clone()),
-                    [(orders::Column::Item, Expr::value(format!("{label} bulk")))],
-                )
-                .await?;
-            }
-        },
-        Kind::BulkDelete => {
-            if v % 2 == 0 {
-                ormsync::bulk::delete_many::<orders::Entity, _>(
-                    txn,
-                    orders::Column::Id.is_in(op.orders.clone()),
-                )
-                .await?;
-            } else {
-                // Refused by the foreign key while the customer has orders.
-                ormsync::bulk::delete_many::<customers::Entity, _>(
-                    txn,
-                    customers::Column::Id.eq(c),
-                )
-                .await?;
-            }
+    }
+    Ok(())
+}
+
+async fn delete_customer_with_orders(txn: &DatabaseTransaction, op: &OpPlan) -> Result<(), DbErr> {
+    let c = op.customer;
+    if op.variant(2) == 0 {
+        ormsync::bulk::delete_many::<orders::Entity, _>(txn, orders::Column::CustomerId.eq(c))
+            .await?;
+    } else {
+        for k in orders_of(txn, c).await? {
+            k.delete(txn).await?;
         }
-        Kind::HoldOpen => tokio::time::sleep(op.hold).await,
+    }
+    if op.variant(3) == 0 {
+        ormsync::bulk::delete_many::<customers::Entity, _>(txn, customers::Column::Id.eq(c))
+            .await?;
+    } else if let Some(m) = find_customer(txn, c).await? {
+        m.delete(txn).await?;
+    }
+    Ok(())
+}
+
+/// Inserts up to three orders for a customer in one statement, the keys already taken
+/// left out, or (sometimes) not.
+async fn bulk_insert_orders(
+    txn: &DatabaseTransaction,
+    op: &OpPlan,
+    label: &str,
+) -> Result<(), DbErr> {
+    let mut ids = op.orders.clone();
+    ids.sort();
+    ids.dedup();
+    if op.variant(3) != 0 {
+        let there: Vec<i64> = orders::Entity::find()
+            .filter(orders::Column::Id.is_in(ids.clone()))
+            .all(txn)
+            .await?
+            .iter()
+            .map(|m| m.id)
+            .collect();
+        ids.retain(|id| !there.contains(id));
+    }
+    ormsync::bulk::insert_many::<orders::Entity, _>(
+        txn,
+        ids.iter()
+            .map(|&id| order(id, op.customer, label, op.value + id)),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn bulk_update(txn: &DatabaseTransaction, op: &OpPlan, label: &str) -> Result<(), DbErr> {
+    let c = op.customer;
+    match op.variant(3) {
+        0 => {
+            ormsync::bulk::update_many::<orders::Entity, _>(
+                txn,
+                orders::Column::CustomerId.eq(c),
+                [
+                    (orders::Column::Qty, Expr::col(orders::Column::Qty).add(1)),
+                    (orders::Column::Item, Expr::value(format!("{label} bulk"))),
+                ],
+            )
+            .await?;
+        }
+        1 => {
+            ormsync::bulk::update_many::<customers::Entity, _>(
+                txn,
+                customers::Column::Id.between(c, c + 2),
+                [(
+                    customers::Column::Name,
+                    Expr::value(format!("{label} bulk")),
+                )],
+            )
+            .await?;
+        }
+        _ => {
+            ormsync::bulk::update_many::<orders::Entity, _>(
+                txn,
+                orders::Column::Id.is_in(op.orders.clone()),
+                [(orders::Column::Item, Expr::value(format!("{label} bulk")))],
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+async fn bulk_delete(txn: &DatabaseTransaction, op: &OpPlan) -> Result<(), DbErr> {
+    if op.variant(2) == 0 {
+        ormsync::bulk::delete_many::<orders::Entity, _>(
+            txn,
+            orders::Column::Id.is_in(op.orders.clone()),
+        )
+        .await?;
+    } else {
+        // Refused by the foreign key while the customer has orders.
+        ormsync::bulk::delete_many::<customers::Entity, _>(
+            txn,
+            customers::Column::Id.eq(op.customer),
+        )
+        .await?;
     }
     Ok(())
 }
@@ -1121,14 +1204,6 @@ async fn round_of(src: Backend, dst: Backend, seed: u64, long: bool) -> bool {
     log_outbox(&s.db).await;
 
     let plan = Plan::draw(seed, long);
-    let total = plan.transactions();
-    let done = Arc::new(AtomicU64::new(0));
-    let mut writers = Vec::new();
-    for (w, txns) in plan.writers.iter().enumerate() {
-        let db = s.connect().await;
-        writers.push(tokio::spawn(writer(w, db, txns.clone(), done.clone())));
-    }
-
     let mut fleet = Fleet {
         source: &s,
         dests: &dests,
@@ -1140,7 +1215,83 @@ async fn round_of(src: Backend, dst: Backend, seed: u64, long: bool) -> bool {
         journal: Vec::new(),
         kills_while_copying: 0,
     };
-    let mut failures: Vec<String> = Vec::new();
+    let mut failures = Vec::new();
+    let report = write_and_control(&s, &plan, &mut fleet, &mut failures).await;
+    let written = began.elapsed();
+    catch_up(&mut fleet, long, &mut failures).await;
+    let drained = began.elapsed();
+
+    failures.extend(no_halt(&fleet));
+    failures.extend(same_rows(&s.db, &dests, &fleet.added).await);
+    let log = read_log(&s.db).await;
+    failures.extend(replay_equals_source(&s.db, &log).await);
+    if !report.unexpected.is_empty() {
+        failures.push(format!(
+            "writers: {} errors a database does not raise for concurrency alone, first: {:?}",
+            report.unexpected.len(),
+            report.unexpected.iter().take(3).collect::<Vec<_>>()
+        ));
+    }
+    let halts: BTreeSet<String> = failures
+        .iter()
+        .filter(|f| f.starts_with("oracle 2"))
+        .filter_map(|f| explain(f, &log))
+        .collect();
+    failures.extend(halts);
+
+    let captured: usize = log.values().map(Vec::len).sum();
+    let kept = common::count(&s.db, "ormsync_outbox").await;
+    let [contention, unique, foreign_key, gone] = report.refused;
+    let summary = format!(
+        "{pair}: {} transactions ({} committed, {} rolled back, refused by the database: \
+         {contention} contention, {unique} unique key, {foreign_key} foreign key, {gone} row gone), \
+         {captured} changes captured ({kept} left in the outbox by retention), \
+         {} instances started, {} kills while copying; writes {:.1}s, drained {:.1}s",
+        plan.transactions(),
+        report.committed,
+        report.rolled_back,
+        fleet.started,
+        fleet.kills_while_copying,
+        written.as_secs_f64(),
+        drained.as_secs_f64(),
+    );
+    eprintln!("{summary}");
+    let status: Vec<String> = fleet
+        .live
+        .iter()
+        .map(|i| format!("{}:\n{}", i.name, i.rep.status()))
+        .collect();
+    for inst in fleet.live.drain(..) {
+        inst.rep.shutdown().await;
+    }
+    if !failures.is_empty() {
+        panic!(
+            "adversarial seed = {seed} ({pair}) failed; replay with ORMSYNC_SEED={seed}{}\n{}\n\n\
+             {summary}\nsettings: {:?}\nevents:\n{}\nstatus:\n{}",
+            if long { " ORMSYNC_SOAK_SECS=1" } else { "" },
+            failures.join("\n"),
+            plan.settings,
+            fleet.journal.join("\n"),
+            status.join("\n"),
+        );
+    }
+    true
+}
+
+/// Runs the writers' plans and, meanwhile, the replicator events, each once the writers
+/// have finished its number of transactions. Returns what the writers met.
+async fn write_and_control(
+    s: &TestDb,
+    plan: &Plan,
+    fleet: &mut Fleet<'_>,
+    failures: &mut Vec<String>,
+) -> WriterReport {
+    let done = Arc::new(AtomicU64::new(0));
+    let mut writers = Vec::new();
+    for (w, txns) in plan.writers.iter().enumerate() {
+        let db = s.connect().await;
+        writers.push(tokio::spawn(writer(w, db, txns.clone(), done.clone())));
+    }
     for (at, event) in &plan.events {
         while done.load(Ordering::SeqCst) < *at {
             tokio::time::sleep(Duration::from_millis(3)).await;
@@ -1163,142 +1314,115 @@ async fn round_of(src: Backend, dst: Backend, seed: u64, long: bool) -> bool {
         }
         report.unexpected.extend(r.unexpected);
     }
-    let written = began.elapsed();
+    report
+}
 
-    // Catch up: drain every destination through an instance that ships to all of them.
-    let drain_limit = Duration::from_secs(if long { 600 } else { 120 });
-    match fleet.complete().await {
-        Ok(i) => {
-            for &d in &fleet.added {
-                let name = DESTINATIONS[d];
-                let drain = fleet.live[i].rep.drain(name);
-                tokio::select! {
-                    r = tokio::time::timeout(drain_limit, drain) => match r {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => {
-                            failures.push(format!("oracle 2 (no halt): draining `{name}`: {e}"))
-                        }
-                        Err(_) => failures.push(format!(
-                            "oracle 2 (no halt): `{name}` not drained within {drain_limit:?}"
-                        )),
-                    },
-                    // The instance draining may stand by while another one holds the lease:
-                    // that one's halt is seen in its status.
-                    () = halted(&fleet.live, name) => {}
-                }
-            }
+/// Drains every destination through an instance that ships to all of them.
+async fn catch_up(fleet: &mut Fleet<'_>, long: bool, failures: &mut Vec<String>) {
+    let limit = Duration::from_secs(if long { 600 } else { 120 });
+    let i = match fleet.complete().await {
+        Ok(i) => i,
+        Err(e) => return failures.push(format!("replicator control: {e}")),
+    };
+    for &d in &fleet.added {
+        let name = DESTINATIONS[d];
+        let drain = fleet.live[i].rep.drain(name);
+        tokio::select! {
+            r = tokio::time::timeout(limit, drain) => match r {
+                Ok(Ok(())) => {}
+                // A halt is reported by `no_halt`.
+                Ok(Err(ormsync::Error::Halted { .. })) => {}
+                Ok(Err(e)) => failures.push(format!("oracle 2 (no halt): draining `{name}`: {e}")),
+                Err(_) => failures.push(format!(
+                    "oracle 2 (no halt): `{name}` not drained within {limit:?}"
+                )),
+            },
+            // The instance draining may stand by while another one holds the lease: that
+            // one's halt shows in its status (and `no_halt` reports it).
+            () = halted(&fleet.live, name) => {}
         }
-        Err(e) => failures.push(format!("replicator control: {e}")),
     }
-    let drained = began.elapsed();
+}
 
-    // Oracle 2: no destination halted, now or at any time, in any instance.
+/// Oracle 2: no destination is halted at any live instance, and no instance, killed ones
+/// included, ever alerted a halt. One line per destination and error, naming the instances.
+fn no_halt(fleet: &Fleet<'_>) -> Vec<String> {
+    let mut halts: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
     for inst in &fleet.live {
         for d in inst.rep.status().destinations {
-            if d.state == State::Halted || d.dead_lettered > 0 {
-                failures.push(format!(
-                    "oracle 2 (no halt): `{}` is {} at {}: {}",
-                    d.name,
-                    d.state,
-                    inst.name,
-                    d.last_error.as_deref().unwrap_or("no error recorded")
-                ));
+            if d.state == State::Halted {
+                let error = d.last_error.unwrap_or_else(|| "no error recorded".into());
+                halts
+                    .entry((d.name, error))
+                    .or_default()
+                    .insert(format!("{} (halted now)", inst.name));
             }
         }
     }
     for (who, a) in fleet.alerts.lock().unwrap().iter() {
-        if matches!(
-            a.kind,
-            AlertKind::Halted | AlertKind::DeadLettered { .. } | AlertKind::RetentionDropped { .. }
-        ) {
-            failures.push(format!(
-                "oracle 2 (no halt): alert at {who}: `{}` {:?}: {}",
-                a.destination,
-                a.kind,
-                a.error.as_deref().unwrap_or("-")
-            ));
+        if a.kind == AlertKind::Halted {
+            let error = a
+                .error
+                .clone()
+                .unwrap_or_else(|| "no error recorded".into());
+            halts
+                .entry((a.destination.clone(), error))
+                .or_default()
+                .insert(format!("{who} (alerted)"));
         }
     }
+    halts
+        .into_iter()
+        .map(|((dest, error), seen)| {
+            let seen: Vec<String> = seen.into_iter().collect();
+            format!(
+                "oracle 2 (no halt): `{dest}` halted, at {}: {error}",
+                seen.join(", ")
+            )
+        })
+        .collect()
+}
 
-    // Oracle 1: every destination holds the source's rows.
-    for &d in &fleet.added {
-        let name = DESTINATIONS[d];
+/// Oracle 1: every destination holds the source's rows, row by row.
+async fn same_rows(source: &DatabaseConnection, dests: &[TestDb], added: &[usize]) -> Vec<String> {
+    let mut out = Vec::new();
+    for &d in added {
         let dest = &dests[d].db;
         for diff in [
-            differences::<customers::Entity>(&s.db, dest).await,
-            differences::<orders::Entity>(&s.db, dest).await,
+            differences::<customers::Entity>(source, dest).await,
+            differences::<orders::Entity>(source, dest).await,
         ]
         .into_iter()
         .flatten()
         {
-            failures.push(format!("oracle 1 (destination `{name}` = source): {diff}"));
+            out.push(format!(
+                "oracle 1 (destination `{}` = source): {diff}",
+                DESTINATIONS[d]
+            ));
         }
     }
+    out
+}
 
-    // Oracle 3: replaying the captured changes gives the source's rows.
-    let log = read_log(&s.db).await;
-    let halts: Vec<String> = failures
-        .iter()
-        .filter(|f| f.starts_with("oracle 2"))
-        .filter_map(|f| explain(f, &log))
-        .collect::<std::collections::BTreeSet<_>>()
+/// Oracle 3: replaying the captured changes gives the source's rows.
+async fn replay_equals_source(
+    source: &DatabaseConnection,
+    log: &BTreeMap<(String, String), Vec<Logged>>,
+) -> Vec<String> {
+    const LISTED: usize = 8;
+    let mut keys = replay_differences::<customers::Entity>(source, log).await;
+    keys.extend(replay_differences::<orders::Entity>(source, log).await);
+    let n = keys.len();
+    let mut out: Vec<String> = keys
         .into_iter()
+        .take(LISTED)
+        .map(|k| format!("oracle 3 (replay = source): {k}"))
         .collect();
-    failures.extend(halts);
-    let captured: usize = log.values().map(Vec::len).sum();
-    let kept = common::count(&s.db, "ormsync_outbox").await;
-    let mut replay = replay_differences::<customers::Entity>(&s.db, &log).await;
-    replay.extend(replay_differences::<orders::Entity>(&s.db, &log).await);
-    let n = replay.len();
-    for r in replay.into_iter().take(8) {
-        failures.push(format!("oracle 3 (replay = source): {r}"));
-    }
-    if n > 8 {
-        failures.push(format!("oracle 3 (replay = source): … {} more keys", n - 8));
-    }
-
-    if !report.unexpected.is_empty() {
-        failures.push(format!(
-            "writers: {} errors a database does not raise for concurrency alone, first: {:?}",
-            report.unexpected.len(),
-            report.unexpected.iter().take(3).collect::<Vec<_>>()
+    if n > LISTED {
+        out.push(format!(
+            "oracle 3 (replay = source): … {} more keys",
+            n - LISTED
         ));
     }
-
-    let summary = format!(
-        "{pair}: {total} transactions ({} committed, {} rolled back, refused by the database: \
-         {} contention, {} unique key, {} foreign key, {} row gone), \
-         {captured} changes captured ({kept} left in the outbox by retention), {} instances started, {} kills while copying; \
-         writes {:.1}s, drained {:.1}s",
-        report.committed,
-        report.rolled_back,
-        report.refused[0],
-        report.refused[1],
-        report.refused[2],
-        report.refused[3],
-        fleet.started,
-        fleet.kills_while_copying,
-        written.as_secs_f64(),
-        drained.as_secs_f64(),
-    );
-    eprintln!("{summary}");
-    let status: Vec<String> = fleet
-        .live
-        .iter()
-        .map(|i| format!("{}:\n{}", i.name, i.rep.status()))
-        .collect();
-    for inst in fleet.live.drain(..) {
-        inst.rep.shutdown().await;
-    }
-    if !failures.is_empty() {
-        panic!(
-            "adversarial seed = {seed} ({pair}) failed; replay with ORMSYNC_SEED={seed}{}\n{}\n\n{summary}\nsettings: {:?}\nevents:\n{}\nstatus:\n{}",
-            if long { " ORMSYNC_SOAK_SECS=1" } else { "" },
-            failures.join("\n"),
-            plan.settings,
-            fleet.journal.join("\n"),
-            status.join("\n"),
-        );
-    }
-    true
+    out
 }

@@ -181,7 +181,13 @@ impl OpPlan {
             orders: (0..n).map(|_| rng.random_range(1..=CHILDREN)).collect(),
             way: rng.random_range(0..12),
             value: rng.random_range(0..1_000_000),
-            hold: Duration::from_millis(rng.random_range(1..=15)),
+            // Now and then long enough for an outbox gap to be probed (MariaDB probes
+            // one a second old) and for retention and snapshots to run around it.
+            hold: Duration::from_millis(if rng.random_bool(0.05) {
+                rng.random_range(200..=1200)
+            } else {
+                rng.random_range(1..=15)
+            }),
         }
     }
 }

@@ -84,9 +84,14 @@ pub fn guard<E: Replicated, C: ConnectionTrait>(_db: &C) -> Result<(), DbErr> {
 /// destination would end with the older row. The lock an `UPDATE` would have taken puts
 /// the capture after it. An insert, or an update that sets a column, costs nothing.
 ///
+/// A row the locked read does not find is not updated: the call fails as sea-orm's own
+/// read-back would, with `DbErr::RecordNotFound`. Letting sea-orm's later, unlocked read
+/// find a row that another transaction inserted in between would capture that row without
+/// holding its lock, so a third transaction could change it and take a lower outbox id.
+///
 /// # Errors
 ///
-/// A database error taking the lock.
+/// A database error taking the lock; `DbErr::RecordNotFound` when there is no such row.
 pub async fn lock_unchanged<E: Replicated, C: ConnectionTrait>(
     db: &C,
     model: &E::ActiveModel,
@@ -98,8 +103,13 @@ pub async fn lock_unchanged<E: Replicated, C: ConnectionTrait>(
     if insert || sets_a_column {
         return Ok(());
     }
-    if let Some(key) = active_key::<E>(model) {
-        locked_row::<E, C>(db, bulk::keys_condition::<E>(std::iter::once(key))).await?;
+    if let Some(key) = active_key::<E>(model)
+        && locked_current::<E, C>(db, key).await?.is_none()
+    {
+        return Err(DbErr::RecordNotFound(format!(
+            "`{}`: the row to update does not exist",
+            E::default().table_name()
+        )));
     }
     Ok(())
 }
@@ -166,6 +176,158 @@ async fn locked_row<E: Replicated, C: ConnectionTrait>(
     find.one(db).await
 }
 
+/// `E`'s row keyed `key`, locked, as [`locked_row`] reads it; on PostgreSQL a row not found
+/// is looked for once more.
+///
+/// PostgreSQL's locked read, under READ COMMITTED, waits for a transaction holding the row
+/// and then skips the row if that transaction deleted it, even if it inserted the same key
+/// again: the new row is not in the statement's snapshot. A second statement sees it, so a
+/// delete (or an update that sets no column) racing a delete and re-insert of its key acts
+/// on the row the source ends with, instead of finding nothing.
+async fn locked_current<E: Replicated, C: ConnectionTrait>(
+    db: &C,
+    key: Vec<sea_orm::Value>,
+) -> Result<Option<E::Model>, DbErr> {
+    let condition = || bulk::keys_condition::<E>(std::iter::once(key.clone()));
+    let found = locked_row::<E, C>(db, condition()).await?;
+    if found.is_some() || db.get_database_backend() != DbBackend::Postgres {
+        return Ok(found);
+    }
+    locked_row::<E, C>(db, condition()).await
+}
+
+/// How many rows of `E`'s table this PostgreSQL transaction has deleted so far.
+async fn deleted_so_far<E: Replicated, C: ConnectionTrait>(db: &C) -> Result<i64, DbErr> {
+    let entity = E::default();
+    let table = quoted(entity.table_name());
+    let name = match entity.schema_name() {
+        Some(schema) => format!("{}.{table}", quoted(schema)),
+        None => table,
+    };
+    let row = db
+        .query_one_raw(sea_orm::Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT COALESCE((SELECT n_tup_del FROM pg_stat_xact_user_tables \
+             WHERE relid = to_regclass($1)), 0)::int8",
+            [name.into()],
+        ))
+        .await?;
+    Ok(row
+        .and_then(|r| r.try_get_by_index::<i64>(0).ok())
+        .unwrap_or(0))
+}
+
+/// `name` as a PostgreSQL quoted identifier.
+fn quoted(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Where a delete whose row was not found is recognised from `before_delete` to
+/// `after_delete`: the transaction it runs in, its table and its key.
+fn unfound_key<E: Replicated>(model: &E::ActiveModel) -> String {
+    let key: Vec<String> = E::PrimaryKey::iter()
+        .map(|k| format!("{:?}", model.get(k.into_column())))
+        .collect();
+    format!("{}\u{0}{}", E::default().table_name(), key.join("\u{0}"))
+}
+
+/// Fails the transaction of a delete whose row [`complete`] did not find, if its `DELETE`
+/// removed a row all the same (called from the derived `after_delete`, first).
+///
+/// That row was committed by another transaction between the locked read and the
+/// `DELETE`; its delete was not captured, so every destination would keep it. On
+/// PostgreSQL the transaction is aborted with a serialization failure (SQLSTATE `40001`),
+/// which an application that retries those retries, and which no commit can get past. On
+/// MySQL and MariaDB (under READ COMMITTED; REPEATABLE READ, their default, locks the gap
+/// and never gets here) the call fails with [`Error::UncapturedDelete`], and the
+/// application must roll back. Elsewhere, and when the `DELETE` removed nothing, it does
+/// nothing.
+///
+/// # Errors
+///
+/// As said; or a database error reading the count.
+pub async fn check_unfound_delete<E: Replicated, C: ConnectionTrait>(
+    db: &C,
+    model: &E::ActiveModel,
+) -> Result<(), DbErr> {
+    if deletes_a_row::<E>(model) || active_key::<E>(model).is_none() {
+        return Ok(());
+    }
+    let table = E::default().table_name().to_string();
+    let removed = match db.get_database_backend() {
+        DbBackend::Postgres => {
+            let Some(before) = unfound::take(db, &unfound_key::<E>(model)) else {
+                return Ok(());
+            };
+            deleted_so_far::<E, C>(db).await? > before
+        }
+        DbBackend::MySql => {
+            // Without bound values: the text protocol, so nothing is prepared between the
+            // `DELETE` and this (a prepared statement resets the count).
+            let row = db
+                .query_one_raw(sea_orm::Statement::from_string(
+                    DbBackend::MySql,
+                    "SELECT ROW_COUNT()",
+                ))
+                .await?;
+            row.and_then(|r| r.try_get_by_index::<i64>(0).ok())
+                .unwrap_or(0)
+                > 0
+        }
+        _ => false,
+    };
+    if !removed {
+        return Ok(());
+    }
+    let error = Error::UncapturedDelete { table };
+    if db.get_database_backend() == DbBackend::Postgres {
+        let message = error.to_string().replace('\'', "''");
+        db.execute_unprepared(&format!(
+            "DO $$ BEGIN RAISE EXCEPTION '{}' USING ERRCODE = '40001'; END $$",
+            message.replace('$', "")
+        ))
+        .await?;
+    }
+    Err(error.into())
+}
+
+/// The deleted-row counts taken when a PostgreSQL delete's locked read found no row, until
+/// its `after_delete` compares them: sea-orm hands the hooks nothing else to carry them.
+mod unfound {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use std::time::{Duration, Instant};
+
+    /// An entry whose `DELETE` failed is never taken; it is dropped once this old.
+    const STALE: Duration = Duration::from_secs(600);
+
+    type Entries = HashMap<(usize, String), (i64, Instant)>;
+    static COUNTS: Mutex<Option<Entries>> = Mutex::new(None);
+
+    fn address<C>(db: &C) -> usize {
+        db as *const C as usize
+    }
+
+    pub(super) fn remember<C>(db: &C, key: &str, count: i64) {
+        if let Ok(mut guard) = COUNTS.lock() {
+            let map = guard.get_or_insert_with(HashMap::new);
+            if map.len() > 1024 {
+                map.retain(|_, (_, at)| at.elapsed() < STALE);
+            }
+            map.insert((address(db), key.to_string()), (count, Instant::now()));
+        }
+    }
+
+    pub(super) fn take<C>(db: &C, key: &str) -> Option<i64> {
+        COUNTS
+            .lock()
+            .ok()?
+            .as_mut()?
+            .remove(&(address(db), key.to_string()))
+            .map(|(count, _)| count)
+    }
+}
+
 /// Captures an insert or update of `model` (called from the derived `after_save`).
 ///
 /// # Errors
@@ -193,10 +355,23 @@ pub async fn save<E: Replicated, C: ConnectionTrait>(
 /// row is read by key, locked (the delete takes that lock anyway) and therefore current
 /// on every backend: one read per delete, in the same transaction.
 ///
-/// A row that is not there is deleted by nobody, and its delete must not be captured
-/// ([`deletes_a_row`] tells the derived `after_delete`): another transaction may be
-/// inserting that key right now, unseen by this one, and a captured delete would land
-/// after that insert at every destination.
+/// That locked read decides the delete, and sea-orm's `DELETE`, a later statement, must
+/// agree with it:
+///
+/// - **Found**: the row stays locked, so the `DELETE` removes exactly the row captured.
+/// - **Not found**: nothing is captured (another transaction may be inserting that key,
+///   unseen by this one, and a captured delete would land after its insert at every
+///   destination). The `DELETE` must then remove nothing, but PostgreSQL cannot lock a
+///   missing row, nor can MySQL under READ COMMITTED: a row of that key committed by
+///   another transaction between the read and the `DELETE` would be removed with no
+///   captured delete, and stay at every destination. [`check_unfound_delete`] sees that
+///   happen and fails the transaction.
+///
+/// On PostgreSQL a locked read that waited for another transaction which deleted the row
+/// and inserted the key again returns nothing: the new row is not in the statement's
+/// snapshot. The read is then made once more, and finds and locks the new row.
+///
+/// [`deletes_a_row`] tells the derived `after_delete` which case it was.
 ///
 /// # Errors
 ///
@@ -212,14 +387,17 @@ where
     let Some(key) = active_key::<E>(&model) else {
         return Ok(model);
     };
-    let key = bulk::keys_condition::<E>(std::iter::once(key));
-    match locked_row::<E, C>(db, key).await? {
+    match locked_current::<E, C>(db, key).await? {
         // Every value `Unchanged`, the key's included: the mark of a row found.
         Some(found) => Ok(found.into_active_model()),
         None => {
             // A `Set` key: the mark of a row not found.
             for k in E::PrimaryKey::iter() {
                 model.reset(k.into_column());
+            }
+            if db.get_database_backend() == DbBackend::Postgres {
+                let before = deleted_so_far::<E, C>(db).await?;
+                unfound::remember(db, &unfound_key::<E>(&model), before);
             }
             Ok(model)
         }

@@ -136,6 +136,19 @@ pub enum Error {
         table: String,
     },
 
+    /// A captured delete found no row to delete, yet its `DELETE` removed one: another
+    /// transaction committed that key in between, and its delete would reach no
+    /// destination.
+    #[error(
+        "ormsync: a row of `{table}` was committed by another transaction between this \
+         transaction's locked read of it (which found none) and its DELETE, which removed it \
+         without capturing the delete; roll this transaction back and retry it"
+    )]
+    UncapturedDelete {
+        /// The table.
+        table: String,
+    },
+
     /// A [`GuardedConnection`](crate::guard::GuardedConnection) saw a replicated table
     /// written without capture.
     #[error(

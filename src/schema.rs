@@ -8,7 +8,7 @@ use sea_orm::{ConnectionTrait, DbBackend};
 use crate::error::{DbContext, Result};
 
 /// The tables ormsync owns, in creation order.
-pub const TABLES: [&str; 11] = [
+pub const TABLES: [&str; 12] = [
     "ormsync_node",
     "ormsync_outbox",
     "ormsync_leases",
@@ -18,6 +18,7 @@ pub const TABLES: [&str; 11] = [
     "ormsync_key_map",
     "ormsync_conflicts",
     "ormsync_snapshot",
+    "ormsync_snapshot_base",
     "ormsync_entities",
     "ormsync_control",
 ];
@@ -90,7 +91,7 @@ const PG_NOTIFY: [&str; 2] = [
      END IF; END $$",
 ];
 
-fn ddl(backend: DbBackend) -> [String; 11] {
+fn ddl(backend: DbBackend) -> [String; 12] {
     // Column types per backend; everything else is shared.
     let (autoinc, text, name, ts, now, suffix) = match backend {
         DbBackend::Postgres => (
@@ -170,13 +171,21 @@ fn ddl(backend: DbBackend) -> [String; 11] {
              incoming {text} NULL, current_row {text} NULL, created_at {ts} NOT NULL DEFAULT {now}){suffix}"
         ),
         // Per source and table: how far a snapshot or resync has copied (the last key
-        // copied, as a JSON row), so an interrupted one resumes from its last chunk; and up
-        // to which outbox id the stream catches up after it (see `snapshot`).
+        // copied, as a JSON row), so an interrupted one resumes from its last chunk.
+        // (`catch_up_to` is unused; tables created by earlier versions have it.)
         format!(
             "CREATE TABLE IF NOT EXISTS ormsync_snapshot (source {short} NOT NULL, table_name {short} NOT NULL, \
              last_key {text} NULL, done INTEGER NOT NULL, copied BIGINT NOT NULL, deferred BIGINT NOT NULL, \
              catch_up_to BIGINT NULL, prune INTEGER NOT NULL, started_at {ts} NOT NULL DEFAULT {now}, updated_at {ts} NOT NULL DEFAULT {now}, \
              PRIMARY KEY (source, table_name)){suffix}"
+        ),
+        // Per source with a copy under way: the position (JSON) whose changes the
+        // destination holds, through the stream or the copy. Once every table is copied,
+        // the rows of every change since are read again at one snapshot of the source, and
+        // the row goes in the transaction that sets the checkpoint (see `snapshot`).
+        format!(
+            "CREATE TABLE IF NOT EXISTS ormsync_snapshot_base (source {name} NOT NULL PRIMARY KEY, \
+             base {text} NOT NULL, created_at {ts} NOT NULL DEFAULT {now}){suffix}"
         ),
         // What the command line knows of the replicated tables without the application's
         // types: one row per registered entity, the `TableSpec` as JSON.

@@ -15,8 +15,8 @@ use ormsync::{Destination, Replicator};
 use rand::{Rng, SeedableRng};
 use sea_orm::prelude::Decimal;
 use sea_orm::{
-    ActiveModelTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, ModelTrait, Set,
-    TransactionTrait,
+    ActiveModelTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait,
+    ExecResult, IsolationLevel, ModelTrait, QueryResult, Set, Statement, TransactionTrait,
 };
 
 on_every_pair!(
@@ -113,6 +113,201 @@ async fn delete_of_a_row_already_gone_from_postgres() {
     assert_eq!(count(&s.db, "accounts").await, 2);
     assert_all_same(&s.db, &d.db).await;
     rep.shutdown().await;
+}
+
+// A delete racing another transaction that deletes the key and inserts it again: the
+// delete waits for that transaction's lock, which releases a row that no longer exists, and
+// acts on the new row. Whatever each transaction does, replaying the captured changes in
+// outbox order must give the source's final state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_racing_a_delete_and_reinsert_from_postgres() {
+    racing_a_delete_and_reinsert(Backend::Postgres, Backend::MySql, Racer::Delete, None).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_racing_a_delete_and_reinsert_from_mariadb() {
+    racing_a_delete_and_reinsert(Backend::MySql, Backend::Postgres, Racer::Delete, None).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_racing_a_delete_and_reinsert_from_mariadb_read_committed() {
+    let rc = Some(IsolationLevel::ReadCommitted);
+    racing_a_delete_and_reinsert(Backend::MySql, Backend::Sqlite, Racer::Delete, rc).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_racing_a_delete_and_reinsert_from_sqlite() {
+    racing_a_delete_and_reinsert(Backend::Sqlite, Backend::Postgres, Racer::Delete, None).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unchanged_update_racing_a_delete_and_reinsert_from_postgres() {
+    let racer = Racer::UnchangedUpdate;
+    racing_a_delete_and_reinsert(Backend::Postgres, Backend::Sqlite, racer, None).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unchanged_update_racing_a_delete_and_reinsert_from_mariadb() {
+    let racer = Racer::UnchangedUpdate;
+    racing_a_delete_and_reinsert(Backend::MySql, Backend::Postgres, racer, None).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unchanged_update_racing_a_delete_and_reinsert_from_sqlite() {
+    let racer = Racer::UnchangedUpdate;
+    racing_a_delete_and_reinsert(Backend::Sqlite, Backend::MySql, racer, None).await
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Racer {
+    Delete,
+    /// An update that sets no column.
+    UnchangedUpdate,
+}
+
+async fn racing_a_delete_and_reinsert(
+    src: Backend,
+    dst: Backend,
+    racer: Racer,
+    isolation: Option<IsolationLevel>,
+) {
+    let Some((s, d)) = pair(src, dst).await else {
+        return;
+    };
+    let rep = start(&s, &d).await;
+    let read_earlier = two_accounts_and_a_copy_of_the_first(&s.db).await;
+
+    // SQLite writers need connections of their own; one pool connection each elsewhere.
+    let other = sea_orm::Database::connect(&s.url).await.unwrap();
+    let recreate = other.begin().await.unwrap();
+    read_earlier.clone().delete(&recreate).await.unwrap();
+    account(1, "Grace", "9").insert(&recreate).await.unwrap();
+
+    let db = s.db.clone();
+    let racing = tokio::spawn(async move {
+        let txn = db.begin_with_config(isolation, None).await?;
+        match racer {
+            Racer::Delete => {
+                read_earlier.delete(&txn).await?;
+            }
+            Racer::UnchangedUpdate => {
+                use sea_orm::IntoActiveModel;
+                read_earlier.into_active_model().update(&txn).await?;
+            }
+        }
+        txn.commit().await
+    });
+    // The racer now waits for `recreate`'s lock; it commits while the racer waits.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    recreate.commit().await.unwrap();
+    racing
+        .await
+        .unwrap()
+        .expect("the racer acts on the re-inserted row");
+
+    let expected = match racer {
+        Racer::Delete => 1,
+        Racer::UnchangedUpdate => 2,
+    };
+    assert_eq!(count(&s.db, "accounts").await, expected);
+    rep.sync_now().await.unwrap();
+    assert_all_same(&s.db, &d.db).await;
+    rep.shutdown().await;
+}
+
+// The one window a locked read cannot close: a delete's read finds no row, and another
+// transaction commits that key before the `DELETE` runs, which removes it. PostgreSQL (and
+// MySQL under READ COMMITTED) cannot lock a missing key, so the capture sees it happen and
+// fails the transaction: no row leaves the source without its delete reaching the
+// destinations. The connection below commits that insert at exactly that moment, which
+// no real interleaving can be made to do on demand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reinsert_committed_between_a_deletes_read_and_its_delete_from_postgres() {
+    reinsert_between_read_and_delete(Backend::Postgres, Backend::MySql, None).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reinsert_committed_between_a_deletes_read_and_its_delete_from_mariadb() {
+    let rc = Some(IsolationLevel::ReadCommitted);
+    reinsert_between_read_and_delete(Backend::MySql, Backend::Postgres, rc).await
+}
+
+async fn reinsert_between_read_and_delete(
+    src: Backend,
+    dst: Backend,
+    isolation: Option<IsolationLevel>,
+) {
+    let Some((s, d)) = pair(src, dst).await else {
+        return;
+    };
+    let rep = start(&s, &d).await;
+    let stale = two_accounts_and_a_copy_of_the_first(&s.db).await;
+    let txn = s.db.begin().await.unwrap();
+    stale.clone().delete(&txn).await.unwrap();
+    txn.commit().await.unwrap();
+
+    let txn = s.db.begin_with_config(isolation, None).await.unwrap();
+    let interposed = InsertBeforeDelete {
+        txn: &txn,
+        other: s.db.clone(),
+    };
+    let refused = stale.delete(&interposed).await.expect_err(
+        "a delete whose DELETE removed a row its read did not see fails its transaction",
+    );
+    assert!(
+        refused
+            .to_string()
+            .contains("roll this transaction back and retry"),
+        "{refused}"
+    );
+    if src == Backend::Postgres {
+        // Even an application that commits anyway: PostgreSQL has aborted the transaction,
+        // and its COMMIT rolls back.
+        let _ = txn.commit().await;
+    } else {
+        // MySQL cannot abort it: the application rolls back, as the error says.
+        txn.rollback().await.unwrap();
+    }
+    assert_eq!(count(&s.db, "accounts").await, 2, "the insert stands");
+
+    rep.sync_now().await.unwrap();
+    assert_all_same(&s.db, &d.db).await;
+    rep.shutdown().await;
+}
+
+/// A transaction through which another connection inserts and commits account 1 right
+/// before a `DELETE` of `accounts` runs.
+struct InsertBeforeDelete<'a> {
+    txn: &'a sea_orm::DatabaseTransaction,
+    other: DatabaseConnection,
+}
+
+#[async_trait::async_trait]
+impl ConnectionTrait for InsertBeforeDelete<'_> {
+    fn get_database_backend(&self) -> DbBackend {
+        self.txn.get_database_backend()
+    }
+
+    async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
+        if stmt.sql.starts_with("DELETE") && stmt.sql.contains("accounts") {
+            let insert = self.other.begin().await?;
+            account(1, "Grace", "3").insert(&insert).await?;
+            insert.commit().await?;
+        }
+        self.txn.execute_raw(stmt).await
+    }
+
+    async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
+        self.txn.execute_unprepared(sql).await
+    }
+
+    async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
+        self.txn.query_one_raw(stmt).await
+    }
+
+    async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
+        self.txn.query_all_raw(stmt).await
+    }
 }
 
 // SQLite: a captured delete reads its row first. Were that read the transaction's first

@@ -22,6 +22,14 @@ use sea_orm::{
     QueryFilter, Set, Statement, TransactionTrait,
 };
 
+on_every_pair!(also_sqlite: a_new_destination_meets_parents_deleted_and_recreated);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_destination_meets_parents_deleted_and_recreated_postgres_to_postgres() {
+    a_new_destination_meets_parents_deleted_and_recreated(Backend::Postgres, Backend::Postgres)
+        .await
+}
+
 on_every_pair!(
     snapshot_while_four_writers_change_the_rows,
     a_killed_snapshot_resumes_from_its_last_chunk,
@@ -270,6 +278,110 @@ async fn stored_progress(dest: &DatabaseConnection) -> Vec<(String, i64, bool)> 
 }
 
 // ---- scenarios -------------------------------------------------------------------------
+
+/// A destination added while the outbox holds histories whose replay over a copy of the
+/// current rows would break a foreign key: a parent deleted and re-created with a new child,
+/// a child moved to another parent before its old parent was deleted, a parent deleted with
+/// its children. The copy holds the rows as they are now, so replaying the delete of
+/// customer 1 would meet order 11, which references its new incarnation.
+async fn a_new_destination_meets_parents_deleted_and_recreated(src: Backend, dst: Backend) {
+    let (Some(s), Some(d)) = (TestDb::create(src).await, TestDb::create(dst).await) else {
+        return;
+    };
+    existing_rows(&s.db, 0).await;
+    let db = &s.db;
+    let write = |f: Vec<Step>| async move {
+        let txn = db.begin().await.expect("begin");
+        for step in f {
+            match step {
+                Step::Customer(c) => {
+                    customers::ActiveModel::from(customer(c))
+                        .insert(&txn)
+                        .await
+                        .expect("customer");
+                }
+                Step::Order(c, k) => {
+                    orders::ActiveModel::from(order(c, k))
+                        .insert(&txn)
+                        .await
+                        .expect("order");
+                }
+                Step::DeleteCustomer(c) => {
+                    customer(c).delete(&txn).await.expect("delete customer");
+                }
+                Step::DeleteOrder(c, k) => {
+                    order(c, k).delete(&txn).await.expect("delete order");
+                }
+                Step::Move(c, k, to) => {
+                    let mut am: orders::ActiveModel = order(c, k).into();
+                    am.customer_id = Set(to);
+                    am.reset(orders::Column::Id);
+                    am.update(&txn).await.expect("move order");
+                }
+            }
+        }
+        txn.commit().await.expect("commit");
+    };
+    use Step::*;
+    // Customer 1 deleted and re-created, with a new order.
+    write(vec![Customer(1), Order(1, 2)]).await;
+    write(vec![
+        DeleteOrder(1, 2),
+        DeleteCustomer(1),
+        Customer(1),
+        Order(1, 3),
+    ])
+    .await;
+    // Order (2, 0) moved to customer 4, customer 2 deleted, re-created, and the order moved
+    // back to it.
+    write(vec![Customer(2), Customer(4), Order(2, 0)]).await;
+    write(vec![Move(2, 0, 4), DeleteCustomer(2)]).await;
+    write(vec![Customer(2), Move(2, 0, 2)]).await;
+    // Customer 3 deleted with its orders.
+    write(vec![Customer(3), Order(3, 0), Order(3, 1)]).await;
+    write(vec![
+        DeleteOrder(3, 0),
+        DeleteOrder(3, 1),
+        DeleteCustomer(3),
+    ])
+    .await;
+
+    // One change a batch: a replay in batches could not take the history in one plan.
+    let r = start(&s.db)
+        .batch_size(1)
+        .destination(Destination::new("new", d.db.clone()).create_tables())
+        .start()
+        .await
+        .expect("start");
+    snapshot_done(&r, Duration::from_secs(60)).await;
+    sync(&r).await;
+    let status = r.status().destinations.remove(0);
+    assert_ne!(status.state, State::Halted, "{:?}", status.last_error);
+    assert_eq!(count(&s.db, "snap_customers").await, 3);
+    assert_eq!(count(&s.db, "snap_orders").await, 2);
+    assert_both_same(&s.db, &d.db).await;
+    // And the stream goes on from there.
+    write(vec![
+        DeleteOrder(1, 3),
+        DeleteCustomer(1),
+        Customer(1),
+        Order(1, 0),
+    ])
+    .await;
+    sync(&r).await;
+    assert_both_same(&s.db, &d.db).await;
+    r.shutdown().await;
+}
+
+#[derive(Clone, Copy)]
+enum Step {
+    Customer(i64),
+    Order(i64, i64),
+    DeleteCustomer(i64),
+    DeleteOrder(i64, i64),
+    /// Order (customer, k) to another customer.
+    Move(i64, i64, i64),
+}
 
 async fn snapshot_while_four_writers_change_the_rows(src: Backend, dst: Backend) {
     common::trace();

@@ -211,7 +211,8 @@ pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream> {
             where
                 C: #orm::ConnectionTrait,
             {
-                // Judged before the entity's own hook can touch the model.
+                // Judged before the entity's own hook can touch the model or the database.
+                ::ormsync::capture::check_unfound_delete::<Entity, C>(db, &self).await?;
                 let deleted = ::ormsync::capture::deletes_a_row::<Entity>(&self);
                 let this = #after_delete;
                 if deleted {

@@ -21,6 +21,7 @@ mod unnest;
 
 pub(crate) use checkpoint::lock as lock_checkpoint;
 pub use checkpoint::read as read_checkpoint;
+pub(crate) use checkpoint::store as store_checkpoint;
 pub(crate) use columns::of as table_columns;
 pub use conflict::Conflict;
 pub use rules::{

@@ -32,13 +32,4 @@ pub trait Sink: Send + Sync {
     /// position: for parked changes whose ids the position already covers (dead-letter
     /// replay). Applying a change twice is harmless, so replaying them again is too.
     async fn replay(&mut self, source: &str, changes: &[Change]) -> Result<()>;
-
-    /// After a snapshot, changes up to outbox id `id` replay over a copy that may be newer
-    /// than they are: an insert or update among them whose row references a parent the
-    /// destination no longer holds (deleted at the source before the copy) is superseded
-    /// by a later change of the same row, and may be skipped rather than refused. The
-    /// default ignores this (a sink without foreign keys never meets the case).
-    fn tolerate_missing_parents_until(&mut self, id: i64) {
-        let _ = id;
-    }
 }

@@ -14,7 +14,7 @@ use super::plan::{self, Step};
 use super::rules::Rules;
 use super::statement;
 use super::{checkpoint, columns, shape};
-use crate::change::{Batch, Change, Op};
+use crate::change::{Batch, Change};
 use crate::classify::{ErrorKind, classify};
 use crate::error::{Error, Result};
 use crate::position::Position;
@@ -35,9 +35,6 @@ pub struct SqlSink {
     columns: HashMap<String, HashMap<String, String>>,
     rules: Arc<Rules>,
     on_conflict: Option<OnConflict>,
-    /// Upserts with ids up to this may be skipped when their parent row is missing (see
-    /// [`Sink::tolerate_missing_parents_until`]).
-    lenient_until: i64,
 }
 
 /// Called with each conflict decision once its batch has committed.
@@ -52,7 +49,6 @@ impl SqlSink {
             columns: HashMap::new(),
             rules: Arc::default(),
             on_conflict: None,
-            lenient_until: 0,
         }
     }
 
@@ -199,12 +195,6 @@ impl SqlSink {
             rest = &rest[end..];
             if one_by_one {
                 for change in &run {
-                    if change.id <= self.lenient_until && change.op != Op::Delete {
-                        self.run_lenient(txn, change)
-                            .await
-                            .map_err(|e| self.statement_failure(change, e, true))?;
-                        continue;
-                    }
                     for step in plan::one_by_one(std::slice::from_ref(change)) {
                         self.run(txn, &step)
                             .await
@@ -259,29 +249,6 @@ impl SqlSink {
         if let Some(f) = &self.on_conflict {
             conflicts.iter().for_each(|c| f(c));
         }
-    }
-
-    /// Applies `change` in a savepoint; a refusal for a missing parent row is rolled back
-    /// and skipped (a later change of the row supersedes it; see
-    /// [`Sink::tolerate_missing_parents_until`]).
-    async fn run_lenient(
-        &self,
-        txn: &DatabaseTransaction,
-        change: &Change,
-    ) -> std::result::Result<(), DbErr> {
-        let savepoint = txn.begin().await?;
-        for step in plan::one_by_one(&[change]) {
-            if let Err(e) = self.run(&savepoint, &step).await {
-                let _ = savepoint.rollback().await;
-                if crate::classify::is_missing_parent(&e) {
-                    tracing::debug!(destination = %self.name, id = change.id, table = %change.table,
-                        "skipped a replayed change whose parent row is gone since the snapshot");
-                    return Ok(());
-                }
-                return Err(e);
-            }
-        }
-        savepoint.commit().await
     }
 
     async fn run<C: ConnectionTrait>(
@@ -376,10 +343,6 @@ impl Sink for SqlSink {
             }
         }
         Err(error)
-    }
-
-    fn tolerate_missing_parents_until(&mut self, id: i64) {
-        self.lenient_until = id;
     }
 
     async fn replay(&mut self, source: &str, changes: &[Change]) -> Result<()> {

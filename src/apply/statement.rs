@@ -13,8 +13,7 @@ use crate::change::Row;
 use crate::value::Value;
 
 /// Rows per statement at most (the parameter limit may allow fewer): more than a default
-/// batch holds, so a batch of one table is one statement. Each statement pays a round trip
-/// and, with sqlx 0.9.0, often a ~40 ms wait for a delayed ACK (README, known limits).
+/// batch holds, so a batch of one table is one statement, and pays one round trip.
 const MAX_ROWS: usize = 5000;
 
 /// Bytes of values a statement carries at most, by estimate ([`Row::value_bytes`]), so that a

@@ -56,27 +56,6 @@ fn classify_sqlx(e: &sqlx::Error) -> ErrorKind {
     }
 }
 
-/// Whether `e` says a written row references a parent row that does not exist (a foreign
-/// key violation on insert or update). After a snapshot the stream replays changes over a
-/// newer copy, where this is expected for a while (see `snapshot`).
-pub(crate) fn is_missing_parent(e: &DbErr) -> bool {
-    let (DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e))) = e else {
-        return false;
-    };
-    let sqlx::Error::Database(d) = e.as_ref() else {
-        return false;
-    };
-    if let Some(pg) = d.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
-        pg.code() == postgres::FOREIGN_KEY_VIOLATION
-    } else if let Some(my) = d.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
-        mysql::NO_REFERENCED_ROW.contains(&my.number())
-    } else {
-        d.code()
-            .and_then(|c| c.parse::<i32>().ok())
-            .is_some_and(|c| c == sqlite::CONSTRAINT_FOREIGNKEY)
-    }
-}
-
 /// The MySQL/MariaDB error number inside `e`, if any.
 fn mysql_number(e: &DbErr) -> Option<u16> {
     match e {

@@ -6,8 +6,6 @@ use super::ErrorKind;
 
 /// `ER_CON_COUNT_ERROR`: too many connections.
 pub(crate) const TOO_MANY_CONNECTIONS: u16 = 1040;
-/// `ER_NO_REFERENCED_ROW` and `ER_NO_REFERENCED_ROW_2`: a foreign key names a missing row.
-pub(crate) const NO_REFERENCED_ROW: [u16; 2] = [1216, 1452];
 /// `ER_SERVER_SHUTDOWN`.
 pub(crate) const SERVER_SHUTDOWN: u16 = 1053;
 /// `ER_LOCK_WAIT_TIMEOUT`; also MariaDB's answer to `NOWAIT` on a locked row.

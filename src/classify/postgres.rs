@@ -18,8 +18,6 @@ pub(crate) const CRASH_SHUTDOWN: &str = "57P02";
 pub(crate) const CANNOT_CONNECT_NOW: &str = "57P03";
 /// `too_many_connections`
 pub(crate) const TOO_MANY_CONNECTIONS: &str = "53300";
-/// `foreign_key_violation`
-pub(crate) const FOREIGN_KEY_VIOLATION: &str = "23503";
 /// `read_only_sql_transaction` (a standby that is being promoted)
 pub(crate) const READ_ONLY_SQL_TRANSACTION: &str = "25006";
 

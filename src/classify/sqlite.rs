@@ -4,8 +4,6 @@ use super::ErrorKind;
 
 /// `SQLITE_BUSY`: another connection holds the lock.
 pub(crate) const BUSY: i32 = 5;
-/// `SQLITE_CONSTRAINT_FOREIGNKEY` (extended code).
-pub(crate) const CONSTRAINT_FOREIGNKEY: i32 = 787;
 /// `SQLITE_LOCKED`: a conflict within the same connection's shared cache.
 pub(crate) const LOCKED: i32 = 6;
 /// `SQLITE_IOERR`: the disk or the file system failed.

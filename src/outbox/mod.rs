@@ -8,6 +8,7 @@ pub mod overview;
 pub mod progress;
 mod reader;
 pub mod retention;
+pub(crate) mod visible;
 
 pub use reader::OutboxReader;
 

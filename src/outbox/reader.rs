@@ -325,7 +325,7 @@ impl OutboxReader {
 }
 
 /// The outbox rows matching `cond`, in id order, at most `limit` of them.
-fn select(cond: Condition, limit: Option<u64>) -> SelectStatement {
+pub(super) fn select(cond: Condition, limit: Option<u64>) -> SelectStatement {
     let mut q = Query::select();
     q.columns([
         "id",
@@ -366,7 +366,7 @@ fn subtract(lo: i64, hi: i64, ids: &[i64]) -> Vec<(i64, i64)> {
 }
 
 /// An outbox row as a change, and its size: the length of its key and payload.
-fn decode(row: &QueryResult) -> Result<(Change, usize)> {
+pub(super) fn decode(row: &QueryResult) -> Result<(Change, usize)> {
     let id: i64 = row
         .try_get("", "id")
         .context(|| "decoding an outbox id".into())?;

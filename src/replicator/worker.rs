@@ -711,14 +711,17 @@ impl Worker {
     }
 
     /// Starts the initial snapshot of a destination that has no checkpoint, or resumes an
-    /// unfinished snapshot or resync; returns whether the copy is complete (`false` when
-    /// it stopped for a shutdown, to resume on the next start).
+    /// unfinished snapshot or resync, and converges it; returns whether the copy is complete
+    /// (`false` when it stopped for a shutdown, to resume on the next start).
     async fn snapshot(&mut self, memory: &mut Memory) -> Result<bool> {
         let tables = self.shipped_tables();
         let mut progress = snapshot::list(&self.destination, &self.source_id)
             .await
             .map_err(|e| in_destination(&self.name, e))?;
         progress.retain(|p| tables.contains_key(&p.table));
+        let mut base = snapshot::base(&self.destination, &self.source_id)
+            .await
+            .map_err(|e| in_destination(&self.name, e))?;
         if progress.iter().all(|p| p.done) {
             let new = self.initial_snapshot
                 && progress.is_empty()
@@ -726,13 +729,18 @@ impl Worker {
                     .await?
                     .is_none();
             if !new {
-                self.catch_up(&progress).await?;
+                if let Some(base) = base {
+                    self.update(|s| s.state = State::Copying);
+                    self.converge(memory, &tables, &base).await?;
+                }
                 return Ok(true);
             }
-            // From here on retention keeps every change for this destination; then the
-            // checkpoint (at zero) and the plan are stored together.
+            // From here on retention keeps every change for this destination. The base is
+            // what the outbox holds now: every chunk, read later, contains it. Then the
+            // checkpoint (at zero), the plan and the base are stored together.
             progress::record(&self.source, &self.name, &Position::default()).await?;
             memory.recorded = None;
+            let visible = crate::outbox::visible::position(&self.source).await?;
             let names: Vec<&str> = tables.keys().map(String::as_str).collect();
             let txn = self
                 .destination
@@ -741,23 +749,17 @@ impl Worker {
                 .context(|| format!("destination `{}`: starting a snapshot", self.name))?;
             apply::lock_checkpoint(&txn, &self.source_id).await?;
             snapshot::reset(&txn, &self.source_id, &names, false).await?;
+            snapshot::set_base(&txn, &self.source_id, &visible).await?;
             txn.commit()
                 .await
                 .context(|| format!("destination `{}`: starting a snapshot", self.name))?;
             tracing::info!(destination = %self.name, tables = names.len(), "snapshot: starting");
+            base = Some(visible);
             progress = snapshot::list(&self.destination, &self.source_id).await?;
             progress.retain(|p| tables.contains_key(&p.table));
         }
         self.update(|s| s.state = State::Copying);
-        let link = snapshot::Link {
-            source: self.source.clone(),
-            dest: self.destination.clone(),
-            source_id: self.source_id.clone(),
-            destination: self.name.clone(),
-            rules: self.rules.clone(),
-            chunk_rows: self.chunk_rows,
-        };
-        let mut copy = snapshot::Copy::new(link, tables, &progress)?;
+        let mut copy = snapshot::Copy::new(self.link(), tables.clone(), &progress)?;
         if let Err(e) = copy.count_rows().await {
             // Only the progress bar's total is missing then.
             tracing::debug!(destination = %self.name, error = %e, "snapshot: cannot count the rows");
@@ -769,12 +771,7 @@ impl Worker {
             if self.cancel.is_cancelled() {
                 break;
             }
-            if !self.lease.ensure().await? {
-                return Err(Error::Standby {
-                    destination: self.name.clone(),
-                    holder: self.lease.holder().await?.unwrap_or_default(),
-                });
-            }
+            self.still_shipping().await?;
             copy.step()
                 .await
                 .map_err(|e| in_destination(&self.name, e))?;
@@ -783,23 +780,57 @@ impl Worker {
             self.update(|s| s.snapshot = Some(st));
         }
         if done {
-            let progress = snapshot::list(&self.destination, &self.source_id).await?;
-            self.catch_up(&progress).await?;
+            // A copy begun by a version that kept no base converges from nothing: every
+            // change still in the outbox is read again.
+            self.converge(memory, &tables, &base.unwrap_or_default())
+                .await?;
             tracing::info!(destination = %self.name, "snapshot: done; streaming");
         }
         Ok(done)
     }
 
-    /// Lets the stream skip replayed changes whose parent row a copy no longer holds, up
-    /// to where it catches up with the copies (recording that point for copies just done).
-    async fn catch_up(&mut self, progress: &[snapshot::TableProgress]) -> Result<()> {
-        let mut until = progress.iter().filter_map(|p| p.catch_up_to).max();
-        if progress.iter().any(|p| p.done && p.catch_up_to.is_none()) {
-            until = Some(snapshot::finish(&self.source, &self.destination, &self.source_id).await?);
+    /// How a copy reaches the source and this destination.
+    fn link(&self) -> snapshot::Link {
+        snapshot::Link {
+            source: self.source.clone(),
+            dest: self.destination.clone(),
+            source_id: self.source_id.clone(),
+            destination: self.name.clone(),
+            rules: self.rules.clone(),
+            chunk_rows: self.chunk_rows,
         }
-        if let Some(id) = until {
-            self.sink.tolerate_missing_parents_until(id);
+    }
+
+    /// Fails with [`Error::Standby`] when another instance has taken the lease.
+    async fn still_shipping(&mut self) -> Result<()> {
+        if self.lease.ensure().await? {
+            return Ok(());
         }
+        Err(Error::Standby {
+            destination: self.name.clone(),
+            holder: self.lease.holder().await?.unwrap_or_default(),
+        })
+    }
+
+    /// Brings the copied destination to one snapshot of the source and sets its checkpoint
+    /// there (see [`snapshot::converge`]).
+    async fn converge(
+        &mut self,
+        memory: &mut Memory,
+        tables: &HashMap<String, TableSpec>,
+        base: &Position,
+    ) -> Result<()> {
+        self.still_shipping().await?;
+        let done = snapshot::converge(&self.link(), tables, &self.skip, base)
+            .await
+            .map_err(|e| in_destination(&self.name, e))?;
+        if done.parked > 0 {
+            memory.blocked = None;
+        }
+        memory.position = Some(done.position);
+        self.reader.restart();
+        tracing::info!(destination = %self.name, rows = done.refreshed, deleted = done.deleted,
+            parked = done.parked, "snapshot: converged at one snapshot of the source");
         Ok(())
     }
 
@@ -813,20 +844,29 @@ impl Worker {
                 self.name
             )));
         }
-        if !self.lease.ensure().await? {
-            return Err(Error::Standby {
-                destination: self.name.clone(),
-                holder: self.lease.holder().await?.unwrap_or_default(),
-            });
-        }
+        self.still_shipping().await?;
         if !memory.installed {
             schema::install(&self.destination)
                 .await
                 .map_err(|e| in_destination(&self.name, e))?;
             memory.installed = true;
         }
+        // The stream waits while the copy runs, so every other table stays at the
+        // checkpoint: the copy converges from it.
+        let base = apply::read_checkpoint(&self.destination, &self.source_id)
+            .await?
+            .unwrap_or_default();
         let names: Vec<&str> = tables.iter().map(String::as_str).collect();
-        snapshot::reset(&self.destination, &self.source_id, &names, true).await?;
+        let txn = self
+            .destination
+            .begin()
+            .await
+            .context(|| format!("destination `{}`: starting a resync", self.name))?;
+        snapshot::reset(&txn, &self.source_id, &names, true).await?;
+        snapshot::set_base(&txn, &self.source_id, &base).await?;
+        txn.commit()
+            .await
+            .context(|| format!("destination `{}`: starting a resync", self.name))?;
         tracing::info!(destination = %self.name, ?tables, "resync: starting");
         let done = self.snapshot(memory).await?;
         // A halted destination stays halted: the copy fixed rows, not the change at fault,

@@ -148,12 +148,12 @@ async fn copy_in(
 }
 
 /// A key's identity, equal for equal typed values.
-fn identity(key: &[Value]) -> String {
+pub(super) fn identity(key: &[Value]) -> String {
     serde_json::to_string(key).unwrap_or_default()
 }
 
 /// The rows of `rows` whose reference `r` is NULL or names a row the destination holds.
-async fn with_parent<'a>(
+pub(super) async fn with_parent<'a>(
     txn: &DatabaseTransaction,
     r: &Reference,
     tags: &[String],

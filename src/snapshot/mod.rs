@@ -8,17 +8,13 @@
 //!
 //! # How it stays consistent
 //!
-//! - **Where the stream starts.** A new destination streams from outbox position zero,
-//!   the destination's progress at the source is set to zero *before* the first chunk is
-//!   read, and the reader proves every missing id a hole as usual. That is conservative and
-//!   plainly correct: outbox ids are not in commit order, so no single id recorded at the
-//!   start could tell which transactions in flight then commit later; starting from zero,
-//!   every change still in the outbox is replayed over the copy, including those of
-//!   transactions open while the copy ran. Retention cannot remove a change committed after
-//!   a chunk was read, since from the start on it keeps everything above zero for this
-//!   destination (a change it removed earlier was committed before the snapshot began, so
-//!   the copy holds it). The cost is replaying what the outbox still holds, which upserts
-//!   and deletes by key make harmless.
+//! - **A base.** Before the first chunk, the copy records a *base* at the destination: a
+//!   position whose changes the destination holds, through the stream or through the copy.
+//!   For a new destination it is the outbox ids committed at that moment (every chunk is
+//!   read later, so contains them); for a resync it is the destination's checkpoint (the
+//!   stream waits while the copy runs, so every other table stays at it). The destination's
+//!   progress at the source is set to zero first, so retention keeps every change from then
+//!   on.
 //! - **Chunks.** Each table is read in key order, a chunk at a time, and written with the
 //!   same multi-row upserts the stream uses. A chunk runs in one destination transaction
 //!   that first locks the checkpoint row, as every batch does, so a chunk and a batch never
@@ -31,20 +27,27 @@
 //!   transaction, so a snapshot interrupted halfway resumes from its last chunk.
 //! - **Foreign keys.** Tables are copied parents first. A row whose parent row is not at
 //!   the destination yet was written after its parent's table was copied, like that
-//!   parent, so both are in the stream: such rows are *deferred* to it rather than copied.
-//!   After the copy the stream replays changes older than the copy; an insert or update
-//!   among them (up to the outbox id recorded when the copy ended) whose parent row was
-//!   deleted before the copy is superseded by a later change of the same row, and is
-//!   skipped instead of halting the destination.
+//!   parent, so both changed after the base: such rows are left to the converge below.
+//! - **Converging at one snapshot.** The chunks come from many moments. Once all are
+//!   copied, one snapshot of the source is read: the outbox ids it holds, and, for every
+//!   key a change outside the base touched, its row as the snapshot holds it. Those rows
+//!   are written parents first, the keys the snapshot lacks deleted children first, and the
+//!   checkpoint set to the base plus the snapshot's ids, with the base's record removed, in
+//!   one transaction (see [`converge`](self::converge)). The destination then equals the
+//!   source at that snapshot, and the stream goes on from exactly there: no change is
+//!   replayed over a newer row, so no replay meets a foreign key its moment did not have.
+//!   A converge interrupted halfway runs again from the same base.
 //! - **Skipped columns** (`#[replicated(skip)]`) are never read nor written.
 
+mod converge;
 mod copy;
 mod order;
 mod run;
 mod status;
 mod store;
 
+pub(crate) use converge::converge;
 pub(crate) use order::parents_first;
-pub(crate) use run::{Copy, Link, finish};
+pub(crate) use run::{Copy, Link};
 pub use status::{SnapshotStatus, TableCopy, progress};
-pub(crate) use store::{TableProgress, list, reset};
+pub(crate) use store::{base, list, reset, set_base};

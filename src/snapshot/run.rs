@@ -10,7 +10,7 @@ use sea_orm::{ConnectionTrait, DatabaseConnection};
 use super::copy::{self, Chunk};
 use super::order;
 use super::status::SnapshotStatus;
-use super::store::{self, TableProgress};
+use super::store::TableProgress;
 use crate::apply::Rules;
 use crate::bounded_read::ReadBudget;
 use crate::entity::{Reference, TableSpec};
@@ -244,7 +244,7 @@ async fn check_table(
 
 /// The references of `spec` to other tables the destination receives, with the type tags
 /// of their referencing columns.
-fn parents<'s>(
+pub(super) fn parents<'s>(
     tables: &HashMap<String, TableSpec>,
     spec: &'s TableSpec,
 ) -> Vec<(&'s Reference, Vec<String>)> {
@@ -265,18 +265,4 @@ fn parents<'s>(
             tags.map(|t| (r, t))
         })
         .collect()
-}
-
-/// Records, for the finished copies of `source_id` at `dest` that have no bound yet, that
-/// the stream catches up with them once it passes the outbox's current last id; returns it.
-pub(crate) async fn finish(
-    source: &DatabaseConnection,
-    dest: &DatabaseConnection,
-    source_id: &str,
-) -> Result<i64> {
-    let last = crate::outbox::retention::last_id(source)
-        .await?
-        .unwrap_or(0);
-    store::set_catch_up(dest, source_id, last).await?;
-    Ok(last)
 }

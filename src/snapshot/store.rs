@@ -6,7 +6,8 @@ use sea_orm::{ConnectionTrait, Statement};
 
 use crate::change::Row;
 use crate::error::{DbContext, Error, Result};
-use crate::sql_text::marks;
+use crate::position::Position;
+use crate::sql_text::{insert_if_absent, marks};
 
 /// One table's copy, as stored.
 #[derive(Clone, Debug, PartialEq)]
@@ -19,8 +20,6 @@ pub(crate) struct TableProgress {
     pub(crate) copied: u64,
     /// Rows left to the stream because their parent row was not at the destination yet.
     pub(crate) deferred: u64,
-    /// The outbox id up to which the stream catches up after the copy, once done.
-    pub(crate) catch_up_to: Option<i64>,
     /// Whether destination rows the source lacks are deleted (a resync).
     pub(crate) prune: bool,
 }
@@ -68,7 +67,7 @@ pub(crate) async fn list<C: ConnectionTrait>(db: &C, source: &str) -> Result<Vec
             backend,
             marks(
                 backend,
-                "SELECT table_name, last_key, done, copied, deferred, catch_up_to, prune \
+                "SELECT table_name, last_key, done, copied, deferred, prune \
                  FROM ormsync_snapshot WHERE source = ?",
             ),
             [source.into()],
@@ -93,7 +92,6 @@ pub(crate) async fn list<C: ConnectionTrait>(db: &C, source: &str) -> Result<Vec
             done: row.try_get::<i32>("", "done").context(decode)? != 0,
             copied: row.try_get::<i64>("", "copied").context(decode)?.max(0) as u64,
             deferred: row.try_get::<i64>("", "deferred").context(decode)?.max(0) as u64,
-            catch_up_to: row.try_get("", "catch_up_to").context(decode)?,
             prune: row.try_get::<i32>("", "prune").context(decode)? != 0,
             table,
         });
@@ -134,20 +132,73 @@ pub(crate) async fn advance<C: ConnectionTrait>(
     Ok(())
 }
 
-/// Records, for the tables of `source` whose copy is done and has no bound yet, the outbox
-/// id the stream must pass before the copy and the stream agree.
-pub(crate) async fn set_catch_up<C: ConnectionTrait>(db: &C, source: &str, id: i64) -> Result<()> {
+/// Records `base` as the position the copy from `source` converges from, unless a copy
+/// under way already has one (older, so it covers this one's changes too).
+pub(crate) async fn set_base<C: ConnectionTrait>(
+    db: &C,
+    source: &str,
+    base: &Position,
+) -> Result<()> {
+    let backend = db.get_database_backend();
+    db.execute_raw(Statement::from_sql_and_values(
+        backend,
+        insert_if_absent(
+            backend,
+            "ormsync_snapshot_base (source, base) VALUES (?, ?)",
+        ),
+        [source.into(), base_json(base)?.into()],
+    ))
+    .await
+    .context(|| "snapshot: recording where the copy converges from".into())?;
+    Ok(())
+}
+
+/// The position the copy from `source` converges from; `None` when no copy waits to
+/// converge.
+pub(crate) async fn base<C: ConnectionTrait>(db: &C, source: &str) -> Result<Option<Position>> {
+    let backend = db.get_database_backend();
+    let row = db
+        .query_one_raw(Statement::from_sql_and_values(
+            backend,
+            marks(
+                backend,
+                "SELECT base FROM ormsync_snapshot_base WHERE source = ?",
+            ),
+            [source.into()],
+        ))
+        .await
+        .context(|| "snapshot: reading where the copy converges from".into())?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let json: String = row
+        .try_get("", "base")
+        .context(|| "snapshot: decoding where the copy converges from".into())?;
+    serde_json::from_str(&json).map(Some).map_err(|e| {
+        Error::Config(format!(
+            "the snapshot base of source {source} is corrupt ({e}); resync the destination"
+        ))
+    })
+}
+
+/// Forgets the base of `source`'s copy, inside the transaction that stores the converged
+/// checkpoint.
+pub(crate) async fn clear_base<C: ConnectionTrait>(db: &C, source: &str) -> Result<()> {
     let backend = db.get_database_backend();
     db.execute_raw(Statement::from_sql_and_values(
         backend,
         marks(
             backend,
-            "UPDATE ormsync_snapshot SET catch_up_to = ? \
-             WHERE source = ? AND done = 1 AND catch_up_to IS NULL",
+            "DELETE FROM ormsync_snapshot_base WHERE source = ?",
         ),
-        [id.into(), source.into()],
+        [source.into()],
     ))
     .await
-    .context(|| "snapshot: recording where the stream catches up".into())?;
+    .context(|| "snapshot: clearing where the copy converged from".into())?;
     Ok(())
+}
+
+fn base_json(base: &Position) -> Result<String> {
+    serde_json::to_string(base)
+        .map_err(|e| Error::Config(format!("cannot encode a snapshot base: {e}")))
 }

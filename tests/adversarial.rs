@@ -976,6 +976,31 @@ impl Fleet<'_> {
         }
     }
 
+    /// A replicator named `name` shipping to every destination added so far.
+    async fn builder(&self, name: &str) -> ormsync::ReplicatorBuilder {
+        let s = &self.settings;
+        let alerts = self.alerts.clone();
+        let who = name.to_string();
+        let mut b = Replicator::builder(self.source.connect().await)
+            .entity::<customers::Entity>()
+            .entity::<orders::Entity>()
+            .instance_id(name)
+            .poll_interval(s.poll)
+            .retry_delays(Duration::from_millis(10), Duration::from_millis(200))
+            .lease_ttl(s.lease_ttl)
+            .batch_size(s.batch_size)
+            .retention(
+                RetentionPolicy::default()
+                    .every(s.retention_every)
+                    .step(s.retention_step),
+            )
+            .on_alert(move |a| alerts.lock().unwrap().push((who.clone(), a.clone())));
+        for &i in &self.added {
+            b = b.destination(self.destination(i).await);
+        }
+        b
+    }
+
     /// Starts an instance shipping to every destination added so far.
     async fn start(&mut self) -> Result<(), String> {
         if self.added.is_empty() {
@@ -990,30 +1015,17 @@ impl Fleet<'_> {
         }
         let name = format!("adv-{}", self.started);
         self.started += 1;
-        let s = &self.settings;
-        let alerts = self.alerts.clone();
-        let who = name.clone();
-        let mut b = Replicator::builder(self.source.connect().await)
-            .entity::<customers::Entity>()
-            .entity::<orders::Entity>()
-            .instance_id(name.clone())
-            .poll_interval(s.poll)
-            .retry_delays(Duration::from_millis(10), Duration::from_millis(200))
-            .lease_ttl(s.lease_ttl)
-            .batch_size(s.batch_size)
-            .retention(
-                RetentionPolicy::default()
-                    .every(s.retention_every)
-                    .step(s.retention_step),
-            )
-            .on_alert(move |a| alerts.lock().unwrap().push((who.clone(), a.clone())));
-        for &i in &self.added {
-            b = b.destination(self.destination(i).await);
-        }
-        let rep = b
-            .start()
-            .await
-            .map_err(|e| format!("starting {name}: {e}"))?;
+        let mut attempts = 0;
+        let rep = loop {
+            match self.builder(&name).await.start().await {
+                Ok(rep) => break rep,
+                // A busy source (SQLite, say) fails the start as it would fail any write:
+                // the application tries again.
+                Err(e) if e.is_transient() && attempts < 20 => attempts += 1,
+                Err(e) => return Err(format!("starting {name}: {e}")),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
         self.journal.push(format!(
             "  started {name} for {:?}",
             self.added
@@ -1064,13 +1076,18 @@ impl Fleet<'_> {
                 self.added.push(dest);
                 let name = DESTINATIONS[dest];
                 if at_run_time && !self.live.is_empty() {
-                    let destination = self.destination(dest).await;
+                    let mut attempts = 0;
+                    loop {
+                        let destination = self.destination(dest).await;
+                        let newest = self.live.last().expect("a live instance");
+                        match newest.rep.add_destination(destination).await {
+                            Ok(()) => break,
+                            Err(e) if e.is_transient() && attempts < 20 => attempts += 1,
+                            Err(e) => return Err(format!("adding `{name}`: {e}")),
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
                     let newest = self.live.last_mut().expect("a live instance");
-                    newest
-                        .rep
-                        .add_destination(destination)
-                        .await
-                        .map_err(|e| format!("adding `{name}`: {e}"))?;
                     newest.dests.push(dest);
                     let line = format!("  added `{name}` at run time to {}", newest.name);
                     self.journal.push(line);

@@ -17,7 +17,8 @@
 //! replicator, or by starting another instance), so their initial snapshots copy
 //! mid-stream; instances are killed as a crash would (no shutdown, leases left to expire),
 //! some in the middle of a snapshot, and others started; several may run at once and
-//! compete for the leases. Retention runs often and prunes the outbox.
+//! compete for the leases. Now and then a destination is resynced or paused for a while.
+//! Retention runs often and prunes the outbox.
 //!
 //! Then the writers stop, every destination is drained, and three oracles are checked:
 //!
@@ -56,7 +57,7 @@ use common::entities::{customers, fk_ddl, orders};
 use common::{Backend, TestDb, differences, key_of_row, rows_of};
 use ormsync::change::{Op, Row};
 use ormsync::classify::ErrorKind;
-use ormsync::{Alert, AlertKind, Destination, Replicator, RetentionPolicy, State};
+use ormsync::{Alert, AlertKind, Destination, Replicated, Replicator, RetentionPolicy, State};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sea_orm::prelude::Decimal;
@@ -233,6 +234,11 @@ enum Event {
         restart_after: Duration,
         two: bool,
     },
+    /// Copies both tables to destination `dest` again, through the instance shipping to
+    /// it, while the writers go on (if it was added and some instance ships to it).
+    Resync { dest: usize },
+    /// Pauses destination `dest` for a while, then resumes it.
+    Pause { dest: usize, lasting: Duration },
 }
 
 /// Replicator settings drawn from the seed.
@@ -288,6 +294,19 @@ impl Plan {
                 pick: rng.random_range(0..3),
                 restart_after: Duration::from_millis(rng.random_range(0..=400)),
                 two: rng.random_bool(0.25),
+            };
+            events.push((rng.random_range(first_at..=total * 9 / 10), event));
+        }
+        for _ in 0..rng.random_range(0..=2) * if long { 3 } else { 1 } {
+            let event = Event::Resync {
+                dest: rng.random_range(0..DESTINATIONS.len()),
+            };
+            events.push((rng.random_range(first_at..=total * 9 / 10), event));
+        }
+        if rng.random_bool(0.5) {
+            let event = Event::Pause {
+                dest: rng.random_range(0..DESTINATIONS.len()),
+                lasting: Duration::from_millis(rng.random_range(50..=1500)),
             };
             events.push((rng.random_range(first_at..=total * 9 / 10), event));
         }
@@ -891,7 +910,7 @@ async fn replay_differences<E>(
     log: &BTreeMap<(String, String), Vec<Logged>>,
 ) -> Vec<String>
 where
-    E: ormsync::Replicated,
+    E: Replicated,
     E::Model: Sync,
 {
     let table = E::table_spec().table;
@@ -1129,8 +1148,65 @@ impl Fleet<'_> {
                     self.start().await?;
                 }
             }
+            Event::Resync { dest } => {
+                let name = DESTINATIONS[dest];
+                let Some(i) = self.shipping(dest) else {
+                    self.journal
+                        .push(format!("  no instance ships to `{name}`: no resync"));
+                    return Ok(());
+                };
+                let tables = [
+                    customers::Entity::table_spec().table,
+                    orders::Entity::table_spec().table,
+                ];
+                let tables: Vec<&str> = tables.iter().map(String::as_str).collect();
+                let resync = self.live[i].rep.resync(name, &tables);
+                let outcome = match tokio::time::timeout(Duration::from_secs(120), resync).await {
+                    Ok(Ok(())) => "done".to_string(),
+                    // Lost the lease meanwhile, or a busy or deadlocked chunk: the
+                    // application would try again later.
+                    Ok(Err(e)) if e.is_transient() => format!("failed for now: {e}"),
+                    Ok(Err(e)) => return Err(format!("resync of `{name}`: {e}")),
+                    Err(_) => return Err(format!("resync of `{name}` not done within 120 s")),
+                };
+                let line = format!("  resync of `{name}` at {}: {outcome}", self.live[i].name);
+                self.journal.push(line);
+            }
+            Event::Pause { dest, lasting } => {
+                let name = DESTINATIONS[dest];
+                let Some(i) = self
+                    .live
+                    .iter()
+                    .rposition(|inst| inst.dests.contains(&dest))
+                else {
+                    return Ok(());
+                };
+                let rep = &self.live[i].rep;
+                rep.pause(name)
+                    .await
+                    .map_err(|e| format!("pausing `{name}`: {e}"))?;
+                tokio::time::sleep(lasting).await;
+                rep.resume(name)
+                    .await
+                    .map_err(|e| format!("resuming `{name}`: {e}"))?;
+                let line = format!("  paused `{name}` at {}", self.live[i].name);
+                self.journal.push(line);
+            }
         }
         Ok(())
+    }
+
+    /// The live instance shipping to destination `dest` (holding its lease), if any.
+    fn shipping(&self, dest: usize) -> Option<usize> {
+        self.live.iter().position(|inst| {
+            inst.rep.status().destinations.iter().any(|d| {
+                d.name == DESTINATIONS[dest]
+                    && matches!(
+                        d.state,
+                        State::Running | State::Idle | State::Retrying | State::Copying
+                    )
+            })
+        })
     }
 
     /// A live instance that ships to every destination, started if there is none.

@@ -1262,6 +1262,53 @@ fn explain(error: &str, log: &BTreeMap<(String, String), Vec<Logged>>) -> Option
     ))
 }
 
+/// What the source keeps of the replication, for a failure's report.
+const SOURCE_STATE: &[&str] = &[
+    "SELECT destination, watermark, frontier FROM ormsync_progress ORDER BY destination",
+    "SELECT COUNT(*) AS outbox_rows, MIN(id) AS first_id, MAX(id) AS last_id FROM ormsync_outbox",
+];
+
+/// What a destination keeps of the replication, for a failure's report.
+const DESTINATION_STATE: &[&str] = &[
+    "SELECT watermark, applied FROM ormsync_checkpoint",
+    "SELECT table_name, done, copied, deferred, last_key FROM ormsync_snapshot ORDER BY table_name",
+    "SELECT base FROM ormsync_snapshot_base",
+];
+
+/// The rows `queries` return at `db`, one line each, every column as text.
+async fn ormsync_state(db: &DatabaseConnection, queries: &[&str]) -> String {
+    let mut out = Vec::new();
+    for q in queries {
+        let rows = match db
+            .query_all_raw(Statement::from_string(db.get_database_backend(), *q))
+            .await
+        {
+            Ok(rows) => rows,
+            Err(e) => {
+                out.push(format!("  {q}: {e}"));
+                continue;
+            }
+        };
+        for r in rows {
+            let cells: Vec<String> = r
+                .column_names()
+                .iter()
+                .map(|c| {
+                    let v = r
+                        .try_get::<Option<i64>>("", c)
+                        .map(|v| format!("{v:?}"))
+                        .or_else(|_| r.try_get::<Option<i32>>("", c).map(|v| format!("{v:?}")))
+                        .or_else(|_| r.try_get::<Option<String>>("", c).map(|v| format!("{v:?}")))
+                        .unwrap_or_else(|_| "?".into());
+                    format!("{c}={v}")
+                })
+                .collect();
+            out.push(format!("  {}", cells.join(" ")));
+        }
+    }
+    out.join("\n")
+}
+
 // ---- one round ---------------------------------------------------------------------------
 
 async fn hostile_histories(src: Backend, dst: Backend) {
@@ -1364,6 +1411,15 @@ async fn round_of(src: Backend, dst: Backend, seed: u64, long: bool) -> bool {
         inst.rep.shutdown().await;
     }
     if !failures.is_empty() {
+        let mut state = vec![format!(
+            "source:\n{}",
+            ormsync_state(&s.db, SOURCE_STATE).await
+        )];
+        for &d in &fleet.added {
+            let at = ormsync_state(&dests[d].db, DESTINATION_STATE).await;
+            state.push(format!("destination `{}`:\n{at}", DESTINATIONS[d]));
+        }
+        failures.push(format!("\nreplication state:\n{}", state.join("\n")));
         panic!(
             "adversarial seed = {seed} ({pair}) failed; replay with ORMSYNC_SEED={seed}{}\n{}\n\n\
              {summary}\nsettings: {:?}\nevents:\n{}\nstatus:\n{}",

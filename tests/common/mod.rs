@@ -262,16 +262,26 @@ where
     E: Replicated,
     E::Model: Sync,
 {
+    try_rows_of::<E>(db).await.expect("read table")
+}
+
+/// Every shipped column of every row of `E`, in key order, or why they cannot be read.
+pub async fn try_rows_of<E>(
+    db: &DatabaseConnection,
+) -> Result<Vec<ormsync::change::Row>, sea_orm::DbErr>
+where
+    E: Replicated,
+    E::Model: Sync,
+{
     let mut q = E::find();
     for k in E::PrimaryKey::iter() {
         q = q.order_by_asc(k.into_column());
     }
-    q.all(db)
-        .await
-        .expect("read table")
+    Ok(q.all(db)
+        .await?
         .iter()
         .map(|m| E::to_row(m).expect("row"))
-        .collect()
+        .collect())
 }
 
 /// The key columns of `row` (a row of `E`, as [`rows_of`] reads it), as a row of their own.
@@ -291,7 +301,8 @@ const LISTED: usize = 5;
 
 /// What differs between `E`'s table at `source` and at `dest`, key by key (rows missing at
 /// the destination, rows it has that the source lacks, rows whose columns differ), or
-/// `None` when both hold the same rows, column for column.
+/// `None` when both hold the same rows, column for column. A table that cannot be read at
+/// the destination (missing, say) is a difference too.
 pub async fn differences<E>(
     source: &DatabaseConnection,
     dest: &DatabaseConnection,
@@ -300,7 +311,12 @@ where
     E: Replicated,
     E::Model: Sync,
 {
-    let (s, d) = (rows_of::<E>(source).await, rows_of::<E>(dest).await);
+    let table = E::table_spec().table;
+    let s = rows_of::<E>(source).await;
+    let d = match try_rows_of::<E>(dest).await {
+        Ok(d) => d,
+        Err(e) => return Some(format!("`{table}` cannot be read at the destination: {e}")),
+    };
     if s == d {
         return None;
     }
@@ -317,7 +333,6 @@ where
         .iter()
         .filter_map(|(k, r)| d.get(k).filter(|o| *o != r).map(|o| (k, r, o)))
         .collect();
-    let table = E::table_spec().table;
     let mut out = format!(
         "`{table}` differs: source {s_len} rows, destination {d_len} rows; {} missing, {} extra, {} different",
         missing.len(),

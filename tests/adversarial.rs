@@ -57,6 +57,7 @@ use common::entities::{customers, fk_ddl, orders};
 use common::{Backend, TestDb, differences, key_of_row, rows_of};
 use ormsync::change::{Op, Row};
 use ormsync::classify::ErrorKind;
+use ormsync::value::Value;
 use ormsync::{Alert, AlertKind, Destination, Replicated, Replicator, RetentionPolicy, State};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -1236,9 +1237,14 @@ async fn halted(live: &[Instance], name: &str) {
     }
 }
 
-/// What the log says of the change an error names (`change 123 to …`): the change, and
-/// every logged change of its key.
-fn explain(error: &str, log: &BTreeMap<(String, String), Vec<Logged>>) -> Option<String> {
+/// What the log says of the change a halt names (`destination `x`: change 123 to …`): the
+/// changes logged just before it, every change of its key, and, for a customer, the orders
+/// the destination holds that reference it, each with its changes.
+async fn explain(
+    error: &str,
+    log: &BTreeMap<(String, String), Vec<Logged>>,
+    dests: &[TestDb],
+) -> Option<String> {
     let id: i64 = error
         .split("change ")
         .nth(1)?
@@ -1246,20 +1252,48 @@ fn explain(error: &str, log: &BTreeMap<(String, String), Vec<Logged>>) -> Option
         .next()?
         .parse()
         .ok()?;
+    let line = |c: &Logged| format!("#{} {} {:?}", c.id, c.op.code(), c.row.0);
     let ((table, key), changes) = log
         .iter()
         .find(|(_, changes)| changes.iter().any(|c| c.id == id))?;
-    let history: Vec<String> = changes
-        .iter()
-        .map(|c| {
-            let mark = if c.id == id { " <- refused" } else { "" };
-            format!("#{} {} {:?}{mark}", c.id, c.op.code(), c.row.0)
-        })
-        .collect();
-    Some(format!(
-        "  change {id} is of `{table}` {key}, whose changes are:\n    {}",
-        history.join("\n    ")
-    ))
+    let mut out = format!("  change {id} is of `{table}` {key}, whose changes are:");
+    for c in changes {
+        let mark = if c.id == id { " <- refused" } else { "" };
+        out += &format!("\n    {}{mark}", line(c));
+    }
+    let mut before: Vec<&Logged> = log.values().flatten().filter(|c| c.id < id).collect();
+    before.sort_by_key(|c| c.id);
+    out += "\n  the changes logged just before it:";
+    for c in before.iter().rev().take(8).rev() {
+        out += &format!("\n    `{}` {}", log_table(log, c.id), line(c));
+    }
+    let dest = error.split("destination `").nth(1)?.split('`').next()?;
+    let at = &dests[DESTINATIONS.iter().position(|d| *d == dest)?].db;
+    if *table == customers::Entity::table_spec().table
+        && let Some(Value::BigInt(Some(customer))) = changes[0].key.get("id")
+        && let Ok(referencing) = orders::Entity::find()
+            .filter(orders::Column::CustomerId.eq(*customer))
+            .all(at)
+            .await
+    {
+        out += &format!("\n  orders at `{dest}` referencing customer {customer}:");
+        for o in referencing {
+            out += &format!("\n    {o:?}, whose changes are:");
+            let key = format!("{:?}", orders::Entity::key_of(&o).ok()?.0);
+            for c in log.get(&(orders::Entity::table_spec().table, key))? {
+                out += &format!("\n      {}", line(c));
+            }
+        }
+    }
+    Some(out)
+}
+
+/// The table of the logged change `id`.
+fn log_table(log: &BTreeMap<(String, String), Vec<Logged>>, id: i64) -> &str {
+    log.iter()
+        .find(|(_, changes)| changes.iter().any(|c| c.id == id))
+        .map(|((table, _), _)| table.as_str())
+        .unwrap_or("?")
 }
 
 /// What the source keeps of the replication, for a failure's report.
@@ -1378,11 +1412,10 @@ async fn round_of(src: Backend, dst: Backend, seed: u64, long: bool) -> bool {
             report.unexpected.iter().take(3).collect::<Vec<_>>()
         ));
     }
-    let halts: BTreeSet<String> = failures
-        .iter()
-        .filter(|f| f.starts_with("oracle 2"))
-        .filter_map(|f| explain(f, &log))
-        .collect();
+    let mut halts = BTreeSet::new();
+    for f in failures.iter().filter(|f| f.starts_with("oracle 2")) {
+        halts.extend(explain(f, &log, &dests).await);
+    }
     failures.extend(halts);
 
     let captured: usize = log.values().map(Vec::len).sum();

@@ -54,7 +54,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::entities::{customers, fk_ddl, orders};
-use common::{Backend, TestDb, differences, key_of_row, rows_of};
+use common::{Backend, TestDb, differences_noted, key_of_row, rows_of};
 use ormsync::change::{Op, Row};
 use ormsync::classify::ErrorKind;
 use ormsync::value::Value;
@@ -1402,8 +1402,8 @@ async fn round_of(src: Backend, dst: Backend, seed: u64, long: bool) -> bool {
     let drained = began.elapsed();
 
     failures.extend(no_halt(&fleet));
-    failures.extend(same_rows(&s.db, &dests, &fleet.added).await);
     let log = read_log(&s.db).await;
+    failures.extend(same_rows(&s.db, &dests, &fleet.added, &log).await);
     failures.extend(replay_equals_source(&s.db, &log).await);
     if !report.unexpected.is_empty() {
         failures.push(format!(
@@ -1571,14 +1571,37 @@ fn no_halt(fleet: &Fleet<'_>) -> Vec<String> {
         .collect()
 }
 
-/// Oracle 1: every destination holds the source's rows, row by row.
-async fn same_rows(source: &DatabaseConnection, dests: &[TestDb], added: &[usize]) -> Vec<String> {
+/// Oracle 1: every destination holds the source's rows, row by row. Each key that differs
+/// comes with its last logged changes.
+async fn same_rows(
+    source: &DatabaseConnection,
+    dests: &[TestDb],
+    added: &[usize],
+    log: &BTreeMap<(String, String), Vec<Logged>>,
+) -> Vec<String> {
+    let history = |table: String| {
+        move |key: &str| {
+            let Some(changes) = log.get(&(table.clone(), key.to_string())) else {
+                return "\n      never captured".to_string();
+            };
+            let lines: Vec<String> = changes
+                .iter()
+                .rev()
+                .take(6)
+                .rev()
+                .map(|c| format!("\n      #{} {} {:?}", c.id, c.op.code(), c.row.0))
+                .collect();
+            lines.concat()
+        }
+    };
     let mut out = Vec::new();
     for &d in added {
         let dest = &dests[d].db;
+        let customers_note = history(customers::Entity::table_spec().table);
+        let orders_note = history(orders::Entity::table_spec().table);
         for diff in [
-            differences::<customers::Entity>(source, dest).await,
-            differences::<orders::Entity>(source, dest).await,
+            differences_noted::<customers::Entity>(source, dest, &customers_note).await,
+            differences_noted::<orders::Entity>(source, dest, &orders_note).await,
         ]
         .into_iter()
         .flatten()

@@ -311,6 +311,20 @@ where
     E: Replicated,
     E::Model: Sync,
 {
+    differences_noted::<E>(source, dest, &|_| String::new()).await
+}
+
+/// [`differences`], with `note(key)` written under each key listed (the key as
+/// `format!("{:?}", key_row.0)`): what a test knows of that row's history, say.
+pub async fn differences_noted<E>(
+    source: &DatabaseConnection,
+    dest: &DatabaseConnection,
+    note: &dyn Fn(&str) -> String,
+) -> Option<String>
+where
+    E: Replicated,
+    E::Model: Sync,
+{
     let table = E::table_spec().table;
     let s = rows_of::<E>(source).await;
     let d = match try_rows_of::<E>(dest).await {
@@ -340,13 +354,16 @@ where
         changed.len()
     );
     for k in missing.iter().take(LISTED) {
-        out += &format!("\n  missing at destination: {k} = {:?}", s[*k]);
+        out += &format!("\n  missing at destination: {k} = {:?}{}", s[*k], note(k));
     }
     for (k, r) in extra.iter().take(LISTED) {
-        out += &format!("\n  extra at destination: {k} = {r:?}");
+        out += &format!("\n  extra at destination: {k} = {r:?}{}", note(k));
     }
     for (k, r, o) in changed.iter().take(LISTED) {
-        out += &format!("\n  different: {k}\n    source:      {r:?}\n    destination: {o:?}");
+        out += &format!(
+            "\n  different: {k}\n    source:      {r:?}\n    destination: {o:?}{}",
+            note(k)
+        );
     }
     Some(out)
 }

@@ -7,7 +7,7 @@ use serde::de::{MapAccess, Visitor};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::position::Position;
+use crate::position::{Anchor, Position};
 use crate::value::Value;
 
 /// The kind of a captured change.
@@ -132,6 +132,36 @@ pub struct Change {
     pub created_at: Option<DateTime<Utc>>,
 }
 
+impl Change {
+    /// A digest of what the change says (table, operation, key and row), the same for the
+    /// same change read again: 32 hex digits of its SHA-256.
+    pub fn digest(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for part in [
+            self.table.as_str(),
+            self.op.code(),
+            &self.key.to_json(),
+            &self.row.to_json(),
+        ] {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part.as_bytes());
+        }
+        h.finalize()[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    /// This change as an [`Anchor`].
+    pub fn anchor(&self) -> Anchor {
+        Anchor {
+            id: self.id,
+            digest: self.digest(),
+        }
+    }
+}
+
 /// What one read of the outbox yields for a destination.
 #[derive(Debug, Default)]
 pub struct Batch {
@@ -140,6 +170,9 @@ pub struct Batch {
     /// Id ranges done without applying anything: holes (ids of transactions that rolled
     /// back) and changes this destination does not take.
     pub skipped: Vec<(i64, i64)>,
+    /// The last change read, whether this destination applies it or not: the position's
+    /// new anchor.
+    pub anchor: Option<Anchor>,
 }
 
 impl Batch {
@@ -156,5 +189,6 @@ impl Batch {
         for &(lo, hi) in &self.skipped {
             position.mark(lo, hi);
         }
+        position.anchor_at(self.anchor.as_ref());
     }
 }

@@ -149,6 +149,22 @@ pub enum Error {
         table: String,
     },
 
+    /// The source no longer holds the last change a destination took: it went back in
+    /// time, and its next changes reuse outbox ids the destination has passed.
+    #[error(
+        "the source's outbox no longer holds change {id}, the last one this destination took \
+         ({found}): the source went back in time (restored from a backup, or a replica that \
+         was behind took over), and its new changes reuse ids the destination has passed, so \
+         nothing more is shipped to it; resync every table of the destination \
+         (`Replicator::resync` with all its tables, or `ormsync resync NAME`), then resume it"
+    )]
+    SourceRewound {
+        /// The outbox id of the destination's anchor.
+        id: i64,
+        /// What the source holds at that id instead.
+        found: String,
+    },
+
     /// A [`GuardedConnection`](crate::guard::GuardedConnection) saw a replicated table
     /// written without capture.
     #[error(

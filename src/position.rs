@@ -97,6 +97,25 @@ pub struct Position {
     pub watermark: i64,
     /// Ids above the watermark that are done.
     pub above: IdSet,
+    /// The last change done, as the source held it: how a source that went back in time
+    /// is recognised.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anchor: Option<Anchor>,
+}
+
+/// A change a destination has taken, by outbox id and a digest of its content.
+///
+/// A source restored from a backup, or replaced by a replica that was behind, has an
+/// outbox that ends earlier than what its destinations took, and its next changes take
+/// ids they have already passed: a position alone would skip them for good. The change
+/// at the anchor's id is still in the outbox (retention keeps it) and still the same, or
+/// the source is not the one the destination followed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Anchor {
+    /// The change's outbox id.
+    pub id: i64,
+    /// [`Change::digest`](crate::change::Change::digest) of the change.
+    pub digest: String,
 }
 
 impl Position {
@@ -127,8 +146,18 @@ impl Position {
         }
     }
 
-    /// The union of two positions: what either says is done.
+    /// Takes `anchor` if it is later than the one held.
+    pub fn anchor_at(&mut self, anchor: Option<&Anchor>) {
+        if let Some(a) = anchor
+            && self.anchor.as_ref().is_none_or(|held| held.id < a.id)
+        {
+            self.anchor = Some(a.clone());
+        }
+    }
+
+    /// The union of two positions: what either says is done (and the later anchor).
     pub fn merge(&mut self, other: &Position) {
+        self.anchor_at(other.anchor.as_ref());
         if other.watermark > self.watermark {
             let w = other.watermark;
             self.mark(self.watermark + 1, w);
@@ -148,6 +177,7 @@ impl Position {
         let mut p = Position {
             watermark,
             above: serde_json::from_str(above)?,
+            anchor: None,
         };
         p.mark(0, -1);
         Ok(p)

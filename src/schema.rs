@@ -50,6 +50,16 @@ pub async fn install<C: ConnectionTrait>(db: &C) -> Result<()> {
             format!("creating `{table}` (run it as a user allowed to create tables)")
         })?;
     }
+    for (table, column, ty) in ADDED_COLUMNS {
+        let present = crate::apply::table_columns(db, table).await?;
+        if present.is_some_and(|c| !c.contains_key(column)) {
+            db.execute_unprepared(&format!("ALTER TABLE {table} ADD COLUMN {column} {ty}"))
+                .await
+                .context(|| {
+                    format!("adding `{column}` to `{table}` (run it as a user allowed to alter it)")
+                })?;
+        }
+    }
     if backend == DbBackend::Postgres {
         for sql in PG_NOTIFY {
             db.execute_unprepared(sql)
@@ -79,6 +89,14 @@ pub async fn uninstall<C: ConnectionTrait>(db: &C) -> Result<()> {
     }
     Ok(())
 }
+
+/// Columns added since the tables were first created: [`install`] adds them to tables an
+/// earlier version created.
+const ADDED_COLUMNS: [(&str, &str, &str); 3] = [
+    ("ormsync_checkpoint", "anchor_id", "BIGINT NULL"),
+    ("ormsync_checkpoint", "anchor_digest", "VARCHAR(64) NULL"),
+    ("ormsync_progress", "anchor_id", "BIGINT NULL"),
+];
 
 /// On PostgreSQL, a statement trigger notifies `ormsync_outbox` listeners of new outbox
 /// rows; notifications are delivered on commit, and never for a rolled-back transaction.
@@ -154,11 +172,13 @@ fn ddl(backend: DbBackend) -> [String; 12] {
         ),
         format!(
             "CREATE TABLE IF NOT EXISTS ormsync_progress (destination {name} NOT NULL PRIMARY KEY, \
-             watermark BIGINT NOT NULL, frontier BIGINT NOT NULL, updated_at {ts} NOT NULL DEFAULT {now}){suffix}"
+             watermark BIGINT NOT NULL, frontier BIGINT NOT NULL, anchor_id BIGINT NULL, \
+             updated_at {ts} NOT NULL DEFAULT {now}){suffix}"
         ),
         format!(
             "CREATE TABLE IF NOT EXISTS ormsync_checkpoint (source {name} NOT NULL PRIMARY KEY, \
-             watermark BIGINT NOT NULL, applied {text} NOT NULL, updated_at {ts} NOT NULL DEFAULT {now}){suffix}"
+             watermark BIGINT NOT NULL, applied {text} NOT NULL, anchor_id BIGINT NULL, \
+             anchor_digest VARCHAR(64) NULL, updated_at {ts} NOT NULL DEFAULT {now}){suffix}"
         ),
         format!(
             "CREATE TABLE IF NOT EXISTS ormsync_key_map (source {short} NOT NULL, table_name {short} NOT NULL, \

@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use common::entities::{account, accounts, line, line_items};
 use common::{Backend, TestDb, assert_all_same, count, max_outbox_id, pair};
-use ormsync::{Destination, Replicator};
+use std::sync::{Arc, Mutex};
+
+use ormsync::{AlertKind, Destination, Replicator, State};
 use rand::{Rng, SeedableRng};
 use sea_orm::prelude::Decimal;
 use sea_orm::{
@@ -28,6 +30,8 @@ on_every_pair!(
     killed_mid_batch_and_restarted,
     late_commit_is_never_skipped,
     missing_column_or_table_holds_the_change,
+    source_restored_from_an_earlier_backup,
+    source_restored_under_a_running_replicator,
 );
 
 // A batch bigger than MariaDB takes in one packet, from each kind of source.
@@ -499,6 +503,133 @@ async fn replicator_to(source: &TestDb, dests: Vec<Destination>, batch: u64) -> 
         b = b.destination(d);
     }
     b.start().await.expect("start replicator")
+}
+
+/// Accounts `ids`, one transaction each.
+async fn accounts_one_by_one(db: &DatabaseConnection, ids: impl IntoIterator<Item = i64>) {
+    for id in ids {
+        let txn = db.begin().await.unwrap();
+        account(id, "Ada", "1").insert(&txn).await.unwrap();
+        txn.commit().await.unwrap();
+    }
+}
+
+/// What a restore of the source from a backup taken when its outbox ended at `last` leaves:
+/// the rows written since gone without a trace, the outbox back to `last`, and its next id
+/// `last + 1`. (The same as restoring a dump into a fresh database, with one database.)
+async fn restore_backup_taken_at(db: &DatabaseConnection, last: i64, rows_since: &[i64]) {
+    let backend = db.get_database_backend();
+    let ids: Vec<String> = rows_since.iter().map(i64::to_string).collect();
+    let reset = match backend {
+        DbBackend::Postgres => {
+            format!("SELECT setval(pg_get_serial_sequence('ormsync_outbox', 'id'), {last})")
+        }
+        DbBackend::MySql => format!("ALTER TABLE ormsync_outbox AUTO_INCREMENT = {}", last + 1),
+        _ => format!("UPDATE sqlite_sequence SET seq = {last} WHERE name = 'ormsync_outbox'"),
+    };
+    for sql in [
+        format!("DELETE FROM accounts WHERE id IN ({})", ids.join(", ")),
+        format!("DELETE FROM ormsync_outbox WHERE id > {last}"),
+        reset,
+    ] {
+        db.execute_unprepared(&sql).await.unwrap();
+    }
+}
+
+/// Rows 1-10 shipped, a backup taken, rows 11-20 shipped, the backup restored, rows
+/// 100-109 written (taking the outbox ids of 11-20): the destination must not take the
+/// source for the one it followed, and skip 100-109 for good. It halts, saying why, until
+/// a resync of every table copies the source as it is now.
+async fn source_restored_from_an_earlier_backup(src: Backend, dst: Backend) {
+    restored_source(src, dst, false).await
+}
+
+/// The same while the replicator keeps running: a failover to a replica that was behind,
+/// under the same connection URL.
+async fn source_restored_under_a_running_replicator(src: Backend, dst: Backend) {
+    restored_source(src, dst, true).await
+}
+
+async fn restored_source(src: Backend, dst: Backend, running: bool) {
+    let Some((s, d)) = pair(src, dst).await else {
+        return;
+    };
+    let alerts: Arc<Mutex<Vec<ormsync::Alert>>> = Arc::default();
+    let started = || {
+        let alerts = alerts.clone();
+        Replicator::builder(s.db.clone())
+            .entity::<accounts::Entity>()
+            .entity::<line_items::Entity>()
+            .poll_interval(Duration::from_millis(50))
+            .retry_delays(Duration::from_millis(10), Duration::from_millis(200))
+            .lease_ttl(Duration::from_millis(600))
+            .on_alert(move |a| alerts.lock().unwrap().push(a.clone()))
+            .destination(Destination::new("dest", d.db.clone()))
+            .start()
+    };
+    let rep = started().await.unwrap();
+    accounts_one_by_one(&s.db, 1..=10).await;
+    rep.sync_now().await.unwrap();
+    let backup = max_outbox_id(&s.db).await;
+    accounts_one_by_one(&s.db, 11..=20).await;
+    rep.sync_now().await.unwrap();
+    let rep = if running {
+        Some(rep)
+    } else {
+        rep.shutdown().await;
+        None
+    };
+    restore_backup_taken_at(&s.db, backup, &(11..=20).collect::<Vec<_>>()).await;
+    accounts_one_by_one(&s.db, 100..=109).await;
+    assert_eq!(
+        max_outbox_id(&s.db).await,
+        backup + 10,
+        "the new rows took the old ids"
+    );
+    let rep = match rep {
+        Some(rep) => rep,
+        None => started().await.unwrap(),
+    };
+
+    let refused = rep
+        .sync_now()
+        .await
+        .expect_err("a source that went back in time halts its destinations");
+    assert!(
+        refused.to_string().contains("went back in time"),
+        "{refused}"
+    );
+    let status = rep.status().destinations.remove(0);
+    assert_eq!(status.state, State::Halted, "{status:?}");
+    assert!(
+        alerts
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|a| a.kind == AlertKind::Halted
+                && a.error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("went back in time"))),
+        "an alert says why"
+    );
+    assert_eq!(
+        count(&d.db, "accounts").await,
+        20,
+        "nothing shipped, nothing lost"
+    );
+
+    // The remedy the error names: a resync of every table, then resume.
+    rep.resync("dest", &["accounts", "line_items"])
+        .await
+        .unwrap();
+    rep.resume("dest").await.unwrap();
+    rep.sync_now().await.unwrap();
+    assert_all_same(&s.db, &d.db).await;
+    accounts_one_by_one(&s.db, 200..=201).await;
+    rep.sync_now().await.unwrap();
+    assert_eq!(count(&d.db, "accounts").await, 22);
+    assert_all_same(&s.db, &d.db).await;
+    rep.shutdown().await;
 }
 
 async fn each_operation_alone(src: Backend, dst: Backend) {

@@ -4,7 +4,7 @@
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 
 use crate::error::{DbContext, Error, Result};
-use crate::position::Position;
+use crate::position::{Anchor, Position};
 use crate::sql_text::{insert_if_absent, marks};
 
 /// Reads and locks the checkpoint of `source` inside the caller's transaction, creating it
@@ -21,7 +21,7 @@ pub(crate) async fn lock<C: ConnectionTrait>(txn: &C, source: &str) -> Result<Po
             backend,
             "INSERT INTO ormsync_checkpoint (source, watermark, applied) VALUES (?, 0, '[]') \
              ON CONFLICT (source) DO UPDATE SET source = excluded.source \
-             RETURNING watermark, applied",
+             RETURNING watermark, applied, anchor_id, anchor_digest",
         );
         return read_with(txn, &sql, source)
             .await?
@@ -39,7 +39,8 @@ pub(crate) async fn lock<C: ConnectionTrait>(txn: &C, source: &str) -> Result<Po
     ))
     .await
     .context(|| "creating the destination's checkpoint".into())?;
-    let select = "SELECT watermark, applied FROM ormsync_checkpoint WHERE source = ? FOR UPDATE";
+    let select = "SELECT watermark, applied, anchor_id, anchor_digest FROM ormsync_checkpoint \
+                  WHERE source = ? FOR UPDATE";
     read_with(txn, select, source).await?.ok_or_else(|| {
         Error::Config("the checkpoint row vanished inside its own transaction".into())
     })
@@ -49,9 +50,13 @@ pub(crate) async fn lock<C: ConnectionTrait>(txn: &C, source: &str) -> Result<Po
 pub async fn read<C: ConnectionTrait>(db: &C, source: &str) -> Result<Option<Position>> {
     let sql = match db.get_database_backend() {
         DbBackend::Postgres => {
-            "SELECT watermark, applied FROM ormsync_checkpoint WHERE source = $1"
+            "SELECT watermark, applied, anchor_id, anchor_digest FROM ormsync_checkpoint \
+             WHERE source = $1"
         }
-        _ => "SELECT watermark, applied FROM ormsync_checkpoint WHERE source = ?",
+        _ => {
+            "SELECT watermark, applied, anchor_id, anchor_digest FROM ormsync_checkpoint \
+             WHERE source = ?"
+        }
     };
     read_with(db, sql, source).await
 }
@@ -79,9 +84,18 @@ async fn read_with<C: ConnectionTrait>(
     let applied: String = row
         .try_get("", "applied")
         .context(|| "decoding the checkpoint".into())?;
-    Position::from_stored(watermark, &applied)
-        .map(Some)
-        .map_err(|e| Error::Config(format!("the checkpoint of source {source} is corrupt: {e}")))
+    let mut position = Position::from_stored(watermark, &applied)
+        .map_err(|e| Error::Config(format!("the checkpoint of source {source} is corrupt: {e}")))?;
+    let anchor_id: Option<i64> = row
+        .try_get("", "anchor_id")
+        .context(|| "decoding the checkpoint".into())?;
+    let digest: Option<String> = row
+        .try_get("", "anchor_digest")
+        .context(|| "decoding the checkpoint".into())?;
+    if let (Some(id), Some(digest)) = (anchor_id, digest) {
+        position.anchor = Some(Anchor { id, digest });
+    }
+    Ok(Some(position))
 }
 
 /// Writes `position` as the checkpoint of `source`, inside the caller's transaction.
@@ -91,23 +105,27 @@ pub(crate) async fn store<C: ConnectionTrait>(
     position: &Position,
 ) -> Result<()> {
     let backend = txn.get_database_backend();
-    let sql = match backend {
-        DbBackend::Postgres => {
-            "UPDATE ormsync_checkpoint SET watermark = $1, applied = $2, updated_at = now() WHERE source = $3"
-        }
-        DbBackend::MySql => {
-            "UPDATE ormsync_checkpoint SET watermark = ?, applied = ?, updated_at = CURRENT_TIMESTAMP(6) WHERE source = ?"
-        }
-        _ => {
-            "UPDATE ormsync_checkpoint SET watermark = ?, applied = ?, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ','now') WHERE source = ?"
-        }
+    let now = match backend {
+        DbBackend::Postgres => "now()",
+        DbBackend::MySql => "CURRENT_TIMESTAMP(6)",
+        _ => "strftime('%Y-%m-%dT%H:%M:%fZ','now')",
     };
+    let sql = marks(
+        backend,
+        &format!(
+            "UPDATE ormsync_checkpoint SET watermark = ?, applied = ?, anchor_id = ?, \
+             anchor_digest = ?, updated_at = {now} WHERE source = ?"
+        ),
+    );
+    let anchor = position.anchor.as_ref();
     txn.execute_raw(Statement::from_sql_and_values(
         backend,
         sql,
         [
             position.watermark.into(),
             position.above_json().into(),
+            anchor.map(|a| a.id).into(),
+            anchor.map(|a| a.digest.clone()).into(),
             source.into(),
         ],
     ))

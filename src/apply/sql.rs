@@ -266,13 +266,15 @@ impl SqlSink {
 
 /// The part of `batch` before outbox id `id`.
 fn prefix(batch: &Batch, id: i64) -> Batch {
+    let changes: Vec<Change> = batch
+        .changes
+        .iter()
+        .filter(|c| c.id < id)
+        .cloned()
+        .collect();
     Batch {
-        changes: batch
-            .changes
-            .iter()
-            .filter(|c| c.id < id)
-            .cloned()
-            .collect(),
+        anchor: changes.last().map(Change::anchor),
+        changes,
         skipped: batch
             .skipped
             .iter()

@@ -93,15 +93,16 @@ pub async fn record<C: ConnectionTrait>(
 ) -> Result<()> {
     let q = Query::insert()
         .into_table("ormsync_progress")
-        .columns(["destination", "watermark", "frontier"])
+        .columns(["destination", "watermark", "frontier", "anchor_id"])
         .values_panic([
             destination.into(),
             position.watermark.into(),
             position.frontier().into(),
+            position.anchor.as_ref().map(|a| a.id).into(),
         ])
         .on_conflict(
             OnConflict::column("destination")
-                .update_columns(["watermark", "frontier"])
+                .update_columns(["watermark", "frontier", "anchor_id"])
                 .to_owned(),
         )
         .to_owned();

@@ -13,7 +13,7 @@ use super::gaps::{self, Proof};
 use crate::bounded_read::{self, ReadBudget};
 use crate::change::{Batch, Change, Op, Row};
 use crate::error::{DbContext, Error, Result};
-use crate::position::Position;
+use crate::position::{Anchor, Position};
 
 /// Gap ranges probed with one statement; more than that and the read takes a snapshot
 /// transaction and probes them in several statements.
@@ -46,6 +46,9 @@ pub struct OutboxReader {
     /// What the last read returned; if the next position lacks any of it, that batch was
     /// not applied and is read again.
     outstanding: Vec<(i64, i64)>,
+    /// An anchor found missing from an outbox that goes past it (pruned by a version that
+    /// kept no anchors): not looked for again.
+    unverifiable: Option<i64>,
 }
 
 impl OutboxReader {
@@ -64,6 +67,7 @@ impl OutboxReader {
             scanned: 0,
             gaps: Vec::new(),
             outstanding: Vec::new(),
+            unverifiable: None,
         }
     }
 
@@ -92,10 +96,14 @@ impl OutboxReader {
 
     /// Reads the next changes after `position` (what the destination has applied).
     ///
+    /// The same statement reads the change at the position's anchor, which must still be
+    /// the one the destination took.
+    ///
     /// # Errors
     ///
     /// [`Error::Db`] on a failed query; [`Error::Decode`] when a row cannot be decoded (it
-    /// stays in the outbox).
+    /// stays in the outbox); [`Error::SourceRewound`] when the source no longer holds the
+    /// anchor's change.
     pub async fn read(&mut self, position: &Position) -> Result<Batch> {
         use tracing::Instrument;
         self.read_inner(position)
@@ -108,15 +116,27 @@ impl OutboxReader {
         let frontier = self.scanned.max(position.frontier());
 
         let settled_before = self.settle_pending().await?;
-        let (read, full) = self.query(frontier).await?;
+        let anchor = position
+            .anchor
+            .as_ref()
+            .filter(|a| self.unverifiable != Some(a.id));
+        let (read, full) = self.query(frontier, anchor.map(|a| a.id)).await?;
 
         let mut changes = Vec::with_capacity(read.len());
         let mut returned = Vec::with_capacity(read.len());
+        let mut anchored = None;
         for change in read {
+            if anchor.is_some_and(|a| a.id == change.id) {
+                anchored = Some(change.digest());
+                continue;
+            }
             returned.push(change.id);
             if !position.contains(change.id) {
                 changes.push(change);
             }
+        }
+        if let Some(a) = anchor {
+            self.check_anchor(a, anchored).await?;
         }
         // Absence is certain only up to the last id a full read returned.
         let last = returned.last().copied().unwrap_or(frontier).max(frontier);
@@ -178,8 +198,38 @@ impl OutboxReader {
         self.outstanding = returned.iter().map(|&id| (id, id)).collect();
         self.outstanding.extend(holes.iter().copied());
         Ok(Batch {
+            anchor: changes.last().map(Change::anchor),
             changes,
             skipped: holes,
+        })
+    }
+
+    /// Fails when the source does not hold `anchor`'s change as the destination took it
+    /// (`found` is the digest of what it holds at that id).
+    async fn check_anchor(&mut self, anchor: &Anchor, found: Option<String>) -> Result<()> {
+        let found = match found {
+            Some(digest) if digest == anchor.digest => return Ok(()),
+            Some(_) => "a different change".to_string(),
+            None => {
+                let last = super::retention::last_id(&self.db).await?;
+                if last.is_some_and(|last| last >= anchor.id) {
+                    // Retention removed it before anchors were kept: nothing to compare.
+                    tracing::debug!(
+                        id = anchor.id,
+                        "the anchor's change is gone from the outbox"
+                    );
+                    self.unverifiable = Some(anchor.id);
+                    return Ok(());
+                }
+                match last {
+                    Some(last) => format!("its outbox ends at {last}"),
+                    None => "its outbox is empty".to_string(),
+                }
+            }
+        };
+        Err(Error::SourceRewound {
+            id: anchor.id,
+            found,
         })
     }
 
@@ -252,14 +302,19 @@ impl OutboxReader {
         Ok(settled)
     }
 
-    /// New ids above `frontier` and every gap, seen in one snapshot, decoded, in id order;
-    /// and whether the read was cut (by the batch size or the byte budget).
-    async fn query(&mut self, frontier: i64) -> Result<(Vec<Change>, bool)> {
+    /// New ids above `frontier`, every gap and the `anchor` id, seen in one snapshot,
+    /// decoded, in id order; and whether the read was cut (by the batch size or the byte
+    /// budget).
+    async fn query(&mut self, frontier: i64, anchor: Option<i64>) -> Result<(Vec<Change>, bool)> {
         // Scoped here: its `min`/`max` would shadow `Ord`'s on integers elsewhere.
         use sea_orm::sea_query::ExprTrait;
         let backend = self.db.get_database_backend();
+        let with_anchor = |cond: Condition| match anchor {
+            Some(id) => cond.add(Expr::col("id").eq(id)),
+            None => cond,
+        };
         if self.gaps.len() <= GAPS_PER_STATEMENT {
-            let mut cond = Condition::any().add(Expr::col("id").gt(frontier));
+            let mut cond = with_anchor(Condition::any().add(Expr::col("id").gt(frontier)));
             for g in &self.gaps {
                 cond = cond.add(Expr::col("id").between(g.lo, g.hi));
             }
@@ -287,8 +342,11 @@ impl OutboxReader {
             .await
             .context(|| "opening a snapshot of the outbox".into())?;
         let mut rows = Vec::new();
-        for chunk in self.gaps.chunks(GAPS_PER_STATEMENT) {
+        for (i, chunk) in self.gaps.chunks(GAPS_PER_STATEMENT).enumerate() {
             let mut cond = Condition::any();
+            if i == 0 {
+                cond = with_anchor(cond);
+            }
             for g in chunk {
                 cond = cond.add(Expr::col("id").between(g.lo, g.hi));
             }

@@ -8,7 +8,7 @@ use super::reader::{decode, select};
 use crate::bounded_read::{self, ReadBudget};
 use crate::change::Change;
 use crate::error::{DbContext, Result};
-use crate::position::Position;
+use crate::position::{Anchor, Position};
 
 /// Changes read per statement by [`each_change_outside`].
 const PAGE: u64 = 5000;
@@ -45,6 +45,29 @@ pub(crate) async fn position<C: ConnectionTrait>(db: &C) -> Result<Position> {
         position.mark(lo, hi);
     }
     Ok(position)
+}
+
+/// The anchor of `position` as `db` sees the outbox: its last change.
+pub(crate) async fn anchor_of<C: ConnectionTrait>(
+    db: &C,
+    position: &Position,
+) -> Result<Option<Anchor>> {
+    let id = position.frontier();
+    if id <= 0 {
+        return Ok(None);
+    }
+    let q = db.get_database_backend().build(&select(
+        Condition::all().add(Expr::col("id").eq(id)),
+        Some(1),
+    ));
+    let row = db
+        .query_one_raw(q)
+        .await
+        .context(|| "reading the outbox".into())?;
+    Ok(match row {
+        Some(row) => Some(decode(&row)?.0.anchor()),
+        None => None,
+    })
 }
 
 /// Calls `each` with every change visible to `db` that `base` does not hold, in id order,

@@ -97,13 +97,16 @@ impl Retention {
         warned: &mut HashSet<String>,
         dropped: &mut BTreeMap<String, i64>,
     ) -> Result<u64> {
-        let watermarks = self.watermarks().await?;
-        let Some(&slowest) = watermarks.values().min() else {
+        let progress = self.progress().await?;
+        // Below each destination's watermark, except its anchor (see `Anchor`).
+        let Some(slowest) = progress.values().map(|&(_, keep)| keep).min() else {
             return Ok(0);
         };
+        let watermarks: BTreeMap<&String, i64> =
+            progress.iter().map(|(n, &(w, _))| (n, w)).collect();
         let expired = retention::last_id_older_than(&self.source, self.policy.max_age).await?;
         let soon = retention::last_id_older_than(&self.source, self.policy.max_age / 2).await?;
-        for (name, &w) in &watermarks {
+        for (&name, &w) in &watermarks {
             if soon.is_some_and(|s| w < s) {
                 if warned.insert(name.clone()) {
                     self.alerts
@@ -115,7 +118,7 @@ impl Retention {
         }
         let up_to = slowest.max(expired.unwrap_or(0));
         tracing::trace!(?watermarks, ?expired, ?soon, up_to, "retention round");
-        for (name, &w) in &watermarks {
+        for (&name, &w) in &watermarks {
             let already = dropped.get(name).copied().unwrap_or(w).max(w);
             if already < up_to {
                 self.alerts.raise(Alert::new(
@@ -134,12 +137,14 @@ impl Retention {
         Ok(deleted)
     }
 
-    async fn watermarks(&self) -> Result<BTreeMap<String, i64>> {
+    /// Each destination's watermark, and the id up to which its progress lets retention
+    /// delete: the watermark, or below its anchor when that is lower.
+    async fn progress(&self) -> Result<BTreeMap<String, (i64, i64)>> {
         let rows = self
             .source
             .query_all_raw(Statement::from_string(
                 self.source.get_database_backend(),
-                "SELECT destination, watermark FROM ormsync_progress",
+                "SELECT destination, watermark, anchor_id FROM ormsync_progress",
             ))
             .await
             .context(|| "reading destinations' progress".into())?;
@@ -151,7 +156,11 @@ impl Retention {
             let w: i64 = row
                 .try_get("", "watermark")
                 .context(|| "reading progress".into())?;
-            out.insert(name, w);
+            let anchor: Option<i64> = row
+                .try_get("", "anchor_id")
+                .context(|| "reading progress".into())?;
+            let keep = anchor.map_or(w, |a| w.min(a - 1));
+            out.insert(name, (w, keep));
         }
         Ok(out)
     }

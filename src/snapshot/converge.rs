@@ -116,6 +116,9 @@ pub(crate) async fn converge(
     }
     let mut position = base.clone();
     position.merge(&visible);
+    // The snapshot's last change, whatever the base held: after a source went back in
+    // time, the base's anchor is a change the source no longer has.
+    position.anchor = visible.anchor;
     done.position = finish(link, position).await?;
     Ok(done)
 }
@@ -130,7 +133,8 @@ async fn read_at_one_snapshot(
 ) -> Result<(Position, HashMap<String, Touched>, Vec<Change>)> {
     let txn = snapshot_of(&link.source).await?;
     let read = async {
-        let visible = visible::position(&txn).await?;
+        let mut visible = visible::position(&txn).await?;
+        visible.anchor = visible::anchor_of(&txn, &visible).await?;
         let blocked = dead_letters::blocked_rows(&txn, &link.destination).await?;
         let mut touched: HashMap<String, Touched> = HashMap::new();
         let mut parked = Vec::new();
@@ -294,7 +298,9 @@ async fn finish(link: &Link, mut position: Position) -> Result<Position> {
         .context(|| "snapshot: beginning its last transaction".into())?;
     let stored = async {
         let current = apply::lock_checkpoint(&txn, &link.source_id).await?;
+        let anchor = position.anchor.take();
         position.merge(&current);
+        position.anchor = anchor;
         apply::store_checkpoint(&txn, &link.source_id, &position).await?;
         store::clear_base(&txn, &link.source_id).await?;
         Ok::<_, Error>(())

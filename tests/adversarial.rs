@@ -28,7 +28,13 @@
 //!    A trigger at the source copies each outbox row to `adv_outbox_log` in the capturing
 //!    transaction, so what retention prunes is still there to replay.
 //!
-//! A failure names the oracle, the table and keys that differ, and the seed.
+//! A failure names the oracle, the seed, and the table and keys that differ, each key with
+//! its last captured changes; a halt comes with the refused change's history, the changes
+//! captured just before it and, for a customer, the destination's orders still referencing
+//! it; then the replication state at the source and at each destination (progress,
+//! checkpoints, snapshot progress), the settings, the events as they happened, and each
+//! live instance's status. Writers meeting an error a database does not raise for
+//! concurrency alone fail the round too.
 //!
 //! Environment:
 //!
@@ -40,7 +46,7 @@
 //!   round is replayed with `ORMSYNC_SEED=<its seed> ORMSYNC_SOAK_SECS=1`.
 //!
 //! ```sh
-//! cargo test --test adversarial                                  # one short round per pair
+//! cargo test --test adversarial                                  # one round per pair, 5-15 s each
 //! ORMSYNC_SEED=42 cargo test --test adversarial postgres_to_mariadb
 //! ORMSYNC_SOAK_SECS=600 cargo test --release --test adversarial  # ten minutes per pair
 //! ```

@@ -262,16 +262,110 @@ where
     E: Replicated,
     E::Model: Sync,
 {
+    try_rows_of::<E>(db).await.expect("read table")
+}
+
+/// Every shipped column of every row of `E`, in key order, or why they cannot be read.
+pub async fn try_rows_of<E>(
+    db: &DatabaseConnection,
+) -> Result<Vec<ormsync::change::Row>, sea_orm::DbErr>
+where
+    E: Replicated,
+    E::Model: Sync,
+{
     let mut q = E::find();
     for k in E::PrimaryKey::iter() {
         q = q.order_by_asc(k.into_column());
     }
-    q.all(db)
-        .await
-        .expect("read table")
+    Ok(q.all(db)
+        .await?
         .iter()
         .map(|m| E::to_row(m).expect("row"))
-        .collect()
+        .collect())
+}
+
+/// The key columns of `row` (a row of `E`, as [`rows_of`] reads it), as a row of their own.
+pub fn key_of_row<E: Replicated>(row: &ormsync::change::Row) -> ormsync::change::Row {
+    let key = E::table_spec().key;
+    ormsync::change::Row(
+        row.0
+            .iter()
+            .filter(|(c, _)| key.contains(c))
+            .cloned()
+            .collect(),
+    )
+}
+
+/// How many differing keys of each kind [`differences`] lists.
+const LISTED: usize = 5;
+
+/// What differs between `E`'s table at `source` and at `dest`, key by key (rows missing at
+/// the destination, rows it has that the source lacks, rows whose columns differ), or
+/// `None` when both hold the same rows, column for column. A table that cannot be read at
+/// the destination (missing, say) is a difference too.
+pub async fn differences<E>(
+    source: &DatabaseConnection,
+    dest: &DatabaseConnection,
+) -> Option<String>
+where
+    E: Replicated,
+    E::Model: Sync,
+{
+    differences_noted::<E>(source, dest, &|_| String::new()).await
+}
+
+/// [`differences`], with `note(key)` written under each key listed (the key as
+/// `format!("{:?}", key_row.0)`): what a test knows of that row's history, say.
+pub async fn differences_noted<E>(
+    source: &DatabaseConnection,
+    dest: &DatabaseConnection,
+    note: &dyn Fn(&str) -> String,
+) -> Option<String>
+where
+    E: Replicated,
+    E::Model: Sync,
+{
+    let table = E::table_spec().table;
+    let s = rows_of::<E>(source).await;
+    let d = match try_rows_of::<E>(dest).await {
+        Ok(d) => d,
+        Err(e) => return Some(format!("`{table}` cannot be read at the destination: {e}")),
+    };
+    if s == d {
+        return None;
+    }
+    let keyed = |rows: Vec<ormsync::change::Row>| {
+        rows.into_iter()
+            .map(|r| (format!("{:?}", key_of_row::<E>(&r).0), r))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let (s_len, d_len) = (s.len(), d.len());
+    let (s, d) = (keyed(s), keyed(d));
+    let missing: Vec<_> = s.keys().filter(|k| !d.contains_key(*k)).collect();
+    let extra: Vec<_> = d.iter().filter(|(k, _)| !s.contains_key(*k)).collect();
+    let changed: Vec<_> = s
+        .iter()
+        .filter_map(|(k, r)| d.get(k).filter(|o| *o != r).map(|o| (k, r, o)))
+        .collect();
+    let mut out = format!(
+        "`{table}` differs: source {s_len} rows, destination {d_len} rows; {} missing, {} extra, {} different",
+        missing.len(),
+        extra.len(),
+        changed.len()
+    );
+    for k in missing.iter().take(LISTED) {
+        out += &format!("\n  missing at destination: {k} = {:?}{}", s[*k], note(k));
+    }
+    for (k, r) in extra.iter().take(LISTED) {
+        out += &format!("\n  extra at destination: {k} = {r:?}{}", note(k));
+    }
+    for (k, r, o) in changed.iter().take(LISTED) {
+        out += &format!(
+            "\n  different: {k}\n    source:      {r:?}\n    destination: {o:?}{}",
+            note(k)
+        );
+    }
+    Some(out)
 }
 
 /// Asserts that `E`'s table holds the same rows, column for column, on both sides.
@@ -280,16 +374,8 @@ where
     E: Replicated,
     E::Model: Sync,
 {
-    let (s, d) = (rows_of::<E>(source).await, rows_of::<E>(dest).await);
-    let table = E::table_spec().table;
-    if s != d {
-        let missing: Vec<_> = s.iter().filter(|r| !d.contains(r)).take(5).collect();
-        let extra: Vec<_> = d.iter().filter(|r| !s.contains(r)).take(5).collect();
-        panic!(
-            "`{table}` differs: source {} rows, destination {} rows\n  missing or different at destination (first 5): {missing:?}\n  extra or different at destination (first 5): {extra:?}",
-            s.len(),
-            d.len()
-        );
+    if let Some(diff) = differences::<E>(source, dest).await {
+        panic!("{diff}");
     }
 }
 

@@ -366,8 +366,7 @@ async fn unchanged_update_of_a_row_deleted_since_the_snapshot_from_mariadb() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unchanged_update_of_a_row_deleted_since_the_snapshot_from_postgres() {
-    unchanged_update_of_a_row_deleted_since_the_snapshot(Backend::Postgres, Backend::Sqlite)
-        .await
+    unchanged_update_of_a_row_deleted_since_the_snapshot(Backend::Postgres, Backend::Sqlite).await
 }
 
 async fn unchanged_update_of_a_row_deleted_since_the_snapshot(src: Backend, dst: Backend) {

@@ -63,14 +63,24 @@ pub(crate) struct Converged {
 /// them.
 #[derive(Default)]
 struct Touched {
-    /// Each key once, in the order first seen, with its last change.
-    keys: Vec<(Vec<Value>, Change)>,
+    /// Each key once, in the order first seen, with its last change and the ids of its
+    /// earlier ones.
+    keys: Vec<(Vec<Value>, Change, Vec<i64>)>,
     index: HashMap<String, usize>,
     /// The rows present in the snapshot, as updates under their key's last change id.
-    present: Vec<Change>,
+    present: Vec<Refreshed>,
     /// The keys absent from it, as deletes under their key's last change id, each with the
     /// whole row its last delete carried where there is one.
-    gone: Vec<Change>,
+    gone: Vec<Refreshed>,
+}
+
+/// A row as the snapshot holds it, as a change, with the ids of the changes of its key it
+/// supersedes: they are marked done in the same destination transaction. So a converge
+/// run from an older snapshot by an instance that lost its lease finds every change it
+/// would write already done by the newer one, and writes nothing.
+struct Refreshed {
+    change: Change,
+    supersedes: Vec<i64>,
 }
 
 /// Converges the destination of `link` from `base` through `sink` (see the module's
@@ -148,23 +158,25 @@ pub(crate) async fn converge(
     Ok(done)
 }
 
-/// Applies `changes` through `sink`, `batch_size` a batch; on failure the batch is left
-/// in `in_flight`.
+/// Applies `rows` through `sink`, `batch_size` a batch, each batch marking done the ids its
+/// rows supersede; on failure the batch is left in `in_flight`.
 async fn apply_in_batches(
     link: &Link,
     sink: &mut dyn Sink,
-    mut changes: Vec<Change>,
+    rows: Vec<Refreshed>,
     batch_size: u64,
     in_flight: &mut Vec<Change>,
 ) -> Result<()> {
     let per_batch = batch_size.max(1) as usize;
-    while !changes.is_empty() {
-        let rest = changes.split_off(per_batch.min(changes.len()));
-        let batch = Batch {
-            changes: std::mem::replace(&mut changes, rest),
-            skipped: Vec::new(),
-            anchor: None,
-        };
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        let mut batch = Batch::default();
+        for r in rows.by_ref().take(per_batch) {
+            batch.changes.push(r.change);
+            batch
+                .skipped
+                .extend(r.supersedes.into_iter().map(|id| (id, id)));
+        }
         if let Err(e) = sink.apply(&link.source_id, &batch).await {
             *in_flight = batch.changes;
             return Err(e);
@@ -318,10 +330,14 @@ fn touch(touched: &mut HashMap<String, Touched>, spec: &TableSpec, change: Chang
     let key = keyset::key_of(spec, &change.key)?;
     let t = touched.entry(change.table.clone()).or_default();
     match t.index.get(&identity(&key)) {
-        Some(&i) => t.keys[i].1 = change,
+        Some(&i) => {
+            let (_, last, earlier) = &mut t.keys[i];
+            earlier.push(last.id);
+            *last = change;
+        }
         None => {
             t.index.insert(identity(&key), t.keys.len());
-            t.keys.push((key, change));
+            t.keys.push((key, change, Vec::new()));
         }
     }
     Ok(())
@@ -350,7 +366,7 @@ async fn read_rows(txn: &DatabaseTransaction, spec: &TableSpec, t: &mut Touched)
     let columns = keyset::typed_columns(spec)?;
     let decoder = Decoder::new(spec)?;
     for chunk in t.keys.chunks(KEYS_PER_READ) {
-        let refs: Vec<&[Value]> = chunk.iter().map(|(k, _)| k.as_slice()).collect();
+        let refs: Vec<&[Value]> = chunk.iter().map(|(k, _, _)| k.as_slice()).collect();
         let mut q = keyset::select(backend, &spec.table, &columns, &spec.key);
         q.cond_where(keyset::keys_condition(backend, &spec.key, &refs));
         let rows = txn
@@ -362,20 +378,21 @@ async fn read_rows(txn: &DatabaseTransaction, spec: &TableSpec, t: &mut Touched)
             let row = decoder.row(r)?;
             found.insert(identity(&keyset::key_of(spec, &row)?), row);
         }
-        for (key, last) in chunk {
+        for (key, last, earlier) in chunk {
             let mut change = last.clone();
+            let supersedes = earlier.clone();
             match found.remove(&identity(key)) {
                 Some(row) => {
                     change.op = Op::Update;
                     change.row = row;
-                    t.present.push(change);
+                    t.present.push(Refreshed { change, supersedes });
                 }
                 None => {
                     if change.op != Op::Delete {
                         change.op = Op::Delete;
                         change.row = change.key.clone();
                     }
-                    t.gone.push(change);
+                    t.gone.push(Refreshed { change, supersedes });
                 }
             }
         }

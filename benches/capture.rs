@@ -14,6 +14,13 @@
 //! prints each pair side by side (`insert/sqlite/plain`, `insert/sqlite/captured`, …).
 //! The ratio at the end comes from a paired run after them: blocks of plain and captured
 //! transactions alternate, so drift on a shared machine weighs on both alike.
+//!
+//! Then the same transactions from concurrent writers: for each count in
+//! `ORMSYNC_BENCH_WRITERS` (default `1,4,16,32`), rounds of plain and captured blocks of
+//! [`CONCURRENT_BLOCK`] each, alternating, and the throughput of each (transactions per
+//! second). An update writer changes rows of its own, so writers meet only on the tables
+//! and the outbox. On PostgreSQL a third kind, `captured+trigger`, measures captures with a
+//! statement trigger on the outbox that calls `pg_notify` in every capturing transaction.
 
 mod common;
 
@@ -23,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use common::{BenchDb, Server};
 use criterion::Criterion;
-use sea_orm::{ActiveModelTrait, DatabaseConnection, TransactionTrait};
+use sea_orm::{ActiveModelTrait, ConnectionTrait, DatabaseConnection, TransactionTrait};
 use tokio::runtime::Runtime;
 
 /// Rows each update bench cycles through (inserted before it starts).
@@ -219,6 +226,178 @@ fn bench_backend(
     })
 }
 
+/// How long each block of the concurrent measurement runs, and how many rounds of plain
+/// and captured blocks it takes.
+const CONCURRENT_BLOCK: Duration = Duration::from_millis(1500);
+const CONCURRENT_ROUNDS: usize = 3;
+
+/// A trigger that notifies in every capturing transaction, as an outbox once had, for the
+/// `captured+trigger` kind.
+const NOTIFY_TRIGGER: [&str; 2] = [
+    "CREATE OR REPLACE FUNCTION ormsync_bench_notify() RETURNS trigger LANGUAGE plpgsql AS \
+     $$ BEGIN PERFORM pg_notify('ormsync_outbox', ''); RETURN NULL; END $$",
+    "CREATE TRIGGER ormsync_bench_notify AFTER INSERT ON ormsync_outbox \
+     FOR EACH STATEMENT EXECUTE FUNCTION ormsync_bench_notify()",
+];
+
+/// Transactions per second of `writers` concurrent writers over one block; failed
+/// transactions (a busy SQLite) are not counted.
+async fn concurrent_block(
+    db: &DatabaseConnection,
+    kind: Kind,
+    update: bool,
+    writers: usize,
+    next_id: &Arc<AtomicI64>,
+    round: &Arc<AtomicI64>,
+) -> f64 {
+    let deadline = Instant::now() + CONCURRENT_BLOCK;
+    let mut tasks = Vec::with_capacity(writers);
+    for w in 0..writers as i64 {
+        let (db, next_id, round) = (db.clone(), next_id.clone(), round.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut done = 0u64;
+            let own = UPDATE_ROWS / writers as i64;
+            while Instant::now() < deadline {
+                let ok = if update {
+                    let n = round.fetch_add(1, Ordering::Relaxed);
+                    let id = w * own + n % own.max(1) + 1;
+                    try_update(&db, kind, id, n).await
+                } else {
+                    try_insert(&db, kind, next_id.fetch_add(1, Ordering::Relaxed)).await
+                };
+                done += u64::from(ok);
+            }
+            done
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap_or(0);
+    }
+    total as f64 / CONCURRENT_BLOCK.as_secs_f64()
+}
+
+async fn try_insert(db: &DatabaseConnection, kind: Kind, id: i64) -> bool {
+    let work = async {
+        let txn = db.begin().await?;
+        match kind {
+            Kind::Plain => common::plain_row(id).insert(&txn).await.map(drop)?,
+            Kind::Captured => common::captured_row(id).insert(&txn).await.map(drop)?,
+        }
+        txn.commit().await
+    };
+    work.await.is_ok()
+}
+
+async fn try_update(db: &DatabaseConnection, kind: Kind, id: i64, round: i64) -> bool {
+    let work = async {
+        let txn = db.begin().await?;
+        match kind {
+            Kind::Plain => common::plain_update(id, round)
+                .update(&txn)
+                .await
+                .map(drop)?,
+            Kind::Captured => common::captured_update(id, round)
+                .update(&txn)
+                .await
+                .map(drop)?,
+        }
+        txn.commit().await
+    };
+    work.await.is_ok()
+}
+
+/// The writer counts to measure.
+fn writer_counts() -> Vec<usize> {
+    std::env::var("ORMSYNC_BENCH_WRITERS")
+        .unwrap_or_else(|_| "1,4,16,32".into())
+        .split(',')
+        .filter_map(|n| n.trim().parse().ok())
+        .filter(|&n| n > 0)
+        .collect()
+}
+
+/// One line of the concurrent measurement: median transactions per second of each kind.
+struct Concurrent {
+    what: String,
+    plain: f64,
+    captured: f64,
+    /// Captured with the notify trigger (PostgreSQL only).
+    triggered: Option<f64>,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Plain and captured blocks of every writer count, alternating, on `url`'s database
+/// (prepared already), through a pool big enough for the writers; on PostgreSQL also with
+/// the notify trigger, installed for those blocks only.
+async fn concurrent(url: &str, backend: &str) -> Vec<Concurrent> {
+    let counts = writer_counts();
+    let Some(&most) = counts.iter().max() else {
+        return Vec::new();
+    };
+    let mut opts = sea_orm::ConnectOptions::new(url.to_string());
+    opts.sqlx_logging(false)
+        .max_connections(most as u32 + 2)
+        .min_connections(most as u32);
+    if backend == "sqlite" {
+        opts.map_sqlx_sqlite_opts(|o| {
+            o.pragma("journal_mode", "WAL")
+                .pragma("synchronous", "NORMAL")
+        });
+    }
+    let db = sea_orm::Database::connect(opts).await.expect("bench pool");
+    let pg = backend == "postgres";
+    let next_id = Arc::new(AtomicI64::new(FIRST_INSERT_ID * 10));
+    let round = Arc::new(AtomicI64::new(0));
+    let mut out = Vec::new();
+    for update in [false, true] {
+        for &writers in &counts {
+            let (mut plain, mut captured, mut triggered) = (Vec::new(), Vec::new(), Vec::new());
+            for r in 0..CONCURRENT_ROUNDS {
+                let order = if r % 2 == 0 {
+                    [Kind::Plain, Kind::Captured]
+                } else {
+                    [Kind::Captured, Kind::Plain]
+                };
+                for kind in order {
+                    let tps = concurrent_block(&db, kind, update, writers, &next_id, &round).await;
+                    match kind {
+                        Kind::Plain => plain.push(tps),
+                        Kind::Captured => captured.push(tps),
+                    }
+                }
+                if pg {
+                    for sql in NOTIFY_TRIGGER {
+                        db.execute_unprepared(sql).await.expect("notify trigger");
+                    }
+                    triggered.push(
+                        concurrent_block(&db, Kind::Captured, update, writers, &next_id, &round)
+                            .await,
+                    );
+                    db.execute_unprepared("DROP TRIGGER ormsync_bench_notify ON ormsync_outbox")
+                        .await
+                        .expect("drop notify trigger");
+                }
+            }
+            out.push(Concurrent {
+                what: format!(
+                    "{}/{backend}/{writers}",
+                    if update { "update" } else { "insert" }
+                ),
+                plain: median(plain),
+                captured: median(captured),
+                triggered: pg.then(|| median(triggered)),
+            });
+        }
+    }
+    db.close().await.ok();
+    out
+}
+
 fn main() {
     if !common::run_by_cargo_bench() {
         eprintln!("capture bench: not run outside `cargo bench --bench capture`");
@@ -238,8 +417,17 @@ fn main() {
     let before = common::machine();
     let mut results = Vec::new();
 
+    // The concurrent writers run on both cores, as an application's would.
+    let many = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let mut concurrency = Vec::new();
+
     let sqlite = rt.block_on(BenchDb::sqlite());
     results.push(("sqlite", bench_backend(&mut c, &rt, "sqlite", &sqlite.db)));
+    concurrency.extend(many.block_on(concurrent(&sqlite.url, "sqlite")));
     drop(sqlite);
 
     for (server, name, env) in [
@@ -250,6 +438,7 @@ fn main() {
         match rt.block_on(BenchDb::server(server, &admin)) {
             Ok(db) => {
                 results.push((name, bench_backend(&mut c, &rt, name, &db.db)));
+                concurrency.extend(many.block_on(concurrent(&db.url, name)));
                 drop(db);
             }
             Err(why) => println!("skipped {name}: {why}"),
@@ -282,5 +471,31 @@ fn main() {
                 p.round_ratio(0.9),
             );
         }
+    }
+
+    println!();
+    println!(
+        "concurrent writers: {CONCURRENT_ROUNDS} rounds of {:.1} s blocks, median \
+         transactions per second",
+        CONCURRENT_BLOCK.as_secs_f64()
+    );
+    println!(
+        "{:<22} {:>10} {:>10} {:>10} {:>16} {:>10}",
+        "bench/writers", "plain/s", "captured/s", "captured ÷", "+trigger/s", "+trigger ÷"
+    );
+    for r in concurrency {
+        let (t, tr) = match r.triggered {
+            Some(t) => (format!("{t:.0}"), format!("{:.2}", t / r.plain)),
+            None => ("-".into(), "-".into()),
+        };
+        println!(
+            "{:<22} {:>10.0} {:>10.0} {:>10.2} {:>16} {:>10}",
+            r.what,
+            r.plain,
+            r.captured,
+            r.captured / r.plain,
+            t,
+            tr
+        );
     }
 }

@@ -73,7 +73,7 @@ pub use error::{Error, Result};
 pub use hooks::ReplicatedHooks;
 pub use replicator::{
     Alert, AlertKind, Destination, DestinationStatus, OnPermanentError, ReplayReport, Replicator,
-    ReplicatorBuilder, RetentionPolicy, Schedule, State, Status,
+    ReplicatorBuilder, RetentionPolicy, Schedule, State, Status, notify_replicators,
 };
 pub use schema::{install, uninstall};
 pub use snapshot::SnapshotStatus;

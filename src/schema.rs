@@ -71,11 +71,9 @@ pub async fn install<C: ConnectionTrait>(db: &C) -> Result<()> {
         }
     }
     if backend == DbBackend::Postgres {
-        for sql in PG_NOTIFY {
-            db.execute_unprepared(&one_at_a_time(backend, sql))
-                .await
-                .context(|| "creating the outbox's NOTIFY trigger".into())?;
-        }
+        db.execute_unprepared(&one_at_a_time(backend, DROP_PG_NOTIFY))
+            .await
+            .context(|| "dropping a NOTIFY trigger from the outbox".into())?;
     }
     Ok(())
 }
@@ -126,16 +124,14 @@ const ADDED_COLUMNS: [(&str, &str, &str); 3] = [
     ("ormsync_progress", "anchor_id", "BIGINT NULL"),
 ];
 
-/// On PostgreSQL, a statement trigger notifies `ormsync_outbox` listeners of new outbox
-/// rows; notifications are delivered on commit, and never for a rolled-back transaction.
-const PG_NOTIFY: [&str; 2] = [
-    "CREATE OR REPLACE FUNCTION ormsync_notify() RETURNS trigger LANGUAGE plpgsql AS \
-     $$ BEGIN PERFORM pg_notify('ormsync_outbox', ''); RETURN NULL; END $$",
-    "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'ormsync_outbox_notify' \
-     AND tgrelid = 'ormsync_outbox'::regclass) THEN CREATE TRIGGER ormsync_outbox_notify \
-     AFTER INSERT ON ormsync_outbox FOR EACH STATEMENT EXECUTE FUNCTION ormsync_notify(); \
-     END IF; END $$",
-];
+/// An outbox with a `NOTIFY` trigger has it dropped: notifying inside every capturing
+/// transaction made those transactions commit one at a time (PostgreSQL commits a
+/// transaction that notified under one database-wide lock). Replicators notify from a
+/// connection of their own instead (see `replicator::wake`).
+const DROP_PG_NOTIFY: &str = "DO $$ BEGIN IF EXISTS (SELECT 1 FROM pg_trigger \
+     WHERE tgname = 'ormsync_outbox_notify' AND tgrelid = 'ormsync_outbox'::regclass) THEN \
+     DROP TRIGGER ormsync_outbox_notify ON ormsync_outbox; \
+     DROP FUNCTION IF EXISTS ormsync_notify(); END IF; END $$";
 
 fn ddl(backend: DbBackend) -> [String; 13] {
     // Column types per backend; everything else is shared.

@@ -227,6 +227,8 @@ impl ReplicatorBuilder {
         outbox::entities::record(&self.source, self.tables.values()).await?;
         let source_id = outbox::node_id(&self.source).await?;
         let cancel = CancellationToken::new();
+        // Realtime workers of other instances learn of this one's captures.
+        wake::notify_after_captures(&self.source, cancel.child_token());
         let shared = Arc::new(Shared {
             notified: wake::listen(&self.source, cancel.child_token()),
             source: self.source.clone(),

@@ -17,6 +17,7 @@ pub use destination::{Destination, OnPermanentError};
 pub use retention::RetentionPolicy;
 pub use schedule::Schedule;
 pub use status::{DestinationStatus, State, Status};
+pub use wake::notify_replicators;
 pub use worker::ReplayReport;
 
 use std::collections::{HashMap, HashSet};

@@ -55,9 +55,10 @@ impl Schedule {
         }
     }
 
-    /// Ships within milliseconds of each commit: woken by PostgreSQL `NOTIFY` (sent on
-    /// commit by a trigger on the outbox) and by captures made in this process, with the
-    /// poll interval as the safety net for anything else.
+    /// Ships within milliseconds of each commit: woken by captures made in this process and,
+    /// on PostgreSQL, by the `NOTIFY` other processes send after theirs (see
+    /// [`notify_replicators`](crate::notify_replicators)), with the poll interval as the
+    /// safety net for anything else.
     pub fn realtime() -> Self {
         Schedule {
             kind: Kind::Realtime,

@@ -168,7 +168,8 @@ impl Worker {
                     None => break,
                 },
                 _ = changed(&mut captures) => { by_capture = true; None }
-                _ = changed(&mut notified) => None,
+                // Sent shortly after a capture in another process, maybe before its commit.
+                _ = changed(&mut notified) => { by_capture = true; None }
                 _ = tokio::time::sleep_until(next) => None,
             };
             match command {

@@ -223,7 +223,11 @@ pub enum Error {
     },
 
     /// An outbox row could not be decoded.
-    #[error("outbox row {id} could not be decoded ({reason}); it stays in the outbox")]
+    #[error(
+        "outbox row {id} could not be decoded ({reason}); it stays in the outbox. A destination \
+         with OnPermanentError::DeadLetter parks it; to go on without it elsewhere, park it with \
+         `ormsync dead-letters park DESTINATION {id}` and resume"
+    )]
     Decode {
         /// The outbox id.
         id: i64,
@@ -250,6 +254,17 @@ pub enum Error {
     /// The replicator's configuration is not usable.
     #[error("invalid configuration: {0}")]
     Config(String),
+
+    /// An operator asked to park a change that cannot be parked.
+    #[error("cannot park change {id} of `{destination}`: {reason}")]
+    NotParkable {
+        /// The destination.
+        destination: String,
+        /// The outbox id.
+        id: i64,
+        /// Why not.
+        reason: String,
+    },
 
     /// No destination of that name is configured.
     #[error("no destination named `{0}` is configured")]
@@ -322,7 +337,8 @@ impl Error {
             | Error::Unresolved { id, .. }
             | Error::MissingTable { id, .. }
             | Error::MissingColumn { id, .. }
-            | Error::UnknownTable { id, .. } => Some(*id),
+            | Error::UnknownTable { id, .. }
+            | Error::Decode { id, .. } => Some(*id),
             _ => None,
         }
     }

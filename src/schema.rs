@@ -3,7 +3,9 @@
 //! One database can be a source and a destination at once (a child that feeds its own
 //! children), so [`install`] creates the tables of both sides; the unused ones stay empty.
 
-use sea_orm::{ConnectionTrait, DbBackend};
+use std::collections::{HashMap, HashSet};
+
+use sea_orm::{ConnectionTrait, DbBackend, Statement};
 
 use crate::error::{DbContext, Result};
 
@@ -46,7 +48,15 @@ pub const TABLES: [&str; 13] = [
 /// ```
 pub async fn install<C: ConnectionTrait>(db: &C) -> Result<()> {
     let backend = db.get_database_backend();
+    // Only what is missing is created: an application role that may read and write the
+    // tables but not create or alter them (the migration owner installed them) then
+    // starts a replicator as well, since `CREATE … IF NOT EXISTS` is refused to it even
+    // where the object exists.
+    let present = present_columns(db).await?;
     for (table, ddl) in TABLES.iter().zip(ddl(backend)) {
+        if present.contains_key(*table) {
+            continue;
+        }
         db.execute_unprepared(&one_at_a_time(backend, &ddl))
             .await
             .context(|| {
@@ -54,8 +64,7 @@ pub async fn install<C: ConnectionTrait>(db: &C) -> Result<()> {
             })?;
     }
     for (table, column, ty) in ADDED_COLUMNS {
-        let present = crate::apply::table_columns(db, table).await?;
-        if present.is_some_and(|c| !c.contains_key(column)) {
+        if present.get(table).is_some_and(|c| !c.contains(column)) {
             // Another process may add it first: where the backend can say so, that is fine.
             let if_absent = if backend == DbBackend::Sqlite {
                 ""
@@ -70,12 +79,72 @@ pub async fn install<C: ConnectionTrait>(db: &C) -> Result<()> {
                 })?;
         }
     }
-    if backend == DbBackend::Postgres {
+    if backend == DbBackend::Postgres && has_pg_notify_trigger(db).await? {
         db.execute_unprepared(&one_at_a_time(backend, DROP_PG_NOTIFY))
             .await
-            .context(|| "dropping a NOTIFY trigger from the outbox".into())?;
+            .context(|| {
+                "dropping a NOTIFY trigger from the outbox (run it as the owner of `ormsync_outbox`)"
+                    .into()
+            })?;
     }
     Ok(())
+}
+
+/// The columns of every `ormsync_*` table that exists, by table, read in one statement.
+async fn present_columns<C: ConnectionTrait>(db: &C) -> Result<HashMap<String, HashSet<String>>> {
+    let backend = db.get_database_backend();
+    let sql = match backend {
+        // Visible through the search path, as the unqualified names ormsync uses are.
+        DbBackend::Postgres => {
+            "SELECT c.relname::text AS t, a.attname::text AS c FROM pg_class c \
+             JOIN pg_attribute a ON a.attrelid = c.oid \
+             WHERE c.relkind IN ('r', 'p') AND c.relname LIKE 'ormsync\\_%' \
+             AND pg_table_is_visible(c.oid) AND a.attnum > 0 AND NOT a.attisdropped"
+        }
+        DbBackend::MySql => {
+            "SELECT CAST(table_name AS CHAR) AS t, CAST(column_name AS CHAR) AS c \
+             FROM information_schema.columns \
+             WHERE table_schema = DATABASE() AND table_name LIKE 'ormsync\\_%'"
+        }
+        _ => {
+            "SELECT m.name AS t, p.name AS c FROM sqlite_master m, pragma_table_info(m.name) p \
+             WHERE m.type = 'table' AND m.name LIKE 'ormsync\\_%' ESCAPE '\\'"
+        }
+    };
+    let rows = db
+        .query_all_raw(Statement::from_string(backend, sql))
+        .await
+        .context(|| "reading which ormsync tables exist".into())?;
+    let mut present: HashMap<String, HashSet<String>> = HashMap::new();
+    for row in rows {
+        let table = row
+            .try_get::<String>("", "t")
+            .context(|| "reading which ormsync tables exist".into())?;
+        let column = row
+            .try_get::<String>("", "c")
+            .context(|| "reading which ormsync tables exist".into())?;
+        present.entry(table).or_default().insert(column);
+    }
+    Ok(present)
+}
+
+/// Whether the outbox still has the `NOTIFY` trigger an earlier version installed.
+async fn has_pg_notify_trigger<C: ConnectionTrait>(db: &C) -> Result<bool> {
+    let row = db
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT EXISTS (SELECT 1 FROM pg_trigger \
+             WHERE tgname = 'ormsync_outbox_notify' \
+             AND tgrelid = to_regclass('ormsync_outbox')) AS present",
+        ))
+        .await
+        .context(|| "looking for a NOTIFY trigger on the outbox".into())?;
+    match row {
+        Some(row) => row
+            .try_get::<bool>("", "present")
+            .context(|| "looking for a NOTIFY trigger on the outbox".into()),
+        None => Ok(false),
+    }
 }
 
 /// The transaction-scoped PostgreSQL advisory lock that DDL of ormsync's runs under.
@@ -118,10 +187,12 @@ pub async fn uninstall<C: ConnectionTrait>(db: &C) -> Result<()> {
 
 /// Columns added since the tables were first created: [`install`] adds them to tables an
 /// earlier version created.
-const ADDED_COLUMNS: [(&str, &str, &str); 3] = [
+const ADDED_COLUMNS: [(&str, &str, &str); 5] = [
     ("ormsync_checkpoint", "anchor_id", "BIGINT NULL"),
     ("ormsync_checkpoint", "anchor_digest", "VARCHAR(64) NULL"),
     ("ormsync_progress", "anchor_id", "BIGINT NULL"),
+    ("ormsync_progress", "state", "VARCHAR(32) NULL"),
+    ("ormsync_progress", "last_error", "TEXT NULL"),
 ];
 
 /// An outbox with a `NOTIFY` trigger has it dropped: notifying inside every capturing
@@ -197,6 +268,7 @@ fn ddl(backend: DbBackend) -> [String; 13] {
         format!(
             "CREATE TABLE IF NOT EXISTS ormsync_progress (destination {name} NOT NULL PRIMARY KEY, \
              watermark BIGINT NOT NULL, frontier BIGINT NOT NULL, anchor_id BIGINT NULL, \
+             state VARCHAR(32) NULL, last_error {text} NULL, \
              updated_at {ts} NOT NULL DEFAULT {now}){suffix}"
         ),
         format!(

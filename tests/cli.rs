@@ -216,7 +216,11 @@ async fn status_outbox_pause_and_resume(src: Backend, dst: Backend) {
     assert!(backup["lag_seconds"].as_f64().is_some(), "{status}");
     let text = ormsync(args(&["--source", &source, "status"])).await.ok();
     assert!(text.stdout.contains("backup"), "{}", text.stdout);
-    assert!(text.stdout.contains("yes"), "paused shows: {}", text.stdout);
+    assert!(
+        text.stdout.contains("paused"),
+        "paused shows: {}",
+        text.stdout
+    );
 
     let outbox = ormsync(args(&["--source", &source, "outbox", "--json"]))
         .await
@@ -725,6 +729,37 @@ async fn resume_takes_a_halt_away_and_a_pause_survives_a_restart() {
     );
     assert_eq!(state(&rep, "backup"), State::Halted);
     let source = url(&s);
+
+    // Status says so, with the error, as text and as JSON.
+    let started = Instant::now();
+    let status = loop {
+        let status = ormsync(args(&["--source", &source, "status", "--json"]))
+            .await
+            .ok()
+            .json();
+        if status["destinations"][0]["state"] == "halted" {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "status shows the halt: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let error = status["destinations"][0]["last_error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        error.contains("negative"),
+        "the halt's error shows: {status}"
+    );
+    let text = ormsync(args(&["--source", &source, "status"])).await.ok();
+    assert!(
+        text.stdout.contains("halted") && text.stdout.contains("negative"),
+        "{}",
+        text.stdout
+    );
 
     // Fixed at the destination, resumed from the command line: the halted worker retries.
     refuse_negative(&d.db, false).await;

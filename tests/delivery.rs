@@ -92,6 +92,7 @@ on_server_destinations!(destination_outage);
 on_every_pair!(
     crash_with_sigkill_while_draining,
     poison_change_halts_or_is_dead_lettered,
+    corrupt_outbox_rows_are_parked,
     three_instances_one_shipper_each,
     writers_with_rollbacks,
     retention_keeps_the_outbox_bounded,
@@ -430,6 +431,183 @@ async fn poison_change_halts_or_is_dead_lettered(src: Backend, dst: Backend) {
     }
 }
 
+async fn update_account(db: &DatabaseConnection, id: i64, name: &str) {
+    let txn = db.begin().await.unwrap();
+    account(id, name, "7").update(&txn).await.unwrap();
+    txn.commit().await.unwrap();
+}
+
+/// Outbox rows a bad restore or a hand-made edit leaves behind: a payload that is not
+/// JSON, a table the replicator does not know, and text for a decimal column.
+/// A destination that parks refused changes parks them and goes on; one that halts stops
+/// on each until an operator parks it by hand. Nothing else is lost or held back.
+async fn corrupt_outbox_rows_are_parked(src: Backend, dst: Backend) {
+    let Some((s, lenient)) = pair(src, dst).await else {
+        return;
+    };
+    let Some(strict) = TestDb::create(dst).await else {
+        return;
+    };
+    strict.create_tables().await;
+    for id in 1..=8 {
+        let txn = s.db.begin().await.unwrap();
+        account(id, "x", "5").insert(&txn).await.unwrap();
+        txn.commit().await.unwrap();
+    }
+    let backend = s.db.get_database_backend();
+    let outbox_id_of = |id: i64| {
+        let db = s.db.clone();
+        async move {
+            let row = db
+                .query_one_raw(sea_orm::Statement::from_string(
+                    backend,
+                    format!(
+                        "SELECT MAX(id) AS id FROM ormsync_outbox WHERE table_name = 'accounts' \
+                         AND pk LIKE '%:{id}}}%'"
+                    ),
+                ))
+                .await
+                .unwrap()
+                .unwrap();
+            row.try_get_by_index::<i64>(0).unwrap()
+        }
+    };
+    let (broken, applied) = (outbox_id_of(4).await, outbox_id_of(1).await);
+    s.db.execute_unprepared(&format!(
+        "UPDATE ormsync_outbox SET payload = '{{\"name\": ' WHERE id = {broken}"
+    ))
+    .await
+    .unwrap();
+    let stray = outbox_id_of(6).await;
+    s.db.execute_unprepared(&format!(
+        "UPDATE ormsync_outbox SET table_name = 'no_such_table' WHERE id = {stray}"
+    ))
+    .await
+    .unwrap();
+    // Text for a decimal column: PostgreSQL refuses it, MariaDB takes text that reads as a
+    // number, SQLite would keep it as text.
+    let mistyped = outbox_id_of(8).await;
+    s.db.execute_unprepared(&format!(
+        "UPDATE ormsync_outbox SET payload = REPLACE(payload, '{{\"dec\":', '{{\"s\":') \
+         WHERE id = {mistyped}"
+    ))
+    .await
+    .unwrap();
+    // A later change of the broken row waits behind it.
+    update_account(&s.db, 4, "later").await;
+
+    let seen = Seen::default();
+    let rep = builder(&s.db)
+        .on_alert(seen.hook())
+        .destination(
+            Destination::new("lenient", lenient.db.clone())
+                .on_permanent_error(OnPermanentError::DeadLetter)
+                .initial_snapshot(false),
+        )
+        .destination(Destination::new("strict", strict.db.clone()).initial_snapshot(false))
+        .start()
+        .await
+        .unwrap();
+    let expected: Vec<i64> = vec![1, 2, 3, 5, 7];
+
+    rep.sync_destination("lenient").await.unwrap();
+    assert_eq!(ids(&lenient.db).await, expected);
+    let parked: Vec<i64> = rep
+        .dead_letters("lenient")
+        .await
+        .unwrap()
+        .iter()
+        .map(|l| l.outbox_id)
+        .collect();
+    assert_eq!(
+        parked.len(),
+        4,
+        "three rows and the change behind one: {parked:?}"
+    );
+    for id in [broken, stray, mistyped] {
+        assert!(parked.contains(&id), "{id} in {parked:?}");
+    }
+    assert_eq!(
+        seen.count("lenient", |k| matches!(k, AlertKind::DeadLettered { .. })),
+        3
+    );
+    // Replaying does not make them any better: all stay parked.
+    let again = rep.replay_dead_letters("lenient").await.unwrap();
+    assert_eq!((again.replayed, again.failed), (0, 4));
+    let letters = rep.dead_letters("lenient").await.unwrap();
+    let behind = letters
+        .iter()
+        .find(|l| ![broken, stray, mistyped].contains(&l.outbox_id))
+        .unwrap();
+    assert!(
+        behind.error.contains(&format!("behind change {broken}")),
+        "a change waiting behind another says so: {}",
+        behind.error
+    );
+
+    let err = rep.sync_destination("strict").await.unwrap_err();
+    assert!(matches!(err, ormsync::Error::Halted { .. }), "{err}");
+    assert_eq!(ids(&strict.db).await, vec![1, 2, 3]);
+    let refused = ormsync::outbox::dead_letters::park_by_hand(&s.db, "strict", applied)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, ormsync::Error::NotParkable { .. }),
+        "{refused}"
+    );
+    let unknown = ormsync::outbox::dead_letters::park_by_hand(&s.db, "nosuch", broken)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(unknown, ormsync::Error::UnknownDestination(_)),
+        "{unknown}"
+    );
+    ormsync::outbox::dead_letters::park_by_hand(&s.db, "strict", broken)
+        .await
+        .unwrap();
+    rep.resume("strict").await.unwrap();
+    let err = rep.sync_destination("strict").await.unwrap_err();
+    assert!(
+        err.to_string().contains("no_such_table"),
+        "halts next on the unknown table: {err}"
+    );
+    ormsync::outbox::dead_letters::park_by_hand(&s.db, "strict", stray)
+        .await
+        .unwrap();
+    rep.resume("strict").await.unwrap();
+    let err = rep.sync_destination("strict").await.unwrap_err();
+    assert!(
+        err.to_string().contains("numeric column"),
+        "halts next on the text for a decimal, on every backend: {err}"
+    );
+    ormsync::outbox::dead_letters::park_by_hand(&s.db, "strict", mistyped)
+        .await
+        .unwrap();
+    rep.resume("strict").await.unwrap();
+    rep.sync_destination("strict").await.unwrap();
+    assert_eq!(ids(&strict.db).await, expected);
+    assert_eq!(rep.dead_letters("strict").await.unwrap().len(), 4);
+
+    // Once discarded, the rows' later changes ship again.
+    for name in ["lenient", "strict"] {
+        let all: Vec<i64> = rep
+            .dead_letters(name)
+            .await
+            .unwrap()
+            .iter()
+            .map(|l| l.outbox_id)
+            .collect();
+        assert_eq!(rep.discard_dead_letters(name, &all).await.unwrap(), 4);
+    }
+    for id in [4, 6, 8] {
+        update_account(&s.db, id, "fixed").await;
+    }
+    rep.sync_now().await.unwrap();
+    assert_all_same(&s.db, &lenient.db).await;
+    assert_all_same(&s.db, &strict.db).await;
+    rep.shutdown().await;
+}
+
 fn active(rep: &Replicator, destination: &str) -> bool {
     rep.status().destinations.iter().any(|d| {
         d.name == destination && matches!(d.state, State::Running | State::Idle | State::Retrying)
@@ -654,4 +832,51 @@ async fn retention_keeps_the_outbox_bounded(src: Backend, dst: Backend) {
         "nothing unapplied dropped"
     );
     rep.shutdown().await;
+}
+
+/// A process restarted under its stable instance id takes back at once the lease its
+/// previous life left behind, where a new id would stand by until it expired; and
+/// `sync_now` on an instance that stands by waits for the one that ships instead of
+/// failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stable_instance_id_takes_its_lease_back_and_a_standby_syncs() {
+    let Some((s, d)) = pair(Backend::Sqlite, Backend::Sqlite).await else {
+        return;
+    };
+    // The lease a killed process held, good for a long while yet.
+    s.db.execute_unprepared(
+        "INSERT INTO ormsync_leases (destination, holder, expires_at) \
+         VALUES ('backup', 'app-0', '2999-01-01T00:00:00.000Z')",
+    )
+    .await
+    .unwrap();
+    let start = |id: &'static str| {
+        builder(&s.db)
+            .lease_ttl(Duration::from_secs(30))
+            .instance_id(id)
+            .destination(Destination::new("backup", d.db.clone()))
+            .start()
+    };
+    let restarted = start("app-0").await.unwrap();
+    write_some(&s.db, 1, 20).await;
+    tokio::time::timeout(Duration::from_secs(10), restarted.sync_now())
+        .await
+        .expect("ships at once, without waiting for its old lease to expire")
+        .unwrap();
+    assert_all_same(&s.db, &d.db).await;
+
+    let other = start("app-1").await.unwrap();
+    write_some(&s.db, 21, 20).await;
+    tokio::time::timeout(Duration::from_secs(60), other.sync_now())
+        .await
+        .expect("a standby's sync_now returns once the shipping instance applied")
+        .unwrap();
+    assert_eq!(
+        other.status().destinations[0].state,
+        State::Standby,
+        "app-0 ships"
+    );
+    assert_all_same(&s.db, &d.db).await;
+    other.shutdown().await;
+    restarted.shutdown().await;
 }

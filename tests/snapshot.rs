@@ -66,6 +66,17 @@ async fn a_new_destination_meets_parents_deleted_and_recreated_postgres_to_postg
         .await
 }
 
+// A column that refuses long text: PostgreSQL and MariaDB destinations (SQLite takes it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_resync_halts_until_resumed_postgres_to_mariadb() {
+    a_failed_resync_halts_until_resumed(Backend::Postgres, Backend::MySql).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_resync_halts_until_resumed_sqlite_to_postgres() {
+    a_failed_resync_halts_until_resumed(Backend::Sqlite, Backend::Postgres).await
+}
+
 on_every_pair!(
     snapshot_while_four_writers_change_the_rows,
     a_killed_snapshot_resumes_from_its_last_chunk,
@@ -651,6 +662,84 @@ async fn resync_repairs_a_mangled_table_while_changes_stream(src: Backend, dst: 
     assert!(
         r.resync("backup", &["no_such_table"]).await.is_err(),
         "an unknown table is refused"
+    );
+    r.shutdown().await;
+}
+
+/// A resync that fails for good (a destination column too narrow for the rows) halts the
+/// destination with the error in its status, not "copying" for ever; once the column is
+/// widened, a resume finishes the copy and the stream goes on.
+async fn a_failed_resync_halts_until_resumed(src: Backend, dst: Backend) {
+    common::trace();
+    let (Some(s), Some(d)) = (TestDb::create(src).await, TestDb::create(dst).await) else {
+        return;
+    };
+    existing_rows(&s.db, 100).await;
+    dest_tables(&d.db).await;
+    let r = start(&s.db)
+        .destination(Destination::new("backup", d.db.clone()).snapshot_chunk_rows(50))
+        .start()
+        .await
+        .expect("start");
+    snapshot_done(&r, Duration::from_secs(60)).await;
+    sync(&r).await;
+
+    let (narrow, widen) = match d.backend {
+        Backend::Postgres => (
+            "ALTER TABLE snap_orders ALTER COLUMN item TYPE VARCHAR(4)",
+            "ALTER TABLE snap_orders ALTER COLUMN item TYPE TEXT",
+        ),
+        _ => (
+            "ALTER TABLE snap_orders MODIFY item VARCHAR(4) NOT NULL",
+            "ALTER TABLE snap_orders MODIFY item VARCHAR(255) NOT NULL",
+        ),
+    };
+    for sql in ["UPDATE snap_orders SET item = 'x'", narrow] {
+        d.db.execute_unprepared(sql).await.expect(sql);
+    }
+    let err = r
+        .resync("backup", &[orders::Entity::table_spec().table.as_str()])
+        .await
+        .expect_err("the rows do not fit");
+    let began = Instant::now();
+    loop {
+        let (state, snap, error) = snapshot_of(&r);
+        if state == State::Halted {
+            assert!(
+                snap.is_none(),
+                "a failed copy is not shown as copying: {snap:?}"
+            );
+            assert!(error.is_some(), "the halt shows its error");
+            break;
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(30),
+            "halts after the failed resync ({err}): {state:?} {snap:?} {error:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(matches!(
+        r.sync_now().await,
+        Err(ormsync::Error::Halted { .. })
+    ));
+    assert!(
+        stored_progress(&d.db)
+            .await
+            .iter()
+            .any(|(_, _, done)| !done),
+        "the copy stays planned"
+    );
+
+    d.db.execute_unprepared(widen).await.expect(widen);
+    r.resume("backup").await.expect("resume");
+    sync(&r).await;
+    assert_both_same(&s.db, &d.db).await;
+    assert!(
+        stored_progress(&d.db)
+            .await
+            .iter()
+            .all(|(_, _, done)| *done),
+        "the copy finished"
     );
     r.shutdown().await;
 }

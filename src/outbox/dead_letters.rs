@@ -128,6 +128,108 @@ async fn insert<C: ConnectionTrait>(
     Ok(())
 }
 
+/// Parks the outbox row `outbox_id` for `destination` as it is stored, with `error`: for a
+/// row that does not decode into a change (a corrupt payload, an unknown table), or that an
+/// operator parks on purpose (`ormsync dead-letters park`). Parking it again counts one more
+/// attempt. Returns whether the outbox holds the row.
+///
+/// # Errors
+///
+/// [`Error::Db`] when the source cannot be read or written.
+pub async fn park_stored<C: ConnectionTrait>(
+    db: &C,
+    destination: &str,
+    outbox_id: i64,
+    error: &str,
+) -> Result<bool> {
+    let backend = db.get_database_backend();
+    let select = "SELECT ?, id, table_name, op, pk, payload, ?, 1 FROM ormsync_outbox WHERE id = ?";
+    let stmt = sql(
+        backend,
+        &format!(
+            "INSERT INTO ormsync_dead_letters (destination, outbox_id, table_name, op, pk, payload, error, attempts) \
+             {select} ON DUPLICATE KEY UPDATE error = VALUES(error), attempts = attempts + 1"
+        ),
+        // `WHERE true` keeps SQLite from reading `ON CONFLICT` as part of a join.
+        &format!(
+            "INSERT INTO ormsync_dead_letters (destination, outbox_id, table_name, op, pk, payload, error, attempts) \
+             {select} AND true ON CONFLICT (destination, outbox_id) \
+             DO UPDATE SET error = excluded.error, attempts = ormsync_dead_letters.attempts + 1"
+        ),
+    );
+    let done = db
+        .execute_raw(Statement::from_sql_and_values(
+            backend,
+            stmt,
+            [destination.into(), error.into(), outbox_id.into()],
+        ))
+        .await
+        .context(|| format!("parking outbox row {outbox_id} of `{destination}` as it is stored"))?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Parks the change `outbox_id` for `destination` on an operator's word, as it is stored,
+/// so that destination goes on without it: for a change it halts on, or one that does not
+/// even decode. It can be replayed or discarded like any parked change, and later changes
+/// of its row wait behind it. Running replicators are told to read the dead letters again;
+/// a halted destination then needs [`control::resume`].
+///
+/// # Errors
+///
+/// [`Error::UnknownDestination`] when the source has no progress recorded for
+/// `destination`; [`Error::NotParkable`] when the outbox has no such change or the
+/// destination applied it already; [`Error::Db`] when the source cannot be read or
+/// written.
+pub async fn park_by_hand<C: ConnectionTrait>(
+    db: &C,
+    destination: &str,
+    outbox_id: i64,
+) -> Result<()> {
+    let progress = crate::outbox::progress::read_all(db).await?;
+    let (_, watermark, _) = progress
+        .iter()
+        .find(|(name, _, _)| name == destination)
+        .ok_or_else(|| Error::UnknownDestination(destination.to_string()))?;
+    if outbox_id <= *watermark {
+        return Err(Error::NotParkable {
+            destination: destination.to_string(),
+            id: outbox_id,
+            reason: format!("it applied every change up to {watermark} already"),
+        });
+    }
+    if !park_stored(db, destination, outbox_id, "parked by an operator").await? {
+        return Err(Error::NotParkable {
+            destination: destination.to_string(),
+            id: outbox_id,
+            reason: "the outbox holds no change with that id".into(),
+        });
+    }
+    control::letters_changed(db, destination).await
+}
+
+/// Whether the outbox row `outbox_id` is parked for `destination`.
+pub(crate) async fn is_parked<C: ConnectionTrait>(
+    db: &C,
+    destination: &str,
+    outbox_id: i64,
+) -> Result<bool> {
+    let backend = db.get_database_backend();
+    let row = db
+        .query_one_raw(Statement::from_sql_and_values(
+            backend,
+            marks(
+                backend,
+                "SELECT COUNT(*) AS n FROM ormsync_dead_letters WHERE destination = ? AND outbox_id = ?",
+            ),
+            [destination.into(), outbox_id.into()],
+        ))
+        .await
+        .context(|| format!("reading the dead letters of `{destination}`"))?;
+    Ok(row
+        .and_then(|r| r.try_get_by_index::<i64>(0).ok())
+        .is_some_and(|n| n > 0))
+}
+
 /// Parks `change` behind the parked changes of its row, if its row still has any (they
 /// may have been replayed or discarded by another process since the caller looked);
 /// returns whether it is parked. A change parked already (a batch read again meets the
@@ -285,6 +387,10 @@ pub(crate) async fn failed_again<C: ConnectionTrait>(
     Ok(())
 }
 
+/// One row's parked changes: its table and key, their outbox ids, and the changes, or why
+/// one of them does not decode.
+type RowLetters = ((String, String), Vec<i64>, Result<Vec<Change>>);
+
 /// Applies the changes parked for `destination` again through `sink` (`source_id` is the
 /// source's [`node_id`](crate::outbox::node_id)), row by row in
 /// outbox order; those that apply leave `ormsync_dead_letters`, the others stay with their
@@ -306,26 +412,49 @@ pub async fn replay<C: ConnectionTrait>(
 ) -> Result<ReplayReport> {
     let letters = list(source, destination).await?;
     // Each row's changes together and in order: later ones were parked behind the first.
-    let mut rows: Vec<((String, String), Vec<Change>)> = Vec::new();
+    let mut rows: Vec<RowLetters> = Vec::new();
     for letter in &letters {
         let key = (letter.table.clone(), letter.key.clone());
-        let change = letter.change()?;
-        match rows.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, changes)) => changes.push(change),
-            None => rows.push((key, vec![change])),
+        let i = match rows.iter().position(|(k, _, _)| *k == key) {
+            Some(i) => i,
+            None => {
+                rows.push((key, Vec::new(), Ok(Vec::new())));
+                rows.len() - 1
+            }
+        };
+        let (_, ids, changes) = &mut rows[i];
+        ids.push(letter.outbox_id);
+        // A letter that does not decode (parked as it was stored) fails its whole row.
+        if let Ok(list) = changes {
+            match letter.change() {
+                Ok(change) => list.push(change),
+                Err(e) => *changes = Err(e),
+            }
         }
     }
     let mut report = ReplayReport::default();
-    for (_, changes) in rows {
-        let ids: Vec<i64> = changes.iter().map(|c| c.id).collect();
-        match sink.replay(source_id, &changes).await {
+    for (_, ids, changes) in rows {
+        let outcome = match changes {
+            Ok(changes) => sink.replay(source_id, &changes).await,
+            Err(e) => Err(e),
+        };
+        match outcome {
             Ok(()) => {
                 remove(source, destination, &ids).await?;
                 report.replayed += ids.len() as u64;
             }
             Err(e) => {
+                // The change the error names carries it; the others of its row wait behind
+                // it and say so, rather than carrying an error that is not theirs.
                 let message = redact(&e.to_string());
-                failed_again(source, destination, &ids, &message).await?;
+                let at_fault = e
+                    .change_id()
+                    .filter(|id| ids.contains(id))
+                    .unwrap_or(ids[0]);
+                let behind: Vec<i64> = ids.iter().copied().filter(|&id| id != at_fault).collect();
+                failed_again(source, destination, &[at_fault], &message).await?;
+                let waiting = format!("parked behind change {at_fault} of the same row");
+                failed_again(source, destination, &behind, &waiting).await?;
                 report.failed += ids.len() as u64;
             }
         }

@@ -24,6 +24,13 @@ pub struct DestinationOverview {
     pub paused: bool,
     /// The replicator instance holding its lease now, if one does.
     pub lease_holder: Option<String>,
+    /// What it is doing: the state its shipping instance recorded (`idle`, `copying`,
+    /// `retrying`, `halted`, `disabled`…), `paused` when paused, and `not running` when
+    /// no replicator holds its lease.
+    pub state: String,
+    /// The last error its shipping instance recorded (passwords redacted), until a pass
+    /// succeeds again; kept when no replicator runs, as the last word on it.
+    pub last_error: Option<String>,
     /// Every outbox id at or below this is applied (the progress copy at the source,
     /// refreshed at most once a second by the shipping instance).
     pub watermark: i64,
@@ -101,8 +108,23 @@ pub async fn overview<C: ConnectionTrait>(db: &C) -> Result<Overview> {
             d.dead_letters = n;
         }
     }
+    for (name, state, last_error) in progress::states(db).await? {
+        if let Some(d) = all.get_mut(&name) {
+            d.state = state.unwrap_or_default();
+            d.last_error = last_error;
+        }
+    }
     let mut outbox_size = 0;
     for d in all.values_mut() {
+        d.state = if d.paused {
+            "paused".into()
+        } else if d.lease_holder.is_none() {
+            "not running".into()
+        } else if d.state.is_empty() {
+            "starting".into()
+        } else {
+            std::mem::take(&mut d.state)
+        };
         let position = Position {
             watermark: d.watermark,
             ..Position::default()
@@ -162,6 +184,20 @@ pub async fn backlog_by_table<C: ConnectionTrait>(
 }
 
 /// Destinations whose lease has not expired, by the database's clock, and its holder.
+/// The replicator instance holding `destination`'s lease now, if one does: a lease its
+/// holder stopped renewing (the process died) is nobody's once it expires.
+///
+/// # Errors
+///
+/// [`Error::Db`](crate::Error::Db) when the leases cannot be read.
+pub async fn lease_holder<C: ConnectionTrait>(db: &C, destination: &str) -> Result<Option<String>> {
+    Ok(live_leases(db)
+        .await?
+        .into_iter()
+        .find(|(name, _)| name == destination)
+        .map(|(_, holder)| holder))
+}
+
 async fn live_leases<C: ConnectionTrait>(db: &C) -> Result<Vec<(String, String)>> {
     let backend = db.get_database_backend();
     let now = match backend {

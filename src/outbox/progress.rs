@@ -31,6 +31,64 @@ pub async fn register<C: ConnectionTrait>(db: &C, destination: &str) -> Result<(
     Ok(())
 }
 
+/// Records the state of `destination` as the instance shipping to it sees it, with its
+/// last error (redacted), for `ormsync status` to show without a running replicator.
+///
+/// # Errors
+///
+/// [`Error::Db`](crate::Error::Db) when the source cannot be written.
+pub async fn record_state<C: ConnectionTrait>(
+    db: &C,
+    destination: &str,
+    state: &str,
+    last_error: Option<&str>,
+) -> Result<()> {
+    let backend = db.get_database_backend();
+    db.execute_raw(Statement::from_sql_and_values(
+        backend,
+        marks(
+            backend,
+            "UPDATE ormsync_progress SET state = ?, last_error = ? WHERE destination = ?",
+        ),
+        [
+            state.into(),
+            last_error.map(str::to_string).into(),
+            destination.into(),
+        ],
+    ))
+    .await
+    .context(|| format!("recording the state of `{destination}` at the source"))?;
+    Ok(())
+}
+
+/// The state and last error each destination's shipping instance last recorded, by name.
+///
+/// # Errors
+///
+/// [`Error::Db`](crate::Error::Db) when the source cannot be read.
+pub async fn states<C: ConnectionTrait>(
+    db: &C,
+) -> Result<Vec<(String, Option<String>, Option<String>)>> {
+    let backend = db.get_database_backend();
+    let rows = db
+        .query_all_raw(Statement::from_string(
+            backend,
+            "SELECT destination, state, last_error FROM ormsync_progress ORDER BY destination",
+        ))
+        .await
+        .context(|| "reading `ormsync_progress`".into())?;
+    rows.iter()
+        .map(|r| {
+            let read = || "reading `ormsync_progress`".to_string();
+            Ok((
+                r.try_get("", "destination").context(read)?,
+                r.try_get("", "state").context(read)?,
+                r.try_get("", "last_error").context(read)?,
+            ))
+        })
+        .collect()
+}
+
 /// Forgets `destination`'s progress, so it no longer holds back retention.
 ///
 /// # Errors

@@ -1,5 +1,6 @@
 //! Reading the outbox in a gap-safe order.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use sea_orm::sea_query::{Condition, Expr, Order, Query, SelectStatement};
@@ -49,6 +50,9 @@ pub struct OutboxReader {
     /// An anchor found missing from an outbox that goes past it (pruned by a version that
     /// kept no anchors): not looked for again.
     unverifiable: Option<i64>,
+    /// Ids of rows that do not decode and that the destination parked as they are: read
+    /// past as done, where any other such row fails the read.
+    parked: HashSet<i64>,
 }
 
 impl OutboxReader {
@@ -68,7 +72,14 @@ impl OutboxReader {
             gaps: Vec::new(),
             outstanding: Vec::new(),
             unverifiable: None,
+            parked: HashSet::new(),
         }
+    }
+
+    /// Reads past the row `id`, which does not decode and was parked in the dead letters
+    /// as it is (see [`Error::Decode`]), as done.
+    pub(crate) fn read_past(&mut self, id: i64) {
+        self.parked.insert(id);
     }
 
     /// Forgets what was read and the gaps it saw: the next read starts from the position
@@ -84,8 +95,9 @@ impl OutboxReader {
     /// again from the position it is given (as after [`restart`](Self::restart)); put the
     /// moved one back when its read returns.
     pub(crate) fn take(&mut self) -> OutboxReader {
-        let fresh =
+        let mut fresh =
             OutboxReader::with_budget(self.db.clone(), self.budget.clone(), self.gap_timeout);
+        fresh.parked = self.parked.clone();
         std::mem::replace(self, fresh)
     }
 
@@ -120,12 +132,30 @@ impl OutboxReader {
             .anchor
             .as_ref()
             .filter(|a| self.unverifiable != Some(a.id));
-        let (read, full) = self.query(frontier, anchor.map(|a| a.id)).await?;
+        let (read, mut full) = self.query(frontier, anchor.map(|a| a.id)).await?;
 
         let mut changes = Vec::with_capacity(read.len());
         let mut returned = Vec::with_capacity(read.len());
         let mut anchored = None;
+        let mut parked = Vec::new();
         for change in read {
+            let change = match change {
+                Read::Change(change) => change,
+                Read::Parked(id) => {
+                    returned.push(id);
+                    if !position.contains(id) {
+                        parked.push((id, id));
+                    }
+                    continue;
+                }
+                // The changes before a row that does not decode are shipped, as a read cut
+                // there; the next read starts with that row and fails on it.
+                Read::Bad(e) if returned.is_empty() => return Err(e),
+                Read::Bad(_) => {
+                    full = true;
+                    break;
+                }
+            };
             if anchor.is_some_and(|a| a.id == change.id) {
                 anchored = Some(change.digest());
                 continue;
@@ -203,6 +233,7 @@ impl OutboxReader {
         }
         self.outstanding = returned.iter().map(|&id| (id, id)).collect();
         self.outstanding.extend(holes.iter().copied());
+        holes.extend(parked);
         Ok(Batch {
             anchor: changes.last().map(Change::anchor),
             changes,
@@ -311,10 +342,17 @@ impl OutboxReader {
     /// New ids above `frontier`, every gap and the `anchor` id, seen in one snapshot,
     /// decoded, in id order; and whether the read was cut (by the batch size or the byte
     /// budget).
-    async fn query(&mut self, frontier: i64, anchor: Option<i64>) -> Result<(Vec<Change>, bool)> {
+    async fn query(&mut self, frontier: i64, anchor: Option<i64>) -> Result<(Vec<Read>, bool)> {
         // Scoped here: its `min`/`max` would shadow `Ord`'s on integers elsewhere.
         use sea_orm::sea_query::ExprTrait;
         let backend = self.db.get_database_backend();
+        let parked = &self.parked;
+        let decode = |row: &QueryResult| match decode(row) {
+            Ok((change, size)) => Ok((Read::Change(change), size)),
+            Err(Error::Decode { id, .. }) if parked.contains(&id) => Ok((Read::Parked(id), 0)),
+            Err(e @ Error::Decode { .. }) => Ok((Read::Bad(e), 0)),
+            Err(e) => Err(e),
+        };
         let with_anchor = |cond: Condition| match anchor {
             Some(id) => cond.add(Expr::col("id").eq(id)),
             None => cond,
@@ -387,6 +425,14 @@ impl OutboxReader {
         rows.extend(newer);
         Ok((rows, full))
     }
+}
+
+/// A row the reader read: a change, or a row that does not decode and was parked as it is.
+enum Read {
+    Change(Change),
+    Parked(i64),
+    /// A row that does not decode, and was not parked.
+    Bad(Error),
 }
 
 /// The outbox rows matching `cond`, in id order, at most `limit` of them.

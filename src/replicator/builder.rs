@@ -38,6 +38,9 @@ pub struct ReplicatorBuilder {
     retention: Option<RetentionPolicy>,
 }
 
+/// The environment variable that names a replicator instance when the builder is not told.
+const INSTANCE_ID_VAR: &str = "ORMSYNC_INSTANCE_ID";
+
 impl ReplicatorBuilder {
     pub(crate) fn new(source: DatabaseConnection) -> Self {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into());
@@ -60,7 +63,11 @@ impl ReplicatorBuilder {
             batch_size: 3000,
             gap_timeout: Duration::from_secs(600),
             alerts: Alerts::default(),
-            instance: format!("{host}:{}:{}", std::process::id(), &tag[..8]),
+            instance: std::env::var(INSTANCE_ID_VAR)
+                .ok()
+                .map(|id| id.trim().to_string())
+                .filter(|id| !id.is_empty())
+                .unwrap_or_else(|| format!("{host}:{}:{}", std::process::id(), &tag[..8])),
             retention: Some(RetentionPolicy::default()),
         }
     }
@@ -162,8 +169,20 @@ impl ReplicatorBuilder {
         self
     }
 
-    /// This instance's name in `ormsync_leases` and in messages. Default: the host name,
-    /// the process id and a random tag.
+    /// This instance's name in `ormsync_leases` and in messages. Default: the environment
+    /// variable `ORMSYNC_INSTANCE_ID`, else the host name, the process id and a random tag.
+    ///
+    /// A stable name (a pod's or a service's, one per running copy of the application)
+    /// lets a process that restarts after a crash take its leases back at once, where a
+    /// new random name waits for the old leases to expire (`lease_ttl`). Two live
+    /// processes must not share one: both would ship, and only the destination's
+    /// checkpoint lock would keep them from applying anything twice.
+    ///
+    /// ```
+    /// # fn f(source: sea_orm::DatabaseConnection) {
+    /// let builder = ormsync::Replicator::builder(source).instance_id("orders-api-0");
+    /// # }
+    /// ```
     pub fn instance_id(mut self, id: impl Into<String>) -> Self {
         self.instance = id.into();
         self

@@ -218,29 +218,24 @@ impl Replicator {
     /// outbox held at the call (changes of transactions still open are not waited for).
     /// A scheduled destination ships at once too.
     ///
+    /// Where another instance ships (this one stands by), it waits for that instance's
+    /// checkpoint to cover the same changes instead, as [`drain`](Self::drain) does, for
+    /// up to three lease lifetimes and ten seconds.
+    ///
     /// # Errors
     ///
     /// The first destination's error, if any failed (each keeps retrying on its own);
-    /// [`Error::Standby`] where another instance ships; [`Error::NotShipping`] for a
-    /// paused or disabled one; [`Error::Shutdown`] after shutdown.
+    /// [`Error::Standby`] where another instance ships and has not applied those changes
+    /// within the bound; [`Error::NotShipping`] for a paused or disabled one;
+    /// [`Error::Shutdown`] after shutdown.
     pub async fn sync_now(&self) -> Result<()> {
-        let senders: Vec<mpsc::Sender<Command>> = self
-            .lock_workers()
-            .iter()
-            .map(|w| w.requests.clone())
-            .collect();
-        let mut replies = Vec::with_capacity(senders.len());
-        for requests in senders {
-            let (tx, rx) = oneshot::channel();
-            requests
-                .send(Command::SyncNow(tx))
-                .await
-                .map_err(|_| Error::Shutdown)?;
-            replies.push(rx);
-        }
+        let names = self.destinations();
+        let target = outbox_retention::last_id(&self.shared.source)
+            .await?
+            .unwrap_or(0);
+        let syncs = names.iter().map(|name| self.sync_to(name, target));
         let mut first = Ok(());
-        for reply in replies {
-            let r = reply.await.map_err(|_| Error::Shutdown)?;
+        for r in futures_util::future::join_all(syncs).await {
             if first.is_ok() {
                 first = r;
             }
@@ -254,7 +249,27 @@ impl Replicator {
     ///
     /// [`Error::UnknownDestination`], the destination's error, or [`Error::Shutdown`].
     pub async fn sync_destination(&self, name: &str) -> Result<()> {
-        self.ask(name, Command::SyncNow).await
+        let target = outbox_retention::last_id(&self.shared.source)
+            .await?
+            .unwrap_or(0);
+        self.sync_to(name, target).await
+    }
+
+    /// Asks `name`'s worker for a pass; on standby, waits for the shipping instance to
+    /// apply every change up to `target`.
+    async fn sync_to(&self, name: &str, target: i64) -> Result<()> {
+        match self.ask(name, Command::SyncNow).await {
+            Err(standby @ Error::Standby { .. }) => {
+                let bound = self.shared.settings.lease_ttl * 3 + Duration::from_secs(10);
+                let deadline = tokio::time::Instant::now() + bound;
+                match self.wait_applied(name, target, Some(deadline)).await {
+                    Ok(true) => Ok(()),
+                    Ok(false) => Err(standby),
+                    Err(e) => Err(e),
+                }
+            }
+            other => other,
+        }
     }
 
     /// Returns once `name` has applied every change committed before the call: for a
@@ -267,9 +282,22 @@ impl Replicator {
     ///
     /// [`Error::Halted`] or another error that needs a person; [`Error::Shutdown`].
     pub async fn drain(&self, name: &str) -> Result<()> {
+        let target = outbox_retention::last_id(&self.shared.source)
+            .await?
+            .unwrap_or(0);
+        self.wait_applied(name, target, None).await.map(|_| ())
+    }
+
+    /// Waits until `name`'s checkpoint covers every change up to `target`, asking for
+    /// passes meanwhile (one of which may follow a takeover by this instance); returns
+    /// `false` when `deadline` passes first.
+    async fn wait_applied(
+        &self,
+        name: &str,
+        target: i64,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<bool> {
         let destination = self.handle(name, |w| w.destination.clone())?;
-        let source = &self.shared.source;
-        let target = outbox_retention::last_id(source).await?.unwrap_or(0);
         // The checkpoint table may not exist yet if no batch was ever applied there.
         crate::schema::install(&destination).await?;
         let mut pause = Duration::from_millis(10);
@@ -278,9 +306,12 @@ impl Replicator {
                 .await?
                 .unwrap_or_default();
             if self.covers(&position, target).await? {
-                return Ok(());
+                return Ok(true);
             }
-            match self.sync_destination(name).await {
+            if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                return Ok(false);
+            }
+            match self.ask(name, Command::SyncNow).await {
                 Ok(()) => {}
                 Err(e) if e.is_transient() => {}
                 Err(e) => return Err(e),

@@ -135,6 +135,8 @@ struct Memory {
     recorded: Option<(Instant, i64)>,
     /// What the last backlog check saw: the watermark and whether anything was pending.
     last_backlog: Option<(i64, bool)>,
+    /// The state and last error last recorded in `ormsync_progress`.
+    published: Option<(State, Option<String>)>,
 }
 
 impl Worker {
@@ -159,6 +161,7 @@ impl Worker {
         // After a wake-up by an uncommitted capture found nothing: look again soon.
         let mut linger: Option<Duration> = None;
         loop {
+            self.publish_state(&mut memory).await;
             let mut by_capture = false;
             let command = tokio::select! {
                 biased;
@@ -183,6 +186,8 @@ impl Worker {
                         tracing::info!(destination = %self.name, "resumed");
                     }
                     episode = None;
+                    // What it halted on may have been parked by hand meanwhile.
+                    memory.blocked = None;
                     let _ = reply.send(stored);
                 }
                 Some(Command::Pause(reply)) => {
@@ -344,6 +349,7 @@ impl Worker {
                 tracing::info!(destination = %self.name, "resumed through ormsync_control");
             }
             *episode = None;
+            memory.blocked = None;
         }
         if asked.letters {
             // Read again before the next batch is routed.
@@ -409,19 +415,35 @@ impl Worker {
             s.last_error = Some(message.clone());
         });
         if !error.is_transient() {
-            if self.policy == OnPermanentError::DeadLetter
-                && let Some(change) = error
-                    .change_id()
-                    .and_then(|id| memory.in_flight.iter().find(|c| c.id == id).cloned())
-            {
-                match self.park(memory, &change, &message).await {
+            if let Some(id) = error.change_id() {
+                let parked =
+                    if let Some(change) = memory.in_flight.iter().find(|c| c.id == id).cloned() {
+                        if self.policy == OnPermanentError::DeadLetter {
+                            self.park(memory, &change, &message).await.map(|()| true)
+                        } else {
+                            Ok(false)
+                        }
+                    } else {
+                        self.park_stored(memory, id, &message).await
+                    };
+                match parked {
                     // Go on at once with the rest of the batch.
-                    Ok(()) => return Duration::ZERO,
+                    Ok(true) => return Duration::ZERO,
+                    Ok(false) => {}
                     Err(e) => return self.retry(e, episode, waiting),
                 }
             }
+            // What landed before the change at fault shows at the source, for status and
+            // for an operator who parks that change by hand.
+            if let Ok(position) = self.sink.position(&self.source_id).await {
+                self.record_progress(memory, &position, true).await;
+            }
             tracing::error!(destination = %self.name, error = %message, "halted");
-            self.update(|s| s.state = State::Halted);
+            self.update(|s| {
+                s.state = State::Halted;
+                // A copy that failed is not "copying" any more; a resume takes it up again.
+                s.snapshot = None;
+            });
             self.alerts
                 .raise(Alert::new(&self.name, AlertKind::Halted).error(message.clone()));
             memory.halted = Some(message);
@@ -637,12 +659,16 @@ impl Worker {
         for change in batch.changes {
             if self.skip.contains(&change.table) {
                 batch.skipped.push((change.id, change.id));
-            } else if !self.tables.contains_key(&change.table) {
+            } else if !self.tables.contains_key(&change.table)
+                && !dead_letters::is_parked(&self.source, &self.name, change.id).await?
+            {
                 return Err(Error::UnknownTable {
                     destination: self.name.clone(),
                     table: change.table,
                     id: change.id,
                 });
+            } else if !self.tables.contains_key(&change.table) {
+                batch.skipped.push((change.id, change.id));
             } else if memory
                 .blocked
                 .as_ref()
@@ -681,6 +707,27 @@ impl Worker {
             .error(message),
         );
         Ok(())
+    }
+
+    /// Parks the outbox row `id`, which did not decode or names a table this destination
+    /// does not know, as it is stored, where the policy says to park; a row an operator
+    /// parked already is read past under either policy. Returns whether it is parked.
+    async fn park_stored(&mut self, memory: &mut Memory, id: i64, message: &str) -> Result<bool> {
+        if !dead_letters::is_parked(&self.source, &self.name, id).await? {
+            if self.policy != OnPermanentError::DeadLetter {
+                return Ok(false);
+            }
+            dead_letters::park_stored(&self.source, &self.name, id, message).await?;
+            self.update(|s| s.dead_lettered += 1);
+            self.alerts.raise(
+                Alert::new(&self.name, AlertKind::DeadLettered { outbox_id: id }).error(message),
+            );
+        }
+        self.reader.read_past(id);
+        // Read again, with the row's key if it has one, so later changes of the row park
+        // behind it.
+        memory.blocked = None;
+        Ok(true)
     }
 
     /// Applies the parked changes again (see [`dead_letters::replay`]).
@@ -760,6 +807,7 @@ impl Worker {
             progress.retain(|p| tables.contains_key(&p.table));
         }
         self.update(|s| s.state = State::Copying);
+        self.publish_state(memory).await;
         let mut copy = snapshot::Copy::new(self.link(), tables.clone(), &progress)?;
         if let Err(e) = copy.count_rows().await {
             // Only the progress bar's total is missing then.
@@ -878,7 +926,16 @@ impl Worker {
             .await
             .context(|| format!("destination `{}`: starting a resync", self.name))?;
         tracing::info!(destination = %self.name, ?tables, "resync: starting");
-        let done = self.snapshot(memory).await?;
+        let done = match self.snapshot(memory).await {
+            Ok(done) => done,
+            Err(e) => {
+                // The copy stays planned and the stream waits for it: the next pass resumes
+                // it, and a failure there retries or halts as any other, with its error in
+                // the status, until a resume after the fix.
+                memory.snapshot_checked = false;
+                return Err(e);
+            }
+        };
         // A halted destination stays halted: the copy fixed rows, not the change at fault,
         // which only a resume retries.
         let state = if memory.halted.is_some() {
@@ -966,6 +1023,41 @@ impl Worker {
             };
             self.alerts
                 .raise(Alert::new(&self.name, kind).backlog(pending, lag));
+        }
+    }
+
+    /// Records the state and last error at the source when they changed, for `ormsync
+    /// status`; only the instance that ships does, so a standby never overwrites it.
+    async fn publish_state(&mut self, memory: &mut Memory) {
+        let Some((state, error)) = self
+            .status
+            .lock()
+            .ok()
+            .map(|s| (s.state, s.last_error.clone()))
+        else {
+            return;
+        };
+        // Idle and running alternate with every batch: both are "shipping" to a reader.
+        let state = if state == State::Running {
+            State::Idle
+        } else {
+            state
+        };
+        if state == State::Standby || memory.published.as_ref() == Some(&(state, error.clone())) {
+            return;
+        }
+        match progress::record_state(
+            &self.source,
+            &self.name,
+            &state.to_string(),
+            error.as_deref(),
+        )
+        .await
+        {
+            Ok(()) => memory.published = Some((state, error)),
+            Err(e) => {
+                tracing::debug!(destination = %self.name, error = %e, "could not record the state at the source")
+            }
         }
     }
 

@@ -66,6 +66,11 @@ pub(crate) enum Column {
     /// A time or timestamp keeping `digits` fractional-second digits; `range` for
     /// MySQL's `TIMESTAMP`, whose range is 1970-01-01 00:00:01 to 2038-01-19 03:14:07 UTC.
     Temporal { digits: u32, range: bool },
+    /// An integer or floating-point number.
+    Number,
+    /// Text of at most `chars` characters, which PostgreSQL's cast would cut to that
+    /// length without a word and MySQL outside strict mode would too.
+    Text { chars: u32 },
     /// Nothing checked by type.
     Other,
 }
@@ -99,6 +104,18 @@ impl Column {
                         digits,
                         range: false,
                     }
+                } else if ["smallint", "integer", "bigint", "real", "double precision"]
+                    .contains(&t.as_str())
+                {
+                    Column::Number
+                } else if let Some(rest) = t
+                    .strip_prefix("character varying")
+                    .or_else(|| t.strip_prefix("character"))
+                {
+                    match args(rest).as_deref() {
+                        Some([chars]) => Column::Text { chars: *chars },
+                        _ => Column::Other,
+                    }
                 } else {
                     Column::Other
                 }
@@ -122,11 +139,46 @@ impl Column {
                         digits: args(rest).and_then(|a| a.first().copied()).unwrap_or(0),
                         range: false,
                     }
+                } else if [
+                    "tinyint",
+                    "smallint",
+                    "mediumint",
+                    "int",
+                    "bigint",
+                    "float",
+                    "double",
+                ]
+                .iter()
+                .any(|n| {
+                    t.strip_prefix(n)
+                        .is_some_and(|rest| rest.is_empty() || rest.starts_with(['(', ' ']))
+                }) {
+                    Column::Number
+                } else if let Some(rest) =
+                    t.strip_prefix("varchar").or_else(|| t.strip_prefix("char"))
+                {
+                    match args(rest).as_deref() {
+                        Some([chars]) => Column::Text { chars: *chars },
+                        _ => Column::Other,
+                    }
                 } else {
                     Column::Other
                 }
             }
-            _ => Column::Other,
+            // SQLite stores any value in any column; its numeric type names are judged as
+            // the other backends judge theirs, so a value refused there is refused here.
+            _ => {
+                if t.contains("dec") || t.contains("numeric") {
+                    Column::Decimal { scale: u32::MAX }
+                } else if ["int", "real", "floa", "doub"]
+                    .iter()
+                    .any(|n| t.contains(n))
+                {
+                    Column::Number
+                } else {
+                    Column::Other
+                }
+            }
         }
     }
 }
@@ -164,6 +216,11 @@ pub(crate) fn refusal(value: &Value, backend: DbBackend, column: Column) -> Opti
             return Some(format!("{name} has no {f}"));
         }
         _ => {}
+    }
+    if let (Column::Decimal { .. } | Column::Number, Value::String(Some(_))) = (column, value) {
+        // PostgreSQL refuses text for a number, MariaDB refuses text that is not one, and
+        // SQLite would keep it as text: refused alike everywhere, without quoting it.
+        return Some("a text value for a numeric column".into());
     }
     match column {
         Column::Decimal { scale } => match value {
@@ -203,7 +260,14 @@ pub(crate) fn refusal(value: &Value, backend: DbBackend, column: Column) -> Opti
             }
             None
         }
-        Column::Other => None,
+        Column::Text { chars } => match value {
+            Value::String(Some(text)) if text.chars().count() > chars as usize => Some(format!(
+                "a text of {} characters, and the column keeps {chars}",
+                text.chars().count()
+            )),
+            _ => None,
+        },
+        Column::Number | Column::Other => None,
     }
 }
 
@@ -291,6 +355,49 @@ mod tests {
     }
 
     #[test]
+    fn text_for_a_numeric_column_is_refused_on_every_backend() {
+        let text = Value::String(Some("not-a-number".into()));
+        for (backend, declared) in [
+            (DbBackend::Postgres, "numeric(18,4)"),
+            (DbBackend::Postgres, "bigint"),
+            (DbBackend::Postgres, "double precision"),
+            (DbBackend::MySql, "decimal(20,4)"),
+            (DbBackend::MySql, "int(11)"),
+            (DbBackend::MySql, "double"),
+            (DbBackend::Sqlite, "REAL"),
+            (DbBackend::Sqlite, "real_decimal"),
+            (DbBackend::Sqlite, "INTEGER"),
+            (DbBackend::Sqlite, "NUMERIC"),
+        ] {
+            let column = Column::parse(backend, declared);
+            assert!(
+                refusal(&text, backend, column).is_some(),
+                "{backend:?} {declared}"
+            );
+            assert_eq!(
+                refusal(&Value::BigInt(Some(1)), backend, column),
+                None,
+                "{backend:?} {declared}"
+            );
+        }
+        for (backend, declared) in [
+            (DbBackend::Postgres, "text"),
+            (DbBackend::MySql, "varchar(255)"),
+            (DbBackend::MySql, "internal_code"),
+            (DbBackend::Sqlite, "TEXT"),
+            (DbBackend::Sqlite, "datetime"),
+            (DbBackend::Sqlite, ""),
+        ] {
+            let column = Column::parse(backend, declared);
+            assert_eq!(
+                refusal(&text, backend, column),
+                None,
+                "{backend:?} {declared}"
+            );
+        }
+    }
+
+    #[test]
     fn sqlite_refuses_what_it_would_alter() {
         let at = |v: Value| refusal(&v, DbBackend::Sqlite, Column::Other);
         assert_eq!(at(Value::Decimal(Some(dec("123456789012345")))), None);
@@ -374,7 +481,14 @@ mod tests {
                 },
             ),
             (MySql, "tinytext", Column::Other),
-            (Sqlite, "real(18, 4)", Column::Other),
+            (MySql, "varchar(255)", Column::Text { chars: 255 }),
+            (MySql, "char(2)", Column::Text { chars: 2 }),
+            (Postgres, "character varying(4)", Column::Text { chars: 4 }),
+            (Postgres, "character(3)", Column::Text { chars: 3 }),
+            (Postgres, "character varying", Column::Other),
+            (Postgres, "text", Column::Other),
+            // SQLite keeps any decimal places; only text is refused there.
+            (Sqlite, "real(18, 4)", Column::Number),
         ];
         for (backend, declared, column) in cases {
             assert_eq!(Column::parse(backend, declared), column, "{declared}");
@@ -388,6 +502,13 @@ mod tests {
         assert_eq!(refusal(&d("4134.3406"), DbBackend::MySql, four), None);
         assert_eq!(refusal(&d("4134.340600"), DbBackend::MySql, four), None);
         assert!(refusal(&d("4134.34061"), DbBackend::Postgres, four).is_some());
+
+        let short = Column::Text { chars: 4 };
+        let text = |s: &str| Value::String(Some(s.into()));
+        assert_eq!(refusal(&text("abcd"), DbBackend::Postgres, short), None);
+        assert_eq!(refusal(&text("ääää"), DbBackend::MySql, short), None);
+        assert!(refusal(&text("abcde"), DbBackend::Postgres, short).is_some());
+        assert!(refusal(&text("abcde"), DbBackend::MySql, short).is_some());
 
         let whole = Column::Temporal {
             digits: 0,

@@ -156,6 +156,15 @@ pub enum DeadLetters {
         #[arg(long, value_name = "SECONDS", default_value_t = 60)]
         wait: u64,
     },
+    /// Park one change on purpose, as it is stored in the outbox, so the destination goes
+    /// on without it: for a change it halts on, or one that does not even decode. It can
+    /// be replayed or discarded like any other; resume a halted destination after.
+    Park {
+        /// The destination's name.
+        destination: String,
+        /// The change's outbox id.
+        outbox_id: i64,
+    },
     /// Drop parked changes without applying them.
     Discard {
         /// The destination's name.

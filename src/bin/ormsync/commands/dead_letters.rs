@@ -75,6 +75,17 @@ pub async fn run(urls: &Urls, action: DeadLetters) -> Result<ExitCode> {
                 error_code()
             })
         }
+        DeadLetters::Park {
+            destination,
+            outbox_id,
+        } => {
+            dead_letters::park_by_hand(&source, &destination, outbox_id).await?;
+            println!(
+                "`{destination}`: change {outbox_id} parked; if the destination halted on it, \
+                 `ormsync resume {destination}` lets it go on"
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         DeadLetters::Discard {
             destination,
             ids,
@@ -137,6 +148,13 @@ async fn replay_by_replicator(
                 replayed: c.replayed.max(0) as u64,
                 failed: c.replay_failed as u64,
             });
+        }
+        if overview::lease_holder(source, destination).await?.is_none() {
+            return Err(super::holder_gone(
+                &holder,
+                destination,
+                "replay of the dead letters",
+            ));
         }
         if started.elapsed() >= wait {
             return Err(Error::Config(format!(

@@ -19,6 +19,16 @@ pub fn error_code() -> ExitCode {
     ExitCode::from(2)
 }
 
+/// The error of a request whose replicator stopped holding the destination's lease before
+/// it answered: it died or lost the source, and no other instance took over.
+fn holder_gone(holder: &str, destination: &str, what: &str) -> ormsync::Error {
+    ormsync::Error::Config(format!(
+        "the replicator `{holder}` stopped renewing its lease on `{destination}` before it \
+         finished the {what}, and no other instance holds it: it stopped or lost the source. \
+         Start the application's replicator, then run this again"
+    ))
+}
+
 /// Runs the command; `Err` exits with [`error_code`].
 pub async fn run(cli: Cli) -> Result<ExitCode> {
     let urls = Urls::resolve(&cli.connections)?;

@@ -61,6 +61,13 @@ pub async fn run(urls: &Urls, destination: &str, only: &[String], wait: u64) -> 
             println!("`{destination}`: resynced {}", names.join(", "));
             return Ok(ExitCode::SUCCESS);
         }
+        if overview::lease_holder(&source, destination)
+            .await?
+            .is_none()
+        {
+            progress.finish();
+            return Err(super::holder_gone(&holder, destination, "resync"));
+        }
         if started.elapsed() >= wait {
             progress.finish();
             return Err(Error::Config(format!(

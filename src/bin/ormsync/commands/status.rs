@@ -22,9 +22,9 @@ pub async fn run(urls: &Urls, json: bool) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{:<16} {:<7} {:<28} {:>10} {:>9} {:>14} {:>12}",
+        "{:<16} {:<12} {:<28} {:>10} {:>9} {:>14} {:>12}",
         "destination",
-        "paused",
+        "state",
         "lease holder",
         "watermark",
         "pending",
@@ -33,15 +33,20 @@ pub async fn run(urls: &Urls, json: bool) -> Result<ExitCode> {
     );
     for d in &o.destinations {
         println!(
-            "{:<16} {:<7} {:<28} {:>10} {:>9} {:>14} {:>12}",
+            "{:<16} {:<12} {:<28} {:>10} {:>9} {:>14} {:>12}",
             d.name,
-            if d.paused { "yes" } else { "no" },
+            d.state,
             d.lease_holder.as_deref().unwrap_or("-"),
             d.watermark,
             d.pending,
             age(d.lag_seconds),
             d.dead_letters
         );
+    }
+    for d in &o.destinations {
+        if let Some(error) = &d.last_error {
+            println!("`{}`: last error: {error}", d.name);
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -3,6 +3,7 @@
 
 use std::process::ExitCode;
 
+use ormsync::outbox::overview;
 use ormsync::verify::{self, RepairMode, RepairOptions, Report, VerifyOptions};
 use ormsync::{Error, Result, TableSpec};
 use sea_orm::DatabaseConnection;
@@ -101,7 +102,21 @@ pub async fn repair(
         }
     }
     if !dry_run && !direct && all.iter().any(|r| !r.tables.is_empty()) {
-        println!("the fixes are queued in the outbox: a running replicator ships them");
+        // An outbox fix is a change like any other: every destination receives it.
+        let shipping = overview::overview(&source)
+            .await?
+            .destinations
+            .iter()
+            .any(|d| d.lease_holder.is_some());
+        println!(
+            "the fixes are queued in the outbox, as changes every destination receives, not \
+             only the one repaired; {}",
+            if shipping {
+                "the running replicator ships them"
+            } else {
+                "no replicator runs now: they ship when one starts"
+            }
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

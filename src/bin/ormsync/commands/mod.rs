@@ -9,7 +9,9 @@ mod verify;
 
 use std::process::ExitCode;
 
-use ormsync::Result;
+use ormsync::outbox::progress;
+use ormsync::{Error, Result};
+use sea_orm::DatabaseConnection;
 
 use crate::args::{Cli, Command};
 use crate::config::Urls;
@@ -28,7 +30,11 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::DeadLetters(action) => dead_letters::run(&urls, action).await,
         Command::Pause { destination } => pause::run(&urls, &destination, true).await,
         Command::Resume { destination } => pause::run(&urls, &destination, false).await,
-        Command::Verify { scope, json } => verify::verify(&urls, &scope, json).await,
+        Command::Verify {
+            scope,
+            json,
+            show_values,
+        } => verify::verify(&urls, &scope, json, show_values).await,
         Command::Repair {
             scope,
             dry_run,
@@ -40,6 +46,24 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             tables,
             wait,
         } => resync::run(&urls, &destination, &tables, wait).await,
+    }
+}
+
+/// Refuses a destination the source does not record: a typo must not act on nothing and
+/// report success.
+pub async fn registered(source: &DatabaseConnection, name: &str) -> Result<()> {
+    let known: Vec<String> = progress::read_all(source)
+        .await?
+        .into_iter()
+        .map(|(known, _, _)| known)
+        .collect();
+    if known.iter().any(|known| known == name) {
+        Ok(())
+    } else {
+        Err(Error::UnregisteredDestination {
+            name: name.to_string(),
+            known,
+        })
     }
 }
 

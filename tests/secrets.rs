@@ -239,10 +239,12 @@ async fn no_password_in_any_output() {
     // get as far as connecting to the destination.
     let source = TestDb::create(Backend::Sqlite).await.expect("sqlite");
     let dest = TestDb::create(Backend::Sqlite).await.expect("sqlite");
+    source.create_tables().await;
+    dest.create_tables().await;
     let rep = Replicator::builder(source.db.clone())
         .entity::<accounts::Entity>()
         .entity::<line_items::Entity>()
-        .destination(Destination::new("d", dest.db.clone()).create_tables())
+        .destination(Destination::new("d", dest.db.clone()))
         .start()
         .await
         .expect("start");

@@ -570,7 +570,10 @@ async fn verify_and_repair(src: Backend, dst: Backend) {
         "{}",
         text.stdout
     );
-    assert!(accounts["different"][0].get("values").is_none(), "{accounts}");
+    assert!(
+        accounts["different"][0].get("values").is_none(),
+        "{accounts}"
+    );
     let shown = ormsync(with(&["verify", "--show-values"])).await;
     assert_eq!(shown.code, 1, "{}", shown.stderr);
     assert!(
@@ -580,7 +583,9 @@ async fn verify_and_repair(src: Backend, dst: Backend) {
         "{}",
         shown.stdout
     );
-    let shown = ormsync(with(&["verify", "--show-values", "--json"])).await.json();
+    let shown = ormsync(with(&["verify", "--show-values", "--json"]))
+        .await
+        .json();
     let values = &shown[0]["tables"]
         .as_array()
         .unwrap()
@@ -726,11 +731,16 @@ async fn resync_through_the_running_replicator(src: Backend, dst: Backend) {
     let late = ormsync(with(&["resync", "backup", "--wait", "0"])).await;
     assert_eq!(late.code, 2, "{}", late.stdout);
     assert!(
-        late.stderr.contains("did not finish within 0 s; it goes on"),
+        late.stderr
+            .contains("did not finish within 0 s; it goes on"),
         "{}",
         late.stderr
     );
-    assert!(!late.stderr.contains("invalid configuration"), "{}", late.stderr);
+    assert!(
+        !late.stderr.contains("invalid configuration"),
+        "{}",
+        late.stderr
+    );
     rep.sync_now().await.unwrap();
 
     // No replicator left to ask: it says what to do.
@@ -893,7 +903,8 @@ async fn a_refused_connection_says_so_at_once() {
             started.elapsed()
         );
         assert!(
-            run.stderr.contains(":***@127.0.0.1:1/nowhere: connection refused"),
+            run.stderr
+                .contains(":***@127.0.0.1:1/nowhere: connection refused"),
             "{}",
             run.stderr
         );
@@ -907,12 +918,16 @@ async fn driver_noise_stays_out_of_messages() {
     let Some(db) = TestDb::create(Backend::Postgres).await else {
         return;
     };
-    let missing = url(&db).rsplit_once('/').map(|(server, _)| server.to_string()).unwrap()
+    let missing = url(&db)
+        .rsplit_once('/')
+        .map(|(server, _)| server.to_string())
+        .unwrap()
         + "/ormsync_no_such_database";
     let run = ormsync(args(&["--source", &missing, "status"])).await;
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(
-        run.stderr.contains("\"ormsync_no_such_database\" does not exist"),
+        run.stderr
+            .contains("\"ormsync_no_such_database\" does not exist"),
         "{}",
         run.stderr
     );
@@ -926,15 +941,21 @@ async fn urls_are_shown_rebuilt_or_not_at_all() {
     for (input, env) in [
         (vec!["--source", "postgres//u:s3cret@h/db", "status"], None),
         (vec!["--dest", "maria=mysql:u:s3cret@h", "verify"], None),
-        (vec!["status"], Some(("ORMSYNC_SOURCE_URL", "postgres:/u:s3cret@h/db"))),
+        (
+            vec!["status"],
+            Some(("ORMSYNC_SOURCE_URL", "postgres:/u:s3cret@h/db")),
+        ),
     ] {
         let env: Vec<(&'static str, String)> =
             env.into_iter().map(|(k, v)| (k, v.to_string())).collect();
         let run = ormsync_with_env(args(&input), env).await;
         assert_eq!(run.code, 2, "{}", run.stderr);
         assert!(
-            run.stderr.contains("is not a database URL that ormsync can read")
-                && run.stderr.contains("expected postgres://user:password@host:port/database"),
+            run.stderr
+                .contains("is not a database URL that ormsync can read")
+                && run
+                    .stderr
+                    .contains("expected postgres://user:password@host:port/database"),
             "{}",
             run.stderr
         );

@@ -19,7 +19,9 @@ use rand::{Rng, SeedableRng};
 
 /// The characters a generated password draws from: letters and digits, and every
 /// character that means something in a URL.
-const SPECIAL: &[char] = &['/', '@', ':', '?', '#', '%', '+', ' ', '&', '=', ',', '!', '$', ';', '~', '\''];
+const SPECIAL: &[char] = &[
+    '/', '@', ':', '?', '#', '%', '+', ' ', '&', '=', ',', '!', '$', ';', '~', '\'',
+];
 
 /// Hosts: a refused port (fails at once), and the test servers, which refuse a wrong
 /// password (MariaDB) or a missing database (PostgreSQL trusts any password).
@@ -31,6 +33,9 @@ const HOSTS: &[(&str, &str, &str)] = &[
     ("postgresql", "localhost:1", "x"),
     ("mariadb", "[::1]:1", "x"),
 ];
+
+/// URLs tried per subcommand and input.
+const PER_COMBINATION: usize = 4;
 
 /// Every subcommand, with the destination `d` where one is named.
 const COMMANDS: &[&[&str]] = &[
@@ -121,8 +126,8 @@ fn encode(s: &str, lower: bool) -> String {
 
 /// A URL-like text holding `pw`, and whether it is malformed whatever `pw` holds (then it
 /// must be refused). The others may parse or not, depending on the password.
-fn url(rng: &mut StdRng, pw: &str) -> (String, bool) {
-    let (scheme, host, db) = HOSTS[rng.random_range(0..HOSTS.len())];
+fn url(rng: &mut StdRng, pw: &str, hosts: &[(&str, &str, &str)]) -> (String, bool) {
+    let (scheme, host, db) = hosts[rng.random_range(0..hosts.len())];
     let enc = encode(pw, rng.random_bool(0.5));
     // In a query, a raw `&` or `=` would start another parameter.
     let query_pw: String = pw.replace(['&', '='], "_");
@@ -130,9 +135,15 @@ fn url(rng: &mut StdRng, pw: &str) -> (String, bool) {
     let shapes: Vec<(String, bool)> = vec![
         (format!("{scheme}://u:{pw}@{host}/{db}"), false),
         (format!("{scheme}://u:{enc}@{host}/{db}"), false),
-        (format!("{scheme}://u:{pw}@{host}/{db}?sslmode=disable"), false),
+        (
+            format!("{scheme}://u:{pw}@{host}/{db}?sslmode=disable"),
+            false,
+        ),
         (format!("{scheme}://u@{host}/{db}?password={enc}"), false),
-        (format!("{scheme}://u@{host}/{db}?application_name=x&PASSWORD={enc}"), false),
+        (
+            format!("{scheme}://u@{host}/{db}?application_name=x&PASSWORD={enc}"),
+            false,
+        ),
         (format!("{scheme}://u:{pw}@{host}/{db}?token={enc}"), false),
         (format!("{scheme}://{host}/{db}?pwd={query_pw}"), false),
         (format!("  {scheme}://u:{pw}@{host}/{db}  "), false),
@@ -148,11 +159,17 @@ fn url(rng: &mut StdRng, pw: &str) -> (String, bool) {
         (format!("{scheme}://u:{pw}@{host}/{db}#fragment"), true),
         (format!("{scheme}://u:{pw}@{host}/{db}?{query_pw}"), false),
         (format!("sqlite://u:{pw}@{host}/{db}"), true),
-        (format!("sqlite:///tmp/ormsync-no-such-dir/x.db?key={enc}"), false),
+        (
+            format!("sqlite:///tmp/ormsync-no-such-dir/x.db?key={enc}"),
+            false,
+        ),
         (format!("http://u:{pw}@{host}/{db}"), true),
         (pw.to_string(), true),
         (format!("{scheme}://{pw}@{host}/{db}"), false),
-        (format!("{scheme}://u:{pw}@{host}/{db},{scheme}://u:{pw}@{host}/{db}"), false),
+        (
+            format!("{scheme}://u:{pw}@{host}/{db},{scheme}://u:{pw}@{host}/{db}"),
+            false,
+        ),
     ];
     shapes[rng.random_range(0..shapes.len())].clone()
 }
@@ -253,14 +270,26 @@ async fn no_password_in_any_output() {
     let good_source = source.url.clone();
     let dir = tempfile::tempdir().expect("temp dir");
 
+    // A database that exists, where PostgreSQL (trust) accepts any password: the commands
+    // connect and get as far as they can with the password in their options.
+    let existing = TestDb::create(Backend::Postgres).await;
+    let mut hosts = HOSTS.to_vec();
+    let existing_name = existing
+        .as_ref()
+        .and_then(|db| db.url.rsplit_once('/').map(|(_, name)| name.to_string()));
+    if let Some(name) = &existing_name {
+        hosts.push(("postgres", "127.0.0.1:5432", name.as_str()));
+        hosts.push(("postgresql", "localhost:5432", name.as_str()));
+    }
+
     let mut rng = StdRng::seed_from_u64(seed);
     let mut cases = Vec::new();
     for (c, command) in COMMANDS.iter().enumerate() {
         for (i, input) in INPUTS.iter().enumerate() {
-            for k in 0..2 {
+            for k in 0..PER_COMBINATION {
                 let pw = password(&mut rng);
-                let (text, must_refuse) = url(&mut rng, &pw);
-                let n = (c * INPUTS.len() + i) * 2 + k;
+                let (text, must_refuse) = url(&mut rng, &pw, &hosts);
+                let n = (c * INPUTS.len() + i) * PER_COMBINATION + k;
                 let (args, env) = case(*input, command, &text, &good_source, dir.path(), n);
                 cases.push((pw, text, must_refuse, *input, args, env));
             }
@@ -298,9 +327,10 @@ async fn no_password_in_any_output() {
                         for (name, text) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
                             for form in &forms {
                                 if text.contains(form.as_str()) {
-                                    failures.lock().unwrap().push(format!(
-                                        "{what}: {name} shows {form:?}:\n{text}"
-                                    ));
+                                    failures
+                                        .lock()
+                                        .unwrap()
+                                        .push(format!("{what}: {name} shows {form:?}:\n{text}"));
                                 }
                             }
                         }
@@ -327,6 +357,11 @@ async fn no_password_in_any_output() {
         failures.is_empty(),
         "seed {seed}: {} failures, the first:\n{}",
         failures.len(),
-        failures.iter().take(3).cloned().collect::<Vec<_>>().join("\n\n")
+        failures
+            .iter()
+            .take(3)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n\n")
     );
 }

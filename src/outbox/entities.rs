@@ -58,7 +58,8 @@ pub async fn load<C: ConnectionTrait>(db: &C) -> Result<Vec<TableSpec>> {
         .await
         .map_err(|e| {
             // The hint is for a source where the table is missing, not for a lost connection.
-            let context = if crate::classify::classify(&e) == crate::classify::ErrorKind::Transient {
+            let context = if crate::classify::classify(&e) == crate::classify::ErrorKind::Transient
+            {
                 "reading `ormsync_entities`"
             } else {
                 "reading `ormsync_entities` (start a replicator of this version on the source \

@@ -12,9 +12,7 @@ use std::time::Duration;
 use ormsync::redact::describe_sqlx;
 use ormsync::{Error, Result};
 use sea_orm::sqlx::{self, ConnectOptions as _, Connection as _};
-use sea_orm::{
-    DatabaseConnection, SqlxMySqlConnector, SqlxPostgresConnector, SqlxSqliteConnector,
-};
+use sea_orm::{DatabaseConnection, SqlxMySqlConnector, SqlxPostgresConnector, SqlxSqliteConnector};
 use serde::Deserialize;
 
 use crate::args::Connections;
@@ -159,12 +157,12 @@ impl Urls {
 
         let source = match (&c.source, file.source) {
             (Some(text), _) => {
-                let input =
-                    if std::env::var(SOURCE_ENV).is_ok_and(|env| env.trim() == text.trim()) {
-                        SOURCE_ENV.to_string()
-                    } else {
-                        "--source".to_string()
-                    };
+                let input = if std::env::var(SOURCE_ENV).is_ok_and(|env| env.trim() == text.trim())
+                {
+                    SOURCE_ENV.to_string()
+                } else {
+                    "--source".to_string()
+                };
                 Some(parse(text, || input)?)
             }
             (None, Some(text)) => Some(parse(&text, || {
@@ -273,10 +271,7 @@ async fn open<DB: sqlx::Database>(
 ) -> std::result::Result<sqlx::Pool<DB>, String> {
     match tokio::time::timeout(CONNECT_TIMEOUT, options.connect()).await {
         Err(_) => {
-            return Err(format!(
-                "no answer within {} s",
-                CONNECT_TIMEOUT.as_secs()
-            ));
+            return Err(format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()));
         }
         Ok(Err(e)) => return Err(reason(&e)),
         Ok(Ok(connection)) => {
@@ -332,7 +327,10 @@ mod tests {
         ))
         .unwrap();
         let shown = |u: &DbUrl| u.to_string();
-        assert_eq!(urls.source.as_ref().map(shown).as_deref(), Some("sqlite://file.db"));
+        assert_eq!(
+            urls.source.as_ref().map(shown).as_deref(),
+            Some("sqlite://file.db")
+        );
         assert_eq!(shown(&urls.dests["a"]), "sqlite://a.db");
         assert_eq!(shown(&urls.dests["b"]), "sqlite://flag.db");
         let urls = Urls::resolve(&connections(Some("sqlite://flag.db"), &[], Some(path))).unwrap();

@@ -44,7 +44,9 @@ impl fmt::Display for Malformed {
             Malformed::UnknownScheme => {
                 "its scheme is none of postgres, postgresql, mysql, mariadb, sqlite"
             }
-            Malformed::User => "the user name holds a character a user name cannot (/ ? # @ or a space)",
+            Malformed::User => {
+                "the user name holds a character a user name cannot (/ ? # @ or a space)"
+            }
             Malformed::Host => "the host is not a host name or an address",
             Malformed::Port => "the port is not a number from 1 to 65535",
             Malformed::Database => "the database name holds a space or `#`",
@@ -95,8 +97,8 @@ pub fn is_secret_name(name: &str) -> bool {
         .collect::<String>()
         .to_ascii_lowercase();
     ["pass", "pwd", "secret", "token", "key", "auth", "cred"]
-    .iter()
-    .any(|word| flat.contains(word))
+        .iter()
+        .any(|word| flat.contains(word))
 }
 
 impl DbUrl {
@@ -240,11 +242,11 @@ impl DbUrl {
             }
             let lower = name.to_ascii_lowercase();
             if DRIVER_KEY_PATHS.contains(&lower.as_str()) {
-                self.hidden_params.push((name.to_string(), value.to_string()));
+                self.hidden_params
+                    .push((name.to_string(), value.to_string()));
             } else if is_secret_name(name) {
                 add_secret(&mut self.secrets, value);
-                if lower == "password" && self.password.is_none() && self.engine != Engine::Sqlite
-                {
+                if lower == "password" && self.password.is_none() && self.engine != Engine::Sqlite {
                     self.password = Some(decode(value));
                 } else {
                     tracing::warn!(
@@ -468,6 +470,7 @@ pub fn scrub_all(text: &str) -> String {
 }
 
 /// Writes log lines to stderr through [`scrub_all`], a line at a time.
+#[derive(Default)]
 pub struct ScrubbedStderr(Vec<u8>);
 
 impl ScrubbedStderr {
@@ -572,8 +575,14 @@ mod tests {
             shown("postgresql://app@db/prod?sslmode=require"),
             "postgres://app@db/prod?sslmode=require"
         );
-        assert_eq!(shown("mysql://root@127.0.0.1:3306"), "mysql://root@127.0.0.1:3306");
-        assert_eq!(shown("sqlite:///tmp/a.db?mode=rwc"), "sqlite:///tmp/a.db?mode=rwc");
+        assert_eq!(
+            shown("mysql://root@127.0.0.1:3306"),
+            "mysql://root@127.0.0.1:3306"
+        );
+        assert_eq!(
+            shown("sqlite:///tmp/a.db?mode=rwc"),
+            "sqlite:///tmp/a.db?mode=rwc"
+        );
         assert_eq!(shown("sqlite::memory:"), "sqlite://:memory:");
         assert_eq!(shown("postgres://[::1]:5432/x"), "postgres://[::1]:5432/x");
     }
@@ -600,7 +609,15 @@ mod tests {
             url.driver_url(),
             "postgres://h/db?sslmode=require&sslkey=/k"
         );
-        for name in ["password", "PASS", "pwd", "secret", "token", "key", "sslpassword"] {
+        for name in [
+            "password",
+            "PASS",
+            "pwd",
+            "secret",
+            "token",
+            "key",
+            "sslpassword",
+        ] {
             assert!(is_secret_name(name), "{name}");
         }
         assert!(!is_secret_name("sslmode"));

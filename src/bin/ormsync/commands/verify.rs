@@ -23,12 +23,7 @@ struct Verified {
 /// Exit code of a verify that found drift.
 const DRIFT: u8 = 1;
 
-pub async fn verify(
-    urls: &Urls,
-    scope: &Scope,
-    json: bool,
-    show_values: bool,
-) -> Result<ExitCode> {
+pub async fn verify(urls: &Urls, scope: &Scope, json: bool, show_values: bool) -> Result<ExitCode> {
     let source = urls.source().await?;
     let specs = tables(&source, &scope.tables).await?;
     let mut all = Vec::new();

@@ -165,7 +165,7 @@ fn url(rng: &mut StdRng, pw: &str, hosts: &[(&str, &str, &str)]) -> (String, boo
         ),
         (format!("http://u:{pw}@{host}/{db}"), true),
         (pw.to_string(), true),
-        (format!("{scheme}://{pw}@{host}/{db}"), false),
+        (format!("{scheme}://:{pw}@{host}/{db}"), false),
         (
             format!("{scheme}://u:{pw}@{host}/{db},{scheme}://u:{pw}@{host}/{db}"),
             false,

@@ -246,9 +246,14 @@ impl DbUrl {
                     .push((name.to_string(), value.to_string()));
             } else if is_secret_name(name) {
                 add_secret(&mut self.secrets, value);
-                if lower == "password" && self.password.is_none() && self.engine != Engine::Sqlite {
-                    self.password = Some(decode(value));
+                if lower == "password" && self.engine != Engine::Sqlite {
+                    // The password of the credentials, when both are given, as sqlx does not:
+                    // the one a person sees first in the URL is the one used.
+                    if self.password.is_none() {
+                        self.password = Some(decode(value));
+                    }
                 } else {
+                    // Passed on, the driver would log it with its value as unknown.
                     tracing::warn!(
                         parameter = name,
                         "ignoring a parameter named like a secret, which the driver does not read"

@@ -20,7 +20,8 @@ use rand::{Rng, SeedableRng};
 /// The characters a generated password draws from: letters and digits, and every
 /// character that means something in a URL.
 const SPECIAL: &[char] = &[
-    '/', '@', ':', '?', '#', '%', '+', ' ', '&', '=', ',', '!', '$', ';', '~', '\'',
+    '/', '@', ':', '?', '#', '%', '+', ' ', '&', '=', ',', '!', '$', ';', '~', '\'', '"', '\\',
+    '[', ']', '{', '}', '<', '>', '|', '^', '`', '*', '(', ')', '\t', 'é', '€',
 ];
 
 /// Hosts: a refused port (fails at once), and the test servers, which refuse a wrong

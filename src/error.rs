@@ -315,6 +315,14 @@ pub enum Error {
         known: Vec<String>,
     },
 
+    /// The source records no replicated table: no replicator of this version has started
+    /// on it.
+    #[error(
+        "the source records no replicated table: start the application's replicator (this \
+         version or later) once, so it records them in `ormsync_entities`"
+    )]
+    NothingRecorded,
+
     /// A wait for another process ran out.
     #[error("{what} did not finish within {seconds} s; {after}")]
     Timeout {

@@ -992,6 +992,17 @@ async fn hints_only_where_they_apply() {
     let run = ormsync(args(&["--source", &url(&db), "--dest", &dest, "verify"])).await;
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(run.stderr.contains("start a replicator"), "{}", run.stderr);
+    // Installed, but no replicator has recorded its tables yet.
+    ormsync::install(&db.db).await.unwrap();
+    let run = ormsync(args(&["--source", &url(&db), "--dest", &dest, "verify"])).await;
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(
+            "error: the source records no replicated table: start the application's replicator"
+        ),
+        "{}",
+        run.stderr
+    );
     let run = ormsync(args(&[
         "--source",
         "postgres://u@127.0.0.1:1/x",

@@ -110,11 +110,7 @@ pub async fn repair(
 pub(super) async fn tables(source: &DatabaseConnection, only: &[String]) -> Result<Vec<TableSpec>> {
     let all = ormsync::outbox::entities::load(source).await?;
     if all.is_empty() {
-        return Err(Error::Config(
-            "the source records no replicated table: start the application's replicator (this \
-             version or later) once, so it records them in `ormsync_entities`"
-                .into(),
-        ));
+        return Err(Error::NothingRecorded);
     }
     if let Some(unknown) = only.iter().find(|t| !all.iter().any(|s| &s.table == *t)) {
         return Err(Error::NotReplicated {

@@ -658,6 +658,47 @@ mod tests {
     }
 
     #[test]
+    fn random_passwords_come_back_whole_raw_or_encoded() {
+        use rand::{Rng, SeedableRng};
+        let seed = std::env::var("ORMSYNC_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| rand::rng().random());
+        println!("dburl seed = {seed}");
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let chars: Vec<char> = "abcXYZ019/@:?#%+ &=,!$;~'\"\\[]{}<>|^`*()é€"
+            .chars()
+            .collect();
+        for _ in 0..2000 {
+            let len = rng.random_range(1..24);
+            // A prefix found nowhere else in the URL, so that finding it means a leak.
+            let pw: String = "Qz"
+                .chars()
+                .chain((0..len).map(|_| chars[rng.random_range(0..chars.len())]))
+                .collect();
+            // Typed raw, a `%` with two hex digits after it is an escape, as in any URL.
+            for (text, expected) in [
+                (format!("postgres://u:{pw}@h:5432/db"), decode(&pw)),
+                (format!("mysql://u:{}@h:5432/db", encode(&pw)), pw.clone()),
+                (
+                    format!("postgres://u@h:5432/db?x=1&password={}", encode(&pw)),
+                    pw.clone(),
+                ),
+            ] {
+                let url = DbUrl::parse(&text).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+                assert_eq!(url.password(), Some(expected.as_str()), "seed {seed}");
+                assert!(
+                    url.to_string().ends_with("u:***@h:5432/db")
+                        || url.to_string().contains("u:***@h:5432/db?x=1"),
+                    "seed {seed}: {url}"
+                );
+                assert!(!url.driver_url().contains(&pw), "seed {seed}");
+                assert!(!url.scrub(&format!("<{pw}>")).contains(&pw), "seed {seed}");
+            }
+        }
+    }
+
+    #[test]
     fn scrub_removes_every_form_of_the_password() {
         let url = DbUrl::parse("postgres://u:p%2Fw d@h/db").unwrap();
         assert_eq!(url.password(), Some("p/w d"));

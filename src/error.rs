@@ -315,6 +315,17 @@ pub enum Error {
         known: Vec<String>,
     },
 
+    /// A database given as the source lacks ormsync's tables.
+    #[error(
+        "the source has no `{table}` table: no replicator has started on it yet, or this is \
+         not the application's database; a replicator creates ormsync's tables when it starts \
+         (`ormsync::install` does too)"
+    )]
+    NotInstalled {
+        /// The table looked for.
+        table: String,
+    },
+
     /// The source records no replicated table: no replicator of this version has started
     /// on it.
     #[error(

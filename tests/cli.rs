@@ -980,8 +980,9 @@ async fn urls_are_shown_rebuilt_or_not_at_all() {
     assert!(!run.stderr.contains("t0k"), "{}", run.stderr);
 }
 
-/// Hints show only where they apply: a source that records no replicated table is told to
-/// start a replicator; the same command at a refused port is not.
+/// Hints show only where they apply: a source without ormsync's tables, or that records no
+/// replicated table, is told to start a replicator; the same command at a refused port is
+/// not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hints_only_where_they_apply() {
     let Some(db) = TestDb::create(Backend::Sqlite).await else {
@@ -989,9 +990,25 @@ async fn hints_only_where_they_apply() {
     };
     let dir = tempfile::tempdir().unwrap();
     let dest = format!("d=sqlite://{}?mode=rwc", dir.path().join("d.db").display());
-    let run = ormsync(args(&["--source", &url(&db), "--dest", &dest, "verify"])).await;
-    assert_eq!(run.code, 2, "{}", run.stderr);
-    assert!(run.stderr.contains("start a replicator"), "{}", run.stderr);
+    for command in [
+        &["verify"][..],
+        &["status"],
+        &["pause", "d"],
+        &["dead-letters", "list"],
+    ] {
+        let mut a = args(&["--source", &url(&db), "--dest", &dest]);
+        a.extend(args(command));
+        let run = ormsync(a).await;
+        assert_eq!(run.code, 2, "{}", run.stderr);
+        assert!(
+            run.stderr.contains(
+                "error: the source has no `ormsync_progress` table: no replicator has started on \
+                 it yet"
+            ),
+            "{command:?}: {}",
+            run.stderr
+        );
+    }
     // Installed, but no replicator has recorded its tables yet.
     ormsync::install(&db.db).await.unwrap();
     let run = ormsync(args(&["--source", &url(&db), "--dest", &dest, "verify"])).await;

@@ -9,10 +9,14 @@ use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::time::Duration;
 
+use ormsync::classify::{ErrorKind, classify};
 use ormsync::redact::describe_sqlx;
 use ormsync::{Error, Result};
 use sea_orm::sqlx::{self, ConnectOptions as _, Connection as _};
-use sea_orm::{DatabaseConnection, SqlxMySqlConnector, SqlxPostgresConnector, SqlxSqliteConnector};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, SqlxMySqlConnector, SqlxPostgresConnector,
+    SqlxSqliteConnector,
+};
 use serde::Deserialize;
 
 use crate::args::Connections;
@@ -180,7 +184,23 @@ impl Urls {
                 "no source database: pass --source URL, set {SOURCE_ENV}, or name it in --config"
             ))
         })?;
-        connect("the source", url).await
+        let db = connect("the source", url).await?;
+        // Every command reads this table: a database without it gets one message that
+        // says so, rather than each command's failure to read its own table.
+        let probe = "SELECT 1 FROM ormsync_progress WHERE 1 = 0";
+        if let Err(e) = db.execute_unprepared(probe).await {
+            return Err(if classify(&e) == ErrorKind::Transient {
+                Error::Db {
+                    context: "reading `ormsync_progress`".into(),
+                    source: e,
+                }
+            } else {
+                Error::NotInstalled {
+                    table: "ormsync_progress".into(),
+                }
+            });
+        }
+        Ok(db)
     }
 
     /// The configured destinations' names.

@@ -2,7 +2,7 @@
 
 use sea_orm::DbErr;
 
-use crate::redact::redact;
+use crate::redact::describe;
 
 /// Everything that can go wrong in ormsync, with what a person needs to act on it.
 ///
@@ -13,7 +13,7 @@ use crate::redact::redact;
 #[non_exhaustive]
 pub enum Error {
     /// A database call failed; `context` says which one.
-    #[error("{context}: {}", redact(&.source.to_string()))]
+    #[error("{context}: {}", describe(.source))]
     Db {
         /// What ormsync was doing, e.g. "reading the outbox".
         context: String,
@@ -91,7 +91,7 @@ pub enum Error {
     /// A change could not be applied at a destination.
     #[error(
         "destination `{destination}`: change {id} to `{table}` could not be applied: {}",
-        redact(&.source.to_string())
+        describe(.source)
     )]
     Apply {
         /// The destination's name.
@@ -270,6 +270,107 @@ pub enum Error {
     #[error("no destination named `{0}` is configured")]
     UnknownDestination(String),
 
+    /// The source records no destination of that name: none of its replicators has
+    /// shipped to one so named.
+    #[error(
+        "the source has no destination named `{name}` ({}); a destination appears there once \
+         a replicator has shipped to it",
+        known_names(.known)
+    )]
+    UnregisteredDestination {
+        /// The name asked for.
+        name: String,
+        /// The destinations the source records.
+        known: Vec<String>,
+    },
+
+    /// A database URL that could not be parsed. The URL is not quoted: a malformed URL may
+    /// hold its password anywhere.
+    #[error(
+        "{input} is not a database URL that ormsync can read: {reason} (the URL is not shown, \
+         as it may hold a password); expected {expected}"
+    )]
+    BadUrl {
+        /// Where the URL came from: `--source`, `--dest NAME`, an environment variable, a
+        /// config file entry.
+        input: String,
+        /// What is wrong with it.
+        reason: String,
+        /// The forms expected.
+        expected: String,
+    },
+
+    /// A database could not be connected to.
+    #[error("connecting to {target}: {reason}")]
+    Connect {
+        /// Which database, its URL shown without secrets.
+        target: String,
+        /// Why (the driver's reason, without its noise or any secret).
+        reason: String,
+    },
+
+    /// No replicator instance runs for a destination, and the request needs one.
+    #[error("no replicator is running for `{destination}`: {remedy}")]
+    NoReplicator {
+        /// The destination's name.
+        destination: String,
+        /// What to do instead.
+        remedy: String,
+    },
+
+    /// A table named on the command line is not one the source replicates.
+    #[error(
+        "`{table}` is not a replicated table of this source; it replicates: {}",
+        if .known.is_empty() { "nothing yet".to_string() } else { .known.join(", ") }
+    )]
+    NotReplicated {
+        /// The table asked for.
+        table: String,
+        /// The tables the source records.
+        known: Vec<String>,
+    },
+
+    /// A database given as the source lacks ormsync's tables.
+    #[error(
+        "the source has no `{table}` table: no replicator has started on it yet, or this is \
+         not the application's database; a replicator creates ormsync's tables when it starts \
+         (`ormsync::install` does too)"
+    )]
+    NotInstalled {
+        /// The table looked for.
+        table: String,
+    },
+
+    /// The source records no replicated table: no replicator of this version has started
+    /// on it.
+    #[error(
+        "the source records no replicated table: start the application's replicator (this \
+         version or later) once, so it records them in `ormsync_entities`"
+    )]
+    NothingRecorded,
+
+    /// A wait for another process ran out.
+    #[error("{what} did not finish within {seconds} s; {after}")]
+    Timeout {
+        /// What was awaited.
+        what: String,
+        /// How long it was awaited.
+        seconds: u64,
+        /// What happens to it now.
+        after: String,
+    },
+
+    /// A running replicator reported that a request of this process failed.
+    #[error("the replicator `{holder}` could not {action}: {reason}")]
+    RemoteFailed {
+        /// The replicator instance.
+        holder: String,
+        /// What it was asked.
+        action: String,
+        /// Its reason.
+        reason: String,
+    },
+
     /// The destination stopped on a change it refuses for good (policy `Halt`).
     #[error(
         "destination `{destination}` is halted: {reason}. Fix the cause, then call \
@@ -359,6 +460,15 @@ impl From<Error> for DbErr {
             Error::Db { source, .. } => source,
             other => DbErr::Custom(other.to_string()),
         }
+    }
+}
+
+/// The destination names of a message, or that there are none.
+fn known_names(known: &[String]) -> String {
+    if known.is_empty() {
+        "it records none".into()
+    } else {
+        format!("it records: {}", known.join(", "))
     }
 }
 

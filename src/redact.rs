@@ -36,6 +36,38 @@ pub fn redact(text: &str) -> String {
     out
 }
 
+/// A driver error as a person should read it: redacted, and without PostgreSQL's pointer
+/// into its own source code (`… at line 948`), which says nothing about the problem.
+pub fn describe(e: &sea_orm::DbErr) -> String {
+    use sea_orm::{DbErr, RuntimeErr};
+    let text = e.to_string();
+    let text = match e {
+        DbErr::Conn(RuntimeErr::SqlxError(inner))
+        | DbErr::Exec(RuntimeErr::SqlxError(inner))
+        | DbErr::Query(RuntimeErr::SqlxError(inner)) => without_source_line(text, inner),
+        _ => text,
+    };
+    redact(&text)
+}
+
+/// [`describe`] for an error of sqlx itself.
+pub fn describe_sqlx(e: &sea_orm::sqlx::Error) -> String {
+    redact(&without_source_line(e.to_string(), e))
+}
+
+fn without_source_line(text: String, e: &sea_orm::sqlx::Error) -> String {
+    let line = match e {
+        sea_orm::sqlx::Error::Database(d) => d
+            .try_downcast_ref::<sea_orm::sqlx::postgres::PgDatabaseError>()
+            .and_then(|pg| pg.line()),
+        _ => None,
+    };
+    match line {
+        Some(line) => text.replace(&format!(" at line {line}"), ""),
+        None => text,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::redact;

@@ -568,6 +568,39 @@ async fn verify_and_repair(src: Backend, dst: Backend) {
     let text = ormsync_with_env(args(&["verify"]), env).await;
     assert_eq!(text.code, 1);
     assert!(text.stdout.contains("different id=3"), "{}", text.stdout);
+    // Values stay out of the report unless asked for: they may be sensitive.
+    assert!(
+        !text.stdout.contains("tampered") && !drift.stdout.contains("tampered"),
+        "{}",
+        text.stdout
+    );
+    assert!(
+        accounts["different"][0].get("values").is_none(),
+        "{accounts}"
+    );
+    let shown = ormsync(with(&["verify", "--show-values"])).await;
+    assert_eq!(shown.code, 1, "{}", shown.stderr);
+    assert!(
+        shown
+            .stdout
+            .contains("name: source \"someone\", destination \"tampered\""),
+        "{}",
+        shown.stdout
+    );
+    let shown = ormsync(with(&["verify", "--show-values", "--json"]))
+        .await
+        .json();
+    let values = &shown[0]["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["table"] == "accounts")
+        .expect("a report of accounts")["different"][0]["values"];
+    assert_eq!(
+        values,
+        &serde_json::json!([{"column": "name", "source": "\"someone\"", "destination": "\"tampered\""}]),
+        "{shown}"
+    );
     let other = ormsync(with(&["verify", "--table", "line_items"])).await;
     assert_eq!(other.code, 0, "only line_items: in sync\n{}", other.stdout);
 
@@ -681,21 +714,47 @@ async fn resync_through_the_running_replicator(src: Backend, dst: Backend) {
     rep.sync_now().await.unwrap();
     assert_all_same(&s.db, &d.db).await;
 
-    // A table that is not replicated: refused before anything is asked.
+    // A table that is not replicated: refused before anything is asked, naming those
+    // that are.
     let unknown = ormsync(with(&["resync", "backup", "--table", "nope"])).await;
     assert_eq!(unknown.code, 2, "{}", unknown.stdout);
     assert!(
-        unknown.stderr.contains("`nope` is not a replicated table"),
+        unknown.stderr.contains(
+            "`nope` is not a replicated table of this source; it replicates: accounts, line_items"
+        ),
         "{}",
         unknown.stderr
     );
+    assert!(
+        !unknown.stderr.contains("invalid configuration"),
+        "{}",
+        unknown.stderr
+    );
+
+    // A resync that does not finish in time is a timeout, not a configuration error.
+    let late = ormsync(with(&["resync", "backup", "--wait", "0"])).await;
+    assert_eq!(late.code, 2, "{}", late.stdout);
+    assert!(
+        late.stderr
+            .contains("did not finish within 0 s; it goes on"),
+        "{}",
+        late.stderr
+    );
+    assert!(
+        !late.stderr.contains("invalid configuration"),
+        "{}",
+        late.stderr
+    );
+    rep.sync_now().await.unwrap();
 
     // No replicator left to ask: it says what to do.
     rep.shutdown().await;
     let alone = ormsync(with(&["resync", "backup", "--table", "accounts"])).await;
     assert_eq!(alone.code, 2, "{}", alone.stdout);
     assert!(
-        alone.stderr.contains("start the application's replicator"),
+        alone.stderr.contains(
+            "error: no replicator is running for `backup`: start the application's replicator"
+        ),
         "{}",
         alone.stderr
     );
@@ -806,4 +865,204 @@ async fn resume_takes_a_halt_away_and_a_pause_survives_a_restart() {
     rep.sync_now().await.unwrap();
     assert_all_same(&s.db, &d.db).await;
     rep.shutdown().await;
+}
+
+/// A destination the source does not know is an error on every command that names one,
+/// worded for where the names come from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_destination_exits_2_on_every_command() {
+    let Some((s, d)) = pair(Backend::Sqlite, Backend::Sqlite).await else {
+        return;
+    };
+    let rep = builder(&s.db)
+        .destination(Destination::new("backup", d.db.clone()))
+        .start()
+        .await
+        .unwrap();
+    rep.sync_now().await.unwrap();
+    rep.shutdown().await;
+    let source = url(&s);
+    for command in [
+        &["dead-letters", "list", "nosuch"][..],
+        &["dead-letters", "list", "nosuch", "--json"],
+        &["dead-letters", "discard", "nosuch", "--all"],
+        &["dead-letters", "discard", "nosuch", "--id", "1"],
+        &["dead-letters", "replay", "nosuch"],
+        &["dead-letters", "replay", "nosuch", "--direct"],
+        &["pause", "nosuch"],
+        &["resume", "nosuch"],
+        &["resync", "nosuch"],
+    ] {
+        let mut a = args(&["--source", &source]);
+        a.extend(args(command));
+        let run = ormsync(a).await;
+        assert_eq!(run.code, 2, "{command:?}: {}{}", run.stdout, run.stderr);
+        assert!(
+            run.stderr.contains(
+                "error: the source has no destination named `nosuch` (it records: backup)"
+            ),
+            "{command:?}: {}",
+            run.stderr
+        );
+        assert!(!run.stderr.contains("is configured"), "{}", run.stderr);
+    }
+    // verify and repair take their destinations from the configuration.
+    let dest = format!("backup={}", url(&d));
+    for command in [&["verify", "nosuch"][..], &["repair", "nosuch"]] {
+        let mut a = args(&["--source", &source, "--dest", &dest]);
+        a.extend(args(command));
+        let run = ormsync(a).await;
+        assert_eq!(run.code, 2, "{command:?}: {}{}", run.stdout, run.stderr);
+        assert!(
+            run.stderr
+                .contains("error: no destination named `nosuch` is configured"),
+            "{command:?}: {}",
+            run.stderr
+        );
+    }
+}
+
+/// A refused port is reported at once, as what it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_connection_says_so_at_once() {
+    for source in [
+        format!("postgres://postgres:{PASSWORD}@127.0.0.1:1/nowhere"),
+        format!("mysql://root:{PASSWORD}@127.0.0.1:1/nowhere"),
+    ] {
+        let started = Instant::now();
+        let run = ormsync(args(&["--source", &source, "status"])).await;
+        assert_eq!(run.code, 2, "{}", run.stderr);
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "took {:?}",
+            started.elapsed()
+        );
+        assert!(
+            run.stderr
+                .contains(":***@127.0.0.1:1/nowhere: connection refused"),
+            "{}",
+            run.stderr
+        );
+        assert!(!run.stderr.contains("timed out"), "{}", run.stderr);
+    }
+}
+
+/// The server's pointer into its own source code is not the user's business.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn driver_noise_stays_out_of_messages() {
+    let Some(db) = TestDb::create(Backend::Postgres).await else {
+        return;
+    };
+    let missing = url(&db)
+        .rsplit_once('/')
+        .map(|(server, _)| server.to_string())
+        .unwrap()
+        + "/ormsync_no_such_database";
+    let run = ormsync(args(&["--source", &missing, "status"])).await;
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("\"ormsync_no_such_database\" does not exist"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains(" at line "), "{}", run.stderr);
+}
+
+/// A URL that cannot be parsed is refused without being quoted, naming the input and the
+/// forms expected; one that can is shown rebuilt without its secrets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn urls_are_shown_rebuilt_or_not_at_all() {
+    for (input, env) in [
+        (vec!["--source", "postgres//u:s3cret@h/db", "status"], None),
+        (vec!["--dest", "maria=mysql:u:s3cret@h", "verify"], None),
+        (
+            vec!["status"],
+            Some(("ORMSYNC_SOURCE_URL", "postgres:/u:s3cret@h/db")),
+        ),
+    ] {
+        let env: Vec<(&'static str, String)> =
+            env.into_iter().map(|(k, v)| (k, v.to_string())).collect();
+        let run = ormsync_with_env(args(&input), env).await;
+        assert_eq!(run.code, 2, "{}", run.stderr);
+        assert!(
+            run.stderr
+                .contains("is not a database URL that ormsync can read")
+                && run
+                    .stderr
+                    .contains("expected postgres://user:password@host:port/database"),
+            "{}",
+            run.stderr
+        );
+        assert!(!run.stderr.contains("u:s"), "not quoted: {}", run.stderr);
+    }
+    let run = ormsync(args(&["--dest", "maria=mysql:u:s3cret@h", "status"])).await;
+    assert!(run.stderr.contains("--dest maria"), "{}", run.stderr);
+    let run = ormsync(args(&[
+        "--source",
+        "postgres://app:a/b@c@127.0.0.1:1/db?sslmode=disable&password=s3cret&api_token=t0k",
+        "status",
+    ]))
+    .await;
+    assert!(
+        run.stderr.contains(
+            "connecting to the source at postgres://app:***@127.0.0.1:1/db?sslmode=disable: \
+             connection refused"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("t0k"), "{}", run.stderr);
+}
+
+/// Hints show only where they apply: a source without ormsync's tables, or that records no
+/// replicated table, is told to start a replicator; the same command at a refused port is
+/// not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hints_only_where_they_apply() {
+    let Some(db) = TestDb::create(Backend::Sqlite).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let dest = format!("d=sqlite://{}?mode=rwc", dir.path().join("d.db").display());
+    for command in [
+        &["verify"][..],
+        &["status"],
+        &["pause", "d"],
+        &["dead-letters", "list"],
+    ] {
+        let mut a = args(&["--source", &url(&db), "--dest", &dest]);
+        a.extend(args(command));
+        let run = ormsync(a).await;
+        assert_eq!(run.code, 2, "{}", run.stderr);
+        assert!(
+            run.stderr.contains(
+                "error: the source has no `ormsync_progress` table: no replicator has started on \
+                 it yet"
+            ),
+            "{command:?}: {}",
+            run.stderr
+        );
+    }
+    // Installed, but no replicator has recorded its tables yet.
+    ormsync::install(&db.db).await.unwrap();
+    let run = ormsync(args(&["--source", &url(&db), "--dest", &dest, "verify"])).await;
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(
+            "error: the source records no replicated table: start the application's replicator"
+        ),
+        "{}",
+        run.stderr
+    );
+    let run = ormsync(args(&[
+        "--source",
+        "postgres://u@127.0.0.1:1/x",
+        "--dest",
+        &dest,
+        "verify",
+    ]))
+    .await;
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(!run.stderr.contains("start"), "{}", run.stderr);
 }

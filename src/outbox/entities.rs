@@ -56,10 +56,16 @@ pub async fn load<C: ConnectionTrait>(db: &C) -> Result<Vec<TableSpec>> {
             "SELECT table_name, spec FROM ormsync_entities ORDER BY table_name",
         ))
         .await
-        .context(|| {
-            "reading `ormsync_entities` (start a replicator of this version on the source once to \
-             record the replicated tables)"
-                .into()
+        .map_err(|e| {
+            // The hint is for a source where the table is missing, not for a lost connection.
+            let context = if crate::classify::classify(&e) == crate::classify::ErrorKind::Transient
+            {
+                "reading `ormsync_entities`"
+            } else {
+                "reading `ormsync_entities` (start a replicator of this version on the source \
+                 once to record the replicated tables)"
+            };
+            Error::db(context, e)
         })?;
     rows.iter()
         .map(|row| {

@@ -168,6 +168,7 @@ impl Shared {
         };
         tracing::info!(destination = %d.name, instance = %self.instance, "starting replication worker");
         Ok(WorkerHandle {
+            initial_snapshot: d.initial_snapshot,
             skip: d.skip.clone(),
             name: d.name,
             destination: d.db,
@@ -185,6 +186,8 @@ struct WorkerHandle {
     destination: DatabaseConnection,
     /// Tables this destination does not receive.
     skip: HashSet<String>,
+    /// Whether it is copied before it streams, when it has no checkpoint.
+    initial_snapshot: bool,
     status: Arc<Mutex<status::DestinationStatus>>,
     /// The worker's lease, for the state its status shows.
     held_until: HeldUntil,
@@ -297,15 +300,20 @@ impl Replicator {
         target: i64,
         deadline: Option<tokio::time::Instant>,
     ) -> Result<bool> {
-        let destination = self.handle(name, |w| w.destination.clone())?;
+        let (destination, initial_snapshot) =
+            self.handle(name, |w| (w.destination.clone(), w.initial_snapshot))?;
         // The checkpoint table may not exist yet if no batch was ever applied there.
         crate::schema::install(&destination).await?;
         let mut pause = Duration::from_millis(10);
         loop {
-            let position = apply::read_checkpoint(&destination, &self.shared.source_id)
-                .await?
-                .unwrap_or_default();
-            if self.covers(&position, target).await? {
+            let position = apply::read_checkpoint(&destination, &self.shared.source_id).await?;
+            // A copy still to come or under way has not applied what the outbox lacks.
+            let copied = (position.is_some() || !initial_snapshot)
+                && crate::snapshot::progress(&destination, &self.shared.source_id)
+                    .await?
+                    .iter()
+                    .all(|c| c.done);
+            if copied && self.covers(&position.unwrap_or_default(), target).await? {
                 return Ok(true);
             }
             if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {

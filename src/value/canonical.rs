@@ -205,6 +205,59 @@ pub(crate) fn split(row: &[u8]) -> impl Iterator<Item = &[u8]> {
     })
 }
 
+/// One encoded value (a piece of [`split`]) as a person reads it: numbers and text as
+/// they are, timestamps in ISO 8601 (UTC for zoned ones), binary in hex.
+pub(crate) fn show(piece: &[u8]) -> String {
+    fn le<const N: usize>(b: &[u8]) -> Option<[u8; N]> {
+        b.get(..N).and_then(|b| <[u8; N]>::try_from(b).ok())
+    }
+    let Some((&tag, body)) = piece.split_first() else {
+        return "?".into();
+    };
+    let shown = match tag {
+        NULL => Some("NULL".to_string()),
+        BOOL => body.first().map(|b| (*b != 0).to_string()),
+        INT => le::<16>(body).map(|b| i128::from_le_bytes(b).to_string()),
+        FLOAT => le::<8>(body).map(|b| f64::from_bits(u64::from_le_bytes(b)).to_string()),
+        TEXT | ENUM | JSON => body
+            .get(8..)
+            .map(|t| format!("{:?}", String::from_utf8_lossy(t))),
+        BYTES => body.get(8..).map(|t| {
+            let hex: String = t.iter().map(|b| format!("{b:02x}")).collect();
+            format!("x'{hex}'")
+        }),
+        DATE => le::<4>(body)
+            .and_then(|b| chrono::NaiveDate::from_num_days_from_ce_opt(i32::from_le_bytes(b)))
+            .map(|d| d.to_string()),
+        TIME => le::<8>(body).and_then(|b| {
+            let secs = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            let nanos = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
+            chrono::NaiveTime::from_num_seconds_from_midnight_opt(secs, nanos)
+                .map(|t| t.to_string())
+        }),
+        NAIVE_TS | INSTANT => le::<12>(body).and_then(|b| {
+            let secs = i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+            let nanos = u32::from_le_bytes([b[8], b[9], b[10], b[11]]);
+            chrono::DateTime::from_timestamp(secs, nanos).map(|t| {
+                if tag == INSTANT {
+                    t.to_rfc3339()
+                } else {
+                    t.naive_utc().to_string()
+                }
+            })
+        }),
+        UUID => le::<16>(body).map(|b| uuid::Uuid::from_bytes(b).to_string()),
+        DECIMAL => le::<16>(body).and_then(|m| {
+            let scale = u32::from_le_bytes(le::<4>(body.get(16..)?)?);
+            rust_decimal::Decimal::try_from_i128_with_scale(i128::from_le_bytes(m), scale)
+                .ok()
+                .map(|d| d.to_string())
+        }),
+        _ => None,
+    };
+    shown.unwrap_or_else(|| "?".into())
+}
+
 fn int(v: i128, out: &mut Vec<u8>) {
     out.push(INT);
     out.extend_from_slice(&v.to_le_bytes());
@@ -405,6 +458,38 @@ mod tests {
         let mut out = Vec::new();
         encode(v, &mut out);
         out
+    }
+
+    #[test]
+    fn show_reads_each_encoding_back() {
+        let date = NaiveDate::from_ymd_opt(2024, 2, 29).unwrap();
+        let ts = date.and_hms_nano_opt(13, 4, 5, 6_000).unwrap();
+        for (value, shown) in [
+            (Value::Int(None), "NULL"),
+            (Value::Bool(Some(true)), "true"),
+            (Value::BigInt(Some(-42)), "-42"),
+            (Value::Double(Some(1.5)), "1.5"),
+            (Value::String(Some("a \"b\"".into())), "\"a \\\"b\\\"\""),
+            (Value::Bytes(Some(vec![0, 255])), "x'00ff'"),
+            (Value::Date(Some(date)), "2024-02-29"),
+            (Value::Time(Some(ts.time())), "13:04:05.000006"),
+            (Value::DateTime(Some(ts)), "2024-02-29 13:04:05.000006"),
+            (
+                Value::DateTimeUtc(Some(ts.and_utc())),
+                "2024-02-29T13:04:05.000006+00:00",
+            ),
+            (
+                Value::Decimal(Some(Decimal::from_str("10.500").unwrap())),
+                "10.5",
+            ),
+            (
+                Value::Uuid(Some(uuid::Uuid::nil())),
+                "00000000-0000-0000-0000-000000000000",
+            ),
+        ] {
+            assert_eq!(show(&enc(&value)), shown, "{value:?}");
+        }
+        assert_eq!(show(&[]), "?");
     }
 
     #[test]

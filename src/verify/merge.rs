@@ -4,7 +4,7 @@ use std::cmp::Ordering;
 
 use tokio::sync::mpsc;
 
-use super::report::{Report, RowDiff};
+use super::report::{Report, RowDiff, ValueDiff};
 use super::scan::{Chunk, Rows};
 use crate::change::Row;
 use crate::error::Result;
@@ -62,6 +62,7 @@ pub(crate) async fn merge(
     columns: &[String],
     report: &mut Report,
     max_reported: usize,
+    show_values: bool,
 ) -> Result<()> {
     let (mut s, mut d) = (Stream::new(source), Stream::new(dest));
     loop {
@@ -106,9 +107,11 @@ pub(crate) async fn merge(
                 } else {
                     report.different_count += 1;
                     if report.different.len() < max_reported {
+                        let differing = differing_columns(columns, a, b);
                         report.different.push(RowDiff {
                             key: key_row(&report.key_columns, s.chunk.key(s.next)),
-                            columns: differing_columns(columns, a, b),
+                            columns: differing.iter().map(|v| v.column.clone()).collect(),
+                            values: if show_values { differing } else { Vec::new() },
                         });
                     }
                 }
@@ -125,16 +128,19 @@ fn key_row(names: &[String], values: &[Value]) -> Row {
 
 /// The `columns` whose values differ between the rows encoded as `a` and `b` (both rows
 /// of one table, their values in the order of `columns`).
-fn differing_columns(columns: &[String], a: &[u8], b: &[u8]) -> Vec<String> {
+fn differing_columns(columns: &[String], a: &[u8], b: &[u8]) -> Vec<ValueDiff> {
     let (mut a, mut b) = (canonical::split(a), canonical::split(b));
     columns
         .iter()
-        .filter(|_| match (a.next(), b.next()) {
-            (Some(x), Some(y)) => x != y,
-            (None, None) => false,
-            _ => true,
+        .filter_map(|column| match (a.next(), b.next()) {
+            (Some(x), Some(y)) if x == y => None,
+            (None, None) => None,
+            (x, y) => Some(ValueDiff {
+                column: column.clone(),
+                source: x.map_or_else(|| "?".into(), canonical::show),
+                destination: y.map_or_else(|| "?".into(), canonical::show),
+            }),
         })
-        .cloned()
         .collect()
 }
 
@@ -183,7 +189,7 @@ mod tests {
         let (_, _, r) = tokio::join!(
             feed(src, stx),
             feed(dst, dtx),
-            merge(srx, drx, &columns, &mut report, max)
+            merge(srx, drx, &columns, &mut report, max, false)
         );
         r.unwrap();
         report
@@ -280,7 +286,7 @@ mod tests {
                     }
                 }
             },
-            merge(srx, drx, &columns, &mut report, 10)
+            merge(srx, drx, &columns, &mut report, 10, false)
         );
         assert!(matches!(r, Err(crate::error::Error::Config(m)) if m == "boom"));
     }

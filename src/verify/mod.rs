@@ -82,7 +82,7 @@ use tracing::Instrument;
 pub use repair::{
     Drift, Fix, RepairAction, RepairMode, RepairOptions, RepairOutcome, repair, repair_table,
 };
-pub use report::{Report, RowDiff};
+pub use report::{Report, RowDiff, ValueDiff};
 
 use crate::entity::{Replicated, TableSpec};
 use crate::error::{Error, Result};
@@ -108,6 +108,9 @@ pub struct VerifyOptions {
     /// Rows listed per kind (missing, extra, different) in the report; the counts cover
     /// all. Default: 1000.
     pub max_reported: usize,
+    /// Whether a row that differs lists each differing column's values on both sides
+    /// ([`RowDiff::values`]). Default: off, as values may be sensitive.
+    pub show_values: bool,
 }
 
 impl Default for VerifyOptions {
@@ -115,6 +118,7 @@ impl Default for VerifyOptions {
         VerifyOptions {
             chunk_size: 10_000,
             max_reported: 1000,
+            show_values: false,
         }
     }
 }
@@ -131,6 +135,13 @@ impl VerifyOptions {
     #[must_use]
     pub fn max_reported(mut self, rows: usize) -> Self {
         self.max_reported = rows;
+        self
+    }
+
+    /// Sets [`show_values`](VerifyOptions::show_values).
+    #[must_use]
+    pub fn show_values(mut self, show: bool) -> Self {
+        self.show_values = show;
         self
     }
 }
@@ -238,7 +249,15 @@ pub async fn verify_table(
             (Side::Source, feed(source, Side::Source, stx)),
             (Side::Destination, feed(dest, Side::Destination, dtx)),
         ];
-        merge::merge(srx, drx, &spec.columns, &mut report, opts.max_reported).await?;
+        merge::merge(
+            srx,
+            drx,
+            &spec.columns,
+            &mut report,
+            opts.max_reported,
+            opts.show_values,
+        )
+        .await?;
         // A reader that panicked dropped its channel as if its side had ended: the report
         // would call the rest of the other side's rows missing or extra, and a repair
         // would act on it.

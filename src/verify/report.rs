@@ -55,6 +55,22 @@ pub struct RowDiff {
     pub key: Row,
     /// The shipped columns whose values differ, in the entity's column order.
     pub columns: Vec<String>,
+    /// The differing values, when [`VerifyOptions::show_values`](super::VerifyOptions)
+    /// asked for them; empty otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<ValueDiff>,
+}
+
+/// One column of a [`RowDiff`] with its value on each side, as text a person reads.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ValueDiff {
+    /// The column.
+    pub column: String,
+    /// Its value at the source.
+    pub source: String,
+    /// Its value at the destination.
+    pub destination: String,
 }
 
 impl Report {
@@ -126,6 +142,13 @@ impl fmt::Display for Report {
                 KeyDisplay(&d.key),
                 d.columns.join(", ")
             )?;
+            for v in &d.values {
+                write!(
+                    f,
+                    "\n    {}: source {}, destination {}",
+                    v.column, v.source, v.destination
+                )?;
+            }
         }
         more(f, self.different.len(), self.different_count)
     }
@@ -173,6 +196,7 @@ mod tests {
         r.different = vec![RowDiff {
             key: key(2),
             columns: vec!["name".into(), "note".into()],
+            values: Vec::new(),
         }];
         r.different_count = 2;
         let json = serde_json::to_string(&r).unwrap();

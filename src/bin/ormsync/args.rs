@@ -8,7 +8,9 @@ use clap::{Args, Parser, Subcommand};
 /// pause and resume, drift checks and repair.
 ///
 /// Database URLs come from flags, the environment or a JSON config file (in that order of
-/// precedence). Passwords are never printed.
+/// precedence). Passwords are never printed: a URL is shown rebuilt, with `***` for its
+/// password and without parameters named like secrets, and one that cannot be parsed is
+/// not shown at all.
 #[derive(Debug, Parser)]
 #[command(name = "ormsync", version)]
 pub struct Cli {
@@ -31,16 +33,11 @@ pub struct Connections {
     )]
     pub source: Option<String>,
 
-    /// A destination as `name=URL`; repeat for each (the environment variable takes them
-    /// comma separated).
-    #[arg(
-        long = "dest",
-        value_name = "NAME=URL",
-        env = "ORMSYNC_DEST_URLS",
-        value_delimiter = ',',
-        global = true,
-        hide_env_values = true
-    )]
+    /// A destination as `name=URL`; repeat for each. Without any, the environment variable
+    /// ORMSYNC_DEST_URLS takes them comma separated.
+    // Not clap's `env`: it would split a password holding a comma, and could only report a
+    // malformed entry by quoting it. `config` reads the variable.
+    #[arg(long = "dest", value_name = "NAME=URL", global = true)]
     pub dests: Vec<String>,
 
     /// A JSON file: `{"source": URL, "destinations": {NAME: URL, …}}`.
@@ -83,6 +80,10 @@ pub enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// Also print the differing values at the source and the destination. Off by
+        /// default: values may be sensitive, and this output may end up in logs.
+        #[arg(long)]
+        show_values: bool,
     },
     /// Fix the rows `verify` finds different: through the outbox (default) or directly.
     Repair {

@@ -7,6 +7,7 @@
 mod args;
 mod commands;
 mod config;
+mod dburl;
 mod output;
 
 use std::process::ExitCode;
@@ -16,8 +17,9 @@ use clap::Parser;
 fn main() -> ExitCode {
     // Logs go to stderr, warnings only unless RUST_LOG says otherwise; stdout stays for
     // the command's output (and its JSON).
+    // Through the scrubber: a driver's log line quoting a password it was given loses it.
     tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        .with_writer(dburl::ScrubbedStderr::new)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
@@ -37,9 +39,11 @@ fn main() -> ExitCode {
     match runtime.block_on(commands::run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            // ormsync's messages are redacted already; a message quoting a URL from
-            // elsewhere (configuration) goes through the same filter.
-            eprintln!("error: {}", ormsync::redact::redact(&e.to_string()));
+            // No message shows a URL as typed, and driver messages are redacted where they
+            // are wrapped; this is the second line of defence, for one quoting what it
+            // was given.
+            let text = dburl::scrub_all(&e.to_string());
+            eprintln!("error: {text}");
             commands::error_code()
         }
     }

@@ -9,7 +9,7 @@ use ormsync::outbox::{control, overview};
 use ormsync::{Error, Result};
 use sea_orm::DatabaseConnection;
 
-use super::error_code;
+use super::{error_code, registered};
 use crate::args::DeadLetters;
 use crate::config::Urls;
 use crate::output;
@@ -19,7 +19,10 @@ pub async fn run(urls: &Urls, action: DeadLetters) -> Result<ExitCode> {
     match action {
         DeadLetters::List { destination, json } => {
             let names = match destination {
-                Some(name) => vec![name],
+                Some(name) => {
+                    registered(&source, &name).await?;
+                    vec![name]
+                }
                 None => dead_letters::counts(&source)
                     .await?
                     .into_iter()
@@ -59,6 +62,7 @@ pub async fn run(urls: &Urls, action: DeadLetters) -> Result<ExitCode> {
             direct,
             wait,
         } => {
+            registered(&source, &destination).await?;
             let report = if direct {
                 replay_here(urls, &source, &destination).await?
             } else {
@@ -79,6 +83,7 @@ pub async fn run(urls: &Urls, action: DeadLetters) -> Result<ExitCode> {
             destination,
             outbox_id,
         } => {
+            registered(&source, &destination).await?;
             dead_letters::park_by_hand(&source, &destination, outbox_id).await?;
             println!(
                 "`{destination}`: change {outbox_id} parked; if the destination halted on it, \
@@ -91,6 +96,7 @@ pub async fn run(urls: &Urls, action: DeadLetters) -> Result<ExitCode> {
             ids,
             all,
         } => {
+            registered(&source, &destination).await?;
             let ids = (!all).then_some(ids.as_slice());
             let removed = dead_letters::discard(&source, &destination, ids).await?;
             println!("`{destination}`: {removed} discarded");
@@ -125,12 +131,13 @@ async fn replay_by_replicator(
         .ok_or_else(|| Error::UnknownDestination(destination.to_string()))?
         .lease_holder
         .clone()
-        .ok_or_else(|| {
-            Error::Config(format!(
-                "no replicator is running for `{destination}` to replay its dead letters: start \
-                 the application, or pass --direct (with --dest {destination}=URL) to apply them \
-                 from here without the rules the application configures for it"
-            ))
+        .ok_or_else(|| Error::NoReplicator {
+            destination: destination.to_string(),
+            remedy: format!(
+                "start the application to have its replicator replay the dead letters, or pass \
+                 --direct (with --dest {destination}=URL) to apply them from here without the \
+                 rules the application configures for it"
+            ),
         })?;
     let request = control::request_replay(source, destination).await?;
     eprintln!("asked `{holder}` to replay the dead letters of `{destination}`…");
@@ -139,10 +146,11 @@ async fn replay_by_replicator(
         let c = control::read(source, destination).await?;
         if c.replays_done >= request {
             if c.replay_failed < 0 {
-                return Err(Error::Config(format!(
-                    "the replicator `{holder}` could not replay the dead letters of \
-                     `{destination}`; its log says why"
-                )));
+                return Err(Error::RemoteFailed {
+                    holder,
+                    action: format!("replay the dead letters of `{destination}`"),
+                    reason: "its log says why".into(),
+                });
             }
             return Ok(ReplayReport {
                 replayed: c.replayed.max(0) as u64,
@@ -157,11 +165,13 @@ async fn replay_by_replicator(
             ));
         }
         if started.elapsed() >= wait {
-            return Err(Error::Config(format!(
-                "the replicator `{holder}` did not replay the dead letters of `{destination}` \
-                 within {} s; it will when it reads the request (see `ormsync dead-letters list`)",
-                wait.as_secs()
-            )));
+            return Err(Error::Timeout {
+                what: format!("the replay of the dead letters of `{destination}` by `{holder}`"),
+                seconds: wait.as_secs(),
+                after: "the replicator replays them when it reads the request (see `ormsync \
+                        dead-letters list`)"
+                    .into(),
+            });
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

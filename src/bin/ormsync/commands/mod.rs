@@ -9,7 +9,9 @@ mod verify;
 
 use std::process::ExitCode;
 
-use ormsync::Result;
+use ormsync::outbox::progress;
+use ormsync::{Error, Result};
+use sea_orm::DatabaseConnection;
 
 use crate::args::{Cli, Command};
 use crate::config::Urls;
@@ -22,11 +24,14 @@ pub fn error_code() -> ExitCode {
 /// The error of a request whose replicator stopped holding the destination's lease before
 /// it answered: it died or lost the source, and no other instance took over.
 fn holder_gone(holder: &str, destination: &str, what: &str) -> ormsync::Error {
-    ormsync::Error::Config(format!(
-        "the replicator `{holder}` stopped renewing its lease on `{destination}` before it \
-         finished the {what}, and no other instance holds it: it stopped or lost the source. \
-         Start the application's replicator, then run this again"
-    ))
+    ormsync::Error::NoReplicator {
+        destination: destination.to_string(),
+        remedy: format!(
+            "`{holder}` stopped renewing its lease before it finished the {what}, and no other \
+             instance took it over (it stopped, or lost the source); start the application's \
+             replicator, then run this again"
+        ),
+    }
 }
 
 /// Runs the command; `Err` exits with [`error_code`].
@@ -38,7 +43,11 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::DeadLetters(action) => dead_letters::run(&urls, action).await,
         Command::Pause { destination } => pause::run(&urls, &destination, true).await,
         Command::Resume { destination } => pause::run(&urls, &destination, false).await,
-        Command::Verify { scope, json } => verify::verify(&urls, &scope, json).await,
+        Command::Verify {
+            scope,
+            json,
+            show_values,
+        } => verify::verify(&urls, &scope, json, show_values).await,
         Command::Repair {
             scope,
             dry_run,
@@ -50,6 +59,24 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             tables,
             wait,
         } => resync::run(&urls, &destination, &tables, wait).await,
+    }
+}
+
+/// Refuses a destination the source does not record: a typo must not act on nothing and
+/// report success.
+pub async fn registered(source: &DatabaseConnection, name: &str) -> Result<()> {
+    let known: Vec<String> = progress::read_all(source)
+        .await?
+        .into_iter()
+        .map(|(known, _, _)| known)
+        .collect();
+    if known.iter().any(|known| known == name) {
+        Ok(())
+    } else {
+        Err(Error::UnregisteredDestination {
+            name: name.to_string(),
+            known,
+        })
     }
 }
 

@@ -3,21 +3,15 @@
 
 use std::process::ExitCode;
 
-use ormsync::outbox::{control, progress};
-use ormsync::{Error, Result};
+use ormsync::Result;
+use ormsync::outbox::control;
 
+use super::registered;
 use crate::config::Urls;
 
 pub async fn run(urls: &Urls, destination: &str, pause: bool) -> Result<ExitCode> {
     let source = urls.source().await?;
-    // A typo must not pause nothing and report success.
-    let known = progress::read_all(&source)
-        .await?
-        .iter()
-        .any(|(name, _, _)| name == destination);
-    if !known {
-        return Err(Error::UnknownDestination(destination.to_string()));
-    }
+    registered(&source, destination).await?;
     if pause {
         control::pause(&source, destination).await?;
         println!(

@@ -9,12 +9,14 @@ use ormsync::outbox::{control, overview};
 use ormsync::{Error, Result};
 use sea_orm::DatabaseConnection;
 
+use super::registered;
 use super::verify::tables;
 use crate::config::Urls;
 use crate::output::Progress;
 
 pub async fn run(urls: &Urls, destination: &str, only: &[String], wait: u64) -> Result<ExitCode> {
     let source = urls.source().await?;
+    registered(&source, destination).await?;
     // Unknown tables are refused here, before anything is asked of the replicator.
     let specs = tables(&source, only).await?;
     let holder = overview::overview(&source)
@@ -24,12 +26,11 @@ pub async fn run(urls: &Urls, destination: &str, only: &[String], wait: u64) -> 
         .find(|d| d.name == destination)
         .ok_or_else(|| Error::UnknownDestination(destination.to_string()))?
         .lease_holder
-        .ok_or_else(|| {
-            Error::Config(format!(
-                "no replicator is running for `{destination}`: start the application's \
-                 replicator, which resyncs with the destination's key mapping, filters and \
-                 transforms, then run this again"
-            ))
+        .ok_or_else(|| Error::NoReplicator {
+            destination: destination.to_string(),
+            remedy: "start the application's replicator, which resyncs with the destination's \
+                     key mapping, filters and transforms, then run this again"
+                .into(),
         })?;
     let request = control::request_resync(&source, destination, only).await?;
     eprintln!("asked `{holder}` to resync `{destination}`…");
@@ -54,9 +55,11 @@ pub async fn run(urls: &Urls, destination: &str, only: &[String], wait: u64) -> 
         if c.resyncs_done >= request {
             progress.finish();
             if let Some(error) = control::resync_request(&source, destination).await?.error {
-                return Err(Error::Config(format!(
-                    "the replicator `{holder}` could not resync `{destination}`: {error}"
-                )));
+                return Err(Error::RemoteFailed {
+                    holder,
+                    action: format!("resync `{destination}`"),
+                    reason: error,
+                });
             }
             println!("`{destination}`: resynced {}", names.join(", "));
             return Ok(ExitCode::SUCCESS);
@@ -70,11 +73,11 @@ pub async fn run(urls: &Urls, destination: &str, only: &[String], wait: u64) -> 
         }
         if started.elapsed() >= wait {
             progress.finish();
-            return Err(Error::Config(format!(
-                "the replicator `{holder}` did not finish resyncing `{destination}` within {} s; \
-                 it goes on (see `ormsync status`)",
-                wait.as_secs()
-            )));
+            return Err(Error::Timeout {
+                what: format!("the resync of `{destination}` by `{holder}`"),
+                seconds: wait.as_secs(),
+                after: "it goes on (see `ormsync status`)".into(),
+            });
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }

@@ -24,13 +24,13 @@ struct Verified {
 /// Exit code of a verify that found drift.
 const DRIFT: u8 = 1;
 
-pub async fn verify(urls: &Urls, scope: &Scope, json: bool) -> Result<ExitCode> {
+pub async fn verify(urls: &Urls, scope: &Scope, json: bool, show_values: bool) -> Result<ExitCode> {
     let source = urls.source().await?;
     let specs = tables(&source, &scope.tables).await?;
     let mut all = Vec::new();
     for name in urls.scope(scope.destination.as_deref())? {
         let dest = urls.dest(&name).await?;
-        let tables = check(&source, &dest, &name, &specs).await?;
+        let tables = check(&source, &dest, &name, &specs, show_values).await?;
         all.push(Verified {
             in_sync: tables.iter().all(Report::is_clean),
             destination: name,
@@ -75,7 +75,7 @@ pub async fn repair(
     let mut all = Vec::new();
     for name in urls.scope(scope.destination.as_deref())? {
         let dest = urls.dest(&name).await?;
-        let reports = check(&source, &dest, &name, &specs).await?;
+        let reports = check(&source, &dest, &name, &specs, false).await?;
         let mut outcomes = Vec::new();
         for report in reports.iter().filter(|r| !r.is_clean()) {
             let spec = specs
@@ -125,16 +125,13 @@ pub async fn repair(
 pub(super) async fn tables(source: &DatabaseConnection, only: &[String]) -> Result<Vec<TableSpec>> {
     let all = ormsync::outbox::entities::load(source).await?;
     if all.is_empty() {
-        return Err(Error::Config(
-            "the source records no replicated table: start the application's replicator (this \
-             version or later) once, so it records them in `ormsync_entities`"
-                .into(),
-        ));
+        return Err(Error::NothingRecorded);
     }
     if let Some(unknown) = only.iter().find(|t| !all.iter().any(|s| &s.table == *t)) {
-        return Err(Error::Config(format!(
-            "`{unknown}` is not a replicated table of this source"
-        )));
+        return Err(Error::NotReplicated {
+            table: unknown.clone(),
+            known: all.iter().map(|s| s.table.clone()).collect(),
+        });
     }
     Ok(all
         .into_iter()
@@ -148,8 +145,9 @@ async fn check(
     dest: &DatabaseConnection,
     name: &str,
     specs: &[TableSpec],
+    show_values: bool,
 ) -> Result<Vec<Report>> {
-    let opts = VerifyOptions::default();
+    let opts = VerifyOptions::default().show_values(show_values);
     let mut progress = Progress::new(&format!("verify {name}"), specs.len() as u64);
     let mut reports = Vec::with_capacity(specs.len());
     for spec in specs {

@@ -1066,3 +1066,72 @@ async fn hints_only_where_they_apply() {
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(!run.stderr.contains("start"), "{}", run.stderr);
 }
+
+/// A destination halted on a change goes on once an operator parks that change by hand;
+/// the command refuses a change the destination applied and an unknown destination.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn park_by_hand_lets_a_halted_destination_go_on() {
+    let Some((s, d)) = pair(Backend::Sqlite, Backend::Sqlite).await else {
+        return;
+    };
+    refuse_negative(&d.db, true).await;
+    let rep = builder(&s.db)
+        .destination(Destination::new("backup", d.db.clone()).initial_snapshot(false))
+        .start()
+        .await
+        .unwrap();
+    insert_accounts(&s.db, 1..=2, "5").await;
+    insert_accounts(&s.db, 3..=3, "-1").await;
+    insert_accounts(&s.db, 4..=4, "5").await;
+    assert!(rep.sync_now().await.is_err(), "halted on account 3");
+    let outbox_id = |id: i64| {
+        let db = s.db.clone();
+        async move {
+            let row = db
+                .query_one_raw(sea_orm::Statement::from_string(
+                    db.get_database_backend(),
+                    format!("SELECT id FROM ormsync_outbox WHERE pk LIKE '%:{id}}}%'"),
+                ))
+                .await
+                .unwrap()
+                .unwrap();
+            row.try_get_by_index::<i64>(0).unwrap().to_string()
+        }
+    };
+    let (refused, applied) = (outbox_id(3).await, outbox_id(1).await);
+    let source = url(&s);
+
+    let again = ormsync(args(&[
+        "--source", &source, "dead-letters", "park", "backup", &applied,
+    ]))
+    .await;
+    assert_eq!(again.code, 2, "{}{}", again.stdout, again.stderr);
+    assert!(again.stderr.contains("applied"), "{}", again.stderr);
+    let unknown = ormsync(args(&[
+        "--source", &source, "dead-letters", "park", "nosuch", &refused,
+    ]))
+    .await;
+    assert_eq!(unknown.code, 2, "{}{}", unknown.stdout, unknown.stderr);
+
+    ormsync(args(&[
+        "--source", &source, "dead-letters", "park", "backup", &refused,
+    ]))
+    .await
+    .ok();
+    ormsync(args(&["--source", &source, "resume", "backup"]))
+        .await
+        .ok();
+    wait_for(Duration::from_secs(10), "the changes after it", || async {
+        count(&d.db, "accounts").await == 3
+    })
+    .await;
+    let listed = ormsync(args(&[
+        "--source", &source, "dead-letters", "list", "backup", "--json",
+    ]))
+    .await
+    .ok()
+    .json();
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    assert_eq!(listed[0]["outbox_id"].to_string(), refused, "{listed}");
+    rep.shutdown().await;
+}

@@ -1,9 +1,10 @@
 //! Destination side: how a batch of changes lands in a database.
 //!
-//! A batch is planned into multi-row upserts and deletes ([`plan`]), built as bound
-//! statements for the destination's backend ([`statement`]), and applied in one
-//! transaction together with the destination's [`checkpoint`], so a batch is applied
-//! exactly once in effect whatever crashes. Nothing here knows about the replicator.
+//! A batch is planned into multi-row upserts and deletes (`plan`), built as bound
+//! statements for the destination's backend (`statement`), and applied in one
+//! transaction together with the destination's checkpoint (`checkpoint`), so a batch is
+//! applied exactly once in effect whatever crashes. Nothing here knows about the
+//! replicator.
 
 mod checkpoint;
 mod columns;

@@ -1102,19 +1102,34 @@ async fn park_by_hand_lets_a_halted_destination_go_on() {
     let source = url(&s);
 
     let again = ormsync(args(&[
-        "--source", &source, "dead-letters", "park", "backup", &applied,
+        "--source",
+        &source,
+        "dead-letters",
+        "park",
+        "backup",
+        &applied,
     ]))
     .await;
     assert_eq!(again.code, 2, "{}{}", again.stdout, again.stderr);
     assert!(again.stderr.contains("applied"), "{}", again.stderr);
     let unknown = ormsync(args(&[
-        "--source", &source, "dead-letters", "park", "nosuch", &refused,
+        "--source",
+        &source,
+        "dead-letters",
+        "park",
+        "nosuch",
+        &refused,
     ]))
     .await;
     assert_eq!(unknown.code, 2, "{}{}", unknown.stdout, unknown.stderr);
 
     ormsync(args(&[
-        "--source", &source, "dead-letters", "park", "backup", &refused,
+        "--source",
+        &source,
+        "dead-letters",
+        "park",
+        "backup",
+        &refused,
     ]))
     .await
     .ok();
@@ -1126,7 +1141,12 @@ async fn park_by_hand_lets_a_halted_destination_go_on() {
     })
     .await;
     let listed = ormsync(args(&[
-        "--source", &source, "dead-letters", "list", "backup", "--json",
+        "--source",
+        &source,
+        "dead-letters",
+        "list",
+        "backup",
+        "--json",
     ]))
     .await
     .ok()
@@ -1134,4 +1154,67 @@ async fn park_by_hand_lets_a_halted_destination_go_on() {
     assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
     assert_eq!(listed[0]["outbox_id"].to_string(), refused, "{listed}");
     rep.shutdown().await;
+}
+
+/// A request to a replicator that died fails once its lease expires, instead of waiting
+/// out `--wait`; and an outbox repair says it reaches every destination, and that it ships
+/// only once a replicator runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_to_a_replicator_that_died_fail_when_its_lease_expires() {
+    let Some((s, d)) = pair(Backend::Sqlite, Backend::Sqlite).await else {
+        return;
+    };
+    let rep = builder(&s.db)
+        .lease_ttl(Duration::from_secs(5))
+        .destination(Destination::new("backup", d.db.clone()))
+        .start()
+        .await
+        .unwrap();
+    insert_accounts(&s.db, 1..=3, "10").await;
+    rep.sync_now().await.unwrap();
+    // Killed as by SIGKILL: its lease stays until it expires.
+    rep.abort().await;
+    let source = url(&s);
+    let dest = format!("backup={}", url(&d));
+
+    // Asked while the dead holder's lease still runs: the command notices it lapse (the
+    // process would be killed at 60 s, long before `--wait`).
+    let run = ormsync(args(&[
+        "--source", &source, "resync", "backup", "--wait", "600",
+    ]))
+    .await;
+    assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("stopped renewing its lease"),
+        "{}",
+        run.stderr
+    );
+    // Once it lapsed, no replicator runs for it.
+    let run = ormsync(args(&[
+        "--source",
+        &source,
+        "dead-letters",
+        "replay",
+        "backup",
+    ]))
+    .await;
+    assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("no replicator is running"),
+        "{}",
+        run.stderr
+    );
+
+    d.db.execute_unprepared("DELETE FROM accounts WHERE id = 2")
+        .await
+        .unwrap();
+    let repaired = ormsync(args(&["--source", &source, "--dest", &dest, "repair"]))
+        .await
+        .ok();
+    assert!(
+        repaired.stdout.contains("every destination receives")
+            && repaired.stdout.contains("no replicator runs now"),
+        "{}",
+        repaired.stdout
+    );
 }

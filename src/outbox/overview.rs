@@ -183,7 +183,6 @@ pub async fn backlog_by_table<C: ConnectionTrait>(
         .collect()
 }
 
-/// Destinations whose lease has not expired, by the database's clock, and its holder.
 /// The replicator instance holding `destination`'s lease now, if one does: a lease its
 /// holder stopped renewing (the process died) is nobody's once it expires.
 ///
@@ -198,6 +197,7 @@ pub async fn lease_holder<C: ConnectionTrait>(db: &C, destination: &str) -> Resu
         .map(|(_, holder)| holder))
 }
 
+/// Destinations whose lease has not expired, by the database's clock, and its holder.
 async fn live_leases<C: ConnectionTrait>(db: &C) -> Result<Vec<(String, String)>> {
     let backend = db.get_database_backend();
     let now = match backend {

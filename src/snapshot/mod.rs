@@ -33,7 +33,7 @@
 //!   key a change outside the base touched, its row as the snapshot holds it. Those rows
 //!   are written parents first, the keys the snapshot lacks deleted children first, and the
 //!   checkpoint set to the base plus the snapshot's ids, with the base's record removed, in
-//!   one transaction (see [`converge`](self::converge)). The destination then equals the
+//!   one transaction (see `converge`). The destination then equals the
 //!   source at that snapshot, and the stream goes on from exactly there: no change is
 //!   replayed over a newer row, so no replay meets a foreign key its moment did not have.
 //!   A converge interrupted halfway runs again from the same base.

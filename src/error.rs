@@ -413,6 +413,20 @@ pub enum Error {
         holder: String,
     },
 
+    /// Code ormsync calls (a driver, the query builder) panicked while shipping to a
+    /// destination. The destination halts rather than the replicator stopping, and no
+    /// change is lost: the batch it was on stays in the outbox.
+    #[error(
+        "shipping to `{destination}` panicked ({reason}); it halts with nothing lost. Fix the \
+         cause (the message names it), then resume; please report it if it is ormsync's"
+    )]
+    Panicked {
+        /// The destination's name.
+        destination: String,
+        /// The panic's message.
+        reason: String,
+    },
+
     /// The replicator has shut down.
     #[error("the replicator has shut down")]
     Shutdown,

@@ -238,3 +238,80 @@ async fn pooled_writes_are_refused_unless_asked_for_by_name() {
         assert!(!spec.columns.contains(&"local_flag".to_string()));
     }
 }
+
+/// An entity with a PostgreSQL array column the destination's backend has no type for.
+mod tagged {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel, ormsync::Replicated)]
+    #[sea_orm(table_name = "tagged")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: i64,
+        pub name: String,
+        #[replicated(skip)]
+        pub tags: Option<Vec<String>>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+}
+
+/// A panic in code ormsync calls (here sea-query, asked for a MariaDB `CREATE TABLE` with
+/// a PostgreSQL array column) halts that destination with the panic's message; the other
+/// destination and the replicator go on, and nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_halts_its_destination_not_the_replicator() {
+    let (Some(s), Some(maria), Some(pg)) = (
+        TestDb::create(Backend::Postgres).await,
+        TestDb::create(Backend::MySql).await,
+        TestDb::create(Backend::Postgres).await,
+    ) else {
+        return;
+    };
+    s.db.execute_unprepared(
+        "CREATE TABLE tagged (id BIGINT PRIMARY KEY, name TEXT NOT NULL, tags TEXT[])",
+    )
+    .await
+    .unwrap();
+    ormsync::install(&s.db).await.unwrap();
+    let rep = Replicator::builder(s.db.clone())
+        .entity::<tagged::Entity>()
+        .poll_interval(Duration::from_millis(50))
+        .destination(Destination::new("maria", maria.db.clone()).create_tables())
+        .destination(Destination::new("pg", pg.db.clone()).create_tables())
+        .start()
+        .await
+        .unwrap();
+    let txn = s.db.begin().await.unwrap();
+    tagged::ActiveModel {
+        id: Set(1),
+        name: Set("one".into()),
+        tags: Set(Some(vec!["a".into(), "b".into()])),
+    }
+    .insert(&txn)
+    .await
+    .unwrap();
+    txn.commit().await.unwrap();
+
+    let err = rep.sync_destination("maria").await.unwrap_err();
+    assert!(
+        matches!(err, ormsync::Error::Halted { .. }) && err.to_string().contains("panicked"),
+        "{err}"
+    );
+    rep.sync_destination("pg")
+        .await
+        .expect("the other destination ships");
+    assert_eq!(count(&pg.db, "tagged").await, 1);
+    assert_eq!(
+        count(&s.db, "ormsync_outbox").await,
+        1,
+        "the change stays in the outbox"
+    );
+    // The worker is still there to answer.
+    assert!(matches!(
+        rep.sync_destination("maria").await,
+        Err(ormsync::Error::Halted { .. })
+    ));
+    rep.shutdown().await;
+}

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::Utc;
+use futures_util::FutureExt;
 use sea_orm::{DatabaseConnection, TransactionTrait};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant as TokioInstant;
@@ -296,7 +297,19 @@ impl Worker {
             if !due {
                 continue;
             }
-            match self.pass(&mut memory).await {
+            // A panic in code ormsync calls (a driver, sea-query) halts this destination
+            // instead of ending its worker, which would leave every later call to answer
+            // "the replicator has shut down".
+            let pass = std::panic::AssertUnwindSafe(self.pass(&mut memory))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|panic| {
+                    Err(Error::Panicked {
+                        destination: self.name.clone(),
+                        reason: panic_message(panic.as_ref()),
+                    })
+                });
+            match pass {
                 Ok(applied) => {
                     if let Some(e) = episode.take()
                         && e.alerted
@@ -1066,6 +1079,15 @@ impl Worker {
             f(&mut s);
         }
     }
+}
+
+/// What a panic said, when it said it with a string.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into())
 }
 
 /// Resolves when the receiver sees a new value; never, without a receiver or once its

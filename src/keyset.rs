@@ -223,11 +223,24 @@ impl Decoder {
         for (i, (name, null)) in self.columns.iter().enumerate() {
             let v = Value::read_as(res, i, name, null).map_err(|reason| Error::Read {
                 table: self.table.clone(),
-                reason,
+                reason: format!("{reason}, in {}", self.which_row(res)),
             })?;
             out.push(v);
         }
         Ok(())
+    }
+
+    /// The row of `res` named by its key, for an error about one of its other columns.
+    fn which_row(&self, res: &QueryResult) -> String {
+        let mut key = Vec::with_capacity(self.key.len());
+        for &i in &self.key {
+            let (name, null) = &self.columns[i];
+            match Value::read_as(res, i, name, null) {
+                Ok(v) => key.push((name.clone(), v)),
+                Err(_) => return "a row whose key does not decode either".into(),
+            }
+        }
+        format!("the row keyed {}", Row(key).to_json())
     }
 
     /// The shipped columns of a result row, with their names.

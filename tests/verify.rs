@@ -715,3 +715,31 @@ async fn a_report_of_another_table_is_refused() {
         .unwrap_err();
     assert!(matches!(err, ormsync::Error::Config(_)), "{err}");
 }
+
+/// A destination value that does not decode as its column's type (text in a SQLite `REAL`
+/// column, written behind ormsync's back) fails verify with an error that names the row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_that_does_not_decode_names_its_row() {
+    let Some((s, d)) = pair(Backend::Sqlite, Backend::Sqlite).await else {
+        return;
+    };
+    for db in [&s.db, &d.db] {
+        db.execute_unprepared(
+            "INSERT INTO accounts (id, name, balance, updated_at) \
+             VALUES (7, 'x', 1.5, '2020-01-01 00:00:00')",
+        )
+        .await
+        .unwrap();
+    }
+    d.db.execute_unprepared("UPDATE accounts SET balance = 'not-a-number' WHERE id = 7")
+        .await
+        .unwrap();
+    let err = ormsync::verify::verify::<accounts::Entity>(&s.db, &d.db, &Default::default())
+        .await
+        .expect_err("text where a decimal belongs");
+    let message = err.to_string();
+    assert!(
+        message.contains("balance") && message.contains(r#"the row keyed {"id":{"i8":7}}"#),
+        "{message}"
+    );
+}

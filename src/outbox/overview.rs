@@ -108,7 +108,13 @@ pub async fn overview<C: ConnectionTrait>(db: &C) -> Result<Overview> {
             d.dead_letters = n;
         }
     }
-    for (name, state, last_error) in progress::states(db).await? {
+    // Recorded by replicators of this version on: a source whose replicator has not been
+    // upgraded yet lacks the columns, and shows no state rather than failing the overview.
+    let states = progress::states(db).await.unwrap_or_else(|e| {
+        tracing::debug!(error = %e, "no state recorded at the source");
+        Vec::new()
+    });
+    for (name, state, last_error) in states {
         if let Some(d) = all.get_mut(&name) {
             d.state = state.unwrap_or_default();
             d.last_error = last_error;

@@ -357,11 +357,20 @@ impl OutboxReader {
             Some(id) => cond.add(Expr::col("id").eq(id)),
             None => cond,
         };
+        // The ids asked for, OR-ed, bounded below by the lowest of them: PostgreSQL's
+        // generic plan of a prepared statement otherwise scans the key index from its start
+        // and filters, which costs the whole outbox on every read.
+        let bounded = |cond: Condition, lowest: i64| {
+            Condition::all().add(Expr::col("id").gte(lowest)).add(cond)
+        };
+        let lowest_of =
+            |gaps: &[Gap], from: i64| gaps.iter().map(|g| g.lo).chain(anchor).fold(from, Ord::min);
         if self.gaps.len() <= GAPS_PER_STATEMENT {
             let mut cond = with_anchor(Condition::any().add(Expr::col("id").gt(frontier)));
             for g in &self.gaps {
                 cond = cond.add(Expr::col("id").between(g.lo, g.hi));
             }
+            let cond = bounded(cond, lowest_of(&self.gaps, frontier.saturating_add(1)));
             // The anchor's row, below every other, must not take a changed row's place.
             let limit = self.budget.rows() + u64::from(anchor.is_some());
             let q = backend.build(&select(cond, Some(limit)));
@@ -395,7 +404,12 @@ impl OutboxReader {
             for g in chunk {
                 cond = cond.add(Expr::col("id").between(g.lo, g.hi));
             }
-            let q = select(cond, None);
+            let lowest = if i == 0 {
+                lowest_of(chunk, i64::MAX)
+            } else {
+                chunk.iter().map(|g| g.lo).fold(i64::MAX, Ord::min)
+            };
+            let q = select(bounded(cond, lowest), None);
             for row in txn
                 .query_all(&q)
                 .await

@@ -3,10 +3,10 @@
 
 use std::collections::HashMap;
 
-use sea_orm::sea_query::{ColumnType, StringLen};
+use sea_orm::sea_query::{ColumnType, Index, StringLen, TableCreateStatement};
 use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, Iterable, Schema, Statement,
-    TransactionTrait,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, Iterable,
+    RelationTrait, Schema, Statement, TransactionTrait,
 };
 
 use crate::apply;
@@ -44,7 +44,13 @@ fn create_statements<E: EntityTrait>(backend: DbBackend) -> Vec<Statement> {
         .iter()
         .map(|t| backend.build(t))
         .collect();
-    let table = schema.create_table_from_entity(E::default());
+    let table = if backend != DbBackend::Postgres
+        && E::Column::iter().any(|c| matches!(c.def().get_column_type(), ColumnType::Array(_)))
+    {
+        table_with_json_arrays::<E>(&schema)
+    } else {
+        schema.create_table_from_entity(E::default())
+    };
     let indexes = schema.create_index_from_entity(E::default());
     let mut create = backend.build(&table);
     if backend == DbBackend::MySql {
@@ -77,6 +83,40 @@ fn create_statements<E: EntityTrait>(backend: DbBackend) -> Vec<Statement> {
     out.push(create);
     out.extend(indexes.iter().map(|i| backend.build(i)));
     out
+}
+
+/// sea-orm's `CREATE TABLE` for `E`, but with each array column (`Vec<T>`) of JSON type:
+/// MySQL and SQLite have no arrays (sea-query panics on writing one for them), and an
+/// array travels to them as a JSON array (see [`Value::to_sea_for`](crate::value::Value::to_sea_for)).
+/// Built as sea-orm builds it, from its own column definitions.
+fn table_with_json_arrays<E: EntityTrait>(schema: &Schema) -> TableCreateStatement {
+    let entity = E::default();
+    let mut stmt = TableCreateStatement::new();
+    if let Some(comment) = entity.comment() {
+        stmt.comment(comment);
+    }
+    for column in E::Column::iter() {
+        let mut def = schema.get_column_def::<E>(column);
+        if matches!(column.def().get_column_type(), ColumnType::Array(_)) {
+            def.json();
+        }
+        stmt.col(&mut def);
+    }
+    if E::PrimaryKey::iter().count() > 1 {
+        let mut pk = Index::create();
+        for key in E::PrimaryKey::iter() {
+            pk.col(key);
+        }
+        stmt.primary_key(pk.name(format!("pk-{}", entity.to_string())).primary());
+    }
+    for relation in E::Relation::iter() {
+        let relation = relation.def();
+        if relation.is_owner || relation.skip_fk {
+            continue;
+        }
+        stmt.foreign_key(&mut relation.into());
+    }
+    stmt.table(entity.table_ref()).take()
 }
 
 /// The MySQL/MariaDB type sea-query writes for `ty` and the one a created table gets

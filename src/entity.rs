@@ -74,12 +74,18 @@ pub trait Replicated: EntityTrait {
                     if let Some(name) = db_enum(&c) {
                         return format!("en:{name}");
                     }
-                    types
+                    let element = types
                         .iter()
                         .find(|(t, _)| t.as_str() == c.as_str())
                         .and_then(|(_, ty)| Value::null_of(ty))
                         .map(|null| null.type_tag())
-                        .unwrap_or_default()
+                        .unwrap_or_default();
+                    // A `Vec<T>` field's array type is its element's.
+                    if matches!(c.def().get_column_type(), ColumnType::Array(_)) {
+                        format!("a:{element}")
+                    } else {
+                        element
+                    }
                 })
                 .collect(),
             sync_key: Self::sync_key().map(|c| c.as_str().to_string()),

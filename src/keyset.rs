@@ -71,7 +71,8 @@ pub(crate) fn keys_condition(backend: DbBackend, key: &[String], keys: &[&[Value
 }
 
 /// `SELECT` of `columns` (with their type tags) of `table`, in key order; PostgreSQL enum
-/// columns are cast to text, which is how [`Value::read`] takes them.
+/// columns are cast to text (and enum arrays to `text[]`), which is how [`Value::read`]
+/// takes them.
 pub(crate) fn select(
     backend: DbBackend,
     table: &str,
@@ -82,6 +83,8 @@ pub(crate) fn select(
     for (name, tag) in columns {
         if backend == DbBackend::Postgres && tag.starts_with("en:") {
             q.expr_as(col(name).cast_as(Alias::new("text")), Alias::new(*name));
+        } else if backend == DbBackend::Postgres && tag.starts_with("a:en:") {
+            q.expr_as(col(name).cast_as(Alias::new("text[]")), Alias::new(*name));
         } else {
             q.column(Alias::new(*name));
         }

@@ -1163,36 +1163,188 @@ async fn json_null_and_sql_null_stay_apart_and_old_payloads_still_apply() {
     );
 }
 
-/// Arrays cannot travel yet: capture refuses them with an error naming the column, and
-/// the application's write rolls back with it.
+/// The arrays of `fidelity_arrays`, at their edges: empty, NULL, text that PostgreSQL's
+/// array syntax would need to quote, the extremes of each element type.
+fn array_rows() -> Vec<arrays::Model> {
+    let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+    (1..=12)
+        .map(|id| arrays::Model {
+            id,
+            tags: match id % 4 {
+                0 => vec![],
+                1 => vec!["a".into(), "b, c".into(), "{d}".into(), "\"e\"".into()],
+                2 => vec![
+                    "ünï 🚀".into(),
+                    String::new(),
+                    "NULL".into(),
+                    "back\\slash".into(),
+                ],
+                _ => vec![format!("tag {id}")],
+            },
+            scores: vec![i32::MIN, id as i32, i32::MAX],
+            big: (id % 3 != 0).then(|| vec![i64::MIN, i64::MAX, id]),
+            amounts: vec![dec("1.50"), dec("-0.000001"), dec("12345678901234.5678")],
+            seen: vec![
+                at("2024-02-29T23:59:59.123456Z"),
+                at("1969-07-20T20:17:40.000001Z"),
+            ],
+            ids: vec![uuid::Uuid::from_u128(id as u128), uuid::Uuid::max()],
+            flags: vec![true, false, id % 2 == 0],
+            ratios: vec![0.1 + 0.2, -1.0e-300, f64::MAX],
+        })
+        .collect()
+}
+
+/// A PostgreSQL application's `Vec<T>` fields arrive: as arrays at PostgreSQL, as JSON
+/// arrays at MariaDB and SQLite (in tables `create_tables` makes), by the initial copy and
+/// by the stream. Read back with the source's types, every destination holds the source's
+/// values, `verify` finds nothing, and after an array is broken by hand at a destination
+/// `verify` finds it and `repair` puts it back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn arrays_are_refused_at_capture() {
-    let Some(db) = TestDb::create(Backend::Postgres).await else {
+async fn arrays_arrive_as_arrays_at_postgres_and_as_json_arrays_elsewhere() {
+    common::trace();
+    let Some(source) = TestDb::create(Backend::Postgres).await else {
         return;
     };
-    db.db
-        .execute_unprepared(
-            "CREATE TABLE fidelity_arrays (id BIGINT PRIMARY KEY, tags TEXT[] NOT NULL)",
-        )
+    let (Some(pg), Some(maria), Some(lite)) = (
+        TestDb::create(Backend::Postgres).await,
+        TestDb::create(Backend::MySql).await,
+        TestDb::create(Backend::Sqlite).await,
+    ) else {
+        return;
+    };
+    let schema = Schema::new(DbBackend::Postgres);
+    source
+        .db
+        .execute(&schema.create_table_from_entity(arrays::Entity))
         .await
         .expect("create table");
-    ormsync::install(&db.db).await.expect("install");
-    let txn = db.db.begin().await.expect("begin");
-    let err = arrays::ActiveModel {
-        id: sea_orm::Set(1),
-        tags: sea_orm::Set(vec!["a".into(), "b".into()]),
+    ormsync::install(&source.db).await.expect("install");
+    let rows = array_rows();
+    let write = |models: &[arrays::Model]| {
+        let models = models.to_vec();
+        let db = source.db.clone();
+        async move {
+            let txn = db.begin().await.expect("begin");
+            for m in models {
+                arrays::ActiveModel::from(m)
+                    .insert(&txn)
+                    .await
+                    .expect("insert");
+            }
+            txn.commit().await.expect("commit");
+        }
+    };
+    // Half before the replicator starts (the initial copy brings them), half after.
+    write(&rows[..6]).await;
+    let spec = arrays::Entity::table_spec();
+    let mut builder = Replicator::builder(source.db.clone())
+        .entity::<arrays::Entity>()
+        .poll_interval(Duration::from_millis(50));
+    for (name, dest) in [("pg", &pg), ("maria", &maria), ("lite", &lite)] {
+        builder = builder.destination(Destination::new(name, dest.db.clone()).create_tables());
     }
-    .insert(&txn)
-    .await
-    .expect_err("refused");
-    let _ = txn.rollback().await;
-    let message = err.to_string();
-    assert!(
-        message.contains("`fidelity_arrays.tags`") && message.contains("Array"),
-        "{message}"
+    let r = builder.start().await.expect("start");
+    write(&rows[6..]).await;
+    // Updates that change an array, empty it, null it; a delete.
+    let txn = source.db.begin().await.expect("begin");
+    let mut m: arrays::ActiveModel = rows[1].clone().into();
+    m.tags = sea_orm::Set(vec!["changed".into()]);
+    m.big = sea_orm::Set(None);
+    m.update(&txn).await.expect("update");
+    let mut m: arrays::ActiveModel = rows[8].clone().into();
+    m.scores = sea_orm::Set(vec![]);
+    m.big = sea_orm::Set(Some(vec![7]));
+    m.update(&txn).await.expect("update");
+    arrays::ActiveModel::from(rows[3].clone())
+        .delete(&txn)
+        .await
+        .expect("delete");
+    txn.commit().await.expect("commit");
+    r.sync_now().await.expect("sync");
+    r.shutdown().await;
+
+    let expected = read_rows(&source.db, &spec).await;
+    assert_eq!(expected.len(), 11);
+    assert_eq!(
+        expected[1].get("tags"),
+        Some(&Value::Array {
+            of: "s".into(),
+            items: Some(vec![Value::String(Some("changed".into()))])
+        })
     );
-    assert_eq!(common::count(&db.db, "fidelity_arrays").await, 0);
-    assert_eq!(common::count(&db.db, "ormsync_outbox").await, 0);
+    for (what, dest) in [("PostgreSQL", &pg), ("MariaDB", &maria), ("SQLite", &lite)] {
+        assert_rows(
+            what,
+            &spec.table,
+            &expected,
+            &read_rows(&dest.db, &spec).await,
+        );
+        assert_verify_clean(&source, dest, std::slice::from_ref(&spec), what).await;
+    }
+    // At PostgreSQL it is an array, elsewhere a JSON array.
+    let stored = |db: &DatabaseConnection, sql: &str| {
+        let (db, sql) = (db.clone(), sql.to_string());
+        async move {
+            let backend = db.get_database_backend();
+            db.query_one_raw(Statement::from_string(backend, sql))
+                .await
+                .expect("query")
+                .expect("a row")
+                .try_get_by_index::<String>(0)
+                .expect("text")
+        }
+    };
+    assert_eq!(
+        stored(
+            &pg.db,
+            "SELECT tags::text FROM fidelity_arrays WHERE id = 1"
+        )
+        .await,
+        r#"{a,"b, c","{d}","\"e\""}"#
+    );
+    for dest in [&maria, &lite] {
+        let text = stored(&dest.db, "SELECT tags FROM fidelity_arrays WHERE id = 1").await;
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&text).expect("JSON"),
+            serde_json::json!(["a", "b, c", "{d}", "\"e\""])
+        );
+    }
+
+    // Broken by hand, found, repaired.
+    for (dest, sql) in [
+        (
+            &pg,
+            "UPDATE fidelity_arrays SET scores = '{1,2}' WHERE id = 5",
+        ),
+        (
+            &maria,
+            "UPDATE fidelity_arrays SET scores = '[1,2]' WHERE id = 5",
+        ),
+        (
+            &lite,
+            "UPDATE fidelity_arrays SET scores = '[1,2]' WHERE id = 5",
+        ),
+    ] {
+        dest.db.execute_unprepared(sql).await.expect("break");
+        let verifier = Verifier::new(source.db.clone(), dest.db.clone()).table(spec.clone());
+        let reports = verifier.verify(&Default::default()).await.expect("verify");
+        assert!(
+            !reports[0].is_clean(),
+            "the broken array shows: {}",
+            reports[0]
+        );
+        verifier
+            .repair(&reports, &RepairOptions::default().mode(RepairMode::Direct))
+            .await
+            .expect("repair");
+        assert_rows(
+            "repair",
+            &spec.table,
+            &expected,
+            &read_rows(&dest.db, &spec).await,
+        );
+    }
 }
 
 pub mod arrays {
@@ -1204,6 +1356,13 @@ pub mod arrays {
         #[sea_orm(primary_key, auto_increment = false)]
         pub id: i64,
         pub tags: Vec<String>,
+        pub scores: Vec<i32>,
+        pub big: Option<Vec<i64>>,
+        pub amounts: Vec<Decimal>,
+        pub seen: Vec<DateTimeUtc>,
+        pub ids: Vec<Uuid>,
+        pub flags: Vec<bool>,
+        pub ratios: Vec<f64>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -81,7 +81,9 @@ pub(crate) async fn write(
     let types = columns::of(txn, table)
         .await
         .map_err(|e| DbErr::Custom(e.to_string()))?;
-    for step in plan::plan(&shaped) {
+    let mut steps = plan::plan(&shaped);
+    plan::parents_first(&mut steps, &rules.specs);
+    for step in steps {
         statement::execute(txn, &step, types.as_ref()).await?;
     }
     Ok(Vec::new())

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 
 use crate::change::{Change, Op, Row};
+use crate::entity::{Reference, TableSpec};
 use crate::value::canonical;
 
 /// One statement's worth of work at a destination.
@@ -81,6 +82,100 @@ pub(crate) fn plan<'a>(changes: &[&'a Change]) -> Vec<Step<'a>> {
     steps
 }
 
+/// Orders the rows of each upsert into a table that references itself (a tree: `parent_id`
+/// → `id`) so that a row comes after the row it references when both are in the step.
+///
+/// MySQL checks a foreign key row by row within a statement, so a child written before its
+/// parent fails. That order arises even from a source that never held an orphan: a step
+/// keeps each key at its first change, so a row inserted without a parent and then pointed
+/// at a row inserted after it comes first; a source with deferred constraints may insert a
+/// child before its parent outright; and a copy reads rows in key order, not tree order.
+/// A cycle cannot be ordered; its rows come in the walk's order. `specs` gives each
+/// table's references.
+pub(crate) fn parents_first(steps: &mut [Step<'_>], specs: &HashMap<String, TableSpec>) {
+    for step in steps {
+        let Step::Upsert { table, rows, .. } = step else {
+            continue;
+        };
+        let Some(spec) = specs.get(*table) else {
+            continue;
+        };
+        let own: Vec<&Reference> = spec
+            .references
+            .iter()
+            .filter(|r| r.table == spec.table)
+            .collect();
+        if !own.is_empty() && rows.len() > 1 {
+            *rows = tree_order(rows, &own);
+        }
+    }
+}
+
+/// `rows` with each row after the rows of `rows` it references through `refs`: a
+/// depth-first walk in the rows' order that places a row's parents before it.
+pub(crate) fn tree_order<'a>(rows: &[&'a Row], refs: &[&Reference]) -> Vec<&'a Row> {
+    tree_positions(rows, refs)
+        .into_iter()
+        .map(|i| rows[i])
+        .collect()
+}
+
+/// The positions in `rows` in [`tree_order`].
+pub(crate) fn tree_positions(rows: &[&Row], refs: &[&Reference]) -> Vec<usize> {
+    let encode = |row: &Row, columns: &[String]| -> Option<Vec<u8>> {
+        let values: Option<Vec<&crate::value::Value>> =
+            columns.iter().map(|c| row.get(c)).collect();
+        let values = values?;
+        (!values.iter().any(|v| v.is_null())).then(|| canonical::encode_all(values))
+    };
+    // For each reference, the row each referenced key belongs to.
+    let targets: Vec<HashMap<Vec<u8>, usize>> = refs
+        .iter()
+        .map(|r| {
+            rows.iter()
+                .enumerate()
+                .filter_map(|(i, row)| encode(row, &r.to_columns).map(|k| (k, i)))
+                .collect()
+        })
+        .collect();
+    let parents = |i: usize| -> Vec<usize> {
+        refs.iter()
+            .zip(&targets)
+            .filter_map(|(r, by_key)| by_key.get(&encode(rows[i], &r.columns)?).copied())
+            .filter(|&p| p != i)
+            .collect()
+    };
+    // 0: not seen, 1: on the walk's path, 2: placed.
+    let mut state = vec![0u8; rows.len()];
+    let mut out = Vec::with_capacity(rows.len());
+    for start in 0..rows.len() {
+        if state[start] != 0 {
+            continue;
+        }
+        // An explicit stack: a chain of a million rows must not overflow the thread's.
+        let mut path: Vec<(usize, Vec<usize>)> = vec![(start, parents(start))];
+        state[start] = 1;
+        while let Some((row, pending)) = path.last_mut() {
+            match pending.pop() {
+                // A parent on the path is a cycle: it is placed when its walk ends.
+                Some(p) if state[p] == 0 => {
+                    state[p] = 1;
+                    let grand = parents(p);
+                    path.push((p, grand));
+                }
+                Some(_) => {}
+                None => {
+                    let row = *row;
+                    state[row] = 2;
+                    out.push(row);
+                    path.pop();
+                }
+            }
+        }
+    }
+    out
+}
+
 /// One step per change, in id order: the slow path that finds which change fails.
 pub(crate) fn one_by_one<'a>(changes: &[&'a Change]) -> Vec<Step<'a>> {
     changes
@@ -134,6 +229,54 @@ mod tests {
             }
             other => panic!("expected an upsert, got {other:?}"),
         }
+    }
+
+    fn node(id: i64, parent: Option<i64>) -> Row {
+        Row(vec![
+            ("id".into(), Value::BigInt(Some(id))),
+            ("parent_id".into(), Value::BigInt(parent)),
+        ])
+    }
+
+    fn ids(rows: &[&Row]) -> Vec<i64> {
+        rows.iter()
+            .map(|r| match r.get("id") {
+                Some(Value::BigInt(Some(id))) => *id,
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_tree_is_written_parents_first() {
+        let tree = Reference {
+            columns: vec!["parent_id".into()],
+            table: "t".into(),
+            to_columns: vec!["id".into()],
+        };
+        // 1 → 5 → 9, 3 → 1, 7 on its own, 4 → a parent not in the step.
+        let rows = [
+            node(1, Some(5)),
+            node(3, Some(1)),
+            node(4, Some(100)),
+            node(5, Some(9)),
+            node(7, None),
+            node(9, None),
+        ];
+        let refs: Vec<&Row> = rows.iter().collect();
+        assert_eq!(ids(&tree_order(&refs, &[&tree])), [9, 5, 1, 3, 4, 7]);
+        // A cycle is placed in the walk's order; a row referencing itself is placed.
+        let rows = [node(1, Some(2)), node(2, Some(1)), node(3, Some(3))];
+        let refs: Vec<&Row> = rows.iter().collect();
+        assert_eq!(ids(&tree_order(&refs, &[&tree])), [2, 1, 3]);
+        // A long chain, deepest parent last in the input.
+        let rows: Vec<Row> = (0..200_000)
+            .map(|i| node(i, (i < 199_999).then_some(i + 1)))
+            .collect();
+        let refs: Vec<&Row> = rows.iter().collect();
+        let ordered = ids(&tree_order(&refs, &[&tree]));
+        assert_eq!(ordered.first(), Some(&199_999));
+        assert_eq!(ordered.last(), Some(&0));
     }
 
     #[test]

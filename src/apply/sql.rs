@@ -202,7 +202,9 @@ impl SqlSink {
                     }
                 }
             } else {
-                for step in plan::plan(&run) {
+                let mut steps = plan::plan(&run);
+                plan::parents_first(&mut steps, &self.rules.specs);
+                for step in steps {
                     if let Err(e) = self.run(txn, &step).await {
                         return Err(match classify(&e) {
                             ErrorKind::Transient => Failure::Other(Error::db(

@@ -395,6 +395,24 @@ fn push_json_value(out: &mut String, v: &Value) -> Option<()> {
         }
         Value::Uuid(Some(u)) => text(out, &u.to_string())?,
         Value::Decimal(Some(d)) => text(out, &d.to_string())?,
+        // `jsonb_to_recordset` reads a JSON array into an array column, each element by
+        // its type's input function, as above.
+        Value::Array {
+            items: Some(items), ..
+        } => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                if matches!(item, Value::Json(Some(_))) {
+                    // A JSON element would be taken as part of the array's structure.
+                    return None;
+                }
+                push_json_value(out, item)?;
+            }
+            out.push(']');
+        }
         _ => return None,
     }
     Some(())

@@ -34,9 +34,9 @@ use super::copy::identity;
 use super::order;
 use super::run::Link;
 use super::store;
-use crate::apply::{self, Sink};
+use crate::apply::{self, Sink, plan};
 use crate::change::{Batch, Change, Op, Row};
-use crate::entity::TableSpec;
+use crate::entity::{Reference, TableSpec};
 use crate::error::{DbContext, Error, Result};
 use crate::keyset::{self, Decoder};
 use crate::outbox::{dead_letters, visible};
@@ -119,7 +119,7 @@ pub(crate) async fn converge(
     for spec in &specs {
         if let Some(t) = touched.get_mut(&spec.table) {
             done.refreshed += t.present.len() as u64;
-            upserts.append(&mut t.present);
+            upserts.extend(in_tree_order(spec, std::mem::take(&mut t.present)));
         }
     }
     apply_in_batches(link, sink, upserts, batch_size, in_flight).await?;
@@ -156,6 +156,24 @@ pub(crate) async fn converge(
     position.anchor = visible.anchor;
     done.position = finish(link, position).await?;
     Ok(done)
+}
+
+/// `rows` of `spec`'s table, each after the rows it references when the table references
+/// itself: batches apply one after the other, so a row's parent must not come in a later
+/// one. Other tables' rows keep their order.
+fn in_tree_order(spec: &TableSpec, rows: Vec<Refreshed>) -> Vec<Refreshed> {
+    let own: Vec<&Reference> = spec
+        .references
+        .iter()
+        .filter(|r| r.table == spec.table)
+        .collect();
+    if own.is_empty() || rows.len() < 2 {
+        return rows;
+    }
+    let refs: Vec<&Row> = rows.iter().map(|r| &r.change.row).collect();
+    let order = plan::tree_positions(&refs, &own);
+    let mut slots: Vec<Option<Refreshed>> = rows.into_iter().map(Some).collect();
+    order.into_iter().filter_map(|i| slots[i].take()).collect()
 }
 
 /// Applies `rows` through `sink`, `batch_size` a batch, each batch marking done the ids its

@@ -14,7 +14,7 @@ use crate::change::Row;
 use crate::entity::{Reference, TableSpec};
 use crate::error::{DbContext, Error, Result};
 use crate::keyset;
-use crate::value::Value;
+use crate::value::{Value, canonical};
 
 /// What one chunk did.
 #[derive(Debug, Default)]
@@ -122,9 +122,10 @@ async fn copy_in(
 
     let mut keep: Vec<&Row> = rows.iter().collect();
     // References to a table the destination keys itself are translated (and waited for)
-    // when the rows are placed.
+    // when the rows are placed. A table's references to itself come last, once the rows
+    // the others leave out are known.
     for (reference, tags) in parents.iter().filter(|(r, _)| !rules.is_mapped(&r.table)) {
-        keep = with_parent(txn, reference, tags, keep).await?;
+        keep = with_parent(txn, reference, tags, keep, reference.table == spec.table).await?;
     }
     let mut left: Vec<Row> = Vec::new();
     if keep.len() < rows.len() {
@@ -175,12 +176,18 @@ pub(super) fn identity(key: &[Value]) -> String {
     serde_json::to_string(key).unwrap_or_default()
 }
 
-/// The rows of `rows` whose reference `r` is NULL or names a row the destination holds.
+/// The rows of `rows` whose reference `r` is NULL or names a row the destination holds;
+/// for a reference of the table to itself (`own`), or a row kept among `rows`, which the
+/// write then puts first ([`parents_first`](crate::apply::plan::parents_first)).
+///
+/// A row whose parent has a higher key than the chunk's rows is left out for the converge,
+/// which writes it once its parent is in place.
 async fn with_parent<'a>(
     txn: &DatabaseTransaction,
     r: &Reference,
     tags: &[String],
     rows: Vec<&'a Row>,
+    own: bool,
 ) -> Result<Vec<&'a Row>> {
     let wanted = |row: &Row| -> Option<Vec<Value>> {
         let values: Option<Vec<Value>> = r.columns.iter().map(|c| row.get(c).cloned()).collect();
@@ -228,11 +235,31 @@ async fn with_parent<'a>(
                     })
                 })
                 .collect::<Result<_>>()?;
-            found.insert(identity(&k));
+            found.insert(canonical::encode_all(&k));
         }
     }
-    Ok(rows
-        .into_iter()
-        .filter(|row| wanted(row).is_none_or(|v| found.contains(&identity(&v))))
-        .collect())
+    // By canonical encoding: a reference and the key it names may differ in width.
+    let placed = |row: &Row, found: &HashSet<Vec<u8>>| {
+        wanted(row).is_none_or(|v| found.contains(&canonical::encode_all(&v)))
+    };
+    if !own {
+        return Ok(rows.into_iter().filter(|row| placed(row, &found)).collect());
+    }
+    // Rows whose parent is kept among them, until no more are: a row whose own parent is
+    // left out is left out with it.
+    let mut keep = rows;
+    loop {
+        let mut among = found.clone();
+        for row in &keep {
+            let own_key: Option<Vec<&Value>> = r.to_columns.iter().map(|c| row.get(c)).collect();
+            if let Some(k) = own_key {
+                among.insert(canonical::encode_all(k));
+            }
+        }
+        let before = keep.len();
+        keep.retain(|row| placed(row, &among));
+        if keep.len() == before {
+            return Ok(keep);
+        }
+    }
 }

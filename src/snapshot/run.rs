@@ -242,15 +242,17 @@ async fn check_table(
     })
 }
 
-/// The references of `spec` to other tables the destination receives, with the type tags
-/// of their referencing columns.
+/// The references of `spec` to tables the destination receives, its own table's last,
+/// with the type tags of their referencing columns.
 fn parents<'s>(
     tables: &HashMap<String, TableSpec>,
     spec: &'s TableSpec,
 ) -> Vec<(&'s Reference, Vec<String>)> {
-    spec.references
-        .iter()
-        .filter(|r| r.table != spec.table && tables.contains_key(&r.table))
+    let others = spec.references.iter().filter(|r| r.table != spec.table);
+    let own = spec.references.iter().filter(|r| r.table == spec.table);
+    others
+        .chain(own)
+        .filter(|r| tables.contains_key(&r.table))
         .filter_map(|r| {
             let tags: Option<Vec<String>> = r
                 .columns

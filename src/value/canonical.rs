@@ -20,6 +20,7 @@
 //! | zoned timestamps | the UTC instant, to the nanosecond (the offset is not part of it) |
 //! | naive timestamps, dates, times | as stored, to the nanosecond |
 //! | UUID | its 16 bytes |
+//! | array | its elements' encodings, in order |
 //!
 //! Each encoded value carries its length, so the concatenation of a row's values is
 //! unambiguous (verify compares rows by it, and [`split`] takes it apart again to name the
@@ -50,6 +51,7 @@ const NAIVE_TS: u8 = 10;
 const INSTANT: u8 = 11;
 const UUID: u8 = 12;
 const DECIMAL: u8 = 13;
+const ARRAY: u8 = 14;
 
 /// Appends the canonical encoding of `value` to `out`.
 pub(crate) fn encode(value: &Value, out: &mut Vec<u8>) {
@@ -114,6 +116,16 @@ pub(crate) fn encode(value: &Value, out: &mut Vec<u8>) {
             out.extend_from_slice(&n.mantissa().to_le_bytes());
             out.extend_from_slice(&n.scale().to_le_bytes());
         }
+        Value::Array {
+            items: Some(items), ..
+        } => {
+            // Each element carries its length, so their concatenation is unambiguous.
+            let mut elements = Vec::with_capacity(items.len() * 17);
+            for item in items {
+                encode(item, &mut elements);
+            }
+            bytes(ARRAY, &elements, out);
+        }
         Value::Bool(None)
         | Value::TinyInt(None)
         | Value::SmallInt(None)
@@ -137,7 +149,8 @@ pub(crate) fn encode(value: &Value, out: &mut Vec<u8>) {
         | Value::DateTimeLocal(None)
         | Value::DateTimeWithTimeZone(None)
         | Value::Uuid(None)
-        | Value::Decimal(None) => out.push(NULL),
+        | Value::Decimal(None)
+        | Value::Array { items: None, .. } => out.push(NULL),
     }
 }
 
@@ -191,7 +204,7 @@ pub(crate) fn split(row: &[u8]) -> impl Iterator<Item = &[u8]> {
             DATE => Some(5),
             NAIVE_TS | INSTANT => Some(13),
             DECIMAL => Some(21),
-            TEXT | ENUM | BYTES | JSON => rest
+            TEXT | ENUM | BYTES | JSON | ARRAY => rest
                 .get(1..9)
                 .and_then(|n| <[u8; 8]>::try_from(n).ok())
                 .and_then(|n| usize::try_from(u64::from_le_bytes(n)).ok())
@@ -247,6 +260,12 @@ pub(crate) fn show(piece: &[u8]) -> String {
             })
         }),
         UUID => le::<16>(body).map(|b| uuid::Uuid::from_bytes(b).to_string()),
+        ARRAY => body.get(8..).map(|elements| {
+            format!(
+                "[{}]",
+                split(elements).map(show).collect::<Vec<_>>().join(", ")
+            )
+        }),
         DECIMAL => le::<16>(body).and_then(|m| {
             let scale = u32::from_le_bytes(le::<4>(body.get(16..)?)?);
             rust_decimal::Decimal::try_from_i128_with_scale(i128::from_le_bytes(m), scale)
@@ -485,6 +504,13 @@ mod tests {
             (
                 Value::Uuid(Some(uuid::Uuid::nil())),
                 "00000000-0000-0000-0000-000000000000",
+            ),
+            (
+                Value::Array {
+                    of: "s".into(),
+                    items: Some(vec![Value::String(Some("a".into())), Value::String(None)]),
+                },
+                "[\"a\", NULL]",
             ),
         ] {
             assert_eq!(show(&enc(&value)), shown, "{value:?}");

@@ -5,6 +5,7 @@ use rust_decimal::Decimal;
 use sea_orm::sea_query::{self, Enum, OptionEnum};
 use uuid::Uuid;
 
+pub(crate) mod array;
 pub(crate) mod canonical;
 pub(crate) mod fit;
 mod read;
@@ -74,6 +75,16 @@ pub enum Value {
     Uuid(Option<Uuid>),
     /// An exact decimal, scale included.
     Decimal(Option<Decimal>),
+    /// A PostgreSQL array (`Vec<T>` in the `Model`) of elements of one type. At MySQL and
+    /// SQLite, which have no arrays, it is a JSON array of the elements' plain forms
+    /// ([`array`] says which).
+    Array {
+        /// The elements' type tag ([`type_tag`](Value::type_tag)): `"i4"`, `"s"`,
+        /// `"en:mood"`.
+        of: String,
+        /// The elements, or NULL for a NULL array.
+        items: Option<Vec<Value>>,
+    },
 }
 
 impl Value {
@@ -99,6 +110,9 @@ impl Value {
             Value::String(Some(s)) => s.len(),
             Value::Bytes(Some(b)) => b.len(),
             Value::Json(Some(j)) => json(j),
+            Value::Array {
+                items: Some(items), ..
+            } => items.iter().map(Value::size_bytes).sum::<usize>() + 2,
             _ => 16,
         }
     }
@@ -138,6 +152,7 @@ impl Value {
             V::ChronoDateTimeWithTimeZone(v) => Value::DateTimeWithTimeZone(v),
             V::Uuid(v) => Value::Uuid(v),
             V::Decimal(v) => Value::Decimal(v),
+            V::Array(ty, items) => array::from_sea(&ty, items.map(|b| *b))?,
             #[allow(unreachable_patterns)]
             other => return Err(sea_type_name(&other)),
         })
@@ -177,6 +192,7 @@ impl Value {
             Value::DateTimeWithTimeZone(v) => V::ChronoDateTimeWithTimeZone(*v),
             Value::Uuid(v) => V::Uuid(*v),
             Value::Decimal(v) => V::Decimal(*v),
+            Value::Array { of, items } => array::to_sea(of, items.as_deref(), None),
         }
     }
 
@@ -192,6 +208,8 @@ impl Value {
     ///   decimal, which a `numeric` column takes and a `bigint` one refuses with an error
     ///   (never wrapped). SQLite's integers cannot hold it at all: ormsync refuses such a
     ///   change for a SQLite destination before binding anything.
+    /// - An array is a PostgreSQL array of its elements as PostgreSQL takes them, and a
+    ///   JSON array at MySQL and SQLite (see [`array`]).
     pub fn to_sea_for(&self, backend: sea_orm::DbBackend) -> sea_query::Value {
         use sea_orm::DbBackend;
         use sea_query::Value as V;
@@ -214,6 +232,14 @@ impl Value {
             (DbBackend::Postgres | DbBackend::Sqlite, Value::BigUnsigned(v)) => {
                 V::BigInt(v.and_then(|v| i64::try_from(v).ok()))
             }
+            (DbBackend::Postgres, Value::Array { of, items }) => {
+                array::to_sea(of, items.as_deref(), Some(backend))
+            }
+            (DbBackend::MySql | DbBackend::Sqlite, Value::Array { items, .. }) => V::Json(
+                items
+                    .as_deref()
+                    .map(|items| Box::new(array::to_json(items))),
+            ),
             _ => self.to_sea(),
         }
     }
@@ -245,6 +271,7 @@ impl Value {
             Value::DateTimeWithTimeZone(v) => v.is_none(),
             Value::Uuid(v) => v.is_none(),
             Value::Decimal(v) => v.is_none(),
+            Value::Array { items, .. } => items.is_none(),
         }
     }
 }

@@ -61,6 +61,7 @@ impl Value {
     pub fn type_tag(&self) -> String {
         match self {
             Value::Enum { type_name, .. } => format!("en:{type_name}"),
+            Value::Array { of, .. } => format!("a:{of}"),
             Value::Json(_) => Tag::Json.name().to_string(),
             other => Tag::of(other).name().to_string(),
         }
@@ -69,6 +70,13 @@ impl Value {
     /// The NULL of the type `tag` names (see [`type_tag`](Self::type_tag)), or `None` for
     /// an unknown tag.
     pub fn null_for_tag(tag: &str) -> Option<Value> {
+        if let Some(of) = tag.strip_prefix("a:") {
+            super::array::element_null(of)?;
+            return Some(Value::Array {
+                of: of.to_string(),
+                items: None,
+            });
+        }
         if let Some(type_name) = tag.strip_prefix("en:") {
             return Some(Value::Enum {
                 type_name: type_name.to_string(),
@@ -153,6 +161,14 @@ impl Value {
             }
             Value::Uuid(_) => Value::Uuid(get!(Option<Uuid>)),
             Value::Decimal(_) => Value::Decimal(get!(Option<Decimal>)),
+            // No array outside PostgreSQL: its JSON form.
+            Value::Array { of, .. } => Value::Array {
+                of: of.clone(),
+                items: get!(Option<serde_json::Value>)
+                    .map(|json| super::array::from_json(of, json))
+                    .transpose()
+                    .map_err(failed)?,
+            },
         })
     }
 }
@@ -262,7 +278,57 @@ mod postgres {
             Value::BigUnsigned(_) => {
                 integer(row, at).and_then(|v| narrow(v, "u64").map(Value::BigUnsigned))
             }
+            Value::Array { of, .. } => array(row, at, of),
             _ => return None,
+        })
+    }
+
+    /// A PostgreSQL array of elements of tag `of` (an enum array selected as `text[]`).
+    fn array<I: ColIdx>(row: &PgRow, at: I, of: &str) -> Result<Value, String> {
+        use chrono::{DateTime, FixedOffset, Local, NaiveDate, NaiveDateTime, NaiveTime, Utc};
+        use uuid::Uuid;
+
+        let null = crate::value::array::element_null(of)
+            .ok_or_else(|| format!("no array holds elements of `{of}`"))?;
+        let at = at.as_sqlx_postgres_index();
+        macro_rules! get {
+            ($t:ty, $wrap:expr) => {
+                row.try_get::<Option<Vec<Option<$t>>>, _>(at)
+                    .map_err(|e| e.to_string())?
+                    .map(|items| items.into_iter().map($wrap).collect())
+            };
+        }
+        let items = match &null {
+            Value::Bool(_) => get!(bool, Value::Bool),
+            Value::SmallInt(_) => get!(i16, Value::SmallInt),
+            Value::Int(_) => get!(i32, Value::Int),
+            Value::BigInt(_) => get!(i64, Value::BigInt),
+            Value::Float(_) => get!(f32, Value::Float),
+            Value::Double(_) => get!(f64, Value::Double),
+            Value::String(_) => get!(String, Value::String),
+            Value::Enum { type_name, .. } => get!(String, |value| Value::Enum {
+                type_name: type_name.clone(),
+                value,
+            }),
+            Value::Bytes(_) => get!(Vec<u8>, Value::Bytes),
+            Value::Json(_) => get!(serde_json::Value, Value::Json),
+            Value::Date(_) => get!(NaiveDate, Value::Date),
+            Value::Time(_) => get!(NaiveTime, Value::Time),
+            Value::DateTime(_) => get!(NaiveDateTime, Value::DateTime),
+            Value::DateTimeUtc(_) => get!(DateTime<Utc>, Value::DateTimeUtc),
+            Value::DateTimeLocal(_) => get!(DateTime<Local>, Value::DateTimeLocal),
+            Value::DateTimeWithTimeZone(_) => {
+                get!(DateTime<FixedOffset>, Value::DateTimeWithTimeZone)
+            }
+            Value::Uuid(_) => get!(Uuid, Value::Uuid),
+            Value::Decimal(_) => get!(Decimal, Value::Decimal),
+            other => {
+                return Err(format!("PostgreSQL has no array of `{}`", other.type_tag()));
+            }
+        };
+        Ok(Value::Array {
+            of: of.to_string(),
+            items,
         })
     }
 

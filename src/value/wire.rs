@@ -49,10 +49,12 @@ pub(super) enum Tag {
     DateTimeWithTimeZone,
     Uuid,
     Decimal,
+    /// An array; its elements' type travels with it.
+    Array,
 }
 
 /// Every tag, in payload order.
-const ALL: [Tag; 25] = [
+const ALL: [Tag; 26] = [
     Tag::Bool,
     Tag::TinyInt,
     Tag::SmallInt,
@@ -78,11 +80,12 @@ const ALL: [Tag; 25] = [
     Tag::DateTimeWithTimeZone,
     Tag::Uuid,
     Tag::Decimal,
+    Tag::Array,
 ];
 
 /// The names of [`ALL`], for the error that lists them.
-const TAG_NAMES: [&str; 25] = {
-    let mut out = [""; 25];
+const TAG_NAMES: [&str; 26] = {
+    let mut out = [""; 26];
     let mut i = 0;
     while i < ALL.len() {
         out[i] = ALL[i].name();
@@ -119,6 +122,7 @@ impl Tag {
             Value::DateTimeWithTimeZone(_) => Tag::DateTimeWithTimeZone,
             Value::Uuid(_) => Tag::Uuid,
             Value::Decimal(_) => Tag::Decimal,
+            Value::Array { .. } => Tag::Array,
         }
     }
 
@@ -149,6 +153,7 @@ impl Tag {
             Tag::DateTimeWithTimeZone => "tsz",
             Tag::Uuid => "uuid",
             Tag::Decimal => "dec",
+            Tag::Array => "a",
         }
     }
 
@@ -179,12 +184,14 @@ impl Tag {
             "tsz" => Tag::DateTimeWithTimeZone,
             "uuid" => Tag::Uuid,
             "dec" => Tag::Decimal,
+            "a" => Tag::Array,
             _ => return None,
         })
     }
 
     /// The NULL of this tag's type; `None` for [`Tag::JsonNull`], which names a document,
-    /// and for [`Tag::Enum`], whose NULL needs the enum's name.
+    /// for [`Tag::Enum`], whose NULL needs the enum's name, and for [`Tag::Array`], whose
+    /// NULL needs its elements' type.
     pub(super) fn null(self) -> Option<Value> {
         Some(match self {
             Tag::Bool => Value::Bool(None),
@@ -210,7 +217,7 @@ impl Tag {
             Tag::DateTimeWithTimeZone => Value::DateTimeWithTimeZone(None),
             Tag::Uuid => Value::Uuid(None),
             Tag::Decimal => Value::Decimal(None),
-            Tag::Enum | Tag::JsonNull => return None,
+            Tag::Enum | Tag::JsonNull | Tag::Array => return None,
         })
     }
 }
@@ -267,6 +274,13 @@ impl Serialize for Value {
             Value::DateTimeWithTimeZone(v) => map.serialize_entry(tag, v)?,
             Value::Uuid(v) => map.serialize_entry(tag, v)?,
             Value::Decimal(v) => map.serialize_entry(tag, v)?,
+            Value::Array { of, items } => map.serialize_entry(
+                tag,
+                &ArrayRef {
+                    of,
+                    items: items.as_deref().map(super::array::to_json),
+                },
+            )?,
         }
         map.end()
     }
@@ -327,6 +341,21 @@ impl<'de> Visitor<'de> for ValueVisitor {
             Tag::DateTimeWithTimeZone => Value::DateTimeWithTimeZone(map.next_value()?),
             Tag::Uuid => Value::Uuid(map.next_value()?),
             Tag::Decimal => Value::Decimal(map.next_value()?),
+            Tag::Array => {
+                let a: ArrayOwned = map.next_value()?;
+                let items = a
+                    .items
+                    .map(|items| super::array::from_json(&a.of, items))
+                    .transpose()
+                    .map_err(de::Error::custom)?;
+                if items.is_none() && super::array::element_null(&a.of).is_none() {
+                    return Err(de::Error::custom(format!(
+                        "no array holds elements of `{}`",
+                        a.of
+                    )));
+                }
+                Value::Array { of: a.of, items }
+            }
         };
         if map.next_key::<IgnoredAny>()?.is_some() {
             return Err(de::Error::invalid_length(2, &self));
@@ -385,6 +414,24 @@ struct EnumOwned {
     type_name: String,
     #[serde(rename = "v")]
     value: Option<String>,
+}
+
+/// An array: its elements' type tag, and the elements in their plain JSON forms (see
+/// [`array`](super::array)).
+#[derive(Serialize)]
+struct ArrayRef<'a> {
+    #[serde(rename = "t")]
+    of: &'a str,
+    #[serde(rename = "v")]
+    items: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct ArrayOwned {
+    #[serde(rename = "t")]
+    of: String,
+    #[serde(rename = "v")]
+    items: Option<serde_json::Value>,
 }
 
 /// Binary data as base64 text.

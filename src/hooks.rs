@@ -8,8 +8,10 @@ use sea_orm::{ActiveModelTrait, ConnectionTrait, DbErr, EntityTrait};
 ///
 /// `#[derive(Replicated)]` writes the entity's `impl ActiveModelBehavior for ActiveModel`
 /// (Rust allows only one), so an entity that needs `before_save` logic of its own puts it
-/// here and asks for it with `#[replicated(hooks)]`. Every method has the meaning and
-/// default of its namesake in `ActiveModelBehavior`.
+/// here: an existing `impl ActiveModelBehavior for ActiveModel` becomes
+/// `impl ReplicatedHooks for ActiveModel` with the same body. Every method has the meaning,
+/// signature and default of its namesake in `ActiveModelBehavior`. The derived impl runs
+/// these when they exist; `#[replicated(hooks)]` on the `Model` makes them required.
 ///
 /// # Examples
 ///

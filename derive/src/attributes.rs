@@ -1,20 +1,22 @@
 //! Reading `#[replicated(...)]` and the parts of `#[sea_orm(...)]` the derive needs.
 
 use proc_macro2::{Span, TokenStream};
-use syn::{Attribute, LitStr, Token, parenthesized};
+use syn::spanned::Spanned;
+use syn::{Attribute, LitStr, Token, Type, parenthesized};
 
 /// `#[replicated(...)]` on the struct.
 #[derive(Default)]
 pub(crate) struct ModelAttrs {
     pub(crate) sync_key: Option<LitStr>,
     pub(crate) hooks: bool,
-    pub(crate) has_table_name: bool,
 }
 
 /// What the derive needs to know of one field.
 pub(crate) struct FieldAttrs {
     pub(crate) skip: bool,
-    /// Not a column at all (`ignore`, or a relation field of sea-orm 2's entity format).
+    /// `#[replicated(skip)]`, for an error that names it.
+    pub(crate) skip_span: Option<Span>,
+    /// Marked as no column by a `#[sea_orm(...)]` key: `ignore`, or a relation key.
     pub(crate) not_a_column: bool,
     pub(crate) column_name: Option<String>,
     pub(crate) enum_name: Option<String>,
@@ -39,13 +41,6 @@ pub(crate) fn model(attrs: &[Attribute]) -> syn::Result<ModelAttrs> {
                     ))
                 }
             })?;
-        } else if attr.path().is_ident("sea_orm") {
-            attr.parse_nested_meta(|meta| {
-                if meta.path.is_ident("table_name") {
-                    out.has_table_name = true;
-                }
-                skip_value(&meta)
-            })?;
         }
     }
     Ok(out)
@@ -54,6 +49,7 @@ pub(crate) fn model(attrs: &[Attribute]) -> syn::Result<ModelAttrs> {
 pub(crate) fn field(attrs: &[Attribute]) -> syn::Result<FieldAttrs> {
     let mut out = FieldAttrs {
         skip: false,
+        skip_span: None,
         not_a_column: false,
         column_name: None,
         enum_name: None,
@@ -63,6 +59,7 @@ pub(crate) fn field(attrs: &[Attribute]) -> syn::Result<FieldAttrs> {
             attr.parse_nested_meta(|meta| {
                 if meta.path.is_ident("skip") {
                     out.skip = true;
+                    out.skip_span = Some(meta.path.span());
                     Ok(())
                 } else if meta.path.is_ident("sync_key") {
                     Err(meta.error(
@@ -98,6 +95,20 @@ pub(crate) fn field(attrs: &[Attribute]) -> syn::Result<FieldAttrs> {
         }
     }
     Ok(out)
+}
+
+/// Whether `ty` is one of sea-orm's relation wrappers (`HasOne<_>`, `HasMany<_>`,
+/// `BelongsTo<_>`). sea-orm decides by the last path segment alone: its attribute macros
+/// move such fields out of `Model` into `ModelEx`, and its derives never treat them as
+/// columns. Deciding the same way keeps the derive's columns equal to sea-orm's.
+pub(crate) fn is_relation(ty: &Type) -> bool {
+    let Type::Path(path) = ty else { return false };
+    path.path.segments.last().is_some_and(|segment| {
+        matches!(
+            segment.ident.to_string().as_str(),
+            "HasOne" | "HasMany" | "BelongsTo"
+        )
+    })
 }
 
 /// Consumes whatever follows a key we do not read: `= value`, `(...)`, or nothing.

@@ -3,8 +3,8 @@
 use heck::ToUpperCamelCase;
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
-use syn::spanned::Spanned;
-use syn::{Data, DeriveInput, Fields};
+use syn::punctuated::Punctuated;
+use syn::{Data, DeriveInput, Field, Fields, Token};
 
 use crate::attributes::{self, error};
 
@@ -17,9 +17,11 @@ struct Column {
     ty: syn::Type,
 }
 
+/// Where the derive goes, the opening of every refusal of a struct it cannot take.
+const WHERE: &str = "#[derive(Replicated)] goes on the `Model` struct of a sea-orm entity, \
+                     beside #[derive(DeriveEntityModel)] (or #[derive(DeriveModel)] in the expanded format)";
+
 pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream> {
-    const WHERE: &str = "#[derive(Replicated)] goes on the `Model` struct of a sea-orm entity, \
-                         beside #[derive(DeriveEntityModel)] and #[sea_orm(table_name = \"...\")]";
     let fields = match &input.data {
         Data::Struct(s) => match &s.fields {
             Fields::Named(named) => &named.named,
@@ -43,6 +45,9 @@ pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream> {
             ));
         }
     };
+    if input.ident == "ModelEx" {
+        return model_ex(fields);
+    }
     if input.ident != "Model" {
         return Err(error(
             input.ident.span(),
@@ -50,28 +55,38 @@ pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream> {
         ));
     }
     let model = attributes::model(&input.attrs)?;
-    if !model.has_table_name {
-        return Err(error(input.ident.span(), WHERE));
-    }
 
     let mut columns = Vec::new();
     for field in fields {
         let attrs = attributes::field(&field.attrs)?;
         let Some(ident) = &field.ident else { continue };
+        if attributes::is_relation(&field.ty) {
+            refuse_skip_on_relation(ident, &attrs)?;
+            continue;
+        }
         if attrs.not_a_column {
-            if attrs.skip {
+            if let Some(span) = attrs.skip_span {
                 return Err(error(
-                    field.span(),
-                    "this field is not a column (sea-orm ignores it), so `#[replicated(skip)]` has nothing to skip",
+                    span,
+                    &format!(
+                        "`#[replicated(skip)]` on `{ident}`, which sea-orm does not treat as a column \
+                         (`#[sea_orm(ignore)]` or a relation key), so nothing of it is captured and \
+                         there is nothing to skip: remove `#[replicated(skip)]`"
+                    ),
                 ));
             }
             continue;
         }
         let field_name = ident.to_string().trim_start_matches("r#").to_string();
-        let variant_name = attrs
-            .enum_name
-            .clone()
-            .unwrap_or_else(|| field_name.to_upper_camel_case());
+        let variant_name = attrs.enum_name.clone().unwrap_or_else(|| {
+            // sea-orm's own naming of the `Column` variant, `Self` escaped included.
+            let name = field_name.to_upper_camel_case();
+            if name == "Self" {
+                "Self_".to_string()
+            } else {
+                name
+            }
+        });
         columns.push(Column {
             name: attrs.column_name.unwrap_or(field_name),
             variant: format_ident!("{}", variant_name, span = ident.span()),
@@ -124,33 +139,35 @@ pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream> {
             quote!((Column::#v, <#ty as #orm::sea_query::ValueType>::array_type()))
         })
         .collect();
-    let hooks = model.hooks;
-    let new_fn = hooks.then(|| {
-        quote! {
-            fn new() -> Self {
-                <Self as ::ormsync::ReplicatedHooks>::new()
-            }
-        }
-    });
-    let before_save = if hooks {
-        quote!(<Self as ::ormsync::ReplicatedHooks>::before_save(self, db, insert).await?)
+    // With `#[replicated(hooks)]` the hooks are called by name, so a missing
+    // `impl ReplicatedHooks` is a compile error; without it they run when implemented.
+    let (hooks, probe) = if model.hooks {
+        (
+            quote!(<ActiveModel as ::ormsync::ReplicatedHooks>),
+            TokenStream::new(),
+        )
     } else {
-        quote!(self)
+        (
+            quote!((&HooksOf::<ActiveModel>(::std::marker::PhantomData))),
+            hooks_probe(&orm),
+        )
     };
-    let after_save = if hooks {
-        quote!(<Self as ::ormsync::ReplicatedHooks>::after_save(model, db, insert).await?)
+    let (new_hook, before_save, after_save, before_delete, after_delete) = if model.hooks {
+        (
+            quote!(#hooks::new()),
+            quote!(#hooks::before_save(self, db, insert)),
+            quote!(#hooks::after_save(model, db, insert)),
+            quote!(#hooks::before_delete(self, db)),
+            quote!(#hooks::after_delete(self, db)),
+        )
     } else {
-        quote!(model)
-    };
-    let before_delete = if hooks {
-        quote!(<Self as ::ormsync::ReplicatedHooks>::before_delete(self, db).await?)
-    } else {
-        quote!(self)
-    };
-    let after_delete = if hooks {
-        quote!(<Self as ::ormsync::ReplicatedHooks>::after_delete(self, db).await?)
-    } else {
-        quote!(self)
+        (
+            quote!(#hooks.new_active()),
+            quote!(#hooks.before_save(self, db, insert)),
+            quote!(#hooks.after_save(model, db, insert)),
+            quote!(#hooks.before_delete(self, db)),
+            quote!(#hooks.after_delete(self, db)),
+        )
     };
 
     Ok(quote! {
@@ -169,17 +186,22 @@ pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream> {
             }
         }
 
+        const _: () = {
+        #probe
+
         #[automatically_derived]
         #[::ormsync::__private::async_trait]
         impl #orm::ActiveModelBehavior for ActiveModel {
-            #new_fn
+            fn new() -> Self {
+                #new_hook
+            }
 
             async fn before_save<C>(self, db: &C, insert: bool) -> ::std::result::Result<Self, #orm::DbErr>
             where
                 C: #orm::ConnectionTrait,
             {
                 ::ormsync::capture::guard::<Entity, C>(db)?;
-                let this = #before_save;
+                let this = #before_save.await?;
                 ::ormsync::capture::lock_unchanged::<Entity, C>(db, &this, insert).await?;
                 ::std::result::Result::Ok(this)
             }
@@ -193,7 +215,7 @@ pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream> {
                 C: #orm::ConnectionTrait,
             {
                 let model = ::ormsync::capture::current::<Entity, C>(db, model, insert).await?;
-                let model = #after_save;
+                let model = #after_save.await?;
                 ::ormsync::capture::save::<Entity, C>(db, &model, insert).await?;
                 ::std::result::Result::Ok(model)
             }
@@ -203,7 +225,7 @@ pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream> {
                 C: #orm::ConnectionTrait,
             {
                 ::ormsync::capture::guard::<Entity, C>(db)?;
-                let this = #before_delete;
+                let this = #before_delete.await?;
                 ::ormsync::capture::complete::<Entity, C>(db, this).await
             }
 
@@ -214,12 +236,112 @@ pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream> {
                 // Judged before the entity's own hook can touch the model or the database.
                 ::ormsync::capture::check_unfound_delete::<Entity, C>(db, &self).await?;
                 let deleted = ::ormsync::capture::deletes_a_row::<Entity>(&self);
-                let this = #after_delete;
+                let this = #after_delete.await?;
                 if deleted {
                     ::ormsync::capture::delete::<Entity, C>(db, &this).await?;
                 }
                 ::std::result::Result::Ok(this)
             }
         }
+        };
     })
+}
+
+/// The derive as sea-orm's `#[sea_orm::model]` and `#[sea_orm::compact_model]` copy it onto
+/// the `ModelEx` they generate: the `Model` beside it carries the same derive and writes
+/// everything, so this one writes nothing. It only reads the relation fields, which those
+/// macros leave out of `Model`: an attribute there would otherwise go unread.
+fn model_ex(fields: &Punctuated<Field, Token![,]>) -> syn::Result<TokenStream> {
+    for field in fields {
+        let Some(ident) = &field.ident else { continue };
+        if attributes::is_relation(&field.ty) {
+            refuse_skip_on_relation(ident, &attributes::field(&field.attrs)?)?;
+        }
+    }
+    Ok(TokenStream::new())
+}
+
+/// A relation field is never captured: skipping it would promise something that is
+/// already so, and hide that the attribute means nothing there.
+fn refuse_skip_on_relation(ident: &syn::Ident, attrs: &attributes::FieldAttrs) -> syn::Result<()> {
+    match attrs.skip_span {
+        Some(span) => Err(error(
+            span,
+            &format!(
+                "`#[replicated(skip)]` on `{ident}`, a relation field: relations are not columns \
+                 and are never captured (the foreign key column is, unless it is skipped), so \
+                 there is nothing to skip: remove `#[replicated(skip)]`"
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Finds the entity's `ReplicatedHooks` without being told: method lookup takes the impl
+/// on `HooksOf<A>`, bounded by `A: ReplicatedHooks`, before the one on `&HooksOf<A>`, and
+/// falls back to the latter (hooks that change nothing) only when that bound does not hold.
+/// This works because `A` is the entity's concrete `ActiveModel` at the call.
+fn hooks_probe(orm: &TokenStream) -> TokenStream {
+    let result = quote!(::std::result::Result);
+    quote! {
+        struct HooksOf<A>(::std::marker::PhantomData<A>);
+
+        type HookFuture<'a, T> = ::std::pin::Pin<::std::boxed::Box<
+            dyn ::std::future::Future<Output = #result<T, #orm::DbErr>> + ::std::marker::Send + 'a,
+        >>;
+
+        trait RunHooks {
+            type Active;
+            type Model;
+            fn new_active(&self) -> Self::Active;
+            fn before_save<'a, C: #orm::ConnectionTrait>(&self, this: Self::Active, db: &'a C, insert: bool) -> HookFuture<'a, Self::Active>;
+            fn after_save<'a, C: #orm::ConnectionTrait>(&self, model: Self::Model, db: &'a C, insert: bool) -> HookFuture<'a, Self::Model>;
+            fn before_delete<'a, C: #orm::ConnectionTrait>(&self, this: Self::Active, db: &'a C) -> HookFuture<'a, Self::Active>;
+            fn after_delete<'a, C: #orm::ConnectionTrait>(&self, this: Self::Active, db: &'a C) -> HookFuture<'a, Self::Active>;
+        }
+
+        impl<A: ::ormsync::ReplicatedHooks + 'static> RunHooks for HooksOf<A> {
+            type Active = A;
+            type Model = <A::Entity as #orm::EntityTrait>::Model;
+            fn new_active(&self) -> A {
+                <A as ::ormsync::ReplicatedHooks>::new()
+            }
+            fn before_save<'a, C: #orm::ConnectionTrait>(&self, this: A, db: &'a C, insert: bool) -> HookFuture<'a, A> {
+                <A as ::ormsync::ReplicatedHooks>::before_save(this, db, insert)
+            }
+            fn after_save<'a, C: #orm::ConnectionTrait>(&self, model: Self::Model, db: &'a C, insert: bool) -> HookFuture<'a, Self::Model> {
+                <A as ::ormsync::ReplicatedHooks>::after_save(model, db, insert)
+            }
+            fn before_delete<'a, C: #orm::ConnectionTrait>(&self, this: A, db: &'a C) -> HookFuture<'a, A> {
+                <A as ::ormsync::ReplicatedHooks>::before_delete(this, db)
+            }
+            fn after_delete<'a, C: #orm::ConnectionTrait>(&self, this: A, db: &'a C) -> HookFuture<'a, A> {
+                <A as ::ormsync::ReplicatedHooks>::after_delete(this, db)
+            }
+        }
+
+        impl<A> RunHooks for &HooksOf<A>
+        where
+            A: #orm::ActiveModelTrait + ::std::marker::Send + 'static,
+            <A::Entity as #orm::EntityTrait>::Model: ::std::marker::Send + 'static,
+        {
+            type Active = A;
+            type Model = <A::Entity as #orm::EntityTrait>::Model;
+            fn new_active(&self) -> A {
+                <A as #orm::ActiveModelTrait>::default()
+            }
+            fn before_save<'a, C: #orm::ConnectionTrait>(&self, this: A, _: &'a C, _: bool) -> HookFuture<'a, A> {
+                ::std::boxed::Box::pin(::std::future::ready(#result::Ok(this)))
+            }
+            fn after_save<'a, C: #orm::ConnectionTrait>(&self, model: Self::Model, _: &'a C, _: bool) -> HookFuture<'a, Self::Model> {
+                ::std::boxed::Box::pin(::std::future::ready(#result::Ok(model)))
+            }
+            fn before_delete<'a, C: #orm::ConnectionTrait>(&self, this: A, _: &'a C) -> HookFuture<'a, A> {
+                ::std::boxed::Box::pin(::std::future::ready(#result::Ok(this)))
+            }
+            fn after_delete<'a, C: #orm::ConnectionTrait>(&self, this: A, _: &'a C) -> HookFuture<'a, A> {
+                ::std::boxed::Box::pin(::std::future::ready(#result::Ok(this)))
+            }
+        }
+    }
 }

@@ -1,5 +1,7 @@
-// The derive writes `impl ActiveModelBehavior for ActiveModel`; a hand-written one conflicts.
-// Such logic belongs in `impl ormsync::ReplicatedHooks for ActiveModel` with `#[replicated(hooks)]`.
+// The derive writes `impl ActiveModelBehavior for ActiveModel`; a hand-written one conflicts
+// (E0119, which a derive cannot reword). The fix, which the derive's docs and the README
+// give: `impl ormsync::ReplicatedHooks for ActiveModel` in its place, body unchanged
+// (tests/ui/pass/hooks_without_attribute.rs).
 
 mod customers {
     use sea_orm::entity::prelude::*;

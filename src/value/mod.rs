@@ -76,8 +76,9 @@ pub enum Value {
     /// An exact decimal, scale included.
     Decimal(Option<Decimal>),
     /// A PostgreSQL array (`Vec<T>` in the `Model`) of elements of one type. At MySQL and
-    /// SQLite, which have no arrays, it is a JSON array of the elements' plain forms
-    /// ([`array`] says which).
+    /// SQLite, which have no arrays, it is a JSON array of the elements' plain forms: a
+    /// number for integers and finite floats, a string for decimals, timestamps, UUIDs,
+    /// NaN and the infinities, base64 for binary.
     Array {
         /// The elements' type tag ([`type_tag`](Value::type_tag)): `"i4"`, `"s"`,
         /// `"en:mood"`.
@@ -209,7 +210,7 @@ impl Value {
     ///   (never wrapped). SQLite's integers cannot hold it at all: ormsync refuses such a
     ///   change for a SQLite destination before binding anything.
     /// - An array is a PostgreSQL array of its elements as PostgreSQL takes them, and a
-    ///   JSON array at MySQL and SQLite (see [`array`]).
+    ///   JSON array at MySQL and SQLite.
     pub fn to_sea_for(&self, backend: sea_orm::DbBackend) -> sea_query::Value {
         use sea_orm::DbBackend;
         use sea_query::Value as V;

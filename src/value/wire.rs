@@ -417,7 +417,7 @@ struct EnumOwned {
 }
 
 /// An array: its elements' type tag, and the elements in their plain JSON forms (see
-/// [`array`](super::array)).
+/// [`array`](mod@super::array)).
 #[derive(Serialize)]
 struct ArrayRef<'a> {
     #[serde(rename = "t")]

@@ -207,6 +207,16 @@ impl Batch {
         self.changes.is_empty() && self.skipped.is_empty()
     }
 
+    /// The part of the batch before the change `id`: its earlier changes and skipped
+    /// ranges, anchored at the last of those changes. What an apply that failed at `id`
+    /// can still store, so that the next batch starts at the failing change.
+    pub(crate) fn before(mut self, id: i64) -> Batch {
+        self.changes.retain(|c| c.id < id);
+        self.skipped.retain(|&(_, hi)| hi < id);
+        self.anchor = self.changes.last().map(Change::anchor);
+        self
+    }
+
     /// Marks everything this batch covers as done in `position`.
     pub fn mark_done(&self, position: &mut Position) {
         for c in &self.changes {

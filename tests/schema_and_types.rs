@@ -295,11 +295,23 @@ async fn a_panic_halts_its_destination_not_the_replicator() {
     .unwrap();
     txn.commit().await.unwrap();
 
+    // The pass that panics answers the sync itself, or the sync meets the halt it left.
     let err = rep.sync_destination("maria").await.unwrap_err();
     assert!(
-        matches!(err, ormsync::Error::Halted { .. }) && err.to_string().contains("panicked"),
+        matches!(
+            err,
+            ormsync::Error::Halted { .. } | ormsync::Error::Panicked { .. }
+        ) && err.to_string().contains("panicked"),
         "{err}"
     );
+    let maria_state = |rep: &Replicator| {
+        rep.status()
+            .destinations
+            .into_iter()
+            .find(|d| d.name == "maria")
+            .map(|d| d.state)
+    };
+    assert_eq!(maria_state(&rep), Some(ormsync::State::Halted));
     rep.sync_destination("pg")
         .await
         .expect("the other destination ships");

@@ -1,7 +1,7 @@
 //! The SQL sink: applies batches to a PostgreSQL, MySQL/MariaDB or SQLite database.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -15,10 +15,11 @@ use super::rules::Rules;
 use super::statement;
 use super::{checkpoint, columns, shape};
 use crate::change::{Batch, Change};
-use crate::classify::{ErrorKind, classify};
+use crate::classify::{ErrorKind, classify, is_foreign_key};
 use crate::error::{Error, Result};
 use crate::position::Position;
 use crate::redact::redact;
+use crate::value::canonical;
 
 use super::sink::Sink;
 
@@ -194,13 +195,7 @@ impl SqlSink {
             let run: Vec<&Change> = rest[..end].iter().map(|c| c.as_ref()).collect();
             rest = &rest[end..];
             if one_by_one {
-                for change in &run {
-                    for step in plan::one_by_one(std::slice::from_ref(change)) {
-                        self.run(txn, &step)
-                            .await
-                            .map_err(|e| self.statement_failure(change, e, true))?;
-                    }
-                }
+                self.one_by_one(txn, &run).await?;
             } else {
                 let mut steps = plan::plan(&run);
                 plan::parents_first(&mut steps, &self.rules.specs);
@@ -222,6 +217,80 @@ impl SqlSink {
             }
         }
         Ok(placer.conflicts)
+    }
+
+    /// Applies `run` change by change, so that a failure names its change.
+    ///
+    /// A change a foreign key refuses waits, with every later change of its row, until the
+    /// rest of the run has applied, and is tried again as long as that makes progress: the
+    /// run may hold a row's parent after it (a source transaction under a deferred
+    /// constraint, or a child table's change before its parent table's) or delete a
+    /// parent before the rows naming it. Each change runs under a savepoint, so a refusal
+    /// undoes that change alone. A change still refused is reported with its error.
+    async fn one_by_one(
+        &self,
+        txn: &DatabaseTransaction,
+        run: &[&Change],
+    ) -> std::result::Result<(), Failure> {
+        let mut waiting: Vec<&Change> = run.to_vec();
+        let mut first_pass = true;
+        loop {
+            let mut still: Vec<&Change> = Vec::new();
+            let mut still_rows: HashSet<(&str, Vec<u8>)> = HashSet::new();
+            let mut refused: Option<(&Change, DbErr)> = None;
+            let before = waiting.len();
+            for change in waiting {
+                let row = (
+                    change.table.as_str(),
+                    canonical::encode_all(change.key.values()),
+                );
+                if still_rows.contains(&row) {
+                    still.push(change);
+                    continue;
+                }
+                if let Some(e) = self.try_change(txn, change).await? {
+                    refused.get_or_insert((change, e));
+                    still.push(change);
+                    still_rows.insert(row);
+                }
+            }
+            match refused {
+                None => return Ok(()),
+                Some((change, e)) if still.len() == before && !first_pass => {
+                    return Err(self.statement_failure(change, e, true));
+                }
+                Some(_) => {}
+            }
+            first_pass = false;
+            waiting = still;
+        }
+    }
+
+    /// Applies one change under a savepoint: `None` when it applied, the error when a
+    /// foreign key refused it (and it was undone), a failure otherwise.
+    async fn try_change(
+        &self,
+        txn: &DatabaseTransaction,
+        change: &Change,
+    ) -> std::result::Result<Option<DbErr>, Failure> {
+        let savepoint_failed = |e: DbErr| {
+            Failure::Other(Error::db(
+                format!("destination `{}`: a savepoint", self.name),
+                e,
+            ))
+        };
+        let savepoint = txn.begin().await.map_err(savepoint_failed)?;
+        for step in plan::one_by_one(std::slice::from_ref(&change)) {
+            if let Err(e) = self.run(&savepoint, &step).await {
+                let _ = savepoint.rollback().await;
+                if is_foreign_key(&e) {
+                    return Ok(Some(e));
+                }
+                return Err(self.statement_failure(change, e, true));
+            }
+        }
+        savepoint.commit().await.map_err(savepoint_failed)?;
+        Ok(None)
     }
 
     /// What a failed statement of `change` means: in batched mode a permanent error is

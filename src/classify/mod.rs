@@ -56,6 +56,28 @@ fn classify_sqlx(e: &sqlx::Error) -> ErrorKind {
     }
 }
 
+/// Whether `e` is a foreign key's refusal: a row naming a parent row that is not there, or
+/// a parent row deleted while rows still name it.
+pub(crate) fn is_foreign_key(e: &DbErr) -> bool {
+    let d = match e {
+        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
+            match e.as_ref() {
+                sqlx::Error::Database(d) => d,
+                _ => return false,
+            }
+        }
+        _ => return false,
+    };
+    if let Some(pg) = d.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+        pg.code() == "23503"
+    } else if let Some(my) = d.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
+        matches!(my.number(), 1216 | 1217 | 1451 | 1452)
+    } else {
+        // SQLITE_CONSTRAINT_FOREIGNKEY.
+        d.code().is_some_and(|c| c == "787")
+    }
+}
+
 /// The MySQL/MariaDB error number inside `e`, if any.
 fn mysql_number(e: &DbErr) -> Option<u16> {
     match e {

@@ -581,7 +581,6 @@ impl Worker {
             }
             self.update(|s| s.state = State::Running);
             let batch = self.route(batch, memory).await?;
-            let applied = batch.changes.len() as u64;
             let started = Instant::now();
             // Read the next batch while this one applies: the source and the destination
             // work at once. The read assumes this batch lands; if it does not, the read is
@@ -608,10 +607,20 @@ impl Worker {
                 // The read panicked: the reader left in its place starts from the position.
                 Err(_) => None,
             };
+            let (batch, stored, next) = match (stored, next) {
+                (Err(e @ Error::Apply { .. }), next) => {
+                    let (batch, stored) = self
+                        .apply_around(memory, &current, batch, next, e, &mut expected)
+                        .await?;
+                    (batch, stored, None)
+                }
+                (stored, next) => (batch, stored, next),
+            };
+            let applied = batch.changes.len() as u64;
             match &stored {
-                Ok(stored) if *stored == expected => prefetched = next,
-                // The read ran ahead of a position that was not stored: start it again
-                // from the stored one.
+                Ok(stored) if *stored == expected && next.is_some() => prefetched = next,
+                // The read ran ahead of a position that was not stored (or was used up
+                // above): start it again from the stored one.
                 _ => self.reader.restart(),
             }
             let stored = match stored {
@@ -644,6 +653,76 @@ impl Worker {
             memory.position = Some(stored.clone());
             self.check_backlog(memory, &stored).await;
         }
+    }
+
+    /// After `batch` failed at change `failed`: applies what can be applied around it,
+    /// and returns the batch last tried with its result; `expected` becomes the position
+    /// that batch would store.
+    ///
+    /// The outbox keeps no transaction boundary, so the batch size may cut a source
+    /// transaction, and under a deferred constraint its first part alone can break a
+    /// foreign key that the whole satisfies (a child inserted before its parent). So the
+    /// changes before the failing one are applied as a batch of their own, and the next
+    /// batch starts at it; refused by a foreign key as the first change of its batch, it is
+    /// tried together with the changes after it, up to eight batches' worth, and at most 16
+    /// tries in all.
+    /// A change that fails on its own fails each time, and its error is returned as before.
+    async fn apply_around(
+        &mut self,
+        memory: &mut Memory,
+        current: &Position,
+        mut batch: Batch,
+        mut next: Option<Batch>,
+        mut error: Error,
+        expected: &mut Position,
+    ) -> Result<(Batch, Result<Position>)> {
+        let limit = batch.changes.len().max(1) * 8;
+        for _ in 0..16 {
+            let Error::Apply {
+                id: failed,
+                source: ref cause,
+                ..
+            } = error
+            else {
+                break;
+            };
+            let starts_at_failure = batch.changes.first().is_none_or(|c| c.id >= failed);
+            // Only a foreign key's refusal can be lifted by a change that follows.
+            if starts_at_failure && !crate::classify::is_foreign_key(cause) {
+                break;
+            }
+            if !starts_at_failure {
+                tracing::debug!(destination = %self.name, change = failed,
+                    "a batch failed; storing the changes before the one that failed");
+                batch = batch.before(failed);
+            } else {
+                let more = match next.take() {
+                    Some(more) => more,
+                    None if batch.changes.len() < limit => {
+                        let mut after = current.clone();
+                        batch.mark_done(&mut after);
+                        self.reader.read(&after).await?
+                    }
+                    None => Batch::default(),
+                };
+                if more.changes.is_empty() {
+                    return Ok((batch, Err(error)));
+                }
+                tracing::debug!(destination = %self.name, change = failed,
+                    "a batch failed at its first change; trying it with the changes after it");
+                let more = self.route(more, memory).await?;
+                batch.changes.extend(more.changes);
+                batch.skipped.extend(more.skipped);
+                batch.anchor = more.anchor.or(batch.anchor);
+            }
+            *expected = current.clone();
+            batch.mark_done(expected);
+            match self.sink.apply(&self.source_id, &batch).await {
+                Err(e @ Error::Apply { .. }) => error = e,
+                stored => return Ok((batch, stored)),
+            }
+        }
+        Ok((batch, Err(error)))
     }
 
     /// Copies the position to `ormsync_progress` at the source, for retention and other

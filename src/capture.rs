@@ -340,8 +340,9 @@ pub async fn save<E: Replicated, C: ConnectionTrait>(
     insert: bool,
 ) -> Result<(), DbErr> {
     let op = if insert { Op::Insert } else { Op::Update };
-    let row = E::to_row(model)?;
-    let key = E::key_of(model)?;
+    let at = Some(db.get_database_backend());
+    let row = crate::entity::row_at::<E>(model, at)?;
+    let key = crate::entity::key_at::<E>(model, at)?;
     write::<E, C>(db, op, &key, &row).await
 }
 
@@ -419,7 +420,7 @@ pub async fn delete<E: Replicated, C: ConnectionTrait>(
     db: &C,
     model: &E::ActiveModel,
 ) -> Result<(), DbErr> {
-    let row = E::active_to_row(model)?;
+    let row = crate::entity::active_row_at::<E>(model, Some(db.get_database_backend()))?;
     let spec_key = E::table_spec().key;
     let key = Row(row
         .0

@@ -2,8 +2,8 @@
 
 use sea_orm::sea_query::{ArrayType, ColumnType};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue, ColumnTrait, EntityTrait, IdenStatic, Iterable, ModelTrait,
-    PrimaryKeyToColumn, RelationTrait,
+    ActiveModelTrait, ActiveValue, ColumnTrait, DbBackend, EntityTrait, IdenStatic, Iterable,
+    ModelTrait, PrimaryKeyToColumn, RelationTrait,
 };
 
 use crate::change::Row;
@@ -108,43 +108,17 @@ pub trait Replicated: EntityTrait {
     ///
     /// [`Error::UnsupportedValue`] when a column's type cannot travel (mark it `skip`).
     fn to_row(model: &Self::Model) -> Result<Row> {
-        let skipped = Self::skipped_columns();
-        let mut row = Vec::with_capacity(16);
-        for c in Self::Column::iter() {
-            if skipped.iter().any(|s| s.as_str() == c.as_str()) {
-                continue;
-            }
-            row.push((c.as_str().to_string(), typed::<Self>(c, model.get(c))?));
-        }
-        Ok(Row(row))
+        row_at::<Self>(model, None)
     }
 
     /// The primary key of `model`.
     fn key_of(model: &Self::Model) -> Result<Row> {
-        let mut row = Vec::with_capacity(1);
-        for k in Self::PrimaryKey::iter() {
-            let c = k.into_column();
-            row.push((c.as_str().to_string(), typed::<Self>(c, model.get(c))?));
-        }
-        Ok(Row(row))
+        key_at::<Self>(model, None)
     }
 
     /// The shipped columns an `ActiveModel` holds (set or unchanged; `NotSet` ones are left out).
     fn active_to_row(model: &Self::ActiveModel) -> Result<Row> {
-        let skipped = Self::skipped_columns();
-        let mut row = Vec::with_capacity(16);
-        for c in Self::Column::iter() {
-            if skipped.iter().any(|s| s.as_str() == c.as_str()) {
-                continue;
-            }
-            match model.get(c) {
-                ActiveValue::Set(v) | ActiveValue::Unchanged(v) => {
-                    row.push((c.as_str().to_string(), typed::<Self>(c, v)?))
-                }
-                ActiveValue::NotSet => {}
-            }
-        }
-        Ok(Row(row))
+        active_row_at::<Self>(model, None)
     }
 
     /// An `ActiveModel` holding the values of `row` (columns the row lacks stay `NotSet`).
@@ -176,15 +150,75 @@ pub trait Replicated: EntityTrait {
                             Self::default().table_name()
                         ))
                     })?,
-                other => am.set(col, other.to_sea()),
+                // A field of the `time` crate's or `BigDecimal`'s type takes the same
+                // value in its own type.
+                other => {
+                    let mut result = am.try_set(col, other.to_sea());
+                    for alternative in crate::value::crates::alternatives(other) {
+                        if result.is_ok() {
+                            break;
+                        }
+                        result = am.try_set(col, alternative);
+                    }
+                    result.map_err(|e| {
+                        Error::Config(format!(
+                            "`{}.{name}` does not take the value {other:?}: {e}",
+                            Self::default().table_name()
+                        ))
+                    })?
+                }
             }
         }
         Ok(am)
     }
 }
 
-fn typed<E: EntityTrait>(c: E::Column, v: sea_orm::Value) -> Result<Value> {
-    let value = Value::from_sea(v).map_err(|kind| Error::UnsupportedValue {
+/// [`Replicated::to_row`] of a model read from or written to a database on `at`.
+pub(crate) fn row_at<E: Replicated>(model: &E::Model, at: Option<DbBackend>) -> Result<Row> {
+    let skipped = E::skipped_columns();
+    let mut row = Vec::with_capacity(16);
+    for c in E::Column::iter() {
+        if skipped.iter().any(|s| s.as_str() == c.as_str()) {
+            continue;
+        }
+        row.push((c.as_str().to_string(), typed::<E>(c, model.get(c), at)?));
+    }
+    Ok(Row(row))
+}
+
+/// [`Replicated::key_of`] at `at`.
+pub(crate) fn key_at<E: Replicated>(model: &E::Model, at: Option<DbBackend>) -> Result<Row> {
+    let mut row = Vec::with_capacity(1);
+    for k in E::PrimaryKey::iter() {
+        let c = k.into_column();
+        row.push((c.as_str().to_string(), typed::<E>(c, model.get(c), at)?));
+    }
+    Ok(Row(row))
+}
+
+/// [`Replicated::active_to_row`] at `at`.
+pub(crate) fn active_row_at<E: Replicated>(
+    model: &E::ActiveModel,
+    at: Option<DbBackend>,
+) -> Result<Row> {
+    let skipped = E::skipped_columns();
+    let mut row = Vec::with_capacity(16);
+    for c in E::Column::iter() {
+        if skipped.iter().any(|s| s.as_str() == c.as_str()) {
+            continue;
+        }
+        match model.get(c) {
+            ActiveValue::Set(v) | ActiveValue::Unchanged(v) => {
+                row.push((c.as_str().to_string(), typed::<E>(c, v, at)?))
+            }
+            ActiveValue::NotSet => {}
+        }
+    }
+    Ok(Row(row))
+}
+
+fn typed<E: EntityTrait>(c: E::Column, v: sea_orm::Value, at: Option<DbBackend>) -> Result<Value> {
+    let value = Value::from_sea_at(v, at).map_err(|kind| Error::UnsupportedValue {
         table: E::default().table_name().to_string(),
         column: c.as_str().to_string(),
         kind,

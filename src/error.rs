@@ -181,9 +181,9 @@ pub enum Error {
         tables: String,
     },
 
-    /// A column holds a value type ormsync cannot ship.
+    /// A column holds a value ormsync cannot ship.
     #[error(
-        "`{table}.{column}` holds a {kind} value, which ormsync cannot ship yet; mark the field \
+        "`{table}.{column}` holds {kind}, which ormsync cannot ship yet; mark the field \
          `#[replicated(skip)]` or store it as a supported type"
     )]
     UnsupportedValue {
@@ -191,7 +191,8 @@ pub enum Error {
         table: String,
         /// The column.
         column: String,
-        /// The value's type as sea-query names it.
+        /// What the value is: "a `Vector` value" (its type as sea-query names it), or why
+        /// this one value cannot travel.
         kind: String,
     },
 

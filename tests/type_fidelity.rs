@@ -1369,6 +1369,183 @@ pub mod arrays {
     pub enum Relation {}
 }
 
+/// An application on the `time` crate and `BigDecimal` (sea-orm's `with-time` and
+/// `with-bigdecimal`): its values arrive as the same instants, wall times and decimals,
+/// by the initial copy and by the stream, into tables `create_tables` makes; every
+/// destination reads back what the source holds, `verify` agrees, and a captured row turns
+/// back into the application's own types.
+async fn time_and_big_decimal_fields_arrive_exactly(src: Backend, dst: Backend) {
+    use time::macros::{date, datetime, offset, time};
+    common::trace();
+    let (Some(source), Some(dest)) = (TestDb::create(src).await, TestDb::create(dst).await) else {
+        return;
+    };
+    if src == Backend::MySql {
+        // sea-orm's own MySQL table would keep whole seconds (`TIMESTAMP`, `TIME`).
+        source
+            .db
+            .execute_unprepared(
+                "CREATE TABLE fidelity_other_crates (id BIGINT PRIMARY KEY, day DATE NOT NULL, \
+                 at_time TIME(6) NOT NULL, naive_at DATETIME(6) NOT NULL, \
+                 zoned_at DATETIME(6) NOT NULL, amount DECIMAL(40,20) NOT NULL, \
+                 maybe_amount DECIMAL(40,20) NULL)",
+            )
+            .await
+            .expect("create table");
+    } else {
+        let schema = Schema::new(source.db.get_database_backend());
+        source
+            .db
+            .execute(&schema.create_table_from_entity(other_crates::Entity))
+            .await
+            .expect("create table");
+    }
+    ormsync::install(&source.db).await.expect("install");
+    let big = |s: &str| bigdecimal::BigDecimal::from_str(s).expect("decimal");
+    let model_of = |id: i64| other_crates::Model {
+        id,
+        day: date!(2024 - 02 - 29),
+        at_time: time!(23:59:59.123456),
+        naive_at: datetime!(1969-07-20 20:17:40.000001),
+        zoned_at: datetime!(2024-02-29 23:59:59.654321).assume_offset(if id % 2 == 0 {
+            offset!(+5:30)
+        } else {
+            offset!(-8)
+        }),
+        // At most 15 significant digits: SQLite keeps decimals as doubles.
+        amount: big(["1.50", "-0.000001", "1234567890.12345", "0"][(id % 4) as usize]),
+        maybe_amount: (id % 3 != 0).then(|| big("-98765.4321098765")),
+    };
+    let write = |ids: std::ops::RangeInclusive<i64>| {
+        let db = source.db.clone();
+        async move {
+            let txn = db.begin().await.expect("begin");
+            for id in ids {
+                other_crates::ActiveModel::from(model_of(id))
+                    .insert(&txn)
+                    .await
+                    .expect("insert");
+            }
+            txn.commit().await.expect("commit");
+        }
+    };
+    write(1..=4).await;
+    let r = Replicator::builder(source.db.clone())
+        .entity::<other_crates::Entity>()
+        .poll_interval(Duration::from_millis(50))
+        .destination(Destination::new("backup", dest.db.clone()).create_tables())
+        .start()
+        .await
+        .expect("start");
+    write(5..=8).await;
+    r.sync_now().await.expect("sync");
+    r.shutdown().await;
+
+    let spec = other_crates::Entity::table_spec();
+    let expected = read_rows(&source.db, &spec).await;
+    assert_eq!(expected.len(), 8);
+    let what = format!("{}→{}", src.name(), dst.name());
+    assert_rows(
+        &what,
+        &spec.table,
+        &expected,
+        &read_rows(&dest.db, &spec).await,
+    );
+    assert_verify_clean(&source, &dest, std::slice::from_ref(&spec), &what).await;
+    // The payload's values turn back into the application's types.
+    for row in &expected {
+        let back = other_crates::Entity::active_from_row(row).expect("into the ActiveModel");
+        let id = match row.get("id") {
+            Some(Value::BigInt(Some(id))) => *id,
+            other => panic!("{other:?}"),
+        };
+        let model = sea_orm::TryIntoModel::<other_crates::Model>::try_into_model(back)
+            .expect("a whole model");
+        let want = model_of(id);
+        assert_eq!(model.amount, want.amount, "{what}: row {id}");
+        assert_eq!(model.zoned_at, want.zoned_at, "{what}: row {id}");
+        assert_eq!(model.at_time, want.at_time, "{what}: row {id}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_and_big_decimal_fields_arrive_exactly_postgres_to_mariadb() {
+    time_and_big_decimal_fields_arrive_exactly(Backend::Postgres, Backend::MySql).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_and_big_decimal_fields_arrive_exactly_mariadb_to_sqlite() {
+    time_and_big_decimal_fields_arrive_exactly(Backend::MySql, Backend::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_and_big_decimal_fields_arrive_exactly_sqlite_to_postgres() {
+    time_and_big_decimal_fields_arrive_exactly(Backend::Sqlite, Backend::Postgres).await
+}
+
+/// A BigDecimal of more digits than ormsync's decimals keep (here in an unconstrained
+/// PostgreSQL `numeric`) is refused at capture, with an error naming the column, and the
+/// application's write rolls back with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_big_decimal_too_long_to_carry_is_refused_at_capture() {
+    let Some(db) = TestDb::create(Backend::Postgres).await else {
+        return;
+    };
+    db.db
+        .execute_unprepared(
+            "CREATE TABLE fidelity_other_crates (id BIGINT PRIMARY KEY, day DATE NOT NULL, \
+             at_time TIME NOT NULL, naive_at TIMESTAMP NOT NULL, zoned_at TIMESTAMPTZ NOT NULL, \
+             amount NUMERIC NOT NULL, maybe_amount NUMERIC NULL)",
+        )
+        .await
+        .expect("create table");
+    ormsync::install(&db.db).await.expect("install");
+    use time::macros::{date, datetime, time};
+    let txn = db.db.begin().await.expect("begin");
+    let err = other_crates::ActiveModel::from(other_crates::Model {
+        id: 1,
+        day: date!(2024 - 01 - 01),
+        at_time: time!(00:00),
+        naive_at: datetime!(2024-01-01 00:00),
+        zoned_at: datetime!(2024-01-01 00:00 UTC),
+        amount: bigdecimal::BigDecimal::from_str("0.1234567890123456789012345678901234")
+            .expect("decimal"),
+        maybe_amount: None,
+    })
+    .insert(&txn)
+    .await
+    .expect_err("refused");
+    let _ = txn.rollback().await;
+    let message = err.to_string();
+    assert!(
+        message.contains("`fidelity_other_crates.amount`") && message.contains("BigDecimal"),
+        "{message}"
+    );
+    assert_eq!(common::count(&db.db, "ormsync_outbox").await, 0);
+}
+
+pub mod other_crates {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel, ormsync::Replicated)]
+    #[sea_orm(table_name = "fidelity_other_crates")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: i64,
+        pub day: TimeDate,
+        pub at_time: TimeTime,
+        pub naive_at: TimeDateTime,
+        pub zoned_at: TimeDateTimeWithTimeZone,
+        #[sea_orm(column_type = "Decimal(Some((40, 20)))")]
+        pub amount: BigDecimal,
+        #[sea_orm(column_type = "Decimal(Some((40, 20)))", nullable)]
+        pub maybe_amount: Option<BigDecimal>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+}
+
 /// A captured row turns back into the application's `ActiveModel`, database enum
 /// included (it travels as the enum, and the `DeriveActiveEnum` takes its variant back).
 #[test]

@@ -27,7 +27,7 @@ pub(super) fn from_sea(
     items: Option<Vec<sea_query::Value>>,
 ) -> Result<Value, String> {
     let of = Value::null_of(ty)
-        .ok_or_else(|| format!("Array of {ty:?}"))?
+        .ok_or_else(|| format!("an array of `{ty:?}`"))?
         .type_tag();
     let items = items
         .map(|items| {

@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 pub(crate) mod array;
 pub(crate) mod canonical;
+pub(crate) mod crates;
 pub(crate) mod fit;
 mod read;
 mod wire;
@@ -118,6 +119,29 @@ impl Value {
         }
     }
 
+    /// [`from_sea`](Self::from_sea) of a value read from or written to a database on
+    /// `at`. At SQLite a decimal is a double, which sea-orm hands over as a `BigDecimal`
+    /// of all the double's binary digits (0.1 as 0.1000000000000000055511…): it is taken
+    /// as the value the double stands for, to 15 significant digits, as a `Decimal` from
+    /// SQLite is when it is shipped.
+    pub(crate) fn from_sea_at(
+        value: sea_query::Value,
+        at: Option<sea_orm::DbBackend>,
+    ) -> Result<Self, String> {
+        #[cfg(feature = "with-bigdecimal")]
+        if at == Some(sea_orm::DbBackend::Sqlite)
+            && let sea_query::Value::BigDecimal(Some(b)) = &value
+            && crates::big_decimal::to_decimal(b).is_none()
+        {
+            use bigdecimal::ToPrimitive;
+            if let Some(d) = b.to_f64().and_then(fit::decimal_of_sqlite_real) {
+                return Ok(Value::Decimal(Some(d)));
+            }
+        }
+        let _ = at;
+        Value::from_sea(value)
+    }
+
     /// Converts a sea-query value, or names its type when ormsync cannot carry it.
     pub fn from_sea(value: sea_query::Value) -> Result<Self, String> {
         use sea_query::Value as V;
@@ -154,6 +178,28 @@ impl Value {
             V::Uuid(v) => Value::Uuid(v),
             V::Decimal(v) => Value::Decimal(v),
             V::Array(ty, items) => array::from_sea(&ty, items.map(|b| *b))?,
+            #[cfg(feature = "with-time")]
+            V::TimeDate(v) => Value::Date(chrono_of(v, crates::time_crate::date)?),
+            #[cfg(feature = "with-time")]
+            V::TimeTime(v) => Value::Time(chrono_of(v, crates::time_crate::time_of_day)?),
+            #[cfg(feature = "with-time")]
+            V::TimeDateTime(v) => Value::DateTime(chrono_of(v, crates::time_crate::datetime)?),
+            #[cfg(feature = "with-time")]
+            V::TimeDateTimeWithTimeZone(v) => {
+                Value::DateTimeWithTimeZone(chrono_of(v, crates::time_crate::zoned)?)
+            }
+            #[cfg(feature = "with-bigdecimal")]
+            V::BigDecimal(v) => Value::Decimal(
+                v.map(|b| {
+                    crates::big_decimal::to_decimal(&b).ok_or_else(|| {
+                        format!(
+                            "the BigDecimal {b}, of more digits than ormsync's decimals \
+                             keep (28 or 29 significant, 28 after the point)"
+                        )
+                    })
+                })
+                .transpose()?,
+            ),
             #[allow(unreachable_patterns)]
             other => return Err(sea_type_name(&other)),
         })
@@ -277,9 +323,20 @@ impl Value {
     }
 }
 
+/// The chrono value equal to the `time` crate's `v`.
+#[cfg(feature = "with-time")]
+fn chrono_of<T: std::fmt::Debug + Copy, C>(
+    v: Option<T>,
+    convert: fn(T) -> Option<C>,
+) -> Result<Option<C>, String> {
+    v.map(|t| convert(t).ok_or_else(|| format!("the time value {t:?}, outside chrono's range")))
+        .transpose()
+}
+
+/// "a `Vector` value": what sea-query calls a value of a type ormsync does not carry.
 fn sea_type_name(v: &sea_query::Value) -> String {
     let debug = format!("{v:?}");
-    debug.split('(').next().unwrap_or("unknown").to_string()
+    format!("a `{}` value", debug.split('(').next().unwrap_or("unknown"))
 }
 
 #[cfg(test)]

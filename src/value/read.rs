@@ -42,6 +42,16 @@ impl Value {
             ArrayType::ChronoDateTimeWithTimeZone => Value::DateTimeWithTimeZone(None),
             ArrayType::Uuid => Value::Uuid(None),
             ArrayType::Decimal => Value::Decimal(None),
+            #[cfg(feature = "with-time")]
+            ArrayType::TimeDate => Value::Date(None),
+            #[cfg(feature = "with-time")]
+            ArrayType::TimeTime => Value::Time(None),
+            #[cfg(feature = "with-time")]
+            ArrayType::TimeDateTime => Value::DateTime(None),
+            #[cfg(feature = "with-time")]
+            ArrayType::TimeDateTimeWithTimeZone => Value::DateTimeWithTimeZone(None),
+            #[cfg(feature = "with-bigdecimal")]
+            ArrayType::BigDecimal => Value::Decimal(None),
             #[allow(unreachable_patterns)]
             _ => return None,
         })

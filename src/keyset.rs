@@ -25,36 +25,66 @@ fn bind(v: &Value, backend: DbBackend) -> Expr {
     Expr::val(v.to_sea_for(backend))
 }
 
-/// Rows whose key is above `after`, in a form each engine runs as an index range.
+/// Key column `name` (of type tag `tag`) of `table` as chunks order and compare it: the
+/// `ORDER BY` of a chunk and the `WHERE` that starts the next one must agree on one order,
+/// or rows are skipped.
+///
+/// - PostgreSQL: the column itself, qualified by its table, since a chunk's select list
+///   names an enum's text cast after the column and an unqualified `ORDER BY` would sort
+///   by that text while the `WHERE` compares enum values (in declaration order).
+/// - MySQL/MariaDB: an `ENUM` column sorts by declaration but compares with a string as a
+///   string, so both sides use its text (`CAST(… AS CHAR)`). That order has no index: each
+///   chunk of an enum-keyed table sorts the table.
+/// - Otherwise the column, whose order and comparisons agree.
+fn key_expr(backend: DbBackend, table: &str, name: &str, tag: &str) -> Expr {
+    match backend {
+        DbBackend::Postgres => Expr::col((Alias::new(table), Alias::new(name))),
+        DbBackend::MySql if tag.starts_with("en:") => col(name).cast_as(Alias::new("CHAR")),
+        _ => col(name),
+    }
+}
+
+/// Rows whose key (its columns with their type tags) is above `after`, in a form each
+/// engine runs as an index range.
 ///
 /// PostgreSQL and SQLite get a row-value comparison, `(a, b) > (?, ?)`. MariaDB scans the
 /// whole index for that form, so it gets `a > ? OR (a = ? AND b > ?)`, which its range
 /// optimizer turns into ranges of the key.
-pub(crate) fn after_condition(backend: DbBackend, key: &[String], after: &[Value]) -> Condition {
+pub(crate) fn after_condition(
+    backend: DbBackend,
+    table: &str,
+    key: &[(&str, &str)],
+    after: &[Value],
+) -> Condition {
+    let expr = |(name, tag): &(&str, &str)| key_expr(backend, table, name, tag);
     if key.len() == 1 {
-        return Condition::all().add(col(&key[0]).gt(bind(&after[0], backend)));
+        return Condition::all().add(expr(&key[0]).gt(bind(&after[0], backend)));
     }
     if backend == DbBackend::MySql {
         let mut any = Condition::any();
         for i in 0..key.len() {
             let mut all = Condition::all();
             for j in 0..i {
-                all = all.add(col(&key[j]).eq(bind(&after[j], backend)));
+                all = all.add(expr(&key[j]).eq(bind(&after[j], backend)));
             }
-            all = all.add(col(&key[i]).gt(bind(&after[i], backend)));
+            all = all.add(expr(&key[i]).gt(bind(&after[i], backend)));
             any = any.add(all);
         }
         return any;
     }
-    let lhs = Expr::tuple(key.iter().map(|c| col(c)));
+    let lhs = Expr::tuple(key.iter().map(expr));
     let rhs = Expr::tuple(after.iter().map(|v| bind(v, backend)));
     Condition::all().add(lhs.gt(rhs))
 }
 
 /// Rows whose key is at or below `upto`: the negation of [`after_condition`].
-#[allow(dead_code)] // used by the snapshot module, on branch `snapshot`
-pub(crate) fn up_to_condition(backend: DbBackend, key: &[String], upto: &[Value]) -> Condition {
-    after_condition(backend, key, upto).not()
+pub(crate) fn up_to_condition(
+    backend: DbBackend,
+    table: &str,
+    key: &[(&str, &str)],
+    upto: &[Value],
+) -> Condition {
+    after_condition(backend, table, key, upto).not()
 }
 
 /// Rows whose key is one of `keys` (each in key order).
@@ -91,7 +121,11 @@ pub(crate) fn select(
     }
     q.from(Alias::new(table));
     for k in key {
-        q.order_by(Alias::new(k), Order::Asc);
+        let tag = columns
+            .iter()
+            .find(|(name, _)| name == k)
+            .map_or("", |(_, tag)| *tag);
+        q.order_by_expr(key_expr(backend, table, k, tag), Order::Asc);
     }
     q
 }
@@ -144,7 +178,12 @@ pub(crate) fn next_chunk(
 ) -> Result<SelectStatement> {
     let mut q = select(backend, &spec.table, &typed_columns(spec)?, &spec.key);
     if let Some(after) = after {
-        q.cond_where(after_condition(backend, &spec.key, after));
+        q.cond_where(after_condition(
+            backend,
+            &spec.table,
+            &typed_key(spec)?,
+            after,
+        ));
     }
     q.limit(limit);
     Ok(q)
@@ -318,7 +357,6 @@ pub(crate) async fn read_chunk<C: ConnectionTrait + StreamTrait>(
 /// # Errors
 ///
 /// [`Error::Db`] when the query fails; [`Error::Read`] when a key does not decode.
-#[allow(dead_code)] // used by the snapshot module, on branch `snapshot`
 pub(crate) async fn read_keys<C: ConnectionTrait>(
     db: &C,
     spec: &TableSpec,
@@ -329,10 +367,10 @@ pub(crate) async fn read_keys<C: ConnectionTrait>(
     let key = typed_key(spec)?;
     let mut q = select(backend, &spec.table, &key, &spec.key);
     if let Some(after) = after {
-        q.cond_where(after_condition(backend, &spec.key, after));
+        q.cond_where(after_condition(backend, &spec.table, &key, after));
     }
     if let Some(upto) = upto {
-        q.cond_where(up_to_condition(backend, &spec.key, upto));
+        q.cond_where(up_to_condition(backend, &spec.table, &key, upto));
     }
     let rows = db
         .query_all(&q)
@@ -376,7 +414,7 @@ mod tests {
             .build(PostgresQueryBuilder);
         assert_eq!(
             pg,
-            r#"SELECT "order_id", "line_no", CAST("mood" AS text) AS "mood" FROM "line_items" WHERE ("order_id", "line_no") > ($1, $2) ORDER BY "order_id" ASC, "line_no" ASC LIMIT $3"#
+            r#"SELECT "order_id", "line_no", CAST("mood" AS text) AS "mood" FROM "line_items" WHERE ("line_items"."order_id", "line_items"."line_no") > ($1, $2) ORDER BY "line_items"."order_id" ASC, "line_items"."line_no" ASC LIMIT $3"#
         );
         let (my, _) = next_chunk(DbBackend::MySql, &spec(), Some(&after), 100)
             .unwrap()
@@ -384,6 +422,36 @@ mod tests {
         assert_eq!(
             my,
             "SELECT `order_id`, `line_no`, `mood` FROM `line_items` WHERE `order_id` > ? OR (`order_id` = ? AND `line_no` > ?) ORDER BY `order_id` ASC, `line_no` ASC LIMIT ?"
+        );
+    }
+
+    /// An enum in the key: PostgreSQL orders and compares the enum itself (not the text
+    /// the select list casts it to); MariaDB, whose `ENUM` sorts by declaration but
+    /// compares with a string as a string, orders and compares its text.
+    #[test]
+    fn an_enum_key_is_ordered_as_it_is_compared() {
+        let mut s = spec();
+        s.key = vec!["mood".into(), "line_no".into()];
+        let after = [
+            Value::Enum {
+                type_name: "mood".into(),
+                value: Some("sad".into()),
+            },
+            Value::Int(Some(2)),
+        ];
+        let (pg, _) = next_chunk(DbBackend::Postgres, &s, Some(&after), 100)
+            .unwrap()
+            .build(PostgresQueryBuilder);
+        assert_eq!(
+            pg,
+            r#"SELECT "order_id", "line_no", CAST("mood" AS text) AS "mood" FROM "line_items" WHERE ("line_items"."mood", "line_items"."line_no") > ($1::"mood", $2) ORDER BY "line_items"."mood" ASC, "line_items"."line_no" ASC LIMIT $3"#
+        );
+        let (my, _) = next_chunk(DbBackend::MySql, &s, Some(&after), 100)
+            .unwrap()
+            .build(MysqlQueryBuilder);
+        assert_eq!(
+            my,
+            "SELECT `order_id`, `line_no`, `mood` FROM `line_items` WHERE CAST(`mood` AS CHAR) > ? OR (CAST(`mood` AS CHAR) = ? AND `line_no` > ?) ORDER BY CAST(`mood` AS CHAR) ASC, `line_no` ASC LIMIT ?"
         );
     }
 

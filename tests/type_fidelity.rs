@@ -19,7 +19,6 @@ use ormsync::value::Value;
 use ormsync::verify::{RepairMode, RepairOptions, Verifier};
 use ormsync::{Destination, OnPermanentError, Replicated, Replicator, State, TableSpec};
 use sea_orm::prelude::Decimal;
-use sea_orm::sea_query::{Alias, Expr, ExprTrait, Order, Query};
 use sea_orm::{
     ActiveModelTrait, ConnectionTrait, DatabaseConnection, DbBackend, Schema, Statement,
     TransactionTrait,
@@ -475,37 +474,7 @@ async fn write_rows(source: &TestDb, dst: Backend) -> Vec<(TableSpec, Vec<Row>)>
 /// Every shipped column of every row of `spec`'s table, read by its type tag (as
 /// snapshots and verify read), in key order.
 async fn read_rows(db: &DatabaseConnection, spec: &TableSpec) -> Vec<Row> {
-    let backend = db.get_database_backend();
-    let mut q = Query::select();
-    for (c, tag) in spec.columns.iter().zip(&spec.types) {
-        if backend == DbBackend::Postgres && tag.starts_with("en:") {
-            q.expr_as(
-                Expr::col(Alias::new(c.as_str())).cast_as(Alias::new("text")),
-                Alias::new(c.as_str()),
-            );
-        } else {
-            q.column(Alias::new(c.as_str()));
-        }
-    }
-    q.from(Alias::new(spec.table.as_str()))
-        .order_by(Alias::new("id"), Order::Asc);
-    db.query_all(&q)
-        .await
-        .unwrap_or_else(|e| panic!("reading {}: {e}", spec.table))
-        .iter()
-        .map(|res| {
-            Row(spec
-                .columns
-                .iter()
-                .zip(&spec.types)
-                .map(|(c, tag)| {
-                    let v = Value::read(res, c, tag)
-                        .unwrap_or_else(|e| panic!("{}.{c}: {e}", spec.table));
-                    (c.clone(), v)
-                })
-                .collect())
-        })
-        .collect()
+    common::rows_by_spec(db, spec).await
 }
 
 /// Asserts that `actual` holds `expected`, row by row and value by value. Values compare

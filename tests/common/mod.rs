@@ -284,6 +284,50 @@ where
         .collect())
 }
 
+/// Every row of `spec`'s table at `db`, each shipped column read by its type tag as
+/// `verify` reads it (so an array stored as JSON reads back as the array, a decimal SQLite
+/// keeps as a double as the decimal), in key order.
+pub async fn rows_by_spec(
+    db: &DatabaseConnection,
+    spec: &ormsync::TableSpec,
+) -> Vec<ormsync::change::Row> {
+    use sea_orm::sea_query::{Alias, Expr, ExprTrait, Order, Query};
+    let backend = db.get_database_backend();
+    let mut q = Query::select();
+    for (c, tag) in spec.columns.iter().zip(&spec.types) {
+        if backend == DbBackend::Postgres && tag.starts_with("en:") {
+            q.expr_as(
+                Expr::col(Alias::new(c.as_str())).cast_as(Alias::new("text")),
+                Alias::new(c.as_str()),
+            );
+        } else {
+            q.column(Alias::new(c.as_str()));
+        }
+    }
+    q.from(Alias::new(spec.table.as_str()));
+    for k in &spec.key {
+        q.order_by(Alias::new(k.as_str()), Order::Asc);
+    }
+    db.query_all(&q)
+        .await
+        .unwrap_or_else(|e| panic!("reading {}: {e}", spec.table))
+        .iter()
+        .map(|res| {
+            ormsync::change::Row(
+                spec.columns
+                    .iter()
+                    .zip(&spec.types)
+                    .map(|(c, tag)| {
+                        let v = ormsync::value::Value::read(res, c, tag)
+                            .unwrap_or_else(|e| panic!("{}.{c}: {e}", spec.table));
+                        (c.clone(), v)
+                    })
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
 /// The key columns of `row` (a row of `E`, as [`rows_of`] reads it), as a row of their own.
 pub fn key_of_row<E: Replicated>(row: &ormsync::change::Row) -> ormsync::change::Row {
     let key = E::table_spec().key;
@@ -334,9 +378,31 @@ where
     if s == d {
         return None;
     }
+    let key = E::table_spec().key;
+    diff_rows(&table, &key, s, d, note)
+}
+
+/// What differs between the rows `s` of a source's `table` and the rows `d` of a
+/// destination's, matched by their `key` columns, or `None` when they are the same rows in
+/// any order (each side sorts text keys by its own collation).
+pub fn diff_rows(
+    table: &str,
+    key: &[String],
+    s: Vec<ormsync::change::Row>,
+    d: Vec<ormsync::change::Row>,
+    note: &dyn Fn(&str) -> String,
+) -> Option<String> {
+    let key_of = |r: &ormsync::change::Row| {
+        format!(
+            "{:?}",
+            r.0.iter()
+                .filter(|(c, _)| key.contains(c))
+                .collect::<Vec<_>>()
+        )
+    };
     let keyed = |rows: Vec<ormsync::change::Row>| {
         rows.into_iter()
-            .map(|r| (format!("{:?}", key_of_row::<E>(&r).0), r))
+            .map(|r| (key_of(&r), r))
             .collect::<std::collections::BTreeMap<_, _>>()
     };
     let (s_len, d_len) = (s.len(), d.len());
@@ -347,6 +413,10 @@ where
         .iter()
         .filter_map(|(k, r)| d.get(k).filter(|o| *o != r).map(|o| (k, r, o)))
         .collect();
+    if missing.is_empty() && extra.is_empty() && changed.is_empty() {
+        // The same rows, sorted differently: each side orders text keys by its collation.
+        return None;
+    }
     let mut out = format!(
         "`{table}` differs: source {s_len} rows, destination {d_len} rows; {} missing, {} extra, {} different",
         missing.len(),

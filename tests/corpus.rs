@@ -132,6 +132,69 @@ async fn enum_keyed_table_is_copied_whole(src: Backend) {
     }
 }
 
+/// A resync keeps every row whatever the two sides' collations: a text key the source
+/// orders by bytes (`"C" < "a" < "b" < "d"`) and a MariaDB destination orders without
+/// case (`"a" < "b" < "C" < "d"`) bound each chunk's key range differently, so the
+/// destination's range of one chunk holds a row of another; the source holds it, so it
+/// stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resync_keeps_rows_another_collation_puts_in_another_chunk() {
+    let (Some(source), Some(dest)) = (
+        TestDb::create(Backend::Postgres).await,
+        TestDb::create(Backend::MySql).await,
+    ) else {
+        return;
+    };
+    application_tables(&source).await;
+    source
+        .db
+        .execute_unprepared(r#"ALTER TABLE tags ALTER COLUMN name TYPE varchar COLLATE "C""#)
+        .await
+        .expect("a byte-ordered key at the source");
+    dest.db
+        .execute_unprepared(
+            "CREATE TABLE tags (name VARCHAR(40) COLLATE utf8mb4_general_ci PRIMARY KEY, \
+             uses INT NOT NULL)",
+        )
+        .await
+        .expect("a case-insensitive key at the destination");
+    let txn = source.db.begin().await.expect("begin");
+    for name in ["C", "a", "b", "d", "E", "f"] {
+        tags::ActiveModel {
+            name: Set(name.into()),
+            uses: Set(1),
+        }
+        .insert(&txn)
+        .await
+        .expect("insert");
+    }
+    txn.commit().await.expect("commit");
+    let r = Replicator::builder(source.db.clone())
+        .entity::<tags::Entity>()
+        .poll_interval(Duration::from_millis(50))
+        .destination(Destination::new("child", dest.db.clone()).snapshot_chunk_rows(2))
+        .start()
+        .await
+        .expect("start");
+    copied(&r, "copy").await;
+    // A row only the destination has: the resync deletes it.
+    dest.db
+        .execute_unprepared("INSERT INTO tags (name, uses) VALUES ('B2', 9)")
+        .await
+        .expect("a stray row");
+    r.resync("child", &["tags"]).await.expect("resync");
+    r.shutdown().await;
+    let spec = tags::Entity::table_spec();
+    let (s, d) = (
+        rows_by_spec(&source.db, &spec).await,
+        rows_by_spec(&dest.db, &spec).await,
+    );
+    assert_eq!(s.len(), 6);
+    if let Some(diff) = diff_rows(&spec.table, &spec.key, s, d, &|_| String::new()) {
+        panic!("{diff}");
+    }
+}
+
 // ---- the corpus ----------------------------------------------------------------------------
 
 pub mod categories {

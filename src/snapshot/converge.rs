@@ -256,7 +256,7 @@ async fn read_at_one_snapshot(
 )> {
     let store::LeftOut {
         rows: mut left_out,
-        extra,
+        mut extra,
     } = store::left_out(&link.dest, &link.source_id).await?;
     let txn = snapshot_of(&link.source).await?;
     let read = async {
@@ -335,6 +335,11 @@ async fn read_at_one_snapshot(
         for (table, t) in &mut touched {
             read_rows(&txn, &tables[table], t).await?;
         }
+        for (table, keys) in &mut extra {
+            if let Some(spec) = tables.get(table) {
+                keep_absent(&txn, spec, keys).await?;
+            }
+        }
         Ok::<_, Error>((visible, touched, parked, extra))
     }
     .await;
@@ -412,6 +417,60 @@ async fn read_rows(txn: &DatabaseTransaction, spec: &TableSpec, t: &mut Touched)
                     }
                     t.gone.push(Refreshed { change, supersedes });
                 }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Drops from `keys` (a resync's destination rows the source lacked, as JSON keys) those
+/// the source holds.
+///
+/// Each chunk finds them among the destination's rows in its key range, and the two sides
+/// may bound a range differently: a text key under a case-insensitive collation at one and
+/// a binary one at the other puts `"C"` between `"a"` and `"d"` at one side only. A row
+/// of another chunk is then taken for one the source lacks. Checked here, at the snapshot
+/// the converge reads, a row the source holds is never deleted.
+async fn keep_absent(
+    txn: &DatabaseTransaction,
+    spec: &TableSpec,
+    keys: &mut HashSet<String>,
+) -> Result<()> {
+    let backend = txn.get_database_backend();
+    let key = keyset::typed_key(spec)?;
+    let listed: Vec<(String, Vec<Value>)> = keys
+        .iter()
+        .filter_map(|pk| {
+            let row = Row::from_json(pk).ok()?;
+            Some((pk.clone(), keyset::key_of(spec, &row).ok()?))
+        })
+        .collect();
+    for chunk in listed.chunks(KEYS_PER_READ) {
+        let refs: Vec<&[Value]> = chunk.iter().map(|(_, k)| k.as_slice()).collect();
+        let mut q = keyset::select(backend, &spec.table, &key, &spec.key);
+        q.cond_where(keyset::keys_condition(backend, &spec.key, &refs));
+        let rows = txn.query_all(&q).await.context(|| {
+            format!(
+                "snapshot: checking rows of `{}` the copy found the source lacks",
+                spec.table
+            )
+        })?;
+        let mut held = HashSet::with_capacity(rows.len());
+        for r in &rows {
+            let values = key
+                .iter()
+                .map(|(name, tag)| {
+                    Value::read(r, name, tag).map_err(|reason| Error::Read {
+                        table: spec.table.clone(),
+                        reason,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            held.insert(identity(&values));
+        }
+        for (pk, k) in chunk {
+            if held.contains(&identity(k)) {
+                keys.remove(pk);
             }
         }
     }

@@ -134,7 +134,8 @@ pub struct RepairOutcome {
     pub mode: RepairMode,
     /// Whether nothing was written.
     pub dry_run: bool,
-    /// Every row fixed, in the report's order (missing, extra, different).
+    /// Every row fixed: the report's extra rows, then its missing ones, then those that
+    /// differ.
     pub actions: Vec<RepairAction>,
     /// Rows upserted (or queued as upserts).
     pub upserts: u64,
@@ -419,13 +420,15 @@ async fn fix_batch(
     Ok(())
 }
 
-/// The report's rows as (key values in key order, drift), checking each key's columns.
+/// The report's rows as (key values in key order, drift), checking each key's columns:
+/// the extra rows first, so that their deletes are queued before the upserts of missing
+/// rows a destination's collation may take for the same key (`foo` and `Foo`).
 fn targets(report: &Report) -> Result<Vec<(Vec<Value>, Drift)>> {
     let lists = report
-        .missing
+        .extra
         .iter()
-        .map(|k| (k, Drift::Missing))
-        .chain(report.extra.iter().map(|k| (k, Drift::Extra)))
+        .map(|k| (k, Drift::Extra))
+        .chain(report.missing.iter().map(|k| (k, Drift::Missing)))
         .chain(report.different.iter().map(|d| (&d.key, Drift::Different)));
     let mut out = Vec::new();
     for (key, drift) in lists {
@@ -463,15 +466,18 @@ async fn write_direct(
         .begin()
         .await
         .context(|| format!("repair `{table}`: beginning a destination transaction"))?;
+    // Deletes first: where the key's collation makes `foo` and `Foo` the same key, the
+    // upsert of `Foo` would land on the extra row `foo` (keeping its key) and the delete of
+    // `foo` then remove it.
     let steps = [
+        Step::Delete {
+            table,
+            keys: deletes.iter().collect(),
+        },
         Step::Upsert {
             table,
             key: key.iter().map(String::as_str).collect(),
             rows: upserts.iter().collect(),
-        },
-        Step::Delete {
-            table,
-            keys: deletes.iter().collect(),
         },
     ];
     let written = async {

@@ -246,7 +246,8 @@ pub(crate) fn order_by(backend: DbBackend, name: &str, order: &ColumnOrder) -> E
         (DbBackend::Postgres, _) => {
             Expr::cust_with_expr(r#"$1 COLLATE "C""#, col.cast_as(Alias::new("text")))
         }
-        _ => Expr::cust_with_expr("$1 COLLATE BINARY", col),
+        // sea-query's placeholder for the expression is `?` here, `$1` for PostgreSQL.
+        _ => Expr::cust_with_expr("? COLLATE BINARY", col),
     }
 }
 

@@ -235,7 +235,7 @@ async fn text_key_drift(s: &TestDb, d: &TestDb, mode: RepairMode) {
     assert!(r.is_clean(), "after replication: {r}");
     assert_eq!(r.matching, keys.len() as u64);
 
-    let (changed, deleted) = (&keys[..5], &keys[5..9]);
+    let (changed, deleted) = (&keys[..5], &keys[10..14]);
     for k in changed {
         exec(
             &d.db,

@@ -134,8 +134,7 @@ pub struct RepairOutcome {
     pub mode: RepairMode,
     /// Whether nothing was written.
     pub dry_run: bool,
-    /// Every row fixed: the report's extra rows, then its missing ones, then those that
-    /// differ.
+    /// Every row fixed, in the report's order (missing, extra, different).
     pub actions: Vec<RepairAction>,
     /// Rows upserted (or queued as upserts).
     pub upserts: u64,
@@ -259,7 +258,13 @@ async fn run(
     report: &Report,
     opts: &RepairOptions,
 ) -> Result<RepairOutcome> {
-    let targets = targets(report)?;
+    // The extra rows first: their deletes are written (or queued) before the upserts of
+    // missing rows that a destination's collation may take for the same key (`foo` and
+    // `Foo`), which the deletes would otherwise remove. The actions keep the report's order.
+    let mut indexed: Vec<(usize, (Vec<Value>, Drift))> =
+        targets(report)?.into_iter().enumerate().collect();
+    indexed.sort_by_key(|(_, (_, drift))| *drift != Drift::Extra);
+    let (order, targets): (Vec<usize>, Vec<(Vec<Value>, Drift)>) = indexed.into_iter().unzip();
     let mut outcome = RepairOutcome {
         table: report.table.clone(),
         mode: opts.mode,
@@ -338,6 +343,9 @@ async fn run(
             result?;
         }
     }
+    let mut actions: Vec<(usize, RepairAction)> = order.into_iter().zip(outcome.actions).collect();
+    actions.sort_by_key(|(i, _)| *i);
+    outcome.actions = actions.into_iter().map(|(_, a)| a).collect();
     if opts.mode == RepairMode::Direct && !opts.dry_run {
         write_direct(dest, &report.table, &report.key_columns, &upserts, &deletes).await?;
     }
@@ -420,15 +428,13 @@ async fn fix_batch(
     Ok(())
 }
 
-/// The report's rows as (key values in key order, drift), checking each key's columns:
-/// the extra rows first, so that their deletes are queued before the upserts of missing
-/// rows a destination's collation may take for the same key (`foo` and `Foo`).
+/// The report's rows as (key values in key order, drift), checking each key's columns.
 fn targets(report: &Report) -> Result<Vec<(Vec<Value>, Drift)>> {
     let lists = report
-        .extra
+        .missing
         .iter()
-        .map(|k| (k, Drift::Extra))
-        .chain(report.missing.iter().map(|k| (k, Drift::Missing)))
+        .map(|k| (k, Drift::Missing))
+        .chain(report.extra.iter().map(|k| (k, Drift::Extra)))
         .chain(report.different.iter().map(|d| (&d.key, Drift::Different)));
     let mut out = Vec::new();
     for (key, drift) in lists {

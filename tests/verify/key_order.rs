@@ -495,3 +495,30 @@ async fn postgres_enum_to_mariadb_enum() {
     assert_eq!(r.matching, 480);
     rep.shutdown().await;
 }
+
+// ---- the reader's check ------------------------------------------------------------------
+
+/// MariaDB's `utf8mb4_bin` pads with spaces: `a` sorts as `a ` there, after `a\t`, though
+/// its bytes come first. The catalog calls it byte order, so the check on every key read
+/// is what refuses the table, naming the keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_padding_bin_collation_out_of_byte_order_is_refused() {
+    let Some(db) = TestDb::create(Backend::MySql).await else {
+        return;
+    };
+    run_all(&db.db, &words_ddl(Backend::MySql, "utf8mb4_bin")).await;
+    exec(
+        &db.db,
+        "INSERT INTO vk_words (k, n) VALUES ('a', 1), ('a\\t', 2)",
+        vec![],
+    )
+    .await;
+    let err = verify::<words::Entity>(&db.db, &db.db, &opts())
+        .await
+        .expect_err("keys out of byte order");
+    let msg = err.to_string();
+    assert!(
+        matches!(err, ormsync::Error::Config(_)) && msg.contains("out of byte order"),
+        "{msg}"
+    );
+}

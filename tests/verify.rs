@@ -6,6 +6,8 @@
 
 #[macro_use]
 mod common;
+#[path = "verify/key_order.rs"]
+mod key_order;
 
 use std::str::FromStr;
 use std::time::Duration;

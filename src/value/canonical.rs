@@ -370,12 +370,12 @@ fn json_string(s: &str, out: &mut String) {
     out.push_str(&serde_json::to_string(s).unwrap_or_default());
 }
 
-/// Compares two primary keys in the order the databases return them.
+/// Compares two primary keys in the order verify reads them from every database.
 ///
 /// Numbers, timestamps, UUIDs and decimals compare by value, text and binary by their
 /// bytes, which is the order of a binary collation (SQLite's default, PostgreSQL's `"C"`,
-/// MariaDB's `*_bin`). A database that sorts text keys otherwise is caught by the reader,
-/// which checks that every key it reads is above the one before.
+/// MariaDB's `*_bin`). Verify reads a side whose key sorts otherwise sorted by bytes, and
+/// checks that every key it reads is above the one before.
 pub(crate) fn cmp_keys(a: &[Value], b: &[Value]) -> Ordering {
     for (x, y) in a.iter().zip(b) {
         let o = cmp_value(x, y);

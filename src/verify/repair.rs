@@ -258,7 +258,13 @@ async fn run(
     report: &Report,
     opts: &RepairOptions,
 ) -> Result<RepairOutcome> {
-    let targets = targets(report)?;
+    // The extra rows first: their deletes are written (or queued) before the upserts of
+    // missing rows that a destination's collation may take for the same key (`foo` and
+    // `Foo`), which the deletes would otherwise remove. The actions keep the report's order.
+    let mut indexed: Vec<(usize, (Vec<Value>, Drift))> =
+        targets(report)?.into_iter().enumerate().collect();
+    indexed.sort_by_key(|(_, (_, drift))| *drift != Drift::Extra);
+    let (order, targets): (Vec<usize>, Vec<(Vec<Value>, Drift)>) = indexed.into_iter().unzip();
     let mut outcome = RepairOutcome {
         table: report.table.clone(),
         mode: opts.mode,
@@ -337,6 +343,9 @@ async fn run(
             result?;
         }
     }
+    let mut actions: Vec<(usize, RepairAction)> = order.into_iter().zip(outcome.actions).collect();
+    actions.sort_by_key(|(i, _)| *i);
+    outcome.actions = actions.into_iter().map(|(_, a)| a).collect();
     if opts.mode == RepairMode::Direct && !opts.dry_run {
         write_direct(dest, &report.table, &report.key_columns, &upserts, &deletes).await?;
     }
@@ -463,15 +472,18 @@ async fn write_direct(
         .begin()
         .await
         .context(|| format!("repair `{table}`: beginning a destination transaction"))?;
+    // Deletes first: where the key's collation makes `foo` and `Foo` the same key, the
+    // upsert of `Foo` would land on the extra row `foo` (keeping its key) and the delete of
+    // `foo` then remove it.
     let steps = [
+        Step::Delete {
+            table,
+            keys: deletes.iter().collect(),
+        },
         Step::Upsert {
             table,
             key: key.iter().map(String::as_str).collect(),
             rows: upserts.iter().collect(),
-        },
-        Step::Delete {
-            table,
-            keys: deletes.iter().collect(),
         },
     ];
     let written = async {

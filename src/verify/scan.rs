@@ -1,14 +1,21 @@
-//! Reading one side of a table in primary-key order, a chunk at a time (keyset
-//! pagination, see [`crate::keyset`]), as packed (key, canonical encoding) rows.
+//! Reading one side of a table in byte order of its primary key, a chunk at a time, as
+//! packed (key, canonical encoding) rows: by keyset pagination (see [`crate::keyset`])
+//! where the key sorts by bytes there, otherwise in one statement sorted by bytes (see
+//! [`key_order`]).
 
 use std::fmt;
 
 use sea_orm::DatabaseConnection;
 use tokio::sync::mpsc;
 
+use futures_util::StreamExt;
+use sea_orm::StreamTrait;
+use sea_orm::sea_query::Order;
+
+use super::key_order::{self, KeyOrder};
 use crate::bounded_read::{self, ReadBudget};
 use crate::entity::TableSpec;
-use crate::error::{Error, Result};
+use crate::error::{DbContext, Error, Result};
 use crate::keyset;
 use crate::value::Value;
 use crate::value::canonical;
@@ -92,8 +99,16 @@ impl Rows {
 /// A chunk of rows in key order, or what stopped the reader.
 pub(crate) type Chunk = Result<Rows>;
 
-/// Reads all of `spec`'s table at `db` in key order and sends it down `tx` a chunk at a
-/// time.
+/// Reads all of `spec`'s table at `db` in byte order of its key and sends it down `tx` a
+/// chunk at a time.
+///
+/// A side whose key sorts by bytes there is read by keyset pagination, a short indexed
+/// statement per chunk. Any other is read in one statement sorted by bytes
+/// ([`key_order::order_by`]): pagination would compare by the native order too, and
+/// forcing byte order into each chunk's `WHERE` and `ORDER BY` makes every chunk a full
+/// scan and sort. That statement stays open for the whole read, its rows taken as the
+/// merge consumes them, so on MariaDB the merge must keep pace within `net_write_timeout`;
+/// both sides advance together, so it does.
 ///
 /// Stops at the end of the table (dropping `tx`), when the merge stops listening, or at an
 /// error, which it sends. Holds one chunk at a time; the channel bounds how far it runs
@@ -105,14 +120,64 @@ pub(crate) async fn feed(
     chunk_size: u64,
     tx: mpsc::Sender<Chunk>,
 ) {
-    let table = spec.table.as_str();
-    let decoder = match keyset::Decoder::new(&spec) {
-        Ok(d) => d,
-        Err(e) => {
-            let _ = tx.send(Err(e)).await;
-            return;
-        }
+    if let Err(e) = read(&db, &spec, side, chunk_size, &tx).await {
+        let _ = tx.send(Err(e)).await;
+    }
+}
+
+async fn read(
+    db: &DatabaseConnection,
+    spec: &TableSpec,
+    side: Side,
+    chunk_size: u64,
+    tx: &mpsc::Sender<Chunk>,
+) -> Result<()> {
+    let decoder = keyset::Decoder::new(spec)?;
+    let order = key_order::key_order(db, spec).await?;
+    let reader = Reader {
+        spec,
+        decoder: &decoder,
+        side,
+        order: &order,
     };
+    let table = spec.table.as_str();
+    if order.is_bytes() {
+        tracing::debug!(table, %side, "key sorts by bytes: reading by keyset pagination");
+        paged(db, &reader, chunk_size, tx).await
+    } else {
+        tracing::info!(
+            table,
+            %side,
+            key = %order.describe(),
+            "key does not sort by bytes: reading in one statement sorted by bytes"
+        );
+        sorted(db, &reader, chunk_size, tx).await
+    }
+}
+
+/// What every row of one side's read is decoded and checked with.
+struct Reader<'a> {
+    spec: &'a TableSpec,
+    decoder: &'a keyset::Decoder,
+    side: Side,
+    order: &'a KeyOrder,
+}
+
+impl Reader<'_> {
+    fn what(&self) -> String {
+        let table = &self.spec.table;
+        format!("verify `{table}`: reading `{table}` at the {}", self.side)
+    }
+}
+
+/// Keyset pagination: one statement per chunk, each resuming after the last key read.
+async fn paged(
+    db: &DatabaseConnection,
+    reader: &Reader<'_>,
+    chunk_size: u64,
+    tx: &mpsc::Sender<Chunk>,
+) -> Result<()> {
+    let spec = reader.spec;
     let backend = db.get_database_backend();
     let mut after: Option<Vec<Value>> = None;
     let mut buffers = Buffers::default();
@@ -123,47 +188,74 @@ pub(crate) async fn feed(
         // are decoded, and a chunk of wide rows stops at the budget's bytes.
         let limit = budget.rows();
         let mut packed = Rows::with_capacity(spec.key.len(), limit as usize);
-        let read = match keyset::next_chunk(backend, &spec, after.as_deref(), limit) {
-            Ok(q) => {
-                bounded_read::read_each(
-                    &db,
-                    backend.build(&q),
-                    limit,
-                    &mut budget,
-                    || format!("verify `{table}`: reading `{table}` at the {side}"),
-                    |row| {
-                        pack(
-                            &spec,
-                            &decoder,
-                            row,
-                            after.as_deref(),
-                            side,
-                            &mut buffers,
-                            &mut packed,
-                        )
-                    },
-                )
-                .await
-            }
-            Err(e) => Err(e),
-        };
-        let more = match read {
-            Ok(more) => more,
-            Err(e) => {
-                let _ = tx.send(Err(e)).await;
-                return;
-            }
-        };
+        let q = keyset::next_chunk(backend, spec, after.as_deref(), limit)?;
+        let more = bounded_read::read_each(
+            db,
+            backend.build(&q),
+            limit,
+            &mut budget,
+            || reader.what(),
+            |row| pack(reader, row, after.as_deref(), &mut buffers, &mut packed),
+        )
+        .await?;
         chunks += 1;
         if let Some(last) = packed.last_key() {
             after = Some(last.to_vec());
         }
-        tracing::trace!(table, %side, chunks, rows = packed.len(), "chunk read");
+        tracing::trace!(table = %spec.table, side = %reader.side, chunks, rows = packed.len(), "chunk read");
         if tx.send(Ok(packed)).await.is_err() || !more {
-            return;
+            return Ok(());
         }
     }
 }
+
+/// One statement sorted by bytes, its rows packed into chunks of `chunk_size` rows or
+/// [`MAX_READ_BYTES`](bounded_read::MAX_READ_BYTES), each sent as it fills.
+async fn sorted(
+    db: &DatabaseConnection,
+    reader: &Reader<'_>,
+    chunk_size: u64,
+    tx: &mpsc::Sender<Chunk>,
+) -> Result<()> {
+    let spec = reader.spec;
+    let backend = db.get_database_backend();
+    let mut q = keyset::select(backend, &spec.table, &keyset::typed_columns(spec)?, &[]);
+    for (name, order) in &reader.order.0 {
+        q.order_by_expr(key_order::order_by(backend, name, order), Order::Asc);
+    }
+    let stream = db
+        .stream_raw(backend.build(&q))
+        .await
+        .context(|| reader.what())?;
+    let mut stream = std::pin::pin!(stream);
+    let rows = usize::try_from(chunk_size).unwrap_or(usize::MAX).max(1);
+    let new_chunk = || Rows::with_capacity(spec.key.len(), rows.min(MAX_PREALLOCATED_ROWS));
+    let mut buffers = Buffers::default();
+    let mut packed = new_chunk();
+    let mut after: Option<Vec<Value>> = None;
+    let (mut bytes, mut chunks) = (0usize, 0u64);
+    while let Some(row) = stream.next().await {
+        let row = row.context(|| reader.what())?;
+        bytes += pack(reader, &row, after.as_deref(), &mut buffers, &mut packed)?;
+        if packed.len() >= rows || bytes >= bounded_read::MAX_READ_BYTES {
+            after = packed.last_key().map(<[Value]>::to_vec);
+            chunks += 1;
+            tracing::trace!(table = %spec.table, side = %reader.side, chunks, rows = packed.len(), "chunk read");
+            let full = std::mem::replace(&mut packed, new_chunk());
+            bytes = 0;
+            if tx.send(Ok(full)).await.is_err() {
+                return Ok(());
+            }
+        }
+    }
+    if packed.len() > 0 {
+        let _ = tx.send(Ok(packed)).await;
+    }
+    Ok(())
+}
+
+/// Rows a chunk makes room for up front; a larger chunk grows as it fills.
+const MAX_PREALLOCATED_ROWS: usize = 10_000;
 
 /// What [`pack`] reuses from row to row.
 #[derive(Default)]
@@ -175,39 +267,49 @@ struct Buffers {
 /// Packs one result row into `packed`, checking that its key is above the one before
 /// (`after` for a chunk's first); returns the bytes it took.
 fn pack(
-    spec: &TableSpec,
-    decoder: &keyset::Decoder,
+    reader: &Reader<'_>,
     row: &sea_orm::QueryResult,
     after: Option<&[Value]>,
-    side: Side,
     buffers: &mut Buffers,
     packed: &mut Rows,
 ) -> Result<usize> {
-    decoder.values_into(row, &mut buffers.values)?;
+    reader.decoder.values_into(row, &mut buffers.values)?;
     buffers.key.clear();
-    buffers.key.extend(decoder.key_of(&buffers.values).cloned());
+    buffers
+        .key
+        .extend(reader.decoder.key_of(&buffers.values).cloned());
     if let Some(prev) = packed.last_key().or(after)
         && canonical::cmp_keys(prev, &buffers.key) != std::cmp::Ordering::Less
     {
-        return Err(out_of_order(&spec.table, side, prev, &buffers.key));
+        return Err(out_of_order(reader, prev, &buffers.key));
     }
     let before = packed.bytes.len();
     packed.push(buffers.key.drain(..), &buffers.values);
     Ok(packed.bytes.len() - before)
 }
 
-fn out_of_order(table: &str, side: Side, prev: &[Value], next: &[Value]) -> Error {
+/// The refusal of a side that returned its keys out of the byte order asked of it: what
+/// the catalog said of the key did not hold, and the merge would report rows as missing
+/// and extra that are not.
+fn out_of_order(reader: &Reader<'_>, prev: &[Value], next: &[Value]) -> Error {
     let show = |k: &[Value]| {
         k.iter()
             .map(|v| v.to_sea().to_string())
             .collect::<Vec<_>>()
             .join(", ")
     };
+    let asked = if reader.order.is_bytes() {
+        "its catalog shows the key sorting by bytes, so it was read in its own order".to_string()
+    } else {
+        format!("it was asked to sort {} by bytes", reader.order.describe())
+    };
     Error::Config(format!(
-        "verify `{table}`: the {side} returned key ({}) after ({}), which is not the byte order \
-         of the keys; verify compares both sides in that order, so the key's text columns need \
-         a binary collation there (`COLLATE \"C\"` in PostgreSQL, a `*_bin` collation in \
-         MariaDB/MySQL; SQLite's default is binary)",
+        "verify `{}`: the {} returned key ({}) after ({}), out of byte order ({asked}); \
+         verify merges both sides in byte order, so it cannot compare this table: give the \
+         key a collation that sorts by bytes without padding there (`\"C\"` at PostgreSQL, \
+         `utf8mb4_nopad_bin` at MariaDB/MySQL, `BINARY` at SQLite)",
+        reader.spec.table,
+        reader.side,
         show(next),
         show(prev)
     ))

@@ -20,8 +20,9 @@ use crate::error::{DbContext, Error, Result};
 pub(crate) struct TableDef {
     /// Every column of the entity, skipped ones included: what a created table holds.
     pub(crate) columns: Vec<String>,
-    /// The statements that create the table (and its enum types and indexes) on a backend.
-    pub(crate) create: fn(DbBackend) -> Vec<Statement>,
+    /// The statements that create the table (and its enum types and indexes) on a backend,
+    /// with text key columns under the given byte-order collation (MySQL/MariaDB only).
+    pub(crate) create: fn(DbBackend, &str) -> Vec<Statement>,
 }
 
 impl TableDef {
@@ -36,8 +37,9 @@ impl TableDef {
 }
 
 /// sea-orm's `CREATE TABLE` for `E` on `backend`, with its foreign keys, preceded by its
-/// PostgreSQL enum types and followed by its indexes.
-fn create_statements<E: EntityTrait>(backend: DbBackend) -> Vec<Statement> {
+/// PostgreSQL enum types and followed by its indexes. On MySQL/MariaDB, text columns of a
+/// key, an index or a foreign key get `key_collation` (see [`byte_collation`]).
+fn create_statements<E: EntityTrait>(backend: DbBackend, key_collation: &str) -> Vec<Statement> {
     let schema = Schema::new(backend);
     let mut out: Vec<Statement> = schema
         .create_enum_from_entity(E::default())
@@ -71,12 +73,15 @@ fn create_statements<E: EntityTrait>(backend: DbBackend) -> Vec<Statement> {
             let name = column.get_column_name();
             let spec = column.get_column_spec();
             let free = !spec.primary_key && !spec.unique && !keyed.contains(&name);
+            let quoted = format!("`{}`", name.replace('`', "``"));
             if let Some((from, to)) = column
                 .get_column_type()
                 .and_then(|ty| mysql_faithful(ty, free))
             {
-                let quoted = format!("`{}`", name.replace('`', "``"));
                 create.sql = retype(&create.sql, &quoted, from, to);
+            } else if let Some(from) = column.get_column_type().and_then(mysql_text_key) {
+                let to = format!("{from} COLLATE {key_collation}");
+                create.sql = retype(&create.sql, &quoted, &from, &to);
             }
         }
     }
@@ -142,6 +147,52 @@ fn mysql_faithful(ty: &ColumnType, free: bool) -> Option<(&'static str, &'static
         ColumnType::VarBinary(StringLen::None) if free => ("varbinary(255)", "longblob"),
         _ => return None,
     })
+}
+
+/// The MySQL/MariaDB type sea-query writes for `ty` when it is a text type a key can
+/// hold.
+///
+/// Such a column takes the database's default collation, which on most servers ignores
+/// case and accents (`utf8mb4_general_ci`, `uca1400_ai_ci`): keys the source holds as two
+/// rows (`Rust` and `rust`) would be one row there, and an upsert of one silently
+/// overwrite the other. So a created table's text key columns compare bytes.
+fn mysql_text_key(ty: &ColumnType) -> Option<String> {
+    Some(match ty {
+        ColumnType::String(StringLen::N(n)) => format!("varchar({n})"),
+        ColumnType::String(StringLen::None) => "varchar(255)".to_string(),
+        ColumnType::Char(Some(n)) => format!("char({n})"),
+        _ => return None,
+    })
+}
+
+/// The collation a created table's text key columns get at a MySQL/MariaDB `db`: the
+/// first of these the server has.
+///
+/// - `utf8mb4_nopad_bin` (MariaDB): bytes, with trailing spaces significant, as at
+///   PostgreSQL and SQLite: `a` and `a ` are two keys.
+/// - `utf8mb4_0900_bin` (MySQL 8): the same.
+/// - `utf8mb4_bin`: bytes, but `a` and `a ` are one key.
+pub(crate) async fn byte_collation<C: ConnectionTrait>(db: &C) -> Result<&'static str> {
+    const PREFERRED: [&str; 3] = ["utf8mb4_nopad_bin", "utf8mb4_0900_bin", "utf8mb4_bin"];
+    if db.get_database_backend() != DbBackend::MySql {
+        return Ok("");
+    }
+    let rows = db
+        .query_all_raw(Statement::from_string(
+            DbBackend::MySql,
+            "SELECT COLLATION_NAME FROM information_schema.COLLATIONS \
+             WHERE COLLATION_NAME IN ('utf8mb4_nopad_bin', 'utf8mb4_0900_bin')",
+        ))
+        .await
+        .context(|| "reading the server's collations".into())?;
+    let present: Vec<String> = rows
+        .iter()
+        .filter_map(|r| r.try_get_by_index::<String>(0).ok())
+        .collect();
+    Ok(PREFERRED
+        .into_iter()
+        .find(|c| present.iter().any(|p| p == c))
+        .unwrap_or("utf8mb4_bin"))
 }
 
 /// `sql` with the type `from` of the column quoted as `name` replaced by `to`: the column
@@ -212,13 +263,18 @@ async fn ensure_tables_in<C: ConnectionTrait>(
     defs: &HashMap<String, TableDef>,
 ) -> Result<Vec<String>> {
     let mut created = Vec::new();
+    let mut key_collation = None;
     for spec in crate::snapshot::parents_first(specs.iter().copied()) {
         let Some(def) = defs.get(&spec.table) else {
             continue;
         };
         match apply::table_columns(db, &spec.table).await? {
             None => {
-                for stmt in (def.create)(db.get_database_backend()) {
+                let collation = match key_collation {
+                    Some(c) => c,
+                    None => *key_collation.insert(byte_collation(db).await?),
+                };
+                for stmt in (def.create)(db.get_database_backend(), collation) {
                     db.execute_raw(stmt).await.context(|| {
                         format!(
                             "destination `{destination}`: creating table `{}` from its entity",

@@ -195,6 +195,60 @@ async fn a_resync_keeps_rows_another_collation_puts_in_another_chunk() {
     }
 }
 
+/// Keys that differ only in case or accents are different rows at the source, and stay
+/// different at a MariaDB database whose default collation ignores case and accents (the
+/// server's usual default): the key columns `create_tables()` makes compare bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_equal_under_the_destinations_default_collation_stay_apart() {
+    let (Some(source), Some(dest)) = (
+        TestDb::create(Backend::Postgres).await,
+        TestDb::create(Backend::MySql).await,
+    ) else {
+        return;
+    };
+    application_tables(&source).await;
+    dest.db
+        .execute_unprepared("ALTER DATABASE CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci")
+        .await
+        .expect("a case-insensitive default");
+    let write = |names: &'static [&'static str]| {
+        let db = source.db.clone();
+        async move {
+            let txn = db.begin().await.expect("begin");
+            for (i, name) in names.iter().enumerate() {
+                tags::ActiveModel {
+                    name: Set(name.to_string()),
+                    uses: Set(i as i32),
+                }
+                .insert(&txn)
+                .await
+                .expect("insert");
+            }
+            txn.commit().await.expect("commit");
+        }
+    };
+    write(&["Rust", "rust", "RUST", "Rust "]).await;
+    let r = Replicator::builder(source.db.clone())
+        .entity::<tags::Entity>()
+        .poll_interval(Duration::from_millis(50))
+        .destination(Destination::new("child", dest.db.clone()).create_tables())
+        .start()
+        .await
+        .expect("start");
+    write(&["Émile", "emile", "Emile"]).await;
+    r.sync_now().await.expect("sync");
+    r.shutdown().await;
+    let spec = tags::Entity::table_spec();
+    let (s, d) = (
+        rows_by_spec(&source.db, &spec).await,
+        rows_by_spec(&dest.db, &spec).await,
+    );
+    assert_eq!(s.len(), 7);
+    if let Some(diff) = diff_rows(&spec.table, &spec.key, s, d, &|_| String::new()) {
+        panic!("{diff}");
+    }
+}
+
 // ---- the corpus ----------------------------------------------------------------------------
 
 pub mod categories {
@@ -1132,6 +1186,17 @@ async fn corpus_replicates(src: Backend, dst: Backend) {
     let (Some(source), Some(dest)) = (TestDb::create(src).await, TestDb::create(dst).await) else {
         return;
     };
+    // MariaDB as most servers run it: text compared without case or accents.
+    for db in [&source, &dest] {
+        if db.backend == Backend::MySql {
+            db.db
+                .execute_unprepared(
+                    "ALTER DATABASE CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci",
+                )
+                .await
+                .expect("a case-insensitive default");
+        }
+    }
     application_tables(&source).await;
     let arrays = src == Backend::Postgres;
     let mut writer = Writer {

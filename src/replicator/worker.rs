@@ -236,7 +236,7 @@ impl Worker {
                 }
                 self.keep_lease().await;
                 next = TokioInstant::now()
-                    + self.settings.poll_interval.min(self.settings.lease_ttl / 3);
+                    + self.idle_tick();
                 continue;
             }
             if let Some(hold) = memory.hold {
@@ -261,7 +261,7 @@ impl Worker {
                     self.check_backlog(&mut memory, &p).await;
                 }
                 next = TokioInstant::now()
-                    + self.settings.poll_interval.min(self.settings.lease_ttl / 3);
+                    + self.idle_tick();
                 continue;
             }
             match self.lease.ensure().await {
@@ -271,13 +271,10 @@ impl Worker {
                     self.update(|s| s.state = State::Standby);
                     memory.position = None;
                     for reply in waiting.drain(..) {
-                        let _ = reply.send(Err(Error::Standby {
-                            destination: self.name.clone(),
-                            holder: holder.clone(),
-                        }));
+                        let _ = reply.send(Err(self.standby(holder.clone())));
                     }
                     next = TokioInstant::now()
-                        + self.settings.poll_interval.min(self.settings.lease_ttl / 3);
+                        + self.idle_tick();
                     continue;
                 }
                 Err(e) => {
@@ -463,7 +460,7 @@ impl Worker {
             answer(waiting, error, &self.name);
             // Halted, it still wakes each poll tick to keep its lease and to read
             // `ormsync_control`, where `ormsync resume` asks it to retry.
-            return self.settings.poll_interval.min(self.settings.lease_ttl / 3);
+            return self.idle_tick();
         }
         self.retry(error, episode, waiting)
     }
@@ -538,12 +535,7 @@ impl Worker {
             }
             // A long drain outlives a lease: renew it between batches (a database round
             // trip only once a third of it has gone), and stop if another instance took it.
-            if !self.lease.ensure().await? {
-                return Err(Error::Standby {
-                    destination: self.name.clone(),
-                    holder: self.lease.holder().await?.unwrap_or_default(),
-                });
-            }
+            self.still_shipping().await?;
             // A pause asked elsewhere stops a long drain between batches.
             self.follow_control(memory, &mut None).await;
             if memory.hold.is_some() {
@@ -947,10 +939,23 @@ impl Worker {
         if self.lease.ensure().await? {
             return Ok(());
         }
-        Err(Error::Standby {
+        let holder = self.lease.holder().await?.unwrap_or_default();
+        Err(self.standby(holder))
+    }
+
+    /// The answer while `holder` ships to this destination.
+    fn standby(&self, holder: String) -> Error {
+        Error::Standby {
             destination: self.name.clone(),
-            holder: self.lease.holder().await?.unwrap_or_default(),
-        })
+            holder,
+        }
+    }
+
+    /// How long a worker that is not draining (halted, held, on standby) waits before it
+    /// looks again: a poll, but often enough to renew its lease, which lapses after
+    /// `lease_ttl`.
+    fn idle_tick(&self) -> Duration {
+        self.settings.poll_interval.min(self.settings.lease_ttl / 3)
     }
 
     /// Brings the copied destination to one snapshot of the source and sets its checkpoint

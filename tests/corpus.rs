@@ -249,6 +249,62 @@ async fn keys_equal_under_the_destinations_default_collation_stay_apart() {
     }
 }
 
+/// A table placed row by row (here under a conflict policy that reads the destination's
+/// row first) refuses a value its destination column would round, as multi-row batches
+/// do: MariaDB stores 10.25 in a `DECIMAL(12,1)` as 10.3 with no more than a note.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_placed_row_by_row_is_refused_where_its_column_would_round() {
+    let (Some(source), Some(dest)) = (
+        TestDb::create(Backend::Postgres).await,
+        TestDb::create(Backend::MySql).await,
+    ) else {
+        return;
+    };
+    application_tables(&source).await;
+    dest.db
+        .execute_unprepared(
+            "CREATE TABLE `order` (id BIGINT PRIMARY KEY, `type` VARCHAR(20) NOT NULL, \
+             category_id INT NULL, placed_at DATETIME(6) NOT NULL, total DECIMAL(12,1) NOT NULL, \
+             note TEXT NULL)",
+        )
+        .await
+        .expect("a narrower column at the destination");
+    let txn = source.db.begin().await.expect("begin");
+    order::ActiveModel {
+        r#type: Set("retail".into()),
+        category_id: Set(None),
+        placed_at: Set(
+            chrono::DateTime::parse_from_rfc3339("2026-01-02T03:04:05+05:30").expect("a timestamp"),
+        ),
+        total: Set(Decimal::new(1025, 2)),
+        note: Set(None),
+        ..Default::default()
+    }
+    .insert(&txn)
+    .await
+    .expect("insert");
+    txn.commit().await.expect("commit");
+    let r = Replicator::builder(source.db.clone())
+        .entity::<categories::Entity>()
+        .entity::<order::Entity>()
+        .poll_interval(Duration::from_millis(50))
+        .destination(
+            Destination::new("child", dest.db.clone())
+                .initial_snapshot(false)
+                .conflicts(ormsync::ConflictPolicy::DestinationWins),
+        )
+        .start()
+        .await
+        .expect("start");
+    let err = r.sync_now().await.expect_err("refused").to_string();
+    r.shutdown().await;
+    assert!(
+        err.contains("`order.total`") && err.contains("decimal places"),
+        "{err}"
+    );
+    assert_eq!(common::count(&dest.db, "`order`").await, 0);
+}
+
 // ---- the corpus ----------------------------------------------------------------------------
 
 pub mod categories {

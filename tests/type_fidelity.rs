@@ -877,6 +877,27 @@ async fn columns_that_would_round_or_overflow_halt_the_destination() {
     );
     assert_eq!(common::count(&dest.db, "fidelity_kinds").await, 0);
 
+    // The same row through a table placed row by row (a conflict policy that reads the
+    // destination's row first): refused the same way, nothing rounded.
+    let r = builder(&source)
+        .destination(
+            Destination::new("maria", dest.db.clone())
+                .initial_snapshot(false)
+                .conflicts(ormsync::ConflictPolicy::DestinationWins),
+        )
+        .start()
+        .await
+        .expect("start");
+    r.resume("maria").await.expect("resume");
+    let err = r.sync_now().await.expect_err("refused").to_string();
+    r.shutdown().await;
+    assert!(
+        err.contains("`fidelity_kinds.amount`")
+            && err.contains("decimal places and the column keeps 0"),
+        "{err}"
+    );
+    assert_eq!(common::count(&dest.db, "fidelity_kinds").await, 0);
+
     // Repair reads the row from the source and meets the same refusal.
     let verifier = Verifier::new(source.db.clone(), dest.db.clone()).entity::<kinds::Entity>();
     let reports = verifier.verify(&Default::default()).await.expect("verify");

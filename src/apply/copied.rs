@@ -3,6 +3,8 @@
 //! for tables whose rows the destination keys or resolves itself, the same row-by-row
 //! placement (key map, translated foreign keys, conflict policy).
 
+use std::collections::HashMap;
+
 use sea_orm::{DatabaseTransaction, DbErr};
 
 use super::columns;
@@ -54,11 +56,19 @@ pub(crate) async fn write(
         .collect();
     let refs: Vec<&Change> = changes.iter().collect();
     let shaped = shape::shape(&refs, rules);
+    // The destination's column types: what each column keeps of a value, and on
+    // PostgreSQL what lets a chunk go as a few big statements, as the stream's batches do.
+    let types = columns::of(txn, table)
+        .await
+        .map_err(|e| DbErr::Custom(e.to_string()))?;
     if rules.is_careful(table) {
+        let types: HashMap<String, HashMap<String, String>> =
+            types.into_iter().map(|t| (table.to_string(), t)).collect();
         let mut placer = Placer {
             db: txn,
             source,
             rules,
+            types: &types,
             conflicts: Vec::new(),
         };
         let mut unplaced = Vec::new();
@@ -76,11 +86,6 @@ pub(crate) async fn write(
         return Ok(unplaced);
     }
     let shaped: Vec<&Change> = shaped.iter().map(|c| c.as_ref()).collect();
-    // The destination's column types: what each column keeps of a value, and on
-    // PostgreSQL what lets a chunk go as a few big statements, as the stream's batches do.
-    let types = columns::of(txn, table)
-        .await
-        .map_err(|e| DbErr::Custom(e.to_string()))?;
     let mut steps = plan::plan(&shaped);
     plan::parents_first(&mut steps, &rules.specs);
     for step in steps {

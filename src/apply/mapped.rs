@@ -2,6 +2,8 @@
 //! foreign keys point at such rows, or whose conflict policy needs the destination's
 //! current row: row by row, inside the batch's transaction.
 
+use std::collections::HashMap;
+
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, QueryResult};
 
 use super::conflict::{self, Case, Conflict, Decision};
@@ -32,6 +34,9 @@ pub(crate) struct Placer<'a, C> {
     pub(crate) db: &'a C,
     pub(crate) source: &'a str,
     pub(crate) rules: &'a Rules,
+    /// The destination's column types by table, where known: what each column keeps of a
+    /// value, checked before a row is written (see [`statement::check_rows`]).
+    pub(crate) types: &'a HashMap<String, HashMap<String, String>>,
     pub(crate) conflicts: Vec<Conflict>,
 }
 
@@ -105,6 +110,9 @@ impl<C: ConnectionTrait> Placer<'_, C> {
 
         match &decision {
             Decision::Write(written) => {
+                // Refused here, before any statement: a value the destination would store
+                // altered, whichever of the writes below it goes through.
+                statement::check_rows(table, &[written], backend, self.types.get(table))?;
                 let at = match (mapped, &current, dest_key) {
                     (false, _, _) => {
                         let rows = [written];
@@ -261,7 +269,7 @@ impl<C: ConnectionTrait> Placer<'_, C> {
     }
 
     async fn run(&self, step: &Step<'_>) -> Result<(), DbErr> {
-        statement::execute(self.db, step, None).await
+        statement::execute(self.db, step, self.types.get(step.table())).await
     }
 }
 

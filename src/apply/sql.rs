@@ -171,6 +171,7 @@ impl SqlSink {
             db: txn,
             source,
             rules: &self.rules,
+            types: &self.columns,
             conflicts: Vec::new(),
         };
         let mut rest: &[Cow<'_, Change>] = &shaped;

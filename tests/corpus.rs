@@ -629,7 +629,7 @@ fn replicator(source: &TestDb, dest: &TestDb) -> ormsync::ReplicatorBuilder {
             Destination::new("child", dest.db.clone())
                 .create_tables()
                 // Small chunks: the copy spans many of them while the writer goes on.
-                .snapshot_chunk_rows(7),
+                .snapshot_chunk_rows(3),
         );
     if source.backend == Backend::Postgres {
         b = b.entity::<profiles::Entity>();
@@ -1263,7 +1263,7 @@ async fn corpus_replicates(src: Backend, dst: Backend) {
     };
 
     // Rows that exist before the replicator does: the initial copy takes them.
-    writer.run(80).await;
+    writer.run(200).await;
     let r = replicator(&source, &dest).start().await.expect("start");
     // Writes while the copy runs, then after it.
     writer.run(150).await;

@@ -52,13 +52,13 @@
 use sea_orm::sea_query::{Expr, IntoCondition, Query, ReturningClause};
 use sea_orm::{
     ActiveModelTrait, ActiveValue, ColumnTrait, Condition, ConnectionTrait, DbBackend, DbErr,
-    EntityTrait, FromQueryResult, IdenStatic, Iterable, ModelTrait, PrimaryKeyToColumn,
-    QueryFilter, QuerySelect, QueryTrait, Value,
+    EntityTrait, FromQueryResult, IdenStatic, Iterable, QueryFilter, QuerySelect, QueryTrait,
+    Value,
 };
 
 use crate::capture::guard;
 use crate::change::{Op, Row};
-use crate::entity::Replicated;
+use crate::entity::{Replicated, key_columns, key_condition, keys_condition};
 
 /// Keys per `WHERE key IN (…)` of the keyed reads and writes on MySQL / MariaDB.
 const KEYS_PER_STATEMENT: usize = 500;
@@ -384,10 +384,6 @@ pub fn assignments<E: EntityTrait>(model: &E::ActiveModel) -> Vec<(E::Column, Ex
         .collect()
 }
 
-fn key_columns<E: EntityTrait>() -> Vec<E::Column> {
-    E::PrimaryKey::iter().map(|k| k.into_column()).collect()
-}
-
 /// `RETURNING` every column, read back as sea-orm reads a `SELECT` of the entity.
 fn returning_all<E: EntityTrait>(backend: DbBackend) -> ReturningClause {
     Query::returning().exprs(E::Column::iter().map(|c| c.select_as(c.into_returning_expr(backend))))
@@ -411,33 +407,6 @@ async fn lock_matching<E: EntityTrait, C: ConnectionTrait>(
     condition: Condition,
 ) -> Result<Vec<E::Model>, DbErr> {
     E::find().filter(condition).lock_exclusive().all(db).await
-}
-
-/// The key values of `model`, in key column order.
-fn key_values<E: EntityTrait>(model: &E::Model) -> Vec<Value> {
-    key_columns::<E>()
-        .into_iter()
-        .map(|c| model.get(c))
-        .collect()
-}
-
-/// `key IN (…)` for the keys of `models`; `(a = ? AND b = ?) OR …` for a composite key.
-pub(crate) fn key_condition<E: EntityTrait>(models: &[E::Model]) -> Condition {
-    keys_condition::<E>(models.iter().map(key_values::<E>))
-}
-
-pub(crate) fn keys_condition<E: EntityTrait>(keys: impl Iterator<Item = Vec<Value>>) -> Condition {
-    let cols = key_columns::<E>();
-    if let [col] = cols.as_slice() {
-        return Condition::all().add(col.is_in(keys.filter_map(|k| k.into_iter().next())));
-    }
-    keys.fold(Condition::any(), |any, key| {
-        any.add(
-            cols.iter()
-                .zip(key)
-                .fold(Condition::all(), |all, (c, v)| all.add(c.eq(v))),
-        )
-    })
 }
 
 /// MySQL / MariaDB: inserts `models` and reads the inserted rows back by key.

@@ -15,7 +15,6 @@ use sea_orm::{
 };
 use tracing::Instrument;
 
-use crate::bulk;
 use crate::change::{Op, Row};
 use crate::entity::Replicated;
 use crate::error::Error;
@@ -137,7 +136,7 @@ pub async fn current<E: Replicated, C: ConnectionTrait>(
     if insert || db.get_database_backend() != DbBackend::MySql {
         return Ok(model);
     }
-    let key = bulk::key_condition::<E>(std::slice::from_ref(&model));
+    let key = crate::entity::key_condition::<E>(std::slice::from_ref(&model));
     Ok(locked_row::<E, C>(db, key).await?.unwrap_or(model))
 }
 
@@ -188,7 +187,7 @@ async fn locked_current<E: Replicated, C: ConnectionTrait>(
     db: &C,
     key: Vec<sea_orm::Value>,
 ) -> Result<Option<E::Model>, DbErr> {
-    let condition = || bulk::keys_condition::<E>(std::iter::once(key.clone()));
+    let condition = || crate::entity::keys_condition::<E>(std::iter::once(key.clone()));
     let found = locked_row::<E, C>(db, condition()).await?;
     if found.is_some() || db.get_database_backend() != DbBackend::Postgres {
         return Ok(found);

@@ -1,5 +1,9 @@
 //! The `Replicated` trait: what ormsync knows of an entity.
 
+mod keys;
+
+pub(crate) use keys::{key_columns, key_condition, keys_condition};
+
 use sea_orm::sea_query::{ArrayType, ColumnType};
 use sea_orm::{
     ActiveModelTrait, ActiveValue, ColumnTrait, DbBackend, EntityTrait, IdenStatic, Iterable,

@@ -1473,45 +1473,112 @@ async fn time_and_big_decimal_fields_arrive_exactly_sqlite_to_postgres() {
     time_and_big_decimal_fields_arrive_exactly(Backend::Sqlite, Backend::Postgres).await
 }
 
-/// A BigDecimal of more digits than ormsync's decimals keep (here in an unconstrained
-/// PostgreSQL `numeric`) is refused at capture, with an error naming the column, and the
-/// application's write rolls back with it.
+/// `BigDecimal` values wider than a `rust_decimal` (40 digits, 20 after the point) arrive
+/// exactly at PostgreSQL and MariaDB, by the copy and by the stream, and `verify` agrees;
+/// SQLite, which keeps a decimal as a double, refuses them by name instead of rounding.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_big_decimal_too_long_to_carry_is_refused_at_capture() {
-    let Some(db) = TestDb::create(Backend::Postgres).await else {
+async fn big_decimals_wider_than_a_decimal_arrive_exactly() {
+    use time::macros::{date, datetime, time};
+    common::trace();
+    let (Some(source), Some(pg), Some(maria), Some(lite)) = (
+        TestDb::create(Backend::Postgres).await,
+        TestDb::create(Backend::Postgres).await,
+        TestDb::create(Backend::MySql).await,
+        TestDb::create(Backend::Sqlite).await,
+    ) else {
         return;
     };
-    db.db
-        .execute_unprepared(
-            "CREATE TABLE fidelity_other_crates (id BIGINT PRIMARY KEY, day DATE NOT NULL, \
-             at_time TIME NOT NULL, naive_at TIMESTAMP NOT NULL, zoned_at TIMESTAMPTZ NOT NULL, \
-             amount NUMERIC NOT NULL, maybe_amount NUMERIC NULL)",
-        )
+    let schema = Schema::new(DbBackend::Postgres);
+    source
+        .db
+        .execute(&schema.create_table_from_entity(other_crates::Entity))
         .await
         .expect("create table");
-    ormsync::install(&db.db).await.expect("install");
-    use time::macros::{date, datetime, time};
-    let txn = db.db.begin().await.expect("begin");
-    let err = other_crates::ActiveModel::from(other_crates::Model {
-        id: 1,
-        day: date!(2024 - 01 - 01),
-        at_time: time!(00:00),
-        naive_at: datetime!(2024-01-01 00:00),
-        zoned_at: datetime!(2024-01-01 00:00 UTC),
-        amount: bigdecimal::BigDecimal::from_str("0.1234567890123456789012345678901234")
-            .expect("decimal"),
-        maybe_amount: None,
-    })
-    .insert(&txn)
-    .await
-    .expect_err("refused");
-    let _ = txn.rollback().await;
-    let message = err.to_string();
+    ormsync::install(&source.db).await.expect("install");
+    let big = |s: &str| bigdecimal::BigDecimal::from_str(s).expect("decimal");
+    let amounts = [
+        "12345678901234567890.12345678901234567890",
+        "-99999999999999999999.00000000000000000001",
+        "0.00000000000000000001",
+        "1.50",
+    ];
+    let write = |ids: std::ops::RangeInclusive<i64>| {
+        let db = source.db.clone();
+        async move {
+            let txn = db.begin().await.expect("begin");
+            for id in ids {
+                other_crates::ActiveModel::from(other_crates::Model {
+                    id,
+                    day: date!(2024 - 01 - 01),
+                    at_time: time!(00:00),
+                    naive_at: datetime!(2024-01-01 00:00),
+                    zoned_at: datetime!(2024-01-01 00:00 UTC),
+                    amount: big(amounts[(id as usize - 1) % amounts.len()]),
+                    maybe_amount: (id % 2 == 0)
+                        .then(|| big("31415926535897932384.62643383279502884197")),
+                })
+                .insert(&txn)
+                .await
+                .expect("insert");
+            }
+            txn.commit().await.expect("commit");
+        }
+    };
+    write(1..=4).await;
+    let r = Replicator::builder(source.db.clone())
+        .entity::<other_crates::Entity>()
+        .poll_interval(Duration::from_millis(50))
+        .destination(Destination::new("pg", pg.db.clone()).create_tables())
+        .destination(Destination::new("maria", maria.db.clone()).create_tables())
+        .destination(Destination::new("lite", lite.db.clone()).create_tables())
+        .start()
+        .await
+        .expect("start");
+    write(5..=8).await;
+    r.sync_destination("pg").await.expect("sync pg");
+    r.sync_destination("maria").await.expect("sync maria");
+    let refused = r
+        .sync_destination("lite")
+        .await
+        .expect_err("SQLite refuses them")
+        .to_string();
+    r.shutdown().await;
     assert!(
-        message.contains("`fidelity_other_crates.amount`") && message.contains("BigDecimal"),
-        "{message}"
+        refused.contains("`fidelity_other_crates.amount`") && refused.contains("SQLite keeps"),
+        "{refused}"
     );
-    assert_eq!(common::count(&db.db, "ormsync_outbox").await, 0);
+
+    let spec = other_crates::Entity::table_spec();
+    let expected = read_rows(&source.db, &spec).await;
+    assert_eq!(expected.len(), 8);
+    assert!(
+        expected
+            .iter()
+            .any(|r| matches!(r.get("amount"), Some(Value::BigDecimal(Some(_))))),
+        "the wide values are read as such: {expected:?}"
+    );
+    for dest in [&pg, &maria] {
+        let what = format!("postgres→{}", dest.backend.name());
+        assert_rows(
+            &what,
+            &spec.table,
+            &expected,
+            &read_rows(&dest.db, &spec).await,
+        );
+        assert_verify_clean(&source, dest, std::slice::from_ref(&spec), &what).await;
+    }
+    // The payload's values turn back into the application's `BigDecimal`s.
+    for row in &expected {
+        let back = other_crates::Entity::active_from_row(row).expect("into the ActiveModel");
+        let model = sea_orm::TryIntoModel::<other_crates::Model>::try_into_model(back)
+            .expect("a whole model");
+        let id = model.id as usize;
+        assert_eq!(
+            model.amount,
+            big(amounts[(id - 1) % amounts.len()]),
+            "row {id}"
+        );
+    }
 }
 
 pub mod other_crates {

@@ -395,6 +395,7 @@ fn push_json_value(out: &mut String, v: &Value) -> Option<()> {
         }
         Value::Uuid(Some(u)) => text(out, &u.to_string())?,
         Value::Decimal(Some(d)) => text(out, &d.to_string())?,
+        Value::BigDecimal(Some(t)) => text(out, t)?,
         // `jsonb_to_recordset` reads a JSON array into an array column, each element by
         // its type's input function, as above.
         Value::Array {

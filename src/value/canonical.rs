@@ -52,6 +52,7 @@ const INSTANT: u8 = 11;
 const UUID: u8 = 12;
 const DECIMAL: u8 = 13;
 const ARRAY: u8 = 14;
+const WIDE_DECIMAL: u8 = 15;
 
 /// Appends the canonical encoding of `value` to `out`.
 pub(crate) fn encode(value: &Value, out: &mut Vec<u8>) {
@@ -116,6 +117,8 @@ pub(crate) fn encode(value: &Value, out: &mut Vec<u8>) {
             out.extend_from_slice(&n.mantissa().to_le_bytes());
             out.extend_from_slice(&n.scale().to_le_bytes());
         }
+        // Never equal to a `Decimal`: a value that fits one is always one.
+        Value::BigDecimal(Some(text)) => bytes(WIDE_DECIMAL, plain_decimal(text).as_bytes(), out),
         Value::Array {
             items: Some(items), ..
         } => {
@@ -150,8 +153,31 @@ pub(crate) fn encode(value: &Value, out: &mut Vec<u8>) {
         | Value::DateTimeWithTimeZone(None)
         | Value::Uuid(None)
         | Value::Decimal(None)
+        | Value::BigDecimal(None)
         | Value::Array { items: None, .. } => out.push(NULL),
     }
+}
+
+/// A decimal's plain text without what does not change its value: trailing zeros after
+/// the point (and the point itself when nothing follows), leading zeros, the sign of zero.
+fn plain_decimal(text: &str) -> String {
+    let (negative, digits) = match text.trim().strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text.trim().trim_start_matches('+')),
+    };
+    let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
+    let int = int.trim_start_matches('0');
+    let frac = frac.trim_end_matches('0');
+    let mut out = String::with_capacity(digits.len() + 1);
+    if negative && !(int.is_empty() && frac.is_empty()) {
+        out.push('-');
+    }
+    out.push_str(if int.is_empty() { "0" } else { int });
+    if !frac.is_empty() {
+        out.push('.');
+        out.push_str(frac);
+    }
+    out
 }
 
 /// The encoding of `values`, in order: a key's or a row's identity for lookups and
@@ -266,6 +292,10 @@ pub(crate) fn show(piece: &[u8]) -> String {
                 split(elements).map(show).collect::<Vec<_>>().join(", ")
             )
         }),
+        WIDE_DECIMAL => body
+            .get(8..)
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .map(str::to_string),
         DECIMAL => le::<16>(body).and_then(|m| {
             let scale = u32::from_le_bytes(le::<4>(body.get(16..)?)?);
             rust_decimal::Decimal::try_from_i128_with_scale(i128::from_le_bytes(m), scale)

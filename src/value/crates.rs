@@ -96,6 +96,14 @@ pub(crate) mod big_decimal {
         (exp <= 29).then(|| bigdecimal::num_bigint::BigInt::from(10u8).pow(exp as u32))
     }
 
+    /// `b` as a value: a `Decimal` where it fits (see [`to_decimal`]), else its plain text.
+    pub(crate) fn to_value(b: &BigDecimal) -> crate::value::Value {
+        match to_decimal(b) {
+            Some(d) => crate::value::Value::Decimal(Some(d)),
+            None => crate::value::Value::BigDecimal(Some(b.to_plain_string())),
+        }
+    }
+
     /// `d` as a `BigDecimal`, scale included.
     pub(crate) fn from_decimal(d: &Decimal) -> BigDecimal {
         BigDecimal::new(d.mantissa().into(), i64::from(d.scale()))

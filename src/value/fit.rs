@@ -57,6 +57,12 @@ fn significant_digits(d: &Decimal) -> u32 {
     m.ilog10() + 1
 }
 
+/// The digits after the point of a decimal's plain text, trailing zeros aside.
+fn places(text: &str) -> u32 {
+    text.split_once('.')
+        .map_or(0, |(_, frac)| frac.trim_end_matches('0').len() as u32)
+}
+
 /// What a destination column keeps of a value, as far as ormsync checks it, from the
 /// column's declared type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -197,6 +203,12 @@ pub(crate) fn refusal(value: &Value, backend: DbBackend, column: Column) -> Opti
                 significant_digits(d)
             ));
         }
+        (DbBackend::Sqlite, Value::BigDecimal(Some(t))) => {
+            return Some(format!(
+                "the decimal {t} has more significant digits than the \
+                 {SQLITE_DECIMAL_DIGITS} SQLite keeps (it stores a decimal as a double)"
+            ));
+        }
         (DbBackend::Sqlite, Value::BigUnsigned(Some(v))) if i64::try_from(*v).is_err() => {
             return Some(format!(
                 "the unsigned integer {v} is above SQLite's largest integer ({})",
@@ -227,6 +239,10 @@ pub(crate) fn refusal(value: &Value, backend: DbBackend, column: Column) -> Opti
             Value::Decimal(Some(d)) if d.normalize().scale() > scale => Some(format!(
                 "the decimal {d} has {} decimal places and the column keeps {scale}",
                 d.normalize().scale()
+            )),
+            Value::BigDecimal(Some(t)) if places(t) > scale => Some(format!(
+                "the decimal {t} has {} decimal places and the column keeps {scale}",
+                places(t)
             )),
             _ => None,
         },

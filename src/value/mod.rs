@@ -76,6 +76,11 @@ pub enum Value {
     Uuid(Option<Uuid>),
     /// An exact decimal, scale included.
     Decimal(Option<Decimal>),
+    /// An exact decimal of more digits than [`Decimal`](Value::Decimal) holds (28 or 29
+    /// significant, 28 after the point), as its plain text (`-12345…678.90`, scale
+    /// included): what a `BigDecimal` field or a wide `numeric`/`DECIMAL` column holds.
+    /// A value that fits is always a `Decimal`; NULL is `Decimal(None)`.
+    BigDecimal(Option<String>),
     /// A PostgreSQL array (`Vec<T>` in the `Model`) of elements of one type. At MySQL and
     /// SQLite, which have no arrays, it is a JSON array of the elements' plain forms: a
     /// number for integers and finite floats, a string for decimals, timestamps, UUIDs,
@@ -109,7 +114,7 @@ impl Value {
             }
         }
         match self {
-            Value::String(Some(s)) => s.len(),
+            Value::String(Some(s)) | Value::BigDecimal(Some(s)) => s.len(),
             Value::Bytes(Some(b)) => b.len(),
             Value::Json(Some(j)) => json(j),
             Value::Array {
@@ -189,17 +194,9 @@ impl Value {
                 Value::DateTimeWithTimeZone(chrono_of(v, crates::time_crate::zoned)?)
             }
             #[cfg(feature = "with-bigdecimal")]
-            V::BigDecimal(v) => Value::Decimal(
-                v.map(|b| {
-                    crates::big_decimal::to_decimal(&b).ok_or_else(|| {
-                        format!(
-                            "the BigDecimal {b}, of more digits than ormsync's decimals \
-                             keep (28 or 29 significant, 28 after the point)"
-                        )
-                    })
-                })
-                .transpose()?,
-            ),
+            V::BigDecimal(None) => Value::Decimal(None),
+            #[cfg(feature = "with-bigdecimal")]
+            V::BigDecimal(Some(b)) => crates::big_decimal::to_value(&b),
             #[allow(unreachable_patterns)]
             other => return Err(sea_type_name(&other)),
         })
@@ -239,6 +236,7 @@ impl Value {
             Value::DateTimeWithTimeZone(v) => V::ChronoDateTimeWithTimeZone(*v),
             Value::Uuid(v) => V::Uuid(*v),
             Value::Decimal(v) => V::Decimal(*v),
+            Value::BigDecimal(v) => big_to_sea(v.as_deref()),
             Value::Array { of, items } => array::to_sea(of, items.as_deref(), None),
         }
     }
@@ -318,6 +316,7 @@ impl Value {
             Value::DateTimeWithTimeZone(v) => v.is_none(),
             Value::Uuid(v) => v.is_none(),
             Value::Decimal(v) => v.is_none(),
+            Value::BigDecimal(v) => v.is_none(),
             Value::Array { items, .. } => items.is_none(),
         }
     }
@@ -337,6 +336,24 @@ fn chrono_of<T: std::fmt::Debug + Copy, C>(
 fn sea_type_name(v: &sea_query::Value) -> String {
     let debug = format!("{v:?}");
     format!("a `{}` value", debug.split('(').next().unwrap_or("unknown"))
+}
+
+/// The sea-query value of a [`Value::BigDecimal`]: a `BigDecimal`, which each driver binds
+/// as the exact decimal; without the `with-bigdecimal` feature (no such value is then
+/// captured here, but a payload may carry one) its text, which MySQL converts and
+/// PostgreSQL refuses for a `numeric` column with an error.
+fn big_to_sea(text: Option<&str>) -> sea_query::Value {
+    #[cfg(feature = "with-bigdecimal")]
+    {
+        use std::str::FromStr;
+        match text.map(bigdecimal::BigDecimal::from_str) {
+            None => sea_query::Value::BigDecimal(None),
+            Some(Ok(b)) => sea_query::Value::BigDecimal(Some(Box::new(b))),
+            Some(Err(_)) => sea_query::Value::String(text.map(str::to_string)),
+        }
+    }
+    #[cfg(not(feature = "with-bigdecimal"))]
+    sea_query::Value::String(text.map(str::to_string))
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! the command line, snapshots and verify read a table without the application's types.
 
 use chrono::{DateTime, FixedOffset, Local, NaiveDate, NaiveDateTime, NaiveTime, Utc};
+#[cfg(not(feature = "with-bigdecimal"))]
 use rust_decimal::Decimal;
 use sea_orm::sea_query::ArrayType;
 use sea_orm::{ColIdx, DbErr, QueryResult};
@@ -170,7 +171,16 @@ impl Value {
                 Value::DateTimeWithTimeZone(get!(Option<DateTime<FixedOffset>>))
             }
             Value::Uuid(_) => Value::Uuid(get!(Option<Uuid>)),
-            Value::Decimal(_) => Value::Decimal(get!(Option<Decimal>)),
+            // Read as the exact decimal the server sends and kept as a `Decimal` where it
+            // fits: the drivers' `Decimal` decoding rounds a wider `numeric`/`DECIMAL`
+            // to 28 digits without a word.
+            #[cfg(feature = "with-bigdecimal")]
+            Value::Decimal(_) | Value::BigDecimal(_) => get!(Option<bigdecimal::BigDecimal>)
+                .map_or(Value::Decimal(None), |b| {
+                    crate::value::crates::big_decimal::to_value(&b)
+                }),
+            #[cfg(not(feature = "with-bigdecimal"))]
+            Value::Decimal(_) | Value::BigDecimal(_) => Value::Decimal(get!(Option<Decimal>)),
             // No array outside PostgreSQL: its JSON form.
             Value::Array { of, .. } => Value::Array {
                 of: of.clone(),

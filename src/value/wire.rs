@@ -49,12 +49,14 @@ pub(super) enum Tag {
     DateTimeWithTimeZone,
     Uuid,
     Decimal,
+    /// A decimal too wide for `Decimal`, as text.
+    BigDecimal,
     /// An array; its elements' type travels with it.
     Array,
 }
 
 /// Every tag, in payload order.
-const ALL: [Tag; 26] = [
+const ALL: [Tag; 27] = [
     Tag::Bool,
     Tag::TinyInt,
     Tag::SmallInt,
@@ -80,12 +82,13 @@ const ALL: [Tag; 26] = [
     Tag::DateTimeWithTimeZone,
     Tag::Uuid,
     Tag::Decimal,
+    Tag::BigDecimal,
     Tag::Array,
 ];
 
 /// The names of [`ALL`], for the error that lists them.
-const TAG_NAMES: [&str; 26] = {
-    let mut out = [""; 26];
+const TAG_NAMES: [&str; 27] = {
+    let mut out = [""; 27];
     let mut i = 0;
     while i < ALL.len() {
         out[i] = ALL[i].name();
@@ -122,6 +125,7 @@ impl Tag {
             Value::DateTimeWithTimeZone(_) => Tag::DateTimeWithTimeZone,
             Value::Uuid(_) => Tag::Uuid,
             Value::Decimal(_) => Tag::Decimal,
+            Value::BigDecimal(_) => Tag::BigDecimal,
             Value::Array { .. } => Tag::Array,
         }
     }
@@ -153,6 +157,7 @@ impl Tag {
             Tag::DateTimeWithTimeZone => "tsz",
             Tag::Uuid => "uuid",
             Tag::Decimal => "dec",
+            Tag::BigDecimal => "bdec",
             Tag::Array => "a",
         }
     }
@@ -184,6 +189,7 @@ impl Tag {
             "tsz" => Tag::DateTimeWithTimeZone,
             "uuid" => Tag::Uuid,
             "dec" => Tag::Decimal,
+            "bdec" => Tag::BigDecimal,
             "a" => Tag::Array,
             _ => return None,
         })
@@ -216,7 +222,7 @@ impl Tag {
             Tag::DateTimeLocal => Value::DateTimeLocal(None),
             Tag::DateTimeWithTimeZone => Value::DateTimeWithTimeZone(None),
             Tag::Uuid => Value::Uuid(None),
-            Tag::Decimal => Value::Decimal(None),
+            Tag::Decimal | Tag::BigDecimal => Value::Decimal(None),
             Tag::Enum | Tag::JsonNull | Tag::Array => return None,
         })
     }
@@ -274,6 +280,7 @@ impl Serialize for Value {
             Value::DateTimeWithTimeZone(v) => map.serialize_entry(tag, v)?,
             Value::Uuid(v) => map.serialize_entry(tag, v)?,
             Value::Decimal(v) => map.serialize_entry(tag, v)?,
+            Value::BigDecimal(v) => map.serialize_entry(tag, v)?,
             Value::Array { of, items } => map.serialize_entry(
                 tag,
                 &ArrayRef {
@@ -341,6 +348,10 @@ impl<'de> Visitor<'de> for ValueVisitor {
             Tag::DateTimeWithTimeZone => Value::DateTimeWithTimeZone(map.next_value()?),
             Tag::Uuid => Value::Uuid(map.next_value()?),
             Tag::Decimal => Value::Decimal(map.next_value()?),
+            Tag::BigDecimal => match map.next_value::<Option<String>>()? {
+                Some(text) => Value::BigDecimal(Some(text)),
+                None => Value::Decimal(None),
+            },
             Tag::Array => {
                 let a: ArrayOwned = map.next_value()?;
                 let items = a

@@ -945,6 +945,48 @@ impl Forest {
                 }
             }
         }
+        // A node inserted under a parent written after it, moved under another parent
+        // written after the move, and the first parent deleted: the node's first version
+        // can never apply once that parent is gone.
+        if children_first && rng.random_bool(0.3) {
+            let ids: [i64; 3] = std::array::from_fn(|_| rng.random_range(1..5_000));
+            let [node, first, second] = ids;
+            if node != first
+                && node != second
+                && first != second
+                && ids.iter().all(|id| !self.rank.contains_key(id))
+            {
+                let rank = rng.random_range(1_000..2_000);
+                let first_parent = self.parent_for(rng, rank);
+                let second_parent = self.parent_for(rng, rank);
+                for (id, parent_id) in [
+                    (node, Some(first)),
+                    (first, first_parent),
+                    (node, Some(second)),
+                    (second, second_parent),
+                ] {
+                    let name = self.name();
+                    out.push((
+                        true,
+                        nodes::Model {
+                            id,
+                            parent_id,
+                            name,
+                        },
+                    ));
+                }
+                out.push((
+                    false,
+                    nodes::Model {
+                        id: first,
+                        parent_id: first_parent,
+                        name: String::new(),
+                    },
+                ));
+                self.rank.insert(node, (rank - 1, Some(second)));
+                self.rank.insert(second, (rank, second_parent));
+            }
+        }
         for _ in 0..rng.random_range(1..6) {
             let ids: Vec<i64> = self.rank.keys().copied().collect();
             if ids.is_empty() {
@@ -1040,7 +1082,9 @@ async fn write_tree(db: &DatabaseConnection, ops: Vec<(bool, nodes::Model)>) {
 /// it is written: by the initial copy, in chunks smaller than the tree, with parents at
 /// higher keys than their children, and by the stream, with subtrees inserted children
 /// first (PostgreSQL's deferred reference allows it), nodes moved under nodes inserted
-/// later in the same batch, leaves deleted and inserted again. Batches of 5 to 50 changes
+/// later in the same batch, leaves deleted and inserted again, and (deferred) a node
+/// inserted under a parent written after it, moved under another written after the move,
+/// and the first parent deleted, all in one transaction. Batches of 5 to 50 changes
 /// cut transactions anywhere, a child-first one included. The seed is printed; the end
 /// state equals the source's.
 async fn trees_arrive_whatever_order_their_rows_come_in(src: Backend) {
@@ -1267,12 +1311,24 @@ async fn write_family(db: &DatabaseConnection, ops: &[Family]) {
             }
             // Through the model, which the capture sees.
             Family::NoChild(id) => {
-                let row = children::Entity::find_by_id(id).one(&txn).await.expect("read");
-                row.expect("child to delete").delete(&txn).await.expect("delete child");
+                let row = children::Entity::find_by_id(id)
+                    .one(&txn)
+                    .await
+                    .expect("read");
+                row.expect("child to delete")
+                    .delete(&txn)
+                    .await
+                    .expect("delete child");
             }
             Family::NoParent(id) => {
-                let row = parents::Entity::find_by_id(id).one(&txn).await.expect("read");
-                row.expect("parent to delete").delete(&txn).await.expect("delete parent");
+                let row = parents::Entity::find_by_id(id)
+                    .one(&txn)
+                    .await
+                    .expect("read");
+                row.expect("parent to delete")
+                    .delete(&txn)
+                    .await
+                    .expect("delete parent");
             }
         }
     }
@@ -1285,8 +1341,8 @@ async fn write_family(db: &DatabaseConnection, ops: &[Family]) {
 /// MariaDB once its parent is gone, can never apply. The child's last version can, and the
 /// destination ends with the source's rows, whatever the batch size cuts.
 async fn a_child_moved_to_a_later_parent_lands_at_mariadb(batch_size: u64) {
-    use deferred::{children, parents};
     use Family::*;
+    use deferred::{children, parents};
     common::trace();
     let (Some(source), Some(dest)) = (
         TestDb::create(Backend::Postgres).await,
@@ -1316,12 +1372,38 @@ async fn a_child_moved_to_a_later_parent_lands_at_mariadb(batch_size: u64) {
     sync(&r).await;
     let transactions: [&[Family]; 6] = [
         // Each parent written after the child points at it; the first one deleted.
-        &[Child(1, 101), Parent(101), Child(1, 102), Parent(102), NoParent(101)],
+        &[
+            Child(1, 101),
+            Parent(101),
+            Child(1, 102),
+            Parent(102),
+            NoParent(101),
+        ],
         // Both moves before either parent.
-        &[Child(2, 111), Child(2, 112), Parent(111), NoParent(111), Parent(112)],
+        &[
+            Child(2, 111),
+            Child(2, 112),
+            Parent(111),
+            NoParent(111),
+            Parent(112),
+        ],
         // Moved twice, the middle parent never written.
-        &[Child(3, 121), Parent(121), Child(3, 122), Child(3, 123), Parent(123), NoParent(121)],
-        &[Child(4, 131), Child(4, 132), Child(4, 133), Parent(131), NoParent(131), Parent(133)],
+        &[
+            Child(3, 121),
+            Parent(121),
+            Child(3, 122),
+            Child(3, 123),
+            Parent(123),
+            NoParent(121),
+        ],
+        &[
+            Child(4, 131),
+            Child(4, 132),
+            Child(4, 133),
+            Parent(131),
+            NoParent(131),
+            Parent(133),
+        ],
         // The first parent deleted and inserted again, and the child moved back to it.
         &[
             Child(5, 141),
@@ -1334,13 +1416,23 @@ async fn a_child_moved_to_a_later_parent_lands_at_mariadb(batch_size: u64) {
             NoParent(142),
         ],
         // The child moved, then deleted with its first parent.
-        &[Child(6, 151), Parent(151), Child(6, 152), NoChild(6), NoParent(151)],
+        &[
+            Child(6, 151),
+            Parent(151),
+            Child(6, 152),
+            NoChild(6),
+            NoParent(151),
+        ],
     ];
     for ops in transactions {
         write_family(&source.db, ops).await;
         sync(&r).await;
         let (state, _, error) = snapshot_of(&r);
-        assert_ne!(state, State::Halted, "batch size {batch_size}, {ops:?}: {error:?}");
+        assert_ne!(
+            state,
+            State::Halted,
+            "batch size {batch_size}, {ops:?}: {error:?}"
+        );
     }
     r.shutdown().await;
     assert_same::<parents::Entity>(&source.db, &dest.db).await;

@@ -235,8 +235,7 @@ impl Worker {
                     }));
                 }
                 self.keep_lease().await;
-                next = TokioInstant::now()
-                    + self.idle_tick();
+                next = TokioInstant::now() + self.idle_tick();
                 continue;
             }
             if let Some(hold) = memory.hold {
@@ -260,8 +259,7 @@ impl Worker {
                     memory.last_backlog = None;
                     self.check_backlog(&mut memory, &p).await;
                 }
-                next = TokioInstant::now()
-                    + self.idle_tick();
+                next = TokioInstant::now() + self.idle_tick();
                 continue;
             }
             match self.lease.ensure().await {
@@ -273,8 +271,7 @@ impl Worker {
                     for reply in waiting.drain(..) {
                         let _ = reply.send(Err(self.standby(holder.clone())));
                     }
-                    next = TokioInstant::now()
-                        + self.idle_tick();
+                    next = TokioInstant::now() + self.idle_tick();
                     continue;
                 }
                 Err(e) => {

@@ -236,8 +236,10 @@ impl SqlSink {
         txn: &DatabaseTransaction,
         run: &[&Change],
     ) -> std::result::Result<(), Failure> {
-        let mut waiting: Vec<plan::Waiting<'_>> =
-            run.iter().map(|&change| plan::Waiting::new(change)).collect();
+        let mut waiting: Vec<plan::Waiting<'_>> = run
+            .iter()
+            .map(|&change| plan::Waiting::new(change))
+            .collect();
         let mut first_pass = true;
         loop {
             let mut still: Vec<plan::Waiting<'_>> = Vec::new();

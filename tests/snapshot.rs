@@ -946,8 +946,9 @@ impl Forest {
             }
         }
         // A node inserted under a parent written after it, moved under another parent
-        // written after the move, and the first parent deleted: the node's first version
-        // can never apply once that parent is gone.
+        // written after the move, and the first parent deleted (before the second is
+        // written, or after): the node's first version can never apply once that parent
+        // is gone.
         if children_first && rng.random_bool(0.3) {
             let ids: [i64; 3] = std::array::from_fn(|_| rng.random_range(1..5_000));
             let [node, first, second] = ids;
@@ -959,15 +960,20 @@ impl Forest {
                 let rank = rng.random_range(1_000..2_000);
                 let first_parent = self.parent_for(rng, rank);
                 let second_parent = self.parent_for(rng, rank);
-                for (id, parent_id) in [
-                    (node, Some(first)),
-                    (first, first_parent),
-                    (node, Some(second)),
-                    (second, second_parent),
-                ] {
-                    let name = self.name();
+                let mut writes = vec![
+                    (true, node, Some(first)),
+                    (true, first, first_parent),
+                    (true, node, Some(second)),
+                    (false, first, first_parent),
+                    (true, second, second_parent),
+                ];
+                if rng.random_bool(0.5) {
+                    writes.swap(3, 4);
+                }
+                for (upsert, id, parent_id) in writes {
+                    let name = if upsert { self.name() } else { String::new() };
                     out.push((
-                        true,
+                        upsert,
                         nodes::Model {
                             id,
                             parent_id,
@@ -975,14 +981,6 @@ impl Forest {
                         },
                     ));
                 }
-                out.push((
-                    false,
-                    nodes::Model {
-                        id: first,
-                        parent_id: first_parent,
-                        name: String::new(),
-                    },
-                ));
                 self.rank.insert(node, (rank - 1, Some(second)));
                 self.rank.insert(second, (rank, second_parent));
             }

@@ -945,6 +945,46 @@ impl Forest {
                 }
             }
         }
+        // A node inserted under a parent written after it, moved under another parent
+        // written after the move, and the first parent deleted (before the second is
+        // written, or after): the node's first version can never apply once that parent
+        // is gone.
+        if children_first && rng.random_bool(0.3) {
+            let ids: [i64; 3] = std::array::from_fn(|_| rng.random_range(1..5_000));
+            let [node, first, second] = ids;
+            if node != first
+                && node != second
+                && first != second
+                && ids.iter().all(|id| !self.rank.contains_key(id))
+            {
+                let rank = rng.random_range(1_000..2_000);
+                let first_parent = self.parent_for(rng, rank);
+                let second_parent = self.parent_for(rng, rank);
+                let mut writes = vec![
+                    (true, node, Some(first)),
+                    (true, first, first_parent),
+                    (true, node, Some(second)),
+                    (false, first, first_parent),
+                    (true, second, second_parent),
+                ];
+                if rng.random_bool(0.5) {
+                    writes.swap(3, 4);
+                }
+                for (upsert, id, parent_id) in writes {
+                    let name = if upsert { self.name() } else { String::new() };
+                    out.push((
+                        upsert,
+                        nodes::Model {
+                            id,
+                            parent_id,
+                            name,
+                        },
+                    ));
+                }
+                self.rank.insert(node, (rank - 1, Some(second)));
+                self.rank.insert(second, (rank, second_parent));
+            }
+        }
         for _ in 0..rng.random_range(1..6) {
             let ids: Vec<i64> = self.rank.keys().copied().collect();
             if ids.is_empty() {
@@ -1040,7 +1080,9 @@ async fn write_tree(db: &DatabaseConnection, ops: Vec<(bool, nodes::Model)>) {
 /// it is written: by the initial copy, in chunks smaller than the tree, with parents at
 /// higher keys than their children, and by the stream, with subtrees inserted children
 /// first (PostgreSQL's deferred reference allows it), nodes moved under nodes inserted
-/// later in the same batch, leaves deleted and inserted again. Batches of 5 to 50 changes
+/// later in the same batch, leaves deleted and inserted again, and (deferred) a node
+/// inserted under a parent written after it, moved under another written after the move,
+/// and the first parent deleted, all in one transaction. Batches of 5 to 50 changes
 /// cut transactions anywhere, a child-first one included. The seed is printed; the end
 /// state equals the source's.
 async fn trees_arrive_whatever_order_their_rows_come_in(src: Backend) {
@@ -1221,4 +1263,192 @@ async fn a_deferred_transaction_lands_at_mariadb_in_any_order() {
     assert_same::<parents::Entity>(&source.db, &dest.db).await;
     assert_same::<children::Entity>(&source.db, &dest.db).await;
     assert_eq!(count(&dest.db, "deferred_parents").await, 1);
+}
+
+/// One write of a source transaction on the deferred tables.
+#[derive(Clone, Copy, Debug)]
+enum Family {
+    /// Insert the child under a parent, or move it there.
+    Child(i64, i64),
+    /// Insert the parent.
+    Parent(i64),
+    /// Delete the child.
+    NoChild(i64),
+    /// Delete the parent.
+    NoParent(i64),
+}
+
+/// Writes `ops` in one transaction; the source checks its foreign key at the commit.
+async fn write_family(db: &DatabaseConnection, ops: &[Family]) {
+    use deferred::{children, parents};
+    use sea_orm::EntityTrait;
+    let txn = db.begin().await.expect("begin");
+    for op in ops {
+        match *op {
+            Family::Child(id, parent_id) => {
+                let model = children::ActiveModel::from(children::Model { id, parent_id });
+                if children::Entity::find_by_id(id)
+                    .one(&txn)
+                    .await
+                    .expect("read")
+                    .is_some()
+                {
+                    model.reset_all().update(&txn).await.expect("move child");
+                } else {
+                    model.insert(&txn).await.expect("insert child");
+                }
+            }
+            Family::Parent(id) => {
+                parents::ActiveModel::from(parents::Model {
+                    id,
+                    name: format!("parent {id}"),
+                })
+                .insert(&txn)
+                .await
+                .expect("insert parent");
+            }
+            // Through the model, which the capture sees.
+            Family::NoChild(id) => {
+                let row = children::Entity::find_by_id(id)
+                    .one(&txn)
+                    .await
+                    .expect("read");
+                row.expect("child to delete")
+                    .delete(&txn)
+                    .await
+                    .expect("delete child");
+            }
+            Family::NoParent(id) => {
+                let row = parents::Entity::find_by_id(id)
+                    .one(&txn)
+                    .await
+                    .expect("read");
+                row.expect("parent to delete")
+                    .delete(&txn)
+                    .await
+                    .expect("delete parent");
+            }
+        }
+    }
+    txn.commit().await.expect("commit");
+}
+
+/// Within one PostgreSQL transaction under a deferred foreign key, a child is inserted
+/// under a parent, moved to another parent, and the first parent deleted, with either
+/// parent written after the child points at it: the child's first version, tried at
+/// MariaDB once its parent is gone, can never apply. The child's last version can, and the
+/// destination ends with the source's rows, whatever the batch size cuts.
+async fn a_child_moved_to_a_later_parent_lands_at_mariadb(batch_size: u64) {
+    use Family::*;
+    use deferred::{children, parents};
+    common::trace();
+    let (Some(source), Some(dest)) = (
+        TestDb::create(Backend::Postgres).await,
+        TestDb::create(Backend::MySql).await,
+    ) else {
+        return;
+    };
+    source
+        .db
+        .execute_unprepared(
+            "CREATE TABLE deferred_parents (id BIGINT PRIMARY KEY, name TEXT NOT NULL); \
+             CREATE TABLE deferred_children (id BIGINT PRIMARY KEY, parent_id BIGINT NOT NULL \
+             REFERENCES deferred_parents (id) DEFERRABLE INITIALLY DEFERRED)",
+        )
+        .await
+        .expect("create tables");
+    ormsync::install(&source.db).await.expect("install");
+    let r = Replicator::builder(source.db.clone())
+        .entity::<parents::Entity>()
+        .entity::<children::Entity>()
+        .poll_interval(Duration::from_millis(20))
+        .batch_size(batch_size)
+        .destination(Destination::new("backup", dest.db.clone()).create_tables())
+        .start()
+        .await
+        .expect("start");
+    sync(&r).await;
+    let transactions: [&[Family]; 6] = [
+        // Each parent written after the child points at it; the first one deleted.
+        &[
+            Child(1, 101),
+            Parent(101),
+            Child(1, 102),
+            Parent(102),
+            NoParent(101),
+        ],
+        // Both moves before either parent.
+        &[
+            Child(2, 111),
+            Child(2, 112),
+            Parent(111),
+            NoParent(111),
+            Parent(112),
+        ],
+        // Moved twice, the middle parent never written.
+        &[
+            Child(3, 121),
+            Parent(121),
+            Child(3, 122),
+            Child(3, 123),
+            Parent(123),
+            NoParent(121),
+        ],
+        &[
+            Child(4, 131),
+            Child(4, 132),
+            Child(4, 133),
+            Parent(131),
+            NoParent(131),
+            Parent(133),
+        ],
+        // The first parent deleted and inserted again, and the child moved back to it.
+        &[
+            Child(5, 141),
+            Parent(141),
+            Child(5, 142),
+            Parent(142),
+            NoParent(141),
+            Parent(141),
+            Child(5, 141),
+            NoParent(142),
+        ],
+        // The child moved, then deleted with its first parent.
+        &[
+            Child(6, 151),
+            Parent(151),
+            Child(6, 152),
+            NoChild(6),
+            NoParent(151),
+        ],
+    ];
+    for ops in transactions {
+        write_family(&source.db, ops).await;
+        sync(&r).await;
+        let (state, _, error) = snapshot_of(&r);
+        assert_ne!(
+            state,
+            State::Halted,
+            "batch size {batch_size}, {ops:?}: {error:?}"
+        );
+    }
+    r.shutdown().await;
+    assert_same::<parents::Entity>(&source.db, &dest.db).await;
+    assert_same::<children::Entity>(&source.db, &dest.db).await;
+    assert_eq!(count(&dest.db, "deferred_children").await, 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_moved_to_a_later_parent_lands_at_mariadb_one_change_a_batch() {
+    a_child_moved_to_a_later_parent_lands_at_mariadb(1).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_moved_to_a_later_parent_lands_at_mariadb_three_changes_a_batch() {
+    a_child_moved_to_a_later_parent_lands_at_mariadb(3).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_moved_to_a_later_parent_lands_at_mariadb_whole_transactions() {
+    a_child_moved_to_a_later_parent_lands_at_mariadb(50).await
 }

@@ -184,6 +184,64 @@ pub(crate) fn one_by_one<'a>(changes: &[&'a Change]) -> Vec<Step<'a>> {
         .collect()
 }
 
+/// A change waiting for a foreign key, standing for its row's waiting changes from outbox
+/// id `since` on (itself and those it superseded).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Waiting<'a> {
+    pub(crate) change: &'a Change,
+    pub(crate) since: i64,
+}
+
+impl<'a> Waiting<'a> {
+    pub(crate) fn new(change: &'a Change) -> Self {
+        Waiting {
+            change,
+            since: change.id,
+        }
+    }
+}
+
+/// Drops, from `waiting` (in id order), each change that the next waiting change of its
+/// row supersedes, and makes that one stand for it.
+///
+/// A row's waiting changes are every change of it from the first one refused on, and one
+/// may be impossible to apply for good: under a deferred constraint the source may point a
+/// row at a parent, point it elsewhere, then delete that first parent, so the row's first
+/// version, tried after the delete, is refused forever and would hold its later versions
+/// behind it. Trying only the last is safe even though the earlier ones never applied:
+/// each change carries the whole row, so the last decides what the row holds once the
+/// batch (one destination transaction) commits, which is what the source held at that
+/// change, and the versions between were never visible outside their transaction or
+/// batch. A delete supersedes anything before it. An upsert supersedes an earlier upsert
+/// with the same columns only: one with other columns would lose the columns only the
+/// earlier writes, and one after a delete would keep what the delete clears (columns the
+/// destination has beyond the shipped ones, rows its cascades remove).
+pub(crate) fn supersede(waiting: Vec<Waiting<'_>>) -> Vec<Waiting<'_>> {
+    let mut out: Vec<Waiting<'_>> = Vec::with_capacity(waiting.len());
+    // Each row's earliest change kept so far, walking backwards: the next one of the row.
+    let mut next: HashMap<(&str, Vec<u8>), usize> = HashMap::new();
+    for w in waiting.into_iter().rev() {
+        let row = (
+            w.change.table.as_str(),
+            canonical::encode_all(w.change.key.values()),
+        );
+        match next.get(&row) {
+            Some(&i) if supersedes(out[i].change, w.change) => out[i].since = w.since,
+            _ => {
+                next.insert(row, out.len());
+                out.push(w);
+            }
+        }
+    }
+    out.reverse();
+    out
+}
+
+/// Whether applying `later` alone leaves its row as applying `earlier` and then `later`.
+fn supersedes(later: &Change, earlier: &Change) -> bool {
+    later.op == Op::Delete || (earlier.op != Op::Delete && same_columns(&earlier.row, &later.row))
+}
+
 fn same_columns(a: &Row, b: &Row) -> bool {
     a.0.len() == b.0.len() && a.columns().zip(b.columns()).all(|(x, y)| x == y)
 }
@@ -277,6 +335,28 @@ mod tests {
         let ordered = ids(&tree_order(&refs, &[&tree]));
         assert_eq!(ordered.first(), Some(&199_999));
         assert_eq!(ordered.last(), Some(&0));
+    }
+
+    #[test]
+    fn a_rows_waiting_changes_collapse_to_what_decides_it() {
+        let mut narrow = change(8, "a", Op::Update, 3, "");
+        narrow.row.0.pop();
+        let cs = [
+            change(1, "a", Op::Insert, 1, "x"),
+            change(2, "a", Op::Insert, 2, "x"),
+            change(3, "a", Op::Update, 1, "y"),
+            change(4, "a", Op::Delete, 1, "y"),
+            change(5, "a", Op::Insert, 1, "z"),
+            change(6, "a", Op::Update, 1, "w"),
+            change(7, "a", Op::Insert, 3, "v"),
+            narrow,
+            change(9, "b", Op::Update, 1, "u"),
+        ];
+        let waiting = supersede(cs.iter().map(Waiting::new).collect());
+        let kept: Vec<(i64, i64)> = waiting.iter().map(|w| (w.change.id, w.since)).collect();
+        // Row a/1: the delete stands for what came before it, the last upsert for the one
+        // after the delete. Row a/3: an upsert of fewer columns keeps the one before it.
+        assert_eq!(kept, [(2, 2), (4, 1), (6, 5), (7, 7), (8, 8), (9, 9)]);
     }
 
     #[test]

@@ -226,41 +226,62 @@ impl SqlSink {
     /// rest of the run has applied, and is tried again as long as that makes progress: the
     /// run may hold a row's parent after it (a source transaction under a deferred
     /// constraint, or a child table's change before its parent table's) or delete a
-    /// parent before the rows naming it. Each change runs under a savepoint, so a refusal
-    /// undoes that change alone. A change still refused is reported with its error.
+    /// parent before the rows naming it. Between tries a row's waiting changes collapse to
+    /// the last one (see [`plan::supersede`]); the ones it stands for are done when it is,
+    /// as the whole batch is marked done with the checkpoint in the same transaction. Each
+    /// change runs under a savepoint, so a refusal undoes that change alone. A change still
+    /// refused is reported with its error, under the id of the earliest change it stands
+    /// for: the changes before that one are what may land without it.
     async fn one_by_one(
         &self,
         txn: &DatabaseTransaction,
         run: &[&Change],
     ) -> std::result::Result<(), Failure> {
-        let mut waiting: Vec<&Change> = run.to_vec();
+        let mut waiting: Vec<plan::Waiting<'_>> = run
+            .iter()
+            .map(|&change| plan::Waiting::new(change))
+            .collect();
         let mut first_pass = true;
         loop {
-            let mut still: Vec<&Change> = Vec::new();
+            let mut still: Vec<plan::Waiting<'_>> = Vec::new();
             let mut still_rows: HashSet<(&str, Vec<u8>)> = HashSet::new();
-            let mut refused: Option<(&Change, DbErr)> = None;
+            let mut refused: Option<(plan::Waiting<'_>, DbErr)> = None;
             let before = waiting.len();
-            for change in waiting {
+            for w in waiting {
                 let row = (
-                    change.table.as_str(),
-                    canonical::encode_all(change.key.values()),
+                    w.change.table.as_str(),
+                    canonical::encode_all(w.change.key.values()),
                 );
                 if still_rows.contains(&row) {
-                    still.push(change);
+                    still.push(w);
                     continue;
                 }
-                if let Some(e) = self.try_change(txn, change).await? {
-                    refused.get_or_insert((change, e));
-                    still.push(change);
+                if let Some(e) = self.try_change(txn, w.change).await? {
+                    refused.get_or_insert((w, e));
+                    still.push(w);
                     still_rows.insert(row);
                 }
             }
-            match refused {
-                None => return Ok(()),
-                Some((change, e)) if still.len() == before && !first_pass => {
-                    return Err(self.statement_failure(change, e, true));
+            let Some((w, e)) = refused else {
+                return Ok(());
+            };
+            let waited = still.len();
+            let still = plan::supersede(still);
+            if still.len() < waited {
+                tracing::debug!(destination = %self.name, superseded = waited - still.len(),
+                    "waiting changes collapse to the last change of their row");
+            }
+            if still.len() == before && !first_pass {
+                if w.since != w.change.id {
+                    tracing::debug!(destination = %self.name, change = w.change.id, since = w.since,
+                        "a row's last change, standing for its earlier ones, is refused");
                 }
-                Some(_) => {}
+                return Err(Failure::Other(Error::Apply {
+                    destination: self.name.clone(),
+                    id: w.since,
+                    table: w.change.table.clone(),
+                    source: e,
+                }));
             }
             first_pass = false;
             waiting = still;

@@ -79,7 +79,7 @@ fn create_statements<E: EntityTrait>(backend: DbBackend, key_collation: &str) ->
                 .and_then(|ty| mysql_faithful(ty, free))
             {
                 create.sql = retype(&create.sql, &quoted, from, to);
-            } else if let Some(from) = column.get_column_type().and_then(mysql_text_key) {
+            } else if !free && let Some(from) = column.get_column_type().and_then(mysql_text_key) {
                 let to = format!("{from} COLLATE {key_collation}");
                 create.sql = retype(&create.sql, &quoted, &from, &to);
             }

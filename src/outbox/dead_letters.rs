@@ -7,11 +7,9 @@ use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, DbBackend, QueryResult, Statement, Value as SeaValue};
 use serde::Serialize;
 
-use crate::apply::Sink;
 use crate::change::{Change, Op, Row};
 use crate::error::{DbContext, Error, Result};
 use crate::outbox::control;
-use crate::redact::redact;
 use crate::sql_text::{insert_if_absent, marks};
 
 /// What a dead-letter replay did.
@@ -387,83 +385,9 @@ pub(crate) async fn failed_again<C: ConnectionTrait>(
     Ok(())
 }
 
-/// One row's parked changes: its table and key, their outbox ids, and the changes, or why
-/// one of them does not decode.
-type RowLetters = ((String, String), Vec<i64>, Result<Vec<Change>>);
-
-/// Applies the changes parked for `destination` again through `sink` (`source_id` is the
-/// source's [`node_id`](crate::outbox::node_id)), row by row in
-/// outbox order; those that apply leave `ormsync_dead_letters`, the others stay with their
-/// new error. Running replicators are told to read the dead letters again.
-///
-/// The replicator's [`replay_dead_letters`](crate::Replicator::replay_dead_letters) and the
-/// command line both come here; the sink is the destination's
-/// [`SqlSink`](crate::apply::SqlSink).
-///
-/// # Errors
-///
-/// [`Error::Db`] when the dead letters cannot be read or updated; [`Error::Decode`] when a
-/// parked change is not valid.
-pub async fn replay<C: ConnectionTrait>(
-    source: &C,
-    source_id: &str,
-    destination: &str,
-    sink: &mut dyn Sink,
-) -> Result<ReplayReport> {
-    let letters = list(source, destination).await?;
-    // Each row's changes together and in order: later ones were parked behind the first.
-    let mut rows: Vec<RowLetters> = Vec::new();
-    for letter in &letters {
-        let key = (letter.table.clone(), letter.key.clone());
-        let i = match rows.iter().position(|(k, _, _)| *k == key) {
-            Some(i) => i,
-            None => {
-                rows.push((key, Vec::new(), Ok(Vec::new())));
-                rows.len() - 1
-            }
-        };
-        let (_, ids, changes) = &mut rows[i];
-        ids.push(letter.outbox_id);
-        // A letter that does not decode (parked as it was stored) fails its whole row.
-        if let Ok(list) = changes {
-            match letter.change() {
-                Ok(change) => list.push(change),
-                Err(e) => *changes = Err(e),
-            }
-        }
-    }
-    let mut report = ReplayReport::default();
-    for (_, ids, changes) in rows {
-        let outcome = match changes {
-            Ok(changes) => sink.replay(source_id, &changes).await,
-            Err(e) => Err(e),
-        };
-        match outcome {
-            Ok(()) => {
-                remove(source, destination, &ids).await?;
-                report.replayed += ids.len() as u64;
-            }
-            Err(e) => {
-                // The change the error names carries it; the others of its row wait behind
-                // it and say so, rather than carrying an error that is not theirs.
-                let message = redact(&e.to_string());
-                let at_fault = e
-                    .change_id()
-                    .filter(|id| ids.contains(id))
-                    .unwrap_or(ids[0]);
-                let behind: Vec<i64> = ids.iter().copied().filter(|&id| id != at_fault).collect();
-                failed_again(source, destination, &[at_fault], &message).await?;
-                let waiting = format!("parked behind change {at_fault} of the same row");
-                failed_again(source, destination, &behind, &waiting).await?;
-                report.failed += ids.len() as u64;
-            }
-        }
-    }
-    if report.replayed > 0 {
-        control::letters_changed(source, destination).await?;
-    }
-    Ok(report)
-}
+/// Applying parked changes again writes to a destination, so it lives with the worker,
+/// which ships; it is named here too, beside the table it empties.
+pub use crate::replicator::parked::replay;
 
 /// Drops the given parked changes of `destination` without applying them (all of them
 /// when `outbox_ids` is `None`); returns how many went. Running replicators are told to

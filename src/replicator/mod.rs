@@ -11,6 +11,8 @@ mod status;
 mod wake;
 mod worker;
 
+pub(crate) use worker::parked;
+
 pub use alert::{Alert, AlertKind};
 pub use builder::ReplicatorBuilder;
 pub use destination::{Destination, OnPermanentError};

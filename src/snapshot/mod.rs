@@ -50,4 +50,4 @@ pub(crate) use converge::converge;
 pub(crate) use order::parents_first;
 pub(crate) use run::{Copy, Link};
 pub use status::{SnapshotStatus, TableCopy, progress};
-pub(crate) use store::{base, list, reset, set_base};
+pub(crate) use store::{TableProgress, base, list, reset, set_base};

@@ -1,0 +1,210 @@
+//! Readying a destination for the stream: its ormsync tables and, where it should, its
+//! replicated tables; then the initial snapshot, or an unfinished snapshot or resync,
+//! copied and converged to one snapshot of the source.
+
+use std::collections::HashMap;
+
+use sea_orm::TransactionTrait;
+
+use super::super::status::State;
+use super::{Worker, WorkerState, in_destination};
+use crate::apply;
+use crate::bootstrap;
+use crate::entity::TableSpec;
+use crate::error::{DbContext, Result};
+use crate::outbox::progress;
+use crate::position::Position;
+use crate::schema;
+use crate::snapshot::{self, SnapshotStatus};
+
+/// How far the destination was readied for the stream since the worker started.
+#[derive(Default)]
+pub(super) struct Setup {
+    /// Whether ormsync's tables at the destination were installed.
+    pub(super) installed: bool,
+    /// Whether a snapshot to start or resume was looked for.
+    pub(super) snapshot_checked: bool,
+}
+
+impl Worker {
+    /// Readies the destination before the first pass; returns whether the stream may
+    /// start (`false` when a copy stopped for a shutdown).
+    pub(super) async fn prepare(&mut self, state: &mut WorkerState) -> Result<bool> {
+        if !state.setup.installed {
+            self.install().await?;
+            if let Some(defs) = &self.defs {
+                let tables = self.shipped_tables();
+                let specs: Vec<&TableSpec> = tables.values().collect();
+                bootstrap::ensure_tables(&self.destination, &self.name, &specs, defs).await?;
+            }
+            state.setup.installed = true;
+        }
+        if !state.setup.snapshot_checked {
+            if !self.snapshot(state).await? {
+                return Ok(false);
+            }
+            state.setup.snapshot_checked = true;
+        }
+        Ok(true)
+    }
+
+    /// Installs ormsync's tables at the destination.
+    pub(super) async fn install(&self) -> Result<()> {
+        schema::install(&self.destination)
+            .await
+            .map_err(|e| in_destination(&self.name, e))
+    }
+
+    /// The tables this destination receives.
+    pub(super) fn shipped_tables(&self) -> HashMap<String, TableSpec> {
+        self.tables
+            .iter()
+            .filter(|(t, _)| !self.skip.contains(*t))
+            .map(|(t, s)| (t.clone(), s.clone()))
+            .collect()
+    }
+
+    /// Starts the initial snapshot of a destination that has no checkpoint, or resumes an
+    /// unfinished snapshot or resync, and converges it; returns whether the copy is complete
+    /// (`false` when it stopped for a shutdown, to resume on the next start).
+    pub(super) async fn snapshot(&mut self, state: &mut WorkerState) -> Result<bool> {
+        let tables = self.shipped_tables();
+        let mut progress = snapshot::list(&self.destination, &self.source_id)
+            .await
+            .map_err(|e| in_destination(&self.name, e))?;
+        progress.retain(|p| tables.contains_key(&p.table));
+        let mut base = snapshot::base(&self.destination, &self.source_id)
+            .await
+            .map_err(|e| in_destination(&self.name, e))?;
+        if progress.iter().all(|p| p.done) {
+            let new = self.initial_snapshot
+                && progress.is_empty()
+                && apply::read_checkpoint(&self.destination, &self.source_id)
+                    .await?
+                    .is_none();
+            if !new {
+                if let Some(base) = base {
+                    self.update(|s| s.state = State::Copying);
+                    self.converge(state, &tables, &base).await?;
+                }
+                return Ok(true);
+            }
+            base = Some(self.plan_snapshot(state, &tables).await?);
+            progress = snapshot::list(&self.destination, &self.source_id).await?;
+            progress.retain(|p| tables.contains_key(&p.table));
+        }
+        let done = self.copy_tables(state, &tables, &progress).await?;
+        if done {
+            // A copy begun by a version that kept no base converges from nothing: every
+            // change still in the outbox is read again.
+            self.converge(state, &tables, &base.unwrap_or_default())
+                .await?;
+            tracing::info!(destination = %self.name, "snapshot: done; streaming");
+        }
+        Ok(done)
+    }
+
+    /// Plans the initial snapshot of `tables`; returns its base, the outbox position every
+    /// chunk, read later, contains.
+    async fn plan_snapshot(
+        &mut self,
+        state: &mut WorkerState,
+        tables: &HashMap<String, TableSpec>,
+    ) -> Result<Position> {
+        // From here on retention keeps every change for this destination. The checkpoint
+        // (at zero), the plan and the base are stored together.
+        progress::record(&self.source, &self.name, &Position::default()).await?;
+        state.reported.position = None;
+        let visible = crate::outbox::visible::position(&self.source).await?;
+        let names: Vec<&str> = tables.keys().map(String::as_str).collect();
+        let txn = self
+            .destination
+            .begin()
+            .await
+            .context(|| format!("destination `{}`: starting a snapshot", self.name))?;
+        apply::lock_checkpoint(&txn, &self.source_id).await?;
+        snapshot::reset(&txn, &self.source_id, &names, false).await?;
+        snapshot::set_base(&txn, &self.source_id, &visible).await?;
+        txn.commit()
+            .await
+            .context(|| format!("destination `{}`: starting a snapshot", self.name))?;
+        tracing::info!(destination = %self.name, tables = names.len(), "snapshot: starting");
+        Ok(visible)
+    }
+
+    /// Copies what `progress` has left of `tables`, chunk by chunk, showing how far it
+    /// got; returns whether it finished (`false` when it stopped for a shutdown).
+    async fn copy_tables(
+        &mut self,
+        state: &mut WorkerState,
+        tables: &HashMap<String, TableSpec>,
+        progress: &[snapshot::TableProgress],
+    ) -> Result<bool> {
+        self.update(|s| s.state = State::Copying);
+        self.publish_state(state).await;
+        let mut copy = snapshot::Copy::new(self.link(), tables.clone(), progress)?;
+        if let Err(e) = copy.count_rows().await {
+            // Only the progress bar's total is missing then.
+            tracing::debug!(destination = %self.name, error = %e, "snapshot: cannot count the rows");
+        }
+        let st: SnapshotStatus = copy.status().clone();
+        self.update(|s| s.snapshot = Some(st));
+        let mut done = copy.is_done();
+        while !done {
+            if self.cancel.is_cancelled() {
+                break;
+            }
+            self.still_shipping().await?;
+            copy.step()
+                .await
+                .map_err(|e| in_destination(&self.name, e))?;
+            done = copy.is_done();
+            let st: SnapshotStatus = copy.status().clone();
+            self.update(|s| s.snapshot = Some(st));
+        }
+        Ok(done)
+    }
+
+    /// How a copy reaches the source and this destination.
+    fn link(&self) -> snapshot::Link {
+        snapshot::Link {
+            source: self.source.clone(),
+            dest: self.destination.clone(),
+            source_id: self.source_id.clone(),
+            destination: self.name.clone(),
+            rules: self.rules.clone(),
+            chunk_rows: self.chunk_rows,
+        }
+    }
+
+    /// Brings the copied destination to one snapshot of the source and sets its checkpoint
+    /// there (see [`snapshot::converge`]).
+    async fn converge(
+        &mut self,
+        state: &mut WorkerState,
+        tables: &HashMap<String, TableSpec>,
+        base: &Position,
+    ) -> Result<()> {
+        self.still_shipping().await?;
+        let done = snapshot::converge(
+            &self.link(),
+            self.sink.as_mut(),
+            tables,
+            &self.skip,
+            base,
+            self.chunk_rows,
+            &mut state.drain.in_flight,
+        )
+        .await
+        .map_err(|e| in_destination(&self.name, e))?;
+        state.drain.in_flight = Vec::new();
+        if done.parked > 0 {
+            state.drain.blocked = None;
+        }
+        state.drain.position = Some(done.position);
+        self.reader.restart();
+        tracing::info!(destination = %self.name, rows = done.refreshed, deleted = done.deleted,
+            parked = done.parked, "snapshot: converged at one snapshot of the source");
+        Ok(())
+    }
+}

@@ -42,7 +42,7 @@ use crate::outbox::{OutboxReader, progress};
 use crate::sql_text::marks;
 use alert::Alerts;
 use lease::{HeldUntil, Lease};
-use worker::{Command, Settings, Worker};
+use worker::{Command, CopyTarget, Settings, Worker};
 
 /// A running replicator: ships every captured change of the source to each destination.
 ///
@@ -141,7 +141,6 @@ impl Shared {
             name: d.name.clone(),
             source: self.source.clone(),
             source_id: self.source_id.clone(),
-            destination: d.db.clone(),
             reader: OutboxReader::new(self.source.clone(), self.batch_size, self.gap_timeout),
             sink: Box::new(
                 SqlSink::new(d.name.clone(), d.db.clone()).with_rules(rules, on_conflict),
@@ -163,10 +162,13 @@ impl Shared {
             outbox_size: self.outbox_size.clone(),
             requests: rx,
             cancel: cancel.clone(),
-            initial_snapshot: d.initial_snapshot,
-            rules: shared_rules,
-            defs: d.create_tables.then(|| self.defs.clone()),
-            chunk_rows: d.chunk_rows,
+            target: CopyTarget {
+                db: d.db.clone(),
+                initial_snapshot: d.initial_snapshot,
+                rules: shared_rules,
+                chunk_rows: d.chunk_rows,
+                defs: d.create_tables.then(|| self.defs.clone()),
+            },
         };
         tracing::info!(destination = %d.name, instance = %self.instance, "starting replication worker");
         Ok(WorkerHandle {

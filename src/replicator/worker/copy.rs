@@ -3,13 +3,14 @@
 //! copied and converged to one snapshot of the source.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
-use sea_orm::TransactionTrait;
+use sea_orm::{DatabaseConnection, TransactionTrait};
 
 use super::super::status::State;
 use super::{Worker, WorkerState, in_destination};
-use crate::apply;
-use crate::bootstrap;
+use crate::apply::{self, Rules};
+use crate::bootstrap::{self, TableDef};
 use crate::entity::TableSpec;
 use crate::error::{DbContext, Result};
 use crate::outbox::progress;
@@ -17,9 +18,24 @@ use crate::position::Position;
 use crate::schema;
 use crate::snapshot::{self, SnapshotStatus};
 
+/// What readying and copying into the destination take besides the sink, which takes
+/// batches only.
+pub(crate) struct CopyTarget {
+    /// The destination's connection, for ormsync's tables, a copy's plan and its rows.
+    pub(crate) db: DatabaseConnection,
+    /// Whether a destination without a checkpoint is copied first.
+    pub(crate) initial_snapshot: bool,
+    /// How the destination takes rows (for the rows a snapshot copies).
+    pub(crate) rules: Arc<Rules>,
+    /// Rows per snapshot chunk.
+    pub(crate) chunk_rows: u64,
+    /// How to create the destination's missing tables, when it should.
+    pub(crate) defs: Option<Arc<HashMap<String, TableDef>>>,
+}
+
 /// How far the destination was readied for the stream since the worker started.
 #[derive(Default)]
-pub(super) struct Setup {
+pub(super) struct Readiness {
     /// Whether ormsync's tables at the destination were installed.
     pub(super) installed: bool,
     /// Whether a snapshot to start or resume was looked for.
@@ -30,27 +46,27 @@ impl Worker {
     /// Readies the destination before the first pass; returns whether the stream may
     /// start (`false` when a copy stopped for a shutdown).
     pub(super) async fn prepare(&mut self, state: &mut WorkerState) -> Result<bool> {
-        if !state.setup.installed {
+        if !state.readiness.installed {
             self.install().await?;
-            if let Some(defs) = &self.defs {
+            if let Some(defs) = &self.target.defs {
                 let tables = self.shipped_tables();
                 let specs: Vec<&TableSpec> = tables.values().collect();
-                bootstrap::ensure_tables(&self.destination, &self.name, &specs, defs).await?;
+                bootstrap::ensure_tables(&self.target.db, &self.name, &specs, defs).await?;
             }
-            state.setup.installed = true;
+            state.readiness.installed = true;
         }
-        if !state.setup.snapshot_checked {
+        if !state.readiness.snapshot_checked {
             if !self.snapshot(state).await? {
                 return Ok(false);
             }
-            state.setup.snapshot_checked = true;
+            state.readiness.snapshot_checked = true;
         }
         Ok(true)
     }
 
     /// Installs ormsync's tables at the destination.
     pub(super) async fn install(&self) -> Result<()> {
-        schema::install(&self.destination)
+        schema::install(&self.target.db)
             .await
             .map_err(|e| in_destination(&self.name, e))
     }
@@ -69,17 +85,17 @@ impl Worker {
     /// (`false` when it stopped for a shutdown, to resume on the next start).
     pub(super) async fn snapshot(&mut self, state: &mut WorkerState) -> Result<bool> {
         let tables = self.shipped_tables();
-        let mut progress = snapshot::list(&self.destination, &self.source_id)
+        let mut progress = snapshot::list(&self.target.db, &self.source_id)
             .await
             .map_err(|e| in_destination(&self.name, e))?;
         progress.retain(|p| tables.contains_key(&p.table));
-        let mut base = snapshot::base(&self.destination, &self.source_id)
+        let mut base = snapshot::base(&self.target.db, &self.source_id)
             .await
             .map_err(|e| in_destination(&self.name, e))?;
         if progress.iter().all(|p| p.done) {
-            let new = self.initial_snapshot
+            let new = self.target.initial_snapshot
                 && progress.is_empty()
-                && apply::read_checkpoint(&self.destination, &self.source_id)
+                && apply::read_checkpoint(&self.target.db, &self.source_id)
                     .await?
                     .is_none();
             if !new {
@@ -90,7 +106,7 @@ impl Worker {
                 return Ok(true);
             }
             base = Some(self.plan_snapshot(state, &tables).await?);
-            progress = snapshot::list(&self.destination, &self.source_id).await?;
+            progress = snapshot::list(&self.target.db, &self.source_id).await?;
             progress.retain(|p| tables.contains_key(&p.table));
         }
         let done = self.copy_tables(state, &tables, &progress).await?;
@@ -118,7 +134,8 @@ impl Worker {
         let visible = crate::outbox::visible::position(&self.source).await?;
         let names: Vec<&str> = tables.keys().map(String::as_str).collect();
         let txn = self
-            .destination
+            .target
+            .db
             .begin()
             .await
             .context(|| format!("destination `{}`: starting a snapshot", self.name))?;
@@ -169,11 +186,11 @@ impl Worker {
     fn link(&self) -> snapshot::Link {
         snapshot::Link {
             source: self.source.clone(),
-            dest: self.destination.clone(),
+            dest: self.target.db.clone(),
             source_id: self.source_id.clone(),
             destination: self.name.clone(),
-            rules: self.rules.clone(),
-            chunk_rows: self.chunk_rows,
+            rules: self.target.rules.clone(),
+            chunk_rows: self.target.chunk_rows,
         }
     }
 
@@ -192,7 +209,7 @@ impl Worker {
             tables,
             &self.skip,
             base,
-            self.chunk_rows,
+            self.target.chunk_rows,
             &mut state.drain.in_flight,
         )
         .await

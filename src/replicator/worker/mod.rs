@@ -31,13 +31,14 @@ use super::destination::OnPermanentError;
 use super::lease::Lease;
 use super::schedule::Schedule;
 use super::status::{DestinationStatus, State};
-use crate::apply::{Rules, Sink};
-use crate::bootstrap::TableDef;
+use crate::apply::Sink;
 use crate::entity::TableSpec;
 use crate::error::{Error, Result};
 use crate::outbox::OutboxReader;
 use crate::signal;
 use failure::FailureStreak;
+
+pub(crate) use copy::CopyTarget;
 
 /// What a [`Replicator`](crate::Replicator) asks of a worker; each carries its answer's channel.
 pub(crate) enum Command {
@@ -74,11 +75,11 @@ pub(crate) struct Settings {
     pub(crate) lag_age: Option<Duration>,
 }
 
+/// Ships the outbox to one destination; the replicator runs one per destination.
 pub(crate) struct Worker {
     pub(crate) name: String,
     pub(crate) source: DatabaseConnection,
     pub(crate) source_id: String,
-    pub(crate) destination: DatabaseConnection,
     pub(crate) reader: OutboxReader,
     pub(crate) sink: Box<dyn Sink>,
     pub(crate) tables: Arc<HashMap<String, TableSpec>>,
@@ -97,14 +98,7 @@ pub(crate) struct Worker {
     pub(crate) outbox_size: Arc<std::sync::atomic::AtomicI64>,
     pub(crate) requests: mpsc::Receiver<Command>,
     pub(crate) cancel: CancellationToken,
-    /// Whether a destination without a checkpoint is copied first.
-    pub(crate) initial_snapshot: bool,
-    /// How the destination takes rows (for the rows a snapshot copies).
-    pub(crate) rules: Arc<Rules>,
-    /// Rows per snapshot chunk.
-    pub(crate) chunk_rows: u64,
-    /// How to create the destination's missing tables, when it should.
-    pub(crate) defs: Option<Arc<HashMap<String, TableDef>>>,
+    pub(crate) target: CopyTarget,
 }
 
 /// Why an operator keeps a worker from shipping; it holds its lease meanwhile.
@@ -125,7 +119,7 @@ struct WorkerState {
     suspended: Option<Suspension>,
     /// A resync asked through `ormsync_control` and not run yet: the request's number.
     resync_request: Option<i64>,
-    setup: copy::Setup,
+    readiness: copy::Readiness,
     drain: drain::DrainState,
     backlog: backlog::BacklogWatch,
     reported: progress::Reported,

@@ -27,9 +27,9 @@ impl Worker {
             )));
         }
         self.still_shipping().await?;
-        if !state.setup.installed {
+        if !state.readiness.installed {
             self.install().await?;
-            state.setup.installed = true;
+            state.readiness.installed = true;
         }
         self.plan_resync(tables).await?;
         let done = match self.snapshot(state).await {
@@ -38,7 +38,7 @@ impl Worker {
                 // The copy stays planned and the stream waits for it: the next pass resumes
                 // it, and a failure there retries or halts as any other, with its error in
                 // the status, until a resume after the fix.
-                state.setup.snapshot_checked = false;
+                state.readiness.snapshot_checked = false;
                 return Err(e);
             }
         };
@@ -57,12 +57,13 @@ impl Worker {
     async fn plan_resync(&mut self, tables: &[String]) -> Result<()> {
         // The stream waits while the copy runs, so every other table stays at the
         // checkpoint: the copy converges from it.
-        let base = apply::read_checkpoint(&self.destination, &self.source_id)
+        let base = apply::read_checkpoint(&self.target.db, &self.source_id)
             .await?
             .unwrap_or_default();
         let names: Vec<&str> = tables.iter().map(String::as_str).collect();
         let txn = self
-            .destination
+            .target
+            .db
             .begin()
             .await
             .context(|| format!("destination `{}`: starting a resync", self.name))?;

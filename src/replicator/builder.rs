@@ -14,7 +14,7 @@ use super::lease::Lease;
 use super::retention::{Retention, RetentionPolicy};
 use super::worker::Settings;
 use super::{Replicator, Shared, wake};
-use crate::bootstrap::TableDef;
+use crate::entity::ddl::TableDef;
 use crate::entity::{Replicated, TableSpec};
 use crate::error::{Error, Result};
 use crate::outbox;

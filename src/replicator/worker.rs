@@ -21,7 +21,7 @@ use super::lease::Lease;
 use super::schedule::Schedule;
 use super::status::{DestinationStatus, State};
 use crate::apply::{self, Rules, Sink};
-use crate::bootstrap::{self, TableDef};
+use crate::bootstrap::{self, Preparation};
 use crate::change::{Batch, Change};
 use crate::entity::TableSpec;
 use crate::error::{DbContext, Error, Result};
@@ -104,8 +104,8 @@ pub(crate) struct Worker {
     pub(crate) rules: Arc<Rules>,
     /// Rows per snapshot chunk.
     pub(crate) chunk_rows: u64,
-    /// How to create the destination's missing tables, when it should.
-    pub(crate) defs: Option<Arc<HashMap<String, TableDef>>>,
+    /// What to do to the destination's tables before shipping: create, evolve.
+    pub(crate) prepare: Option<Preparation>,
 }
 
 /// Why a worker is not shipping, when it is not.
@@ -510,10 +510,10 @@ impl Worker {
             schema::install(&self.destination)
                 .await
                 .map_err(|e| in_destination(&self.name, e))?;
-            if let Some(defs) = &self.defs {
+            if let Some(how) = &self.prepare {
                 let tables = self.shipped_tables();
                 let specs: Vec<&TableSpec> = tables.values().collect();
-                bootstrap::ensure_tables(&self.destination, &self.name, &specs, defs).await?;
+                bootstrap::prepare_tables(&self.destination, &self.name, &specs, how).await?;
             }
             memory.installed = true;
         }

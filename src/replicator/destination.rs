@@ -152,7 +152,7 @@ impl Destination {
     /// adds the columns of every registered entity when it starts, and before it applies a
     /// change that carries a column the table lacks. The rows the table has take the
     /// default (or NULL), as the source's migration gives its own rows when it declares the
-    /// same; [`Replicator::verify`](crate::Replicator::verify) finds any that differ.
+    /// same; [`verify`](crate::verify) finds any that differ.
     ///
     /// Evolution only adds. A column the table has and the entity does not is left alone,
     /// and never written. What cannot be added safely stops the destination with

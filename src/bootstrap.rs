@@ -105,10 +105,9 @@ async fn prepare_tables_in<C: ConnectionTrait>(
                     backend,
                     destination,
                     &spec.table,
-                    Some(def),
+                    &|c| (def.column)(backend, c),
                     &wanted,
                     &present,
-                    collation,
                 )?;
                 if !additions.is_empty() {
                     work.push((spec, def, Some(present)));
@@ -138,7 +137,7 @@ async fn prepare_tables_in<C: ConnectionTrait>(
                     db,
                     destination,
                     &spec.table,
-                    Some(def),
+                    &|c| (def.column)(backend, c),
                     &wanted,
                     &present,
                     collation,

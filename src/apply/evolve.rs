@@ -12,11 +12,11 @@ use std::collections::HashMap;
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 
 use super::column_type::{self, Verdict};
-use crate::entity::ddl::{NewColumn, TableDef};
+use crate::entity::ddl::NewColumn;
 use crate::error::{DbContext, Error, Result};
 
 /// Adds to `table` at `db` the columns of `wanted` it lacks (`present` are the columns it
-/// has, with their declared types), as `def` defines them; returns the columns added.
+/// has, with their declared types), as `defined` defines them; returns the columns added.
 ///
 /// Everything is checked before the first `ALTER`: a column of `wanted` the table has
 /// with a type narrower than the entity's or of another kind, or one it lacks and cannot
@@ -25,21 +25,13 @@ pub(crate) async fn evolve_table<C: ConnectionTrait>(
     db: &C,
     destination: &str,
     table: &str,
-    def: Option<&TableDef>,
+    defined: &(dyn Fn(&str) -> Option<NewColumn> + Sync),
     wanted: &[&str],
     present: &HashMap<String, String>,
     key_collation: &str,
 ) -> Result<Vec<String>> {
     let backend = db.get_database_backend();
-    let additions = plan(
-        backend,
-        destination,
-        table,
-        def,
-        wanted,
-        present,
-        key_collation,
-    )?;
+    let additions = plan(backend, destination, table, defined, wanted, present)?;
     let mut added = Vec::with_capacity(additions.len());
     for (column, new) in additions {
         let context =
@@ -47,9 +39,12 @@ pub(crate) async fn evolve_table<C: ConnectionTrait>(
         if let Some((type_name, create)) = &new.enum_type
             && !pg_type_exists(db, type_name).await.context(context)?
         {
-            db.execute_raw(create.clone()).await.context(context)?;
+            db.execute_unprepared(create).await.context(context)?;
         }
-        if let Err(e) = db.execute_raw(new.add.clone()).await {
+        if let Err(e) = db
+            .execute_raw(new.add_statement(backend, key_collation))
+            .await
+        {
             // Another instance evolving the same table at once (MySQL's DDL is not
             // transactional, so no lock spans its check and its ALTER) added it first.
             let now = super::columns::of(db, table).await?;
@@ -69,10 +64,9 @@ pub(crate) fn plan(
     backend: DbBackend,
     destination: &str,
     table: &str,
-    def: Option<&TableDef>,
+    defined: &(dyn Fn(&str) -> Option<NewColumn> + Sync),
     wanted: &[&str],
     present: &HashMap<String, String>,
-    key_collation: &str,
 ) -> Result<Vec<(String, NewColumn)>> {
     let refuse = |column: &str, problem: String, remedy: String| Error::SchemaEvolution {
         destination: destination.to_string(),
@@ -83,7 +77,7 @@ pub(crate) fn plan(
     };
     let mut additions = Vec::new();
     for &column in wanted {
-        let new = def.and_then(|d| (d.column)(backend, column, key_collation));
+        let new = defined(column);
         match (present.get(column), new) {
             (Some(actual), Some(new)) => {
                 if let Verdict::Narrower(why) = column_type::compare(backend, &new.declared, actual)

@@ -11,6 +11,7 @@ mod column_type;
 mod columns;
 mod conflict;
 pub(crate) mod copied;
+mod differences;
 pub(crate) mod evolve;
 mod key_map;
 mod mapped;
@@ -27,6 +28,9 @@ pub use checkpoint::read as read_checkpoint;
 pub(crate) use checkpoint::store as store_checkpoint;
 pub(crate) use columns::{byte_collation, of as table_columns};
 pub use conflict::Conflict;
+pub use differences::{
+    ColumnDifference, Difference, TableDifferences, differences, evolve_recorded,
+};
 pub use rules::{
     ConflictPolicy, Incoming, KeyStrategy, Resolution, Resolver, RowFilter, Transform,
 };

@@ -115,7 +115,10 @@ impl SqlSink {
                 &self.db,
                 &self.name,
                 &change.table,
-                defs.get(&change.table),
+                &|c| {
+                    defs.get(&change.table)
+                        .and_then(|d| (d.column)(self.db.get_database_backend(), c))
+                },
                 &wanted,
                 known,
                 collation,

@@ -11,6 +11,10 @@ use sea_orm::{
     Schema, Statement,
 };
 
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
 use super::Replicated;
 
 /// What creating one entity's table takes, registered by
@@ -23,9 +27,9 @@ pub(crate) struct TableDef {
     /// The statements that create the table (and its enum types and indexes) on a backend,
     /// with text key columns under the given byte-order collation (MySQL/MariaDB only).
     pub(crate) create: fn(DbBackend, &str) -> Vec<Statement>,
-    /// How a created table defines the named column on a backend (text key columns under
-    /// the given collation); `None` for a name the entity does not have.
-    pub(crate) column: fn(DbBackend, &str, &str) -> Option<NewColumn>,
+    /// How a created table defines the named column on a backend; `None` for a name the
+    /// entity does not have.
+    pub(crate) column: fn(DbBackend, &str) -> Option<NewColumn>,
 }
 
 impl TableDef {
@@ -183,18 +187,51 @@ fn retype(sql: &str, name: &str, from: &str, to: &str) -> String {
     sql.to_string()
 }
 
+impl TableDef {
+    /// How a created table defines each of `columns` on every backend: what the replicator
+    /// records at the source for tools without the Rust types.
+    pub(crate) fn definitions(&self, columns: &[String]) -> Definitions {
+        [DbBackend::Postgres, DbBackend::MySql, DbBackend::Sqlite]
+            .into_iter()
+            .map(|backend| {
+                let defs = columns
+                    .iter()
+                    .filter_map(|c| Some((c.clone(), (self.column)(backend, c)?)))
+                    .collect();
+                (backend_key(backend).to_string(), defs)
+            })
+            .collect()
+    }
+}
+
+/// Each column's [`NewColumn`], by backend ([`backend_key`]) and column.
+pub(crate) type Definitions = BTreeMap<String, BTreeMap<String, NewColumn>>;
+
+/// The name of `backend` in [`Definitions`].
+pub(crate) fn backend_key(backend: DbBackend) -> &'static str {
+    match backend {
+        DbBackend::Postgres => "postgres",
+        DbBackend::MySql => "mysql",
+        _ => "sqlite",
+    }
+}
+
+/// Stands in a [`NewColumn::add`] for the byte-order collation of a MySQL/MariaDB server,
+/// which only the server says (see `apply::byte_collation`).
+const KEY_COLLATION: &str = "ormsync_key_collation";
+
 /// One column of an entity as a created table defines it on one backend, for adding it to
 /// a table that lacks it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct NewColumn {
     /// The column's type as a created table declares it: `bigint`, `datetime(6)`,
     /// `varchar(40)`; what a destination's type is compared with.
     pub(crate) declared: String,
     /// `ALTER TABLE … ADD COLUMN …` with the type, nullability and default a created
-    /// table gives the column.
-    pub(crate) add: Statement,
-    /// The PostgreSQL enum type the column is of, with the statement creating it.
-    pub(crate) enum_type: Option<(String, Statement)>,
+    /// table gives the column; see [`NewColumn::add_statement`].
+    add: String,
+    /// The PostgreSQL enum type the column is of, and the statement creating it.
+    pub(crate) enum_type: Option<(String, String)>,
     /// Declared `NOT NULL`.
     pub(crate) not_null: bool,
     /// The entity gives it a default value.
@@ -206,12 +243,16 @@ pub(crate) struct NewColumn {
     pub(crate) renamed_from: Option<String>,
 }
 
+impl NewColumn {
+    /// The `ALTER TABLE` adding the column at a `backend` database whose byte-order
+    /// collation (for a text column a key, an index or a foreign key uses) is `collation`.
+    pub(crate) fn add_statement(&self, backend: DbBackend, collation: &str) -> Statement {
+        Statement::from_string(backend, self.add.replace(KEY_COLLATION, collation))
+    }
+}
+
 /// How a created table of `E` defines the column `name` on `backend`; see [`NewColumn`].
-fn new_column<E: EntityTrait>(
-    backend: DbBackend,
-    name: &str,
-    key_collation: &str,
-) -> Option<NewColumn> {
+fn new_column<E: EntityTrait>(backend: DbBackend, name: &str) -> Option<NewColumn> {
     let column = E::Column::iter().find(|c| c.as_str() == name)?;
     let schema = Schema::new(backend);
     let mut def = schema.get_column_def::<E>(column);
@@ -253,7 +294,7 @@ fn new_column<E: EntityTrait>(
             add.sql = retype(&add.sql, &quoted, from, to);
             declared = to.to_string();
         } else if !free && let Some(from) = mysql_text_key(&ty) {
-            let to = format!("{from} COLLATE {key_collation}");
+            let to = format!("{from} COLLATE {KEY_COLLATION}");
             add.sql = retype(&add.sql, &quoted, &from, &to);
         }
     }
@@ -268,12 +309,12 @@ fn new_column<E: EntityTrait>(
             .iter()
             .map(|t| backend.build(t))
             .find(|s| s.sql.contains(&format!("\"{type_name}\"")))
-            .map(|s| (type_name.to_string(), s)),
+            .map(|s| (type_name.to_string(), s.sql)),
         _ => None,
     };
     Some(NewColumn {
         declared,
-        add,
+        add: add.sql,
         enum_type,
         not_null,
         default,

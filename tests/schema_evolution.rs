@@ -76,7 +76,26 @@ mod strict {
     pub enum Relation {}
 }
 
+/// A table the application had before it replicated it.
+mod extras {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel, ormsync::Replicated)]
+    #[sea_orm(table_name = "extras")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: i64,
+        pub label: String,
+        pub n: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+}
+
 on_every_pair!(
+    a_new_entity_is_backfilled_and_nothing_else_copied_again,
+    a_table_no_longer_skipped_is_backfilled,
     a_column_added_mid_stream_reaches_every_destination,
     a_narrower_column_is_refused_and_nothing_altered,
     a_not_null_column_without_default_is_refused_and_nothing_altered,
@@ -523,4 +542,197 @@ async fn a_column_the_destination_lost_is_added_before_the_change_that_carries_i
     r.resync("dest", &["items"]).await.expect("resync");
     assert_same(&s, &d, &format!("{}→{}", src.name(), dst.name())).await;
     r.shutdown().await;
+}
+
+/// Rows of `extras` the application wrote before it replicated the table: not captured.
+async fn uncaptured_extras(db: &DatabaseConnection, ids: std::ops::Range<i64>) {
+    let ids: Vec<i64> = ids.collect();
+    for chunk in ids.chunks(1000) {
+        let values: Vec<String> = chunk
+            .iter()
+            .map(|id| format!("({id}, 'before {id}', {})", id * 3))
+            .collect();
+        run(
+            db,
+            &format!(
+                "INSERT INTO extras (id, label, n) VALUES {}",
+                values.join(", ")
+            ),
+        )
+        .await;
+    }
+}
+
+const EXTRAS_TABLE: &str =
+    "CREATE TABLE extras (id BIGINT PRIMARY KEY, label TEXT NOT NULL, n BIGINT NOT NULL)";
+
+/// Captured writes to `extras`: updates of rows the backfill copies, inserts and deletes.
+async fn write_extras(db: &DatabaseConnection, rng: &mut StdRng, n: usize) {
+    for _ in 0..n {
+        let id = rng.random_range(1..=10_100i64);
+        let txn = db.begin().await.expect("begin");
+        match extras::Entity::find_by_id(id)
+            .one(&txn)
+            .await
+            .expect("read")
+        {
+            None => {
+                extras::ActiveModel {
+                    id: Set(id),
+                    label: Set(format!("new {id}")),
+                    n: Set(rng.random_range(0..1000)),
+                }
+                .insert(&txn)
+                .await
+                .expect("insert");
+            }
+            Some(m) if rng.random_bool(0.2) => {
+                extras::ActiveModel::from(m)
+                    .delete(&txn)
+                    .await
+                    .expect("delete");
+            }
+            Some(m) => {
+                let mut a: extras::ActiveModel = m.into();
+                a.n = Set(rng.random_range(0..1000));
+                a.update(&txn).await.expect("update");
+            }
+        }
+        txn.commit().await.expect("commit");
+    }
+}
+
+/// Both sides' rows of `E` are the same, by its shipped columns.
+async fn assert_same_table<E: Replicated>(s: &TestDb, d: &TestDb, what: &str)
+where
+    E::Model: Sync,
+{
+    let spec = E::table_spec();
+    let source = rows_by_spec(&s.db, &spec).await;
+    let dest = rows_by_spec(&d.db, &spec).await;
+    if let Some(diff) = diff_rows(&spec.table, &spec.key, source, dest, &|_| String::new()) {
+        panic!("{what}: destination differs:\n{diff}");
+    }
+}
+
+/// An entity registered on a restart, whose table holds 10,000 rows written before it was
+/// replicated, gets them copied while changes to it and to the table that streamed all
+/// along go on; the table that streamed is not copied again.
+async fn a_new_entity_is_backfilled_and_nothing_else_copied_again(src: Backend, dst: Backend) {
+    let Some(s) = TestDb::create(src).await else {
+        return;
+    };
+    let Some(d) = TestDb::create(dst).await else {
+        return;
+    };
+    let seed = seed();
+    let what = format!("{}→{} (evolution seed = {seed})", src.name(), dst.name());
+    eprintln!("evolution seed = {seed} ({}→{})", src.name(), dst.name());
+    let mut rng = StdRng::seed_from_u64(seed);
+    let sb = s.db.get_database_backend();
+    run(&s.db, v1_table(sb)).await;
+    run(&s.db, EXTRAS_TABLE).await;
+    ormsync::install(&s.db).await.expect("install");
+    uncaptured_extras(&s.db, 1..10_001).await;
+
+    let first = builder(&s)
+        .entity::<v1::Entity>()
+        .destination(destination(&d))
+        .start()
+        .await
+        .expect("start");
+    for _ in 0..30 {
+        v1_write(&s.db, &mut rng).await.expect("write");
+    }
+    // A row no writer touches again, marked at the destination only: a copy of `items`
+    // would overwrite the mark.
+    let txn = s.db.begin().await.expect("begin");
+    v1::ActiveModel {
+        id: Set(1000),
+        name: Set("left alone".into()),
+        qty: Set(5),
+    }
+    .insert(&txn)
+    .await
+    .expect("insert");
+    txn.commit().await.expect("commit");
+    first.sync_destination("dest").await.expect("sync");
+    first.shutdown().await;
+    run(&d.db, "UPDATE items SET qty = -1 WHERE id = 1000").await;
+
+    let second = builder(&s)
+        .entity::<v1::Entity>()
+        .entity::<extras::Entity>()
+        .destination(destination(&d))
+        .start()
+        .await
+        .expect("restart with the new entity");
+    let (db, mut r) = (s.db.clone(), StdRng::seed_from_u64(rng.random()));
+    let writer = tokio::spawn(async move { write_extras(&db, &mut r, 150).await });
+    for _ in 0..20 {
+        if let Err(e) = v1_write(&s.db, &mut rng).await {
+            assert!(raced(&e), "{what}: {e}");
+        }
+    }
+    writer.await.expect("writer");
+    second.sync_destination("dest").await.expect("sync");
+    assert_same_table::<extras::Entity>(&s, &d, &what).await;
+    let status = second.status().destinations.remove(0);
+    let copy = status.snapshot.expect("the backfill shows in status");
+    assert_eq!(
+        copy.tables_total, 1,
+        "{what}: only the new table is copied: {copy:?}"
+    );
+    // 10,000 rows, less the few the writer deleted before the copy reached them.
+    assert!(copy.rows_copied >= 9_800, "{what}: {copy:?}");
+    let kept = v1::Entity::find_by_id(1000).one(&d.db).await.expect("read");
+    assert_eq!(
+        kept.map(|m| m.qty),
+        Some(-1),
+        "{what}: `items` was not copied again"
+    );
+    second.shutdown().await;
+}
+
+/// A table a destination skipped, then no longer does, gets its rows copied: the changes
+/// it skipped never reached it.
+async fn a_table_no_longer_skipped_is_backfilled(src: Backend, dst: Backend) {
+    let Some(s) = TestDb::create(src).await else {
+        return;
+    };
+    let Some(d) = TestDb::create(dst).await else {
+        return;
+    };
+    let sb = s.db.get_database_backend();
+    run(&s.db, v1_table(sb)).await;
+    run(&s.db, EXTRAS_TABLE).await;
+    ormsync::install(&s.db).await.expect("install");
+    uncaptured_extras(&s.db, 1..2_001).await;
+    let mut rng = StdRng::seed_from_u64(23);
+    let first = builder(&s)
+        .entity::<v1::Entity>()
+        .entity::<extras::Entity>()
+        .destination(destination(&d).skip_table("extras"))
+        .start()
+        .await
+        .expect("start");
+    write_extras(&s.db, &mut rng, 50).await;
+    for _ in 0..20 {
+        v1_write(&s.db, &mut rng).await.expect("write");
+    }
+    first.sync_destination("dest").await.expect("sync");
+    first.shutdown().await;
+    let second = builder(&s)
+        .entity::<v1::Entity>()
+        .entity::<extras::Entity>()
+        .destination(destination(&d))
+        .start()
+        .await
+        .expect("restart without the skip");
+    write_extras(&s.db, &mut rng, 50).await;
+    second.sync_destination("dest").await.expect("sync");
+    let what = format!("{}→{}", src.name(), dst.name());
+    assert_same_table::<extras::Entity>(&s, &d, &what).await;
+    assert_same_table::<v1::Entity>(&s, &d, &what).await;
+    second.shutdown().await;
 }

@@ -847,6 +847,7 @@ impl Worker {
         let mut progress = snapshot::list(&self.destination, &self.source_id)
             .await
             .map_err(|e| in_destination(&self.name, e))?;
+        let copied_before = !progress.is_empty();
         progress.retain(|p| tables.contains_key(&p.table));
         let mut base = snapshot::base(&self.destination, &self.source_id)
             .await
@@ -862,30 +863,45 @@ impl Worker {
                     self.update(|s| s.state = State::Copying);
                     self.converge(memory, &tables, &base).await?;
                 }
-                return Ok(true);
+                // Tables the destination never had copied: an entity registered since its
+                // snapshot, or a table it skipped and no longer does. Their rows written
+                // before (or skipped) would never reach it by the stream alone.
+                let unseen: Vec<&str> = tables
+                    .keys()
+                    .filter(|t| !progress.iter().any(|p| &p.table == *t))
+                    .map(String::as_str)
+                    .collect();
+                if !self.initial_snapshot || !copied_before || unseen.is_empty() {
+                    return Ok(true);
+                }
+                base = Some(self.start_backfill(&unseen).await?);
+                progress = snapshot::list(&self.destination, &self.source_id).await?;
+                progress.retain(|p| tables.contains_key(&p.table));
+                progress.retain(|p| !p.done);
+            } else {
+                // From here on retention keeps every change for this destination. The base is
+                // what the outbox holds now: every chunk, read later, contains it. Then the
+                // checkpoint (at zero), the plan and the base are stored together.
+                progress::record(&self.source, &self.name, &Position::default()).await?;
+                memory.recorded = None;
+                let visible = crate::outbox::visible::position(&self.source).await?;
+                let names: Vec<&str> = tables.keys().map(String::as_str).collect();
+                let txn = self
+                    .destination
+                    .begin()
+                    .await
+                    .context(|| format!("destination `{}`: starting a snapshot", self.name))?;
+                apply::lock_checkpoint(&txn, &self.source_id).await?;
+                snapshot::reset(&txn, &self.source_id, &names, false).await?;
+                snapshot::set_base(&txn, &self.source_id, &visible).await?;
+                txn.commit()
+                    .await
+                    .context(|| format!("destination `{}`: starting a snapshot", self.name))?;
+                tracing::info!(destination = %self.name, tables = names.len(), "snapshot: starting");
+                base = Some(visible);
+                progress = snapshot::list(&self.destination, &self.source_id).await?;
+                progress.retain(|p| tables.contains_key(&p.table));
             }
-            // From here on retention keeps every change for this destination. The base is
-            // what the outbox holds now: every chunk, read later, contains it. Then the
-            // checkpoint (at zero), the plan and the base are stored together.
-            progress::record(&self.source, &self.name, &Position::default()).await?;
-            memory.recorded = None;
-            let visible = crate::outbox::visible::position(&self.source).await?;
-            let names: Vec<&str> = tables.keys().map(String::as_str).collect();
-            let txn = self
-                .destination
-                .begin()
-                .await
-                .context(|| format!("destination `{}`: starting a snapshot", self.name))?;
-            apply::lock_checkpoint(&txn, &self.source_id).await?;
-            snapshot::reset(&txn, &self.source_id, &names, false).await?;
-            snapshot::set_base(&txn, &self.source_id, &visible).await?;
-            txn.commit()
-                .await
-                .context(|| format!("destination `{}`: starting a snapshot", self.name))?;
-            tracing::info!(destination = %self.name, tables = names.len(), "snapshot: starting");
-            base = Some(visible);
-            progress = snapshot::list(&self.destination, &self.source_id).await?;
-            progress.retain(|p| tables.contains_key(&p.table));
         }
         self.update(|s| s.state = State::Copying);
         self.publish_state(memory).await;
@@ -917,6 +933,23 @@ impl Worker {
             tracing::info!(destination = %self.name, "snapshot: done; streaming");
         }
         Ok(done)
+    }
+
+    /// Plans the copy of `tables` into a destination that streams already, converging from
+    /// its checkpoint as a resync does (the stream waits meanwhile), but deleting nothing:
+    /// rows of the destination's own stay, as in an initial snapshot. Returns the base.
+    async fn start_backfill(&mut self, tables: &[&str]) -> Result<Position> {
+        let base = apply::read_checkpoint(&self.destination, &self.source_id)
+            .await?
+            .unwrap_or_default();
+        let context = || format!("destination `{}`: starting a backfill", self.name);
+        let txn = self.destination.begin().await.context(context)?;
+        apply::lock_checkpoint(&txn, &self.source_id).await?;
+        snapshot::reset(&txn, &self.source_id, tables, false).await?;
+        snapshot::set_base(&txn, &self.source_id, &base).await?;
+        txn.commit().await.context(context)?;
+        tracing::info!(destination = %self.name, ?tables, "backfill: copying tables the destination never had copied");
+        Ok(base)
     }
 
     /// How a copy reaches the source and this destination.

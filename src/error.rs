@@ -56,8 +56,9 @@ pub enum Error {
     /// A destination table lacks a column that the changes carry.
     #[error(
         "destination `{destination}`: table `{table}` has no column `{column}`, which the source \
-         ships; add the column at the destination (or mark the field `#[replicated(skip)]` to stop \
-         shipping it); the changes stay in the outbox until then"
+         ships; add the column at the destination, or let `Destination::evolve_schema` add it (or \
+         mark the field `#[replicated(skip)]` to stop shipping it); the changes stay in the \
+         outbox until then"
     )]
     MissingColumn {
         /// The destination's name.
@@ -70,12 +71,13 @@ pub enum Error {
         id: i64,
     },
 
-    /// A destination table exists with columns other than its entity's; ormsync does not
-    /// alter it.
+    /// A destination table exists with columns other than its entity's, and the destination
+    /// does not evolve its schema.
     #[error(
         "destination `{destination}`: table `{table}` exists with different columns than its \
-         entity (missing: {missing:?}; not in the entity: {unexpected:?}); ormsync never alters \
-         a table: migrate it (or drop it to have it created), then resume"
+         entity (missing: {missing:?}; not in the entity: {unexpected:?}); migrate it, drop it to \
+         have it created, or let `Destination::evolve_schema` add the missing columns, then \
+         resume"
     )]
     SchemaMismatch {
         /// The destination's name.
@@ -86,6 +88,28 @@ pub enum Error {
         missing: Vec<String>,
         /// Columns of the table that the entity does not have.
         unexpected: Vec<String>,
+    },
+
+    /// A destination table differs from its entity in a way
+    /// [`Destination::evolve_schema`](crate::Destination::evolve_schema) does not change by
+    /// itself: a column of another or a narrower type, a new column that cannot be added to
+    /// a table with rows, a renamed column. Nothing is altered; the destination halts with
+    /// its changes in the outbox until the table is migrated by hand.
+    #[error(
+        "destination `{destination}`: table `{table}`, column `{column}`: {problem}; nothing \
+         was altered and the changes wait in the outbox: {remedy}, then resume"
+    )]
+    SchemaEvolution {
+        /// The destination's name.
+        destination: String,
+        /// The table.
+        table: String,
+        /// The column.
+        column: String,
+        /// What differs.
+        problem: String,
+        /// What to do.
+        remedy: String,
     },
 
     /// A change could not be applied at a destination.

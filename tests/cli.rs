@@ -1218,3 +1218,143 @@ async fn requests_to_a_replicator_that_died_fail_when_its_lease_expires() {
         repaired.stdout
     );
 }
+
+/// `ormsync schema` against destinations whose tables `create_tables` made: nothing
+/// differs; then a column dropped and one added behind ormsync's back are listed (exit 1),
+/// `--evolve` adds the missing one, and the extra one stays listed until it goes.
+async fn schema_lists_differences_and_evolves(src: Backend, dst: Backend) {
+    let Some(s) = TestDb::create(src).await else {
+        return;
+    };
+    let Some(d) = TestDb::create(dst).await else {
+        return;
+    };
+    s.create_tables().await;
+    ormsync::install(&s.db).await.unwrap();
+    let rep = builder(&s.db)
+        .destination(Destination::new("backup", d.db.clone()).create_tables())
+        .start()
+        .await
+        .unwrap();
+    insert_accounts(&s.db, 1..=3, "10").await;
+    rep.sync_now().await.unwrap();
+    rep.shutdown().await;
+    let source = url(&s);
+    let dest = format!("backup={}", url(&d));
+    let with = |more: &[&str]| {
+        let mut a = args(&["--source", source.as_str(), "--dest", dest.as_str()]);
+        a.extend(args(more));
+        a
+    };
+
+    let same = ormsync(with(&["schema", "--json"])).await.ok().json();
+    assert_eq!(same[0]["destination"], "backup", "{same}");
+    assert_eq!(same[0]["same"], true, "{same}");
+    let text = ormsync(with(&["schema"])).await.ok();
+    assert!(
+        text.stdout
+            .contains("backup: every table as its entity records it"),
+        "{}",
+        text.stdout
+    );
+
+    d.db.execute_unprepared("ALTER TABLE accounts DROP COLUMN note")
+        .await
+        .unwrap();
+    d.db.execute_unprepared("ALTER TABLE accounts ADD COLUMN audit_tag TEXT NULL")
+        .await
+        .unwrap();
+    let differs = ormsync(with(&["schema", "--json"])).await;
+    assert_eq!(differs.code, 1, "{}{}", differs.stdout, differs.stderr);
+    let found = differs.json();
+    let accounts = found[0]["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["table"] == "accounts")
+        .expect("accounts");
+    let columns = accounts["columns"].as_array().unwrap();
+    assert_eq!(columns.len(), 2, "{accounts}");
+    assert!(
+        columns
+            .iter()
+            .any(|c| c["column"] == "note" && c["kind"] == "missing" && c["evolves"] == true),
+        "{accounts}"
+    );
+    assert!(
+        columns
+            .iter()
+            .any(|c| c["column"] == "audit_tag" && c["kind"] == "extra" && c["evolves"] == false),
+        "{accounts}"
+    );
+    let text = ormsync(with(&["schema", "backup"])).await;
+    assert_eq!(text.code, 1);
+    assert!(
+        text.stdout
+            .contains("backup: `accounts`: missing column `note` (evolve_schema adds it)")
+            && text.stdout.contains("extra column `audit_tag`"),
+        "{}",
+        text.stdout
+    );
+
+    let evolved = ormsync(with(&["schema", "--evolve", "--json"])).await;
+    assert_eq!(evolved.code, 1, "the extra column still differs");
+    let evolved = evolved.json();
+    assert_eq!(
+        evolved[0]["added"],
+        serde_json::json!([["accounts", "note"]])
+    );
+    d.db.execute_unprepared("ALTER TABLE accounts DROP COLUMN audit_tag")
+        .await
+        .unwrap();
+    let same = ormsync(with(&["schema", "--json"])).await.ok().json();
+    assert_eq!(same[0]["same"], true, "{same}");
+    // The added column takes what the entity ships, as a created one would.
+    let rep = builder(&s.db)
+        .destination(Destination::new("backup", d.db.clone()))
+        .start()
+        .await
+        .unwrap();
+    let txn = s.db.begin().await.unwrap();
+    let mut a: accounts::ActiveModel = <accounts::Entity as sea_orm::EntityTrait>::find_by_id(2)
+        .one(&txn)
+        .await
+        .unwrap()
+        .unwrap()
+        .into();
+    a.note = sea_orm::Set(Some("back".into()));
+    a.update(&txn).await.unwrap();
+    txn.commit().await.unwrap();
+    rep.sync_now().await.unwrap();
+    rep.shutdown().await;
+    // The rows that did not change since hold NULL in the column that came back: verify
+    // finds exactly those, and repair mends them.
+    let drift = ormsync(with(&["verify", "--json"])).await;
+    assert_eq!(drift.code, 1, "{}", drift.stderr);
+    let drift = drift.json();
+    let accounts = drift[0]["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["table"] == "accounts")
+        .expect("accounts");
+    assert_eq!(accounts["different_count"], 2, "{accounts}");
+    ormsync(with(&["repair", "--direct"])).await.ok();
+    ormsync(with(&["verify"])).await.ok();
+    common::assert_same::<accounts::Entity>(&s.db, &d.db).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_lists_differences_and_evolves_sqlite() {
+    schema_lists_differences_and_evolves(Backend::Sqlite, Backend::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_lists_differences_and_evolves_postgres_to_mariadb() {
+    schema_lists_differences_and_evolves(Backend::Postgres, Backend::MySql).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_lists_differences_and_evolves_mariadb_to_postgres() {
+    schema_lists_differences_and_evolves(Backend::MySql, Backend::Postgres).await
+}

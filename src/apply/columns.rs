@@ -52,3 +52,33 @@ pub(crate) async fn of<C: ConnectionTrait>(
     }
     Ok(Some(columns))
 }
+
+/// The collation a created table's text key columns get at a MySQL/MariaDB `db`: the
+/// first of these the server has.
+///
+/// - `utf8mb4_nopad_bin` (MariaDB): bytes, with trailing spaces significant, as at
+///   PostgreSQL and SQLite: `a` and `a ` are two keys.
+/// - `utf8mb4_0900_bin` (MySQL 8): the same.
+/// - `utf8mb4_bin`: bytes, but `a` and `a ` are one key.
+pub(crate) async fn byte_collation<C: ConnectionTrait>(db: &C) -> Result<&'static str> {
+    const PREFERRED: [&str; 3] = ["utf8mb4_nopad_bin", "utf8mb4_0900_bin", "utf8mb4_bin"];
+    if db.get_database_backend() != DbBackend::MySql {
+        return Ok("");
+    }
+    let rows = db
+        .query_all_raw(Statement::from_string(
+            DbBackend::MySql,
+            "SELECT COLLATION_NAME FROM information_schema.COLLATIONS \
+             WHERE COLLATION_NAME IN ('utf8mb4_nopad_bin', 'utf8mb4_0900_bin')",
+        ))
+        .await
+        .context(|| "reading the server's collations".into())?;
+    let present: Vec<String> = rows
+        .iter()
+        .filter_map(|r| r.try_get_by_index::<String>(0).ok())
+        .collect();
+    Ok(PREFERRED
+        .into_iter()
+        .find(|c| present.iter().any(|p| p == c))
+        .unwrap_or("utf8mb4_bin"))
+}

@@ -7,9 +7,12 @@
 //! replicator.
 
 mod checkpoint;
+mod column_type;
 mod columns;
 mod conflict;
 pub(crate) mod copied;
+mod differences;
+pub(crate) mod evolve;
 mod key_map;
 mod mapped;
 pub(crate) mod plan;
@@ -23,8 +26,11 @@ mod unnest;
 pub(crate) use checkpoint::lock as lock_checkpoint;
 pub use checkpoint::read as read_checkpoint;
 pub(crate) use checkpoint::store as store_checkpoint;
-pub(crate) use columns::of as table_columns;
+pub(crate) use columns::{byte_collation, of as table_columns};
 pub use conflict::Conflict;
+pub use differences::{
+    ColumnDifference, Difference, TableDifferences, differences, evolve_recorded,
+};
 pub use rules::{
     ConflictPolicy, Incoming, KeyStrategy, Resolution, Resolver, RowFilter, Transform,
 };

@@ -13,9 +13,10 @@ use super::mapped::{Fault, Placer};
 use super::plan::{self, Step};
 use super::rules::Rules;
 use super::statement;
-use super::{checkpoint, columns, shape};
+use super::{checkpoint, columns, evolve, shape};
 use crate::change::{Batch, Change};
 use crate::classify::{ErrorKind, classify, is_foreign_key};
+use crate::entity::ddl::TableDef;
 use crate::error::{Error, Result};
 use crate::position::Position;
 use crate::redact::redact;
@@ -36,6 +37,9 @@ pub struct SqlSink {
     columns: HashMap<String, HashMap<String, String>>,
     rules: Arc<Rules>,
     on_conflict: Option<OnConflict>,
+    /// The entities' table definitions, when a column a change carries and a table lacks
+    /// is added rather than refused (`Destination::evolve_schema`).
+    evolve: Option<Arc<HashMap<String, TableDef>>>,
 }
 
 /// Called with each conflict decision once its batch has committed.
@@ -50,7 +54,15 @@ impl SqlSink {
             columns: HashMap::new(),
             rules: Arc::default(),
             on_conflict: None,
+            evolve: None,
         }
+    }
+
+    /// Adds a column a change carries and its table lacks, as `defs` defines it, before
+    /// applying the change (see [`evolve`](super::evolve)), instead of refusing the change.
+    pub(crate) fn evolving(mut self, defs: Arc<HashMap<String, TableDef>>) -> Self {
+        self.evolve = Some(defs);
+        self
     }
 
     /// Applies changes under `rules` (keys, conflicts, filters), telling `on_conflict` of
@@ -61,8 +73,11 @@ impl SqlSink {
         self
     }
 
-    /// Refuses a batch whose tables or columns the destination lacks, before writing.
-    async fn check_columns(&mut self, changes: &[&Change]) -> Result<()> {
+    /// Refuses a batch whose tables or columns the destination lacks, before writing; adds
+    /// the columns instead when the sink evolves its destination's schema (returns how many
+    /// it added).
+    async fn check_columns(&mut self, changes: &[&Change]) -> Result<usize> {
+        let mut added = 0;
         // A batch is mostly runs of one table with one column list: a change shaped like the
         // one before it passes without a lookup of each column.
         let mut last: Option<&Change> = None;
@@ -83,16 +98,74 @@ impl SqlSink {
                 self.columns.insert(change.table.clone(), found);
             }
             let known = &self.columns[&change.table];
-            if let Some(column) = change.row.columns().find(|c| !known.contains_key(*c)) {
+            let Some(column) = change.row.columns().find(|c| !known.contains_key(*c)) else {
+                continue;
+            };
+            let Some(defs) = &self.evolve else {
                 return Err(Error::MissingColumn {
                     destination: self.name.clone(),
                     table: change.table.clone(),
                     column: column.to_string(),
                     id: change.id,
                 });
+            };
+            let wanted: Vec<&str> = change.row.columns().collect();
+            let collation = columns::byte_collation(&self.db).await?;
+            added += evolve::evolve_table(
+                &self.db,
+                &self.name,
+                &change.table,
+                &|c| {
+                    defs.get(&change.table)
+                        .and_then(|d| (d.column)(self.db.get_database_backend(), c))
+                },
+                &wanted,
+                known,
+                collation,
+            )
+            .await?
+            .len();
+            let found = columns::of(&self.db, &change.table).await?;
+            self.columns
+                .insert(change.table.clone(), found.unwrap_or_default());
+        }
+        Ok(added)
+    }
+
+    /// Checks `changes` (the batch shaped) against the destination's columns, then applies
+    /// the batch collapsed, or change by change when a statement of the collapsed plan
+    /// fails, so the error names the change at fault.
+    async fn try_apply(
+        &mut self,
+        source: &str,
+        batch: &Batch,
+        changes: &[&Change],
+        span: &tracing::Span,
+    ) -> Result<Position> {
+        self.check_columns(changes).await?;
+        match self
+            .apply_steps(source, batch, false)
+            .instrument(span.clone())
+            .await
+        {
+            Ok(p) => Ok(p),
+            Err(Failure::Other(e)) => Err(e),
+            Err(Failure::Statement(e)) => {
+                tracing::debug!(destination = %self.name, error = %redact(&e.to_string()),
+                    "batched apply failed; retrying change by change");
+                match self
+                    .apply_steps(source, batch, true)
+                    .instrument(span.clone())
+                    .await
+                {
+                    Ok(p) => Ok(p),
+                    Err(Failure::Other(e)) => Err(e),
+                    Err(Failure::Statement(e)) => {
+                        Err(Error::db(format!("destination `{}`", self.name), e))
+                    }
+                }
             }
         }
-        Ok(())
     }
 
     /// Applies `batch` in one transaction with the checkpoint; rolls back on any failure.
@@ -396,31 +469,22 @@ impl Sink for SqlSink {
         let shaped = shape::shape(&all, &self.rules);
         let changes: Vec<&Change> = shaped.iter().map(|c| c.as_ref()).collect();
         let span = tracing::debug_span!("ormsync.apply_batch", destination = %self.name, changes = batch.changes.len());
-        let error = match self.check_columns(&changes).await {
+        let mut outcome = self.try_apply(source, batch, &changes, &span).await;
+        if let Err(e) = &outcome
+            && self.evolve.is_some()
+            && !e.is_transient()
+        {
+            // A table that lost a column after its columns were read (restored from an
+            // older backup, say) fails on that column: read them again, add what it lacks,
+            // and try once more.
+            self.columns.clear();
+            if matches!(self.check_columns(&changes).await, Ok(added) if added > 0) {
+                outcome = self.try_apply(source, batch, &changes, &span).await;
+            }
+        }
+        let error = match outcome {
+            Ok(position) => return Ok(position),
             Err(e) => e,
-            Ok(()) => match self
-                .apply_steps(source, batch, false)
-                .instrument(span.clone())
-                .await
-            {
-                Ok(p) => return Ok(p),
-                Err(Failure::Other(e)) => e,
-                Err(Failure::Statement(e)) => {
-                    tracing::debug!(destination = %self.name, error = %redact(&e.to_string()),
-                        "batched apply failed; retrying change by change");
-                    match self
-                        .apply_steps(source, batch, true)
-                        .instrument(span.clone())
-                        .await
-                    {
-                        Ok(p) => return Ok(p),
-                        Err(Failure::Other(e)) => e,
-                        Err(Failure::Statement(e)) => {
-                            Error::db(format!("destination `{}`", self.name), e)
-                        }
-                    }
-                }
-            },
         };
         self.columns.clear();
         // Whatever precedes the change at fault is fine: land it, so the destination stops

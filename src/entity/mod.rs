@@ -1,5 +1,6 @@
 //! The `Replicated` trait: what ormsync knows of an entity.
 
+pub(crate) mod ddl;
 mod keys;
 
 pub(crate) use keys::{key_columns, key_condition, keys_condition};

@@ -3,9 +3,11 @@
 //! line) know the tables, their keys, columns and column types.
 
 use sea_orm::sea_query::{OnConflict, Query};
-use sea_orm::{ConnectionTrait, Statement};
+use sea_orm::{ConnectionTrait, DbBackend, Statement};
+use serde::{Deserialize, Serialize};
 
 use crate::entity::TableSpec;
+use crate::entity::ddl::{Definitions, NewColumn, backend_key};
 use crate::error::{DbContext, Error, Result};
 
 /// Records `specs` at the source, replacing an earlier description of the same table.
@@ -21,8 +23,47 @@ pub async fn record<'a, C: ConnectionTrait>(
     db: &C,
     specs: impl IntoIterator<Item = &'a TableSpec>,
 ) -> Result<()> {
-    for spec in specs {
-        let json = serde_json::to_string(spec)
+    let tables: Vec<RecordedTable> = specs
+        .into_iter()
+        .map(|spec| RecordedTable {
+            spec: spec.clone(),
+            definitions: None,
+        })
+        .collect();
+    record_tables(db, &tables).await
+}
+
+/// A replicated table as recorded at the source: its description and, where the
+/// recording replicator had the entity's Rust type, how a created table defines each
+/// shipped column on each backend (what `ormsync schema` compares a destination with).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordedTable {
+    /// The table's description.
+    #[serde(flatten)]
+    pub spec: TableSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) definitions: Option<Definitions>,
+}
+
+impl RecordedTable {
+    /// How a created table defines `column` at `backend`, if recorded.
+    pub(crate) fn column(&self, backend: DbBackend, column: &str) -> Option<NewColumn> {
+        self.definitions
+            .as_ref()?
+            .get(backend_key(backend))?
+            .get(column)
+            .cloned()
+    }
+}
+
+/// Records `tables` at the source, replacing earlier descriptions of the same tables.
+pub(crate) async fn record_tables<C: ConnectionTrait>(
+    db: &C,
+    tables: &[RecordedTable],
+) -> Result<()> {
+    for table in tables {
+        let spec = &table.spec;
+        let json = serde_json::to_string(table)
             .map_err(|e| Error::Config(format!("describing `{}`: {e}", spec.table)))?;
         let q = Query::insert()
             .into_table("ormsync_entities")
@@ -49,6 +90,20 @@ pub async fn record<'a, C: ConnectionTrait>(
 /// [`install`](crate::install) and by the replicator's start); [`Error::Config`] when a
 /// description is not valid.
 pub async fn load<C: ConnectionTrait>(db: &C) -> Result<Vec<TableSpec>> {
+    Ok(load_recorded(db)
+        .await?
+        .into_iter()
+        .map(|t| t.spec)
+        .collect())
+}
+
+/// The replicated tables recorded at the source, with the column definitions recorded
+/// with them, by table name.
+///
+/// # Errors
+///
+/// As [`load`].
+pub async fn load_recorded<C: ConnectionTrait>(db: &C) -> Result<Vec<RecordedTable>> {
     let backend = db.get_database_backend();
     let rows = db
         .query_all_raw(Statement::from_string(

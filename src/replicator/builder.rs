@@ -14,10 +14,11 @@ use super::lease::Lease;
 use super::retention::{Retention, RetentionPolicy};
 use super::worker::Settings;
 use super::{Replicator, Shared, wake};
-use crate::bootstrap::TableDef;
+use crate::entity::ddl::TableDef;
 use crate::entity::{Replicated, TableSpec};
 use crate::error::{Error, Result};
 use crate::outbox;
+use crate::outbox::entities::RecordedTable;
 use crate::schema;
 
 /// The lease name of the retention task, beside the destinations' names.
@@ -243,7 +244,18 @@ impl ReplicatorBuilder {
             }
         }
         schema::install(&self.source).await?;
-        outbox::entities::record(&self.source, self.tables.values()).await?;
+        let recorded: Vec<RecordedTable> = self
+            .tables
+            .values()
+            .map(|spec| RecordedTable {
+                definitions: self
+                    .defs
+                    .get(&spec.table)
+                    .map(|d| d.definitions(&d.columns)),
+                spec: spec.clone(),
+            })
+            .collect();
+        outbox::entities::record_tables(&self.source, &recorded).await?;
         let source_id = outbox::node_id(&self.source).await?;
         let cancel = CancellationToken::new();
         // Realtime workers of other instances learn of this one's captures.

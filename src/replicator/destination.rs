@@ -32,6 +32,7 @@ pub struct Destination {
     pub(crate) initial_snapshot: bool,
     pub(crate) chunk_rows: u64,
     pub(crate) create_tables: bool,
+    pub(crate) evolve_schema: bool,
     pub(crate) rules: Rules,
 }
 
@@ -64,6 +65,7 @@ impl Destination {
             initial_snapshot: true,
             chunk_rows: 3000,
             create_tables: false,
+            evolve_schema: false,
             rules: Rules::default(),
         }
     }
@@ -134,10 +136,51 @@ impl Destination {
     /// parents before the tables that reference them, before anything is copied or
     /// shipped. A table that exists is checked instead: if its columns differ from the
     /// entity's, the destination stops with [`Error::SchemaMismatch`](crate::Error::SchemaMismatch)
-    /// naming them, and nothing is altered. Default: off (the application's migrations
-    /// create the tables).
+    /// naming them, and nothing is altered (unless it [evolves its schema](Self::evolve_schema)).
+    /// Default: off (the application's migrations create the tables).
     pub fn create_tables(mut self) -> Self {
         self.create_tables = true;
+        self
+    }
+
+    /// Adds to the destination's tables the columns their entities ship and they lack, so
+    /// a migration at the source (a new field) does not stop replication until someone
+    /// alters each destination by hand.
+    ///
+    /// Columns are added with `ALTER TABLE … ADD COLUMN` as [`create_tables`](Self::create_tables)
+    /// would define them: the same type, nullable or with the entity's default. The worker
+    /// adds the columns of every registered entity when it starts, and before it applies a
+    /// change that carries a column the table lacks. The rows the table has take the
+    /// default (or NULL), as the source's migration gives its own rows when it declares the
+    /// same; [`verify`](crate::verify) finds any that differ.
+    ///
+    /// Evolution only adds. A column the table has and the entity does not is left alone,
+    /// and never written. What cannot be added safely stops the destination with
+    /// [`Error::SchemaEvolution`](crate::Error::SchemaEvolution) naming the table, the
+    /// column and what to do, before anything is altered, and the changes wait in the
+    /// outbox:
+    ///
+    /// - a column the table has with a narrower type than the entity's, or another kind;
+    /// - a new column that is `NOT NULL` without a default, or part of a key;
+    /// - a column the entity says it was renamed from (`renamed_from`), still at the
+    ///   destination under its old name;
+    /// - a column the changes carry that this replicator's entities do not define (a
+    ///   newer application version writes while an older one replicates).
+    ///
+    /// Default: off; a change carrying a column the table lacks then stops the destination
+    /// with [`Error::MissingColumn`](crate::Error::MissingColumn).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn f(backup: sea_orm::DatabaseConnection) {
+    /// use ormsync::Destination;
+    ///
+    /// let backup = Destination::new("backup", backup).create_tables().evolve_schema();
+    /// # }
+    /// ```
+    pub fn evolve_schema(mut self) -> Self {
+        self.evolve_schema = true;
         self
     }
 
@@ -253,6 +296,7 @@ impl fmt::Debug for Destination {
             .field("initial_snapshot", &self.initial_snapshot)
             .field("chunk_rows", &self.chunk_rows)
             .field("create_tables", &self.create_tables)
+            .field("evolve_schema", &self.evolve_schema)
             .field("conflicts", &self.rules.conflicts)
             .finish()
     }

@@ -33,8 +33,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::apply::{self, Conflict, OnConflict, SqlSink};
-use crate::bootstrap::TableDef;
+use crate::bootstrap::Preparation;
 use crate::entity::TableSpec;
+use crate::entity::ddl::TableDef;
 use crate::error::{DbContext, Error, Result};
 use crate::outbox::dead_letters::{self, DeadLetter};
 use crate::outbox::retention as outbox_retention;
@@ -142,9 +143,15 @@ impl Shared {
             source: self.source.clone(),
             source_id: self.source_id.clone(),
             reader: OutboxReader::new(self.source.clone(), self.batch_size, self.gap_timeout),
-            sink: Box::new(
-                SqlSink::new(d.name.clone(), d.db.clone()).with_rules(rules, on_conflict),
-            ),
+            sink: Box::new({
+                let sink =
+                    SqlSink::new(d.name.clone(), d.db.clone()).with_rules(rules, on_conflict);
+                if d.evolve_schema {
+                    sink.evolving(self.defs.clone())
+                } else {
+                    sink
+                }
+            }),
             tables: self.tables.clone(),
             skip: d.skip.clone(),
             policy: d.on_permanent_error,
@@ -167,7 +174,11 @@ impl Shared {
                 initial_snapshot: d.initial_snapshot,
                 rules: shared_rules,
                 chunk_rows: d.chunk_rows,
-                defs: d.create_tables.then(|| self.defs.clone()),
+                prepare: (d.create_tables || d.evolve_schema).then(|| Preparation {
+                    defs: self.defs.clone(),
+                    create: d.create_tables,
+                    evolve: d.evolve_schema,
+                }),
             },
         };
         tracing::info!(destination = %d.name, instance = %self.instance, "starting replication worker");
@@ -544,7 +555,51 @@ impl Replicator {
             .values()
             .filter(|s| !skip.contains(&s.table))
             .collect();
-        crate::bootstrap::ensure_tables(&db, name, &specs, &self.shared.defs).await
+        let how = Preparation {
+            defs: self.shared.defs.clone(),
+            create: true,
+            evolve: false,
+        };
+        Ok(crate::bootstrap::prepare_tables(&db, name, &specs, &how)
+            .await?
+            .created)
+    }
+
+    /// Adds to destination `name`'s tables the columns their entities ship and they lack,
+    /// as [`Destination::evolve_schema`] does when a worker starts, on request, whether or
+    /// not the destination evolves by itself. Returns the columns added, as (table,
+    /// column). Tables the destination lacks are left to [`create_tables`](Self::create_tables).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SchemaEvolution`] for a difference evolving does not change (nothing is
+    /// altered); [`Error::Db`] when a statement fails; [`Error::UnknownDestination`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn f(replicator: ormsync::Replicator) -> ormsync::Result<()> {
+    /// for (table, column) in replicator.evolve_schema("backup").await? {
+    ///     println!("added {table}.{column}");
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn evolve_schema(&self, name: &str) -> Result<Vec<(String, String)>> {
+        let (db, skip) = self.handle(name, |w| (w.destination.clone(), w.skip.clone()))?;
+        let specs: Vec<&TableSpec> = self
+            .shared
+            .tables
+            .values()
+            .filter(|s| !skip.contains(&s.table))
+            .collect();
+        let how = Preparation {
+            defs: self.shared.defs.clone(),
+            create: false,
+            evolve: true,
+        };
+        Ok(crate::bootstrap::prepare_tables(&db, name, &specs, &how)
+            .await?
+            .added)
     }
 
     /// Sends `name`'s worker a command and waits for its answer.

@@ -85,6 +85,21 @@ pub enum Command {
         #[arg(long)]
         show_values: bool,
     },
+    /// Each destination's replicated tables against what the source records of their
+    /// entities: missing tables and columns, extra columns, types that differ, and which of
+    /// them `evolve_schema` mends. Exits 0 when every table is as recorded, 1 when one
+    /// differs, 2 on error.
+    Schema {
+        #[command(flatten)]
+        scope: Scope,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// First add the missing columns `evolve_schema` would add (checking every table
+        /// before altering one), then report what still differs.
+        #[arg(long)]
+        evolve: bool,
+    },
     /// Fix the rows `verify` finds different: through the outbox (default) or directly.
     Repair {
         #[command(flatten)]

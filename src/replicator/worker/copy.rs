@@ -10,7 +10,7 @@ use sea_orm::{DatabaseConnection, TransactionTrait};
 use super::super::status::State;
 use super::{Worker, WorkerState, in_destination};
 use crate::apply::{self, Rules};
-use crate::bootstrap::{self, TableDef};
+use crate::bootstrap::{self, Preparation};
 use crate::entity::TableSpec;
 use crate::error::{DbContext, Result};
 use crate::outbox::progress;
@@ -29,8 +29,9 @@ pub(crate) struct CopyTarget {
     pub(crate) rules: Arc<Rules>,
     /// Rows per snapshot chunk.
     pub(crate) chunk_rows: u64,
-    /// How to create the destination's missing tables, when it should.
-    pub(crate) defs: Option<Arc<HashMap<String, TableDef>>>,
+    /// What to do to the destination's tables before shipping (create, evolve), when
+    /// anything.
+    pub(crate) prepare: Option<Preparation>,
 }
 
 /// How far the destination was readied for the stream since the worker started.
@@ -48,10 +49,10 @@ impl Worker {
     pub(super) async fn prepare(&mut self, state: &mut WorkerState) -> Result<bool> {
         if !state.readiness.installed {
             self.install().await?;
-            if let Some(defs) = &self.target.defs {
+            if let Some(how) = &self.target.prepare {
                 let tables = self.shipped_tables();
                 let specs: Vec<&TableSpec> = tables.values().collect();
-                bootstrap::ensure_tables(&self.target.db, &self.name, &specs, defs).await?;
+                bootstrap::prepare_tables(&self.target.db, &self.name, &specs, how).await?;
             }
             state.readiness.installed = true;
         }
@@ -88,6 +89,7 @@ impl Worker {
         let mut progress = snapshot::list(&self.target.db, &self.source_id)
             .await
             .map_err(|e| in_destination(&self.name, e))?;
+        let copied_before = !progress.is_empty();
         progress.retain(|p| tables.contains_key(&p.table));
         let mut base = snapshot::base(&self.target.db, &self.source_id)
             .await
@@ -98,16 +100,30 @@ impl Worker {
                 && apply::read_checkpoint(&self.target.db, &self.source_id)
                     .await?
                     .is_none();
-            if !new {
+            if new {
+                base = Some(self.plan_snapshot(state, &tables).await?);
+                progress = snapshot::list(&self.target.db, &self.source_id).await?;
+                progress.retain(|p| tables.contains_key(&p.table));
+            } else {
                 if let Some(base) = base {
                     self.update(|s| s.state = State::Copying);
                     self.converge(state, &tables, &base).await?;
                 }
-                return Ok(true);
+                // Tables the destination never had copied: an entity registered since its
+                // snapshot, or a table it skipped and no longer does. Their rows written
+                // before (or skipped) would never reach it by the stream alone.
+                let unseen: Vec<&str> = tables
+                    .keys()
+                    .filter(|t| !progress.iter().any(|p| &p.table == *t))
+                    .map(String::as_str)
+                    .collect();
+                if !self.target.initial_snapshot || !copied_before || unseen.is_empty() {
+                    return Ok(true);
+                }
+                base = Some(self.plan_backfill(&unseen).await?);
+                progress = snapshot::list(&self.target.db, &self.source_id).await?;
+                progress.retain(|p| tables.contains_key(&p.table) && !p.done);
             }
-            base = Some(self.plan_snapshot(state, &tables).await?);
-            progress = snapshot::list(&self.target.db, &self.source_id).await?;
-            progress.retain(|p| tables.contains_key(&p.table));
         }
         let done = self.copy_tables(state, &tables, &progress).await?;
         if done {
@@ -118,6 +134,23 @@ impl Worker {
             tracing::info!(destination = %self.name, "snapshot: done; streaming");
         }
         Ok(done)
+    }
+
+    /// Plans the copy of `tables` into a destination that streams already, converging from
+    /// its checkpoint as a resync does (the stream waits meanwhile), but deleting nothing:
+    /// rows of the destination's own stay, as in an initial snapshot. Returns the base.
+    async fn plan_backfill(&mut self, tables: &[&str]) -> Result<Position> {
+        let base = apply::read_checkpoint(&self.target.db, &self.source_id)
+            .await?
+            .unwrap_or_default();
+        let context = || format!("destination `{}`: starting a backfill", self.name);
+        let txn = self.target.db.begin().await.context(context)?;
+        apply::lock_checkpoint(&txn, &self.source_id).await?;
+        snapshot::reset(&txn, &self.source_id, tables, false).await?;
+        snapshot::set_base(&txn, &self.source_id, &base).await?;
+        txn.commit().await.context(context)?;
+        tracing::info!(destination = %self.name, ?tables, "backfill: copying tables the destination never had copied");
+        Ok(base)
     }
 
     /// Plans the initial snapshot of `tables`; returns its base, the outbox position every

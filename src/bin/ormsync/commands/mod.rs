@@ -4,6 +4,7 @@ mod dead_letters;
 mod outbox;
 mod pause;
 mod resync;
+mod schema;
 mod status;
 mod verify;
 
@@ -48,6 +49,11 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             json,
             show_values,
         } => verify::verify(&urls, &scope, json, show_values).await,
+        Command::Schema {
+            scope,
+            json,
+            evolve,
+        } => schema::run(&urls, &scope, json, evolve).await,
         Command::Repair {
             scope,
             dry_run,

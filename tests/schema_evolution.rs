@@ -93,7 +93,35 @@ mod extras {
     pub enum Relation {}
 }
 
+/// The second version with a new column of a database enum type as well.
+mod v3 {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, EnumIter, DeriveActiveEnum)]
+    #[sea_orm(rs_type = "String", db_type = "Enum", enum_name = "shade")]
+    pub enum Shade {
+        #[sea_orm(string_value = "dark")]
+        Dark,
+        #[sea_orm(string_value = "light")]
+        Light,
+    }
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel, ormsync::Replicated)]
+    #[sea_orm(table_name = "items")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: i64,
+        pub name: String,
+        pub qty: i32,
+        pub shade: Option<Shade>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+}
+
 on_every_pair!(
+    a_new_enum_column_is_added_with_its_type,
     a_new_entity_is_backfilled_and_nothing_else_copied_again,
     a_table_no_longer_skipped_is_backfilled,
     a_column_added_mid_stream_reaches_every_destination,
@@ -734,5 +762,71 @@ async fn a_table_no_longer_skipped_is_backfilled(src: Backend, dst: Backend) {
     let what = format!("{}→{}", src.name(), dst.name());
     assert_same_table::<extras::Entity>(&s, &d, &what).await;
     assert_same_table::<v1::Entity>(&s, &d, &what).await;
+    second.shutdown().await;
+}
+
+/// A new column of a database enum type is added with its type (PostgreSQL's created
+/// first), and its values land.
+async fn a_new_enum_column_is_added_with_its_type(src: Backend, dst: Backend) {
+    let Some(s) = TestDb::create(src).await else {
+        return;
+    };
+    let Some(d) = TestDb::create(dst).await else {
+        return;
+    };
+    let sb = s.db.get_database_backend();
+    run(&s.db, v1_table(sb)).await;
+    ormsync::install(&s.db).await.expect("install");
+    let first = builder(&s)
+        .entity::<v1::Entity>()
+        .destination(destination(&d))
+        .start()
+        .await
+        .expect("start");
+    let mut rng = StdRng::seed_from_u64(5);
+    for _ in 0..10 {
+        v1_write(&s.db, &mut rng).await.expect("write");
+    }
+    first.sync_destination("dest").await.expect("sync");
+    first.shutdown().await;
+    match sb {
+        DbBackend::Postgres => {
+            run(&s.db, "CREATE TYPE shade AS ENUM ('dark', 'light')").await;
+            run(&s.db, "ALTER TABLE items ADD COLUMN shade shade NULL").await;
+        }
+        DbBackend::MySql => {
+            run(
+                &s.db,
+                "ALTER TABLE items ADD COLUMN shade ENUM('dark', 'light') NULL",
+            )
+            .await;
+        }
+        _ => run(&s.db, "ALTER TABLE items ADD COLUMN shade TEXT NULL").await,
+    }
+    let second = builder(&s)
+        .entity::<v3::Entity>()
+        .destination(destination(&d))
+        .start()
+        .await
+        .expect("restart");
+    let txn = s.db.begin().await.expect("begin");
+    for (id, shade) in [
+        (101, Some(v3::Shade::Dark)),
+        (102, Some(v3::Shade::Light)),
+        (103, None),
+    ] {
+        v3::ActiveModel {
+            id: Set(id),
+            name: Set(format!("shaded {id}")),
+            qty: Set(1),
+            shade: Set(shade),
+        }
+        .insert(&txn)
+        .await
+        .expect("insert");
+    }
+    txn.commit().await.expect("commit");
+    second.sync_destination("dest").await.expect("sync");
+    assert_same_table::<v3::Entity>(&s, &d, &format!("{}→{}", src.name(), dst.name())).await;
     second.shutdown().await;
 }

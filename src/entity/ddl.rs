@@ -188,15 +188,22 @@ fn retype(sql: &str, name: &str, from: &str, to: &str) -> String {
 }
 
 impl TableDef {
-    /// How a created table defines each of `columns` on every backend: what the replicator
-    /// records at the source for tools without the Rust types.
-    pub(crate) fn definitions(&self, columns: &[String]) -> Definitions {
-        [DbBackend::Postgres, DbBackend::MySql, DbBackend::Sqlite]
-            .into_iter()
-            .map(|backend| {
+    /// How a created table defines each of `columns` on each of `backends`: what the
+    /// replicator records at the source for tools without the Rust types.
+    ///
+    /// sea-query panics on a type a backend lacks (PostgreSQL's `inet` at MySQL): such a
+    /// column is left without a definition there rather than stopping the replicator.
+    pub(crate) fn definitions(&self, columns: &[String], backends: &[DbBackend]) -> Definitions {
+        backends
+            .iter()
+            .map(|&backend| {
                 let defs = columns
                     .iter()
-                    .filter_map(|c| Some((c.clone(), (self.column)(backend, c)?)))
+                    .filter_map(|c| {
+                        let column = self.column;
+                        let built = std::panic::catch_unwind(|| column(backend, c));
+                        Some((c.clone(), built.ok().flatten()?))
+                    })
                     .collect();
                 (backend_key(backend).to_string(), defs)
             })

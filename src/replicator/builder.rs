@@ -5,7 +5,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sea_orm::DatabaseConnection;
+use sea_orm::{DatabaseConnection, DbBackend};
 use tokio_util::sync::CancellationToken;
 
 use super::alert::{Alert, Alerts};
@@ -244,6 +244,15 @@ impl ReplicatorBuilder {
             }
         }
         schema::install(&self.source).await?;
+        // Definitions for the destinations' backends only: sea-query cannot write some types
+        // for others (a PostgreSQL `inet` at MySQL).
+        let mut backends: Vec<DbBackend> = Vec::new();
+        for d in &self.destinations {
+            let backend = d.db.get_database_backend();
+            if !backends.contains(&backend) {
+                backends.push(backend);
+            }
+        }
         let recorded: Vec<RecordedTable> = self
             .tables
             .values()
@@ -251,7 +260,7 @@ impl ReplicatorBuilder {
                 definitions: self
                     .defs
                     .get(&spec.table)
-                    .map(|d| d.definitions(&d.columns)),
+                    .map(|d| d.definitions(&d.columns, &backends)),
                 spec: spec.clone(),
             })
             .collect();

@@ -35,6 +35,7 @@ pub use rules::{
     ConflictPolicy, Incoming, KeyStrategy, Resolution, Resolver, RowFilter, Transform,
 };
 pub(crate) use rules::{Rules, TableRules};
+pub(crate) use sink::SharedSink;
 pub use sink::Sink;
 pub(crate) use sql::OnConflict;
 pub use sql::SqlSink;

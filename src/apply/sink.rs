@@ -1,12 +1,19 @@
 //! The `Sink` trait: what a destination must do with a batch.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
+use tokio::sync::Mutex;
 
 use crate::change::{Batch, Change};
 use crate::error::Result;
 use crate::position::Position;
 
 /// A destination of changes.
+///
+/// A [`Destination`](crate::Destination) applies through a [`SqlSink`](crate::SqlSink) on its
+/// connection unless given another sink with
+/// [`with_sink`](crate::Destination::with_sink).
 ///
 /// # Contract
 ///
@@ -32,4 +39,31 @@ pub trait Sink: Send + Sync {
     /// position: for parked changes whose ids the position already covers (dead-letter
     /// replay). Applying a change twice is harmless, so replaying them again is too.
     async fn replay(&mut self, source: &str, changes: &[Change]) -> Result<()>;
+}
+
+/// A sink a [`Destination`](crate::Destination) was given, shared by its clones and by the
+/// replicator, which reads its position where it would read a SQL destination's
+/// checkpoint; the lock keeps to one caller at a time.
+#[derive(Clone)]
+pub(crate) struct SharedSink(Arc<Mutex<Box<dyn Sink>>>);
+
+impl SharedSink {
+    pub(crate) fn new(sink: impl Sink + 'static) -> Self {
+        SharedSink(Arc::new(Mutex::new(Box::new(sink))))
+    }
+}
+
+#[async_trait]
+impl Sink for SharedSink {
+    async fn position(&mut self, source: &str) -> Result<Position> {
+        self.0.lock().await.position(source).await
+    }
+
+    async fn apply(&mut self, source: &str, batch: &Batch) -> Result<Position> {
+        self.0.lock().await.apply(source, batch).await
+    }
+
+    async fn replay(&mut self, source: &str, changes: &[Change]) -> Result<()> {
+        self.0.lock().await.replay(source, changes).await
+    }
 }

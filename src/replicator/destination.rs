@@ -6,7 +6,9 @@ use std::fmt;
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityName};
 
 use super::schedule::Schedule;
-use crate::apply::{ConflictPolicy, KeyStrategy, RowFilter, Rules, TableRules, Transform};
+use crate::apply::{
+    ConflictPolicy, KeyStrategy, RowFilter, Rules, SharedSink, Sink, TableRules, Transform,
+};
 use crate::entity::Replicated;
 
 /// A database that receives a source's changes, and how.
@@ -34,6 +36,8 @@ pub struct Destination {
     pub(crate) create_tables: bool,
     pub(crate) evolve_schema: bool,
     pub(crate) rules: Rules,
+    /// Where batches go instead of a [`SqlSink`](crate::SqlSink) on `db`.
+    pub(crate) sink: Option<SharedSink>,
 }
 
 /// What a destination does with a change it refuses for good (a constraint it violates, a
@@ -67,7 +71,74 @@ impl Destination {
             create_tables: false,
             evolve_schema: false,
             rules: Rules::default(),
+            sink: None,
         }
+    }
+
+    /// Applies batches through `sink` instead of SQL statements on the connection: for a
+    /// destination that is not a SQL database (a queue, a search index), and for tests of
+    /// the worker without a destination server.
+    ///
+    /// The connection given to [`new`](Self::new) still holds ormsync's bookkeeping
+    /// tables for this destination (`ormsync_snapshot` and the others, installed when the
+    /// worker starts), while the sink stores the changes and its position, as the
+    /// [`Sink`] contract says. The sink receives every change of the tables this
+    /// destination takes, as captured, and dead-letter replays.
+    ///
+    /// Copying rows is done with SQL at the connection, so it turns the
+    /// [initial snapshot](Self::initial_snapshot) off, and
+    /// [`Replicator::start`](crate::Replicator) refuses it turned on again, as it refuses
+    /// [`create_tables`](Self::create_tables), [`evolve_schema`](Self::evolve_schema) and
+    /// per-table rules ([`keys`](Self::keys), [`filter`](Self::filter),
+    /// [`drop_column`](Self::drop_column), [`transform`](Self::transform), per-table
+    /// conflict policies), which the SQL sink applies. [`Replicator::resync`](crate::Replicator::resync)
+    /// fails with [`Error::Config`](crate::Error::Config).
+    ///
+    /// Clones of the destination share the sink.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # struct Queue;
+    /// # #[async_trait::async_trait]
+    /// # impl ormsync::Sink for Queue {
+    /// #     async fn position(&mut self, _: &str) -> ormsync::Result<ormsync::position::Position> { todo!() }
+    /// #     async fn apply(&mut self, _: &str, _: &ormsync::change::Batch) -> ormsync::Result<ormsync::position::Position> { todo!() }
+    /// #     async fn replay(&mut self, _: &str, _: &[ormsync::change::Change]) -> ormsync::Result<()> { todo!() }
+    /// # }
+    /// # async fn f() -> Result<(), sea_orm::DbErr> {
+    /// use ormsync::Destination;
+    ///
+    /// // ormsync's own tables for the destination `queue` live in this database.
+    /// let bookkeeping = sea_orm::Database::connect("sqlite://queue-state.db?mode=rwc").await?;
+    /// let dest = Destination::new("queue", bookkeeping).with_sink(Queue);
+    /// # Ok(()) }
+    /// ```
+    pub fn with_sink(mut self, sink: impl Sink + 'static) -> Self {
+        self.sink = Some(SharedSink::new(sink));
+        self.initial_snapshot = false;
+        self
+    }
+
+    /// Why this destination cannot start with the sink it was given, if it cannot.
+    pub(crate) fn sink_refusal(&self) -> Option<String> {
+        self.sink.as_ref()?;
+        let what = if self.initial_snapshot {
+            "an initial snapshot"
+        } else if self.create_tables {
+            "create_tables"
+        } else if self.evolve_schema {
+            "evolve_schema"
+        } else if !self.rules.tables.is_empty() {
+            "per-table rules (keys, filter, drop_column, transform, conflicts_for)"
+        } else {
+            return None;
+        };
+        Some(format!(
+            "destination `{}` applies through a sink of its own (`with_sink`), which {what} \
+             does not reach: turn it off for this destination",
+            self.name
+        ))
     }
 
     /// Ships within milliseconds of each commit; see [`Schedule::realtime`].
@@ -298,6 +369,7 @@ impl fmt::Debug for Destination {
             .field("create_tables", &self.create_tables)
             .field("evolve_schema", &self.evolve_schema)
             .field("conflicts", &self.rules.conflicts)
+            .field("own_sink", &self.sink.is_some())
             .finish()
     }
 }

@@ -32,7 +32,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::apply::{self, Conflict, OnConflict, SqlSink};
+use crate::apply::{self, Conflict, OnConflict, SharedSink, Sink, SqlSink};
 use crate::bootstrap::Preparation;
 use crate::entity::TableSpec;
 use crate::entity::ddl::TableDef;
@@ -110,6 +110,9 @@ impl Shared {
         if d.name == builder::RETENTION_LEASE {
             return Err(Error::Config(format!("`{}` is a reserved name", d.name)));
         }
+        if let Some(why) = d.sink_refusal() {
+            return Err(Error::Config(why));
+        }
         let mut rules = d.rules.clone();
         rules.specs = self.tables.as_ref().clone();
         rules.validate(&d.name)?;
@@ -143,15 +146,18 @@ impl Shared {
             source: self.source.clone(),
             source_id: self.source_id.clone(),
             reader: OutboxReader::new(self.source.clone(), self.batch_size, self.gap_timeout),
-            sink: Box::new({
-                let sink =
-                    SqlSink::new(d.name.clone(), d.db.clone()).with_rules(rules, on_conflict);
-                if d.evolve_schema {
-                    sink.evolving(self.defs.clone())
-                } else {
-                    sink
-                }
-            }),
+            sink: match &d.sink {
+                Some(own) => Box::new(own.clone()),
+                None => Box::new({
+                    let sink =
+                        SqlSink::new(d.name.clone(), d.db.clone()).with_rules(rules, on_conflict);
+                    if d.evolve_schema {
+                        sink.evolving(self.defs.clone())
+                    } else {
+                        sink
+                    }
+                }),
+            },
             tables: self.tables.clone(),
             skip: d.skip.clone(),
             policy: d.on_permanent_error,
@@ -174,6 +180,7 @@ impl Shared {
                 initial_snapshot: d.initial_snapshot,
                 rules: shared_rules,
                 chunk_rows: d.chunk_rows,
+                copies: d.sink.is_none(),
                 prepare: (d.create_tables || d.evolve_schema).then(|| Preparation {
                     defs: self.defs.clone(),
                     create: d.create_tables,
@@ -187,6 +194,7 @@ impl Shared {
             skip: d.skip.clone(),
             name: d.name,
             destination: d.db,
+            sink: d.sink,
             status,
             held_until,
             requests: tx,
@@ -199,6 +207,8 @@ impl Shared {
 struct WorkerHandle {
     name: String,
     destination: DatabaseConnection,
+    /// The sink it was given, which stores its position instead of the connection.
+    sink: Option<SharedSink>,
     /// Tables this destination does not receive.
     skip: HashSet<String>,
     /// Whether it is copied before it streams, when it has no checkpoint.
@@ -315,13 +325,17 @@ impl Replicator {
         target: i64,
         deadline: Option<tokio::time::Instant>,
     ) -> Result<bool> {
-        let (destination, initial_snapshot) =
-            self.handle(name, |w| (w.destination.clone(), w.initial_snapshot))?;
+        let (destination, initial_snapshot, mut sink) = self.handle(name, |w| {
+            (w.destination.clone(), w.initial_snapshot, w.sink.clone())
+        })?;
         // The checkpoint table may not exist yet if no batch was ever applied there.
         crate::schema::install(&destination).await?;
         let mut pause = Duration::from_millis(10);
         loop {
-            let position = apply::read_checkpoint(&destination, &self.shared.source_id).await?;
+            let position = match &mut sink {
+                Some(sink) => Some(sink.position(&self.shared.source_id).await?),
+                None => apply::read_checkpoint(&destination, &self.shared.source_id).await?,
+            };
             // A copy still to come or under way has not applied what the outbox lacks.
             let copied = (position.is_some() || !initial_snapshot)
                 && crate::snapshot::progress(&destination, &self.shared.source_id)

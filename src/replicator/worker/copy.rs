@@ -29,6 +29,9 @@ pub(crate) struct CopyTarget {
     pub(crate) rules: Arc<Rules>,
     /// Rows per snapshot chunk.
     pub(crate) chunk_rows: u64,
+    /// Whether rows can be copied into `db`: not when the destination applies through a
+    /// sink of its own, which `db` does not hold the tables of.
+    pub(crate) copies: bool,
     /// What to do to the destination's tables before shipping (create, evolve), when
     /// anything.
     pub(crate) prepare: Option<Preparation>,

@@ -18,6 +18,12 @@ impl Worker {
         state: &mut WorkerState,
         tables: &[String],
     ) -> Result<()> {
+        if !self.target.copies {
+            return Err(Error::Config(format!(
+                "resync of `{}`: it applies through a sink of its own, which a copy does not reach",
+                self.name
+            )));
+        }
         let shipped = self.shipped_tables();
         if let Some(t) = tables.iter().find(|t| !shipped.contains_key(*t)) {
             return Err(Error::Config(format!(

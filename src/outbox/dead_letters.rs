@@ -228,15 +228,32 @@ pub(crate) async fn is_parked<C: ConnectionTrait>(
         .is_some_and(|n| n > 0))
 }
 
+/// What [`park_behind`] did with a change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Behind {
+    /// Its row has no parked change: it goes on.
+    Free,
+    /// It was parked already: a batch read again met the change that was parked itself.
+    Already,
+    /// It is parked now, behind an earlier change of its row.
+    Now,
+}
+
+impl Behind {
+    /// Whether the change is parked.
+    pub(crate) fn parked(self) -> bool {
+        self != Behind::Free
+    }
+}
+
 /// Parks `change` behind the parked changes of its row, if its row still has any (they
-/// may have been replayed or discarded by another process since the caller looked);
-/// returns whether it is parked. A change parked already (a batch read again meets the
-/// change that was parked itself) stays as it is, with its own error.
+/// may have been replayed or discarded by another process since the caller looked). A
+/// change parked already stays as it is, with its own error.
 pub(crate) async fn park_behind<C: ConnectionTrait>(
     db: &C,
     destination: &str,
     change: &Change,
-) -> Result<bool> {
+) -> Result<Behind> {
     let backend = db.get_database_backend();
     let key = change.key.to_json();
     let parked = db
@@ -256,10 +273,10 @@ pub(crate) async fn park_behind<C: ConnectionTrait>(
         .filter_map(|r| r.try_get::<i64>("", "outbox_id").ok())
         .collect();
     if ids.is_empty() {
-        return Ok(false);
+        return Ok(Behind::Free);
     }
     if ids.contains(&change.id) {
-        return Ok(true);
+        return Ok(Behind::Already);
     }
     let stmt = insert_if_absent(
         backend,
@@ -268,7 +285,7 @@ pub(crate) async fn park_behind<C: ConnectionTrait>(
     );
     let why = "parked behind an earlier change of the same row";
     insert(db, &stmt, destination, change, why).await?;
-    Ok(true)
+    Ok(Behind::Now)
 }
 
 /// The changes parked for `destination`, oldest first.

@@ -106,7 +106,10 @@ pub(crate) async fn converge(
         read_at_one_snapshot(link, tables, skipped, base).await?;
     let mut done = Converged::default();
     for change in &parked {
-        if !dead_letters::park_behind(&link.source, &link.destination, change).await? {
+        if !dead_letters::park_behind(&link.source, &link.destination, change)
+            .await?
+            .parked()
+        {
             // Released since the snapshot was read: still behind it in order.
             let why = "parked behind an earlier change of the same row";
             dead_letters::park(&link.source, &link.destination, change, why).await?;

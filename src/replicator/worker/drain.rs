@@ -11,7 +11,7 @@ use super::super::status::State;
 use super::{Worker, WorkerState};
 use crate::change::{Batch, Change};
 use crate::error::{Error, Result};
-use crate::outbox::dead_letters;
+use crate::outbox::dead_letters::{self, Behind};
 use crate::position::Position;
 
 /// Where the drain stands between batches and passes.
@@ -291,18 +291,11 @@ impl Worker {
                 });
             } else if !self.tables.contains_key(&change.table) {
                 batch.skipped.push((change.id, change.id));
-            } else if state
-                .drain
-                .blocked
-                .as_ref()
-                // Most of the time nothing is parked: then no key is encoded to look it up.
-                .is_some_and(|b| {
-                    !b.is_empty() && b.contains(&(change.table.clone(), change.key.to_json()))
-                })
-                // The set may be stale (replayed or discarded elsewhere): the table decides.
-                && dead_letters::park_behind(&self.source, &self.name, &change).await?
-            {
-                self.update(|s| s.dead_lettered += 1);
+            } else if let Some(behind) = self.park_behind(state, &change).await? {
+                // Counted once, when parked: a batch read again meets the parked one too.
+                if behind == Behind::Now {
+                    self.update(|s| s.dead_lettered += 1);
+                }
                 batch.skipped.push((change.id, change.id));
             } else {
                 keep.push(change);
@@ -310,5 +303,20 @@ impl Worker {
         }
         batch.changes = keep;
         Ok(batch)
+    }
+
+    /// Parks `change` behind the parked changes of its row, if it has any; returns how,
+    /// or `None` when it goes on.
+    async fn park_behind(&self, state: &WorkerState, change: &Change) -> Result<Option<Behind>> {
+        let blocked = state.drain.blocked.as_ref().is_some_and(|b| {
+            // Most of the time nothing is parked: then no key is encoded to look it up.
+            !b.is_empty() && b.contains(&(change.table.clone(), change.key.to_json()))
+        });
+        if !blocked {
+            return Ok(None);
+        }
+        // The set may be stale (replayed or discarded elsewhere): the table decides.
+        let behind = dead_letters::park_behind(&self.source, &self.name, change).await?;
+        Ok(behind.parked().then_some(behind))
     }
 }

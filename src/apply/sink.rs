@@ -11,8 +11,8 @@ use crate::position::Position;
 
 /// A destination of changes.
 ///
-/// A [`Destination`](crate::Destination) applies through a [`SqlSink`](crate::SqlSink) on its
-/// connection unless given another sink with
+/// A [`Destination`](crate::Destination) applies through a
+/// [`SqlSink`](crate::apply::SqlSink) on its connection unless given another sink with
 /// [`with_sink`](crate::Destination::with_sink).
 ///
 /// # Contract

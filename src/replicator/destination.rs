@@ -36,7 +36,7 @@ pub struct Destination {
     pub(crate) create_tables: bool,
     pub(crate) evolve_schema: bool,
     pub(crate) rules: Rules,
-    /// Where batches go instead of a [`SqlSink`](crate::SqlSink) on `db`.
+    /// Where batches go instead of a [`SqlSink`](crate::apply::SqlSink) on `db`.
     pub(crate) sink: Option<SharedSink>,
 }
 
@@ -87,26 +87,28 @@ impl Destination {
     ///
     /// Copying rows is done with SQL at the connection, so it turns the
     /// [initial snapshot](Self::initial_snapshot) off, and
-    /// [`Replicator::start`](crate::Replicator) refuses it turned on again, as it refuses
-    /// [`create_tables`](Self::create_tables), [`evolve_schema`](Self::evolve_schema) and
-    /// per-table rules ([`keys`](Self::keys), [`filter`](Self::filter),
-    /// [`drop_column`](Self::drop_column), [`transform`](Self::transform), per-table
-    /// conflict policies), which the SQL sink applies. [`Replicator::resync`](crate::Replicator::resync)
-    /// fails with [`Error::Config`](crate::Error::Config).
+    /// [`ReplicatorBuilder::start`](crate::ReplicatorBuilder::start) refuses it turned on
+    /// again, as it refuses [`create_tables`](Self::create_tables),
+    /// [`evolve_schema`](Self::evolve_schema) and per-table rules ([`keys`](Self::keys),
+    /// [`filter`](Self::filter), [`drop_column`](Self::drop_column),
+    /// [`transform`](Self::transform), [`conflicts_for`](Self::conflicts_for)), which the
+    /// SQL sink applies. [`Replicator::resync`](crate::Replicator::resync) fails with
+    /// [`Error::Config`](crate::Error::Config).
     ///
     /// Clones of the destination share the sink.
     ///
     /// # Examples
     ///
     /// ```no_run
+    /// # use ormsync::{Result, change::{Batch, Change}, position::Position};
     /// # struct Queue;
     /// # #[async_trait::async_trait]
-    /// # impl ormsync::Sink for Queue {
-    /// #     async fn position(&mut self, _: &str) -> ormsync::Result<ormsync::position::Position> { todo!() }
-    /// #     async fn apply(&mut self, _: &str, _: &ormsync::change::Batch) -> ormsync::Result<ormsync::position::Position> { todo!() }
-    /// #     async fn replay(&mut self, _: &str, _: &[ormsync::change::Change]) -> ormsync::Result<()> { todo!() }
+    /// # impl ormsync::apply::Sink for Queue {
+    /// #     async fn position(&mut self, _: &str) -> Result<Position> { todo!() }
+    /// #     async fn apply(&mut self, _: &str, _: &Batch) -> Result<Position> { todo!() }
+    /// #     async fn replay(&mut self, _: &str, _: &[Change]) -> Result<()> { todo!() }
     /// # }
-    /// # async fn f() -> Result<(), sea_orm::DbErr> {
+    /// # async fn f() -> std::result::Result<(), sea_orm::DbErr> {
     /// use ormsync::Destination;
     ///
     /// // ormsync's own tables for the destination `queue` live in this database.

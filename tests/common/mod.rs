@@ -33,6 +33,7 @@ macro_rules! on_every_pair {
 }
 
 pub mod entities;
+pub mod memory_sink;
 pub mod proxy;
 
 use std::time::Duration;

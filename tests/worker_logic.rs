@@ -133,18 +133,14 @@ fn status(r: &Replicator) -> DestinationStatus {
 }
 
 /// Returns once the destination's status shows `state`.
-///
-/// The status is a snapshot the worker updates, with no channel to wait on: it is read
-/// again every few milliseconds.
 async fn state(r: &Replicator, state: State) -> DestinationStatus {
+    let mut status = r.watch_status(DEST).expect("the destination's status");
     within(&format!("state {state}"), async {
-        loop {
-            let s = status(r);
-            if s.state == state {
-                return s;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        status
+            .wait_for(|s| s.state == state)
+            .await
+            .expect("the worker runs")
+            .clone()
     })
     .await
 }
@@ -386,7 +382,13 @@ async fn pause_holds_changes_back_until_resume() {
         .await
         .expect("sync");
     assert_same(&setup, &sink).await;
+    let mut status = r.watch_status(DEST).expect("status");
     r.shutdown().await;
+    assert_eq!(status.borrow_and_update().state, State::Stopped);
+    assert!(
+        status.changed().await.is_err(),
+        "the watch ends with the worker"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -464,5 +466,80 @@ async fn a_destination_with_its_own_sink_refuses_what_it_cannot_do() {
         matches!(answer, Err(ormsync::Error::Config(_))),
         "{answer:?}"
     );
+    r.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_mid_drain_applies_each_change_once() {
+    let setup = Setup::new().await;
+    setup.insert(1..=10).await;
+    let sink = MemorySink::new();
+    let (faulty, faults) = Faulty::new(sink.clone());
+    // The second batch fails while the third is read ahead from the position it would
+    // have stored.
+    faults.fail_at(2);
+    let (builder, _alerts) = setup.builder();
+    let r = builder
+        .batch_size(3)
+        .destination(setup.destination(faulty))
+        .start()
+        .await
+        .expect("start");
+
+    // Waits the failure out, reading the position from the sink.
+    within("drain", r.drain(DEST)).await.expect("drain");
+    assert_same(&setup, &sink).await;
+    let s = status(&r);
+    assert_eq!((s.applied, s.retries), (10, 1), "{s:?}");
+    // Four batches of up to three, and the one that failed.
+    assert_eq!(faults.applies(), 5);
+    r.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_stops_a_long_drain_between_batches() {
+    let setup = Setup::new().await;
+    setup.insert(1..=40).await;
+    let sink = MemorySink::new();
+    let (faulty, faults) = Faulty::new(sink.clone());
+    faults.delay(Some(Duration::from_millis(20)));
+    let (builder, _alerts) = setup.builder();
+    let r = builder
+        .batch_size(2)
+        .destination(setup.destination(faulty))
+        .start()
+        .await
+        .expect("start");
+
+    let mut status = r.watch_status(DEST).expect("status");
+    within("a first batch", status.wait_for(|s| s.applied >= 2))
+        .await
+        .expect("the worker runs");
+    within("shutdown", r.shutdown()).await;
+    let landed = sink.rows("accounts").len();
+    assert!(
+        landed.is_multiple_of(2) && landed < 40,
+        "whole batches, not the whole drain: {landed}"
+    );
+    assert_eq!(
+        sink.position_of(
+            &ormsync::outbox::node_id(&setup.source.db)
+                .await
+                .expect("id")
+        )
+        .watermark,
+        landed as i64
+    );
+
+    let (builder, _alerts) = setup.builder();
+    let r = builder
+        .destination(setup.destination(sink.clone()))
+        .start()
+        .await
+        .expect("start again");
+    within("sync", r.sync_destination(DEST))
+        .await
+        .expect("sync");
+    assert_same(&setup, &sink).await;
     r.shutdown().await;
 }

@@ -131,7 +131,7 @@ impl Shared {
             }) as OnConflict
         });
         progress::register(&self.source, &d.name).await?;
-        let status = Arc::new(Mutex::new(status::DestinationStatus::new(&d.name)));
+        let (status, _) = watch::channel(status::DestinationStatus::new(&d.name));
         let (tx, rx) = mpsc::channel(8);
         let cancel = self.cancel.child_token();
         let lease = Lease::new(
@@ -213,7 +213,7 @@ struct WorkerHandle {
     skip: HashSet<String>,
     /// Whether it is copied before it streams, when it has no checkpoint.
     initial_snapshot: bool,
-    status: Arc<Mutex<status::DestinationStatus>>,
+    status: watch::Sender<status::DestinationStatus>,
     /// The worker's lease, for the state its status shows.
     held_until: HeldUntil,
     requests: mpsc::Sender<Command>,
@@ -652,10 +652,7 @@ impl Replicator {
                 .lock_workers()
                 .iter()
                 .map(|w| {
-                    let mut s = match w.status.lock() {
-                        Ok(s) => s.clone(),
-                        Err(poisoned) => poisoned.into_inner().clone(),
-                    };
+                    let mut s = w.status.borrow().clone();
                     // A worker held up past its lease has not seen the takeover yet: it
                     // no longer ships, whatever it last wrote.
                     if matches!(s.state, State::Running | State::Idle | State::Retrying)
@@ -667,6 +664,34 @@ impl Replicator {
                 })
                 .collect(),
         }
+    }
+
+    /// Each change of destination `name`'s status as its worker publishes it: to wait for
+    /// a state, a position or a counter without polling [`status`](Self::status).
+    ///
+    /// The receiver sees the latest status, not every step between; it sees the worker's
+    /// own view, so unlike [`status`](Self::status) it does not show a worker held up past
+    /// its lease as on standby. It ends (`changed` fails) once the worker is removed or the
+    /// replicator is shut down, after the status shows [`State::Stopped`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownDestination`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn f(replicator: ormsync::Replicator) -> ormsync::Result<()> {
+    /// use ormsync::State;
+    ///
+    /// let mut status = replicator.watch_status("backup")?;
+    /// if let Ok(s) = status.wait_for(|s| s.state == State::Halted).await {
+    ///     eprintln!("halted: {:?}", s.last_error);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn watch_status(&self, name: &str) -> Result<watch::Receiver<DestinationStatus>> {
+        self.handle(name, |w| w.status.subscribe())
     }
 
     /// Stops taking batches, lets each worker finish the one in flight, releases the

@@ -54,7 +54,7 @@ impl fmt::Display for State {
 }
 
 /// One destination's status.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct DestinationStatus {
     /// The destination's name.
     pub name: String,

@@ -151,6 +151,8 @@ struct Held {
 struct Plan {
     /// Applies to fail, counting from the next, as a lost connection does.
     fail_next: u64,
+    /// Applies to fail by number, the first being 1.
+    fail_at: Vec<u64>,
     /// A pause before each apply.
     delay: Option<Duration>,
     /// The next apply waits here.
@@ -174,6 +176,11 @@ impl Faults {
     /// The next `n` applies fail with a lost connection, applying nothing.
     pub fn fail_next(&self, n: u64) {
         self.plan().fail_next = n;
+    }
+
+    /// The `n`-th apply (the first being 1) fails with a lost connection, applying nothing.
+    pub fn fail_at(&self, n: u64) {
+        self.plan().fail_at.push(n);
     }
 
     /// Applies and replays holding a change `refuse` picks fail on it for good, naming it,
@@ -259,7 +266,7 @@ impl<S: Sink> Sink for Faulty<S> {
         let (fail, delay, hold) = {
             let mut plan = self.faults.plan();
             plan.applies += 1;
-            let fail = plan.fail_next > 0;
+            let fail = plan.fail_next > 0 || plan.fail_at.contains(&plan.applies);
             plan.fail_next = plan.fail_next.saturating_sub(1);
             (fail, plan.delay, plan.hold.take())
         };

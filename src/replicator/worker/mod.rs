@@ -15,7 +15,7 @@ mod resync;
 mod standby;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -90,7 +90,7 @@ pub(crate) struct Worker {
     pub(crate) lease: Lease,
     /// Requests from other processes: pause, resume, dead letters changed or to replay.
     pub(crate) control: ControlWatch,
-    pub(crate) status: Arc<Mutex<DestinationStatus>>,
+    pub(crate) status: watch::Sender<DestinationStatus>,
     pub(crate) schedule: Schedule,
     /// Wake-ups from the source's PostgreSQL `NOTIFY` listener, if there is one.
     pub(crate) notified: Option<watch::Receiver<u64>>,
@@ -297,10 +297,13 @@ impl Worker {
         Some(TokioInstant::now() + (at - Utc::now()).to_std().unwrap_or_default())
     }
 
+    /// Changes the status; watchers hear of it only when it changed.
     fn update(&self, f: impl FnOnce(&mut DestinationStatus)) {
-        if let Ok(mut s) = self.status.lock() {
-            f(&mut s);
-        }
+        self.status.send_if_modified(|s| {
+            let before = s.clone();
+            f(s);
+            *s != before
+        });
     }
 }
 

@@ -44,13 +44,9 @@ impl Worker {
     /// Records the state and last error at the source when they changed, for `ormsync
     /// status`; only the instance that ships does, so a standby never overwrites it.
     pub(super) async fn publish_state(&mut self, state: &mut WorkerState) {
-        let Some((shown, error)) = self
-            .status
-            .lock()
-            .ok()
-            .map(|s| (s.state, s.last_error.clone()))
-        else {
-            return;
+        let (shown, error) = {
+            let s = self.status.borrow();
+            (s.state, s.last_error.clone())
         };
         // Idle and running alternate with every batch: both are "shipping" to a reader.
         let shown = if shown == State::Running {

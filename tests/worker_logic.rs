@@ -466,6 +466,16 @@ async fn a_destination_with_its_own_sink_refuses_what_it_cannot_do() {
         matches!(answer, Err(ormsync::Error::Config(_))),
         "{answer:?}"
     );
+    let answer = r.create_tables(DEST).await;
+    assert!(
+        matches!(answer, Err(ormsync::Error::Config(_))),
+        "{answer:?}"
+    );
+    let answer = r.evolve_schema(DEST).await;
+    assert!(
+        matches!(answer, Err(ormsync::Error::Config(_))),
+        "{answer:?}"
+    );
     r.shutdown().await;
 }
 

@@ -92,7 +92,9 @@ impl Destination {
     /// [`evolve_schema`](Self::evolve_schema) and per-table rules ([`keys`](Self::keys),
     /// [`filter`](Self::filter), [`drop_column`](Self::drop_column),
     /// [`transform`](Self::transform), [`conflicts_for`](Self::conflicts_for)), which the
-    /// SQL sink applies. [`Replicator::resync`](crate::Replicator::resync) fails with
+    /// SQL sink applies. [`Replicator::resync`](crate::Replicator::resync),
+    /// [`create_tables`](crate::Replicator::create_tables) and
+    /// [`evolve_schema`](crate::Replicator::evolve_schema) fail with
     /// [`Error::Config`](crate::Error::Config).
     ///
     /// Clones of the destination share the sink.

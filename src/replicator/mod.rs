@@ -551,7 +551,8 @@ impl Replicator {
     /// # Errors
     ///
     /// [`Error::SchemaMismatch`] for a table that exists with other columns (nothing is
-    /// altered); [`Error::Db`] when a statement fails; [`Error::UnknownDestination`].
+    /// altered); [`Error::Db`] when a statement fails; [`Error::UnknownDestination`];
+    /// [`Error::Config`] for a destination with a [sink of its own](Destination::with_sink).
     ///
     /// # Examples
     ///
@@ -562,7 +563,7 @@ impl Replicator {
     /// # Ok(()) }
     /// ```
     pub async fn create_tables(&self, name: &str) -> Result<Vec<String>> {
-        let (db, skip) = self.handle(name, |w| (w.destination.clone(), w.skip.clone()))?;
+        let (db, skip) = self.tables_of(name)?;
         let specs: Vec<&TableSpec> = self
             .shared
             .tables
@@ -587,7 +588,8 @@ impl Replicator {
     /// # Errors
     ///
     /// [`Error::SchemaEvolution`] for a difference evolving does not change (nothing is
-    /// altered); [`Error::Db`] when a statement fails; [`Error::UnknownDestination`].
+    /// altered); [`Error::Db`] when a statement fails; [`Error::UnknownDestination`];
+    /// [`Error::Config`] for a destination with a [sink of its own](Destination::with_sink).
     ///
     /// # Examples
     ///
@@ -599,7 +601,7 @@ impl Replicator {
     /// # Ok(()) }
     /// ```
     pub async fn evolve_schema(&self, name: &str) -> Result<Vec<(String, String)>> {
-        let (db, skip) = self.handle(name, |w| (w.destination.clone(), w.skip.clone()))?;
+        let (db, skip) = self.tables_of(name)?;
         let specs: Vec<&TableSpec> = self
             .shared
             .tables
@@ -614,6 +616,21 @@ impl Replicator {
         Ok(crate::bootstrap::prepare_tables(&db, name, &specs, &how)
             .await?
             .added)
+    }
+
+    /// `name`'s connection and the tables it skips, for statements on its tables; a
+    /// destination applying through a sink of its own has none there.
+    fn tables_of(&self, name: &str) -> Result<(DatabaseConnection, HashSet<String>)> {
+        let (db, skip, own_sink) = self.handle(name, |w| {
+            (w.destination.clone(), w.skip.clone(), w.sink.is_some())
+        })?;
+        if own_sink {
+            return Err(Error::Config(format!(
+                "destination `{name}` applies through a sink of its own: its connection holds \
+                 none of the replicated tables"
+            )));
+        }
+        Ok((db, skip))
     }
 
     /// Sends `name`'s worker a command and waits for its answer.
@@ -672,7 +689,8 @@ impl Replicator {
     /// The receiver sees the latest status, not every step between; it sees the worker's
     /// own view, so unlike [`status`](Self::status) it does not show a worker held up past
     /// its lease as on standby. It ends (`changed` fails) once the worker is removed or the
-    /// replicator is shut down, after the status shows [`State::Stopped`].
+    /// replicator is shut down, after the status shows [`State::Stopped`]. Keep what
+    /// `borrow` returns briefly: the worker waits to publish while it is held.
     ///
     /// # Errors
     ///

@@ -553,3 +553,48 @@ async fn shutdown_stops_a_long_drain_between_batches() {
     assert_same(&setup, &sink).await;
     r.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_about_no_change_halts_even_under_dead_letter() {
+    let setup = Setup::new().await;
+    setup.insert(1..=5).await;
+    let sink = MemorySink::new();
+    let (faulty, faults) = Faulty::new(sink.clone());
+    faults.break_for_good();
+    let (builder, mut alerts) = setup.builder();
+    let r = builder
+        .destination(
+            setup
+                .destination(faulty)
+                .on_permanent_error(OnPermanentError::DeadLetter),
+        )
+        .start()
+        .await
+        .expect("start");
+
+    alert(&mut alerts, &AlertKind::Halted).await;
+    let s = state(&r, State::Halted).await;
+    assert_eq!(
+        (s.watermark, s.retries, s.dead_lettered),
+        (0, 0, 0),
+        "{s:?}"
+    );
+    assert!(r.dead_letters(DEST).await.expect("dead letters").is_empty());
+    assert!(sink.rows("accounts").is_empty());
+    // Halted, it tries nothing more until resumed.
+    let tried = faults.applies();
+    let answer = within("sync while halted", r.sync_destination(DEST)).await;
+    assert!(
+        matches!(answer, Err(ormsync::Error::Halted { .. })),
+        "{answer:?}"
+    );
+    assert_eq!(faults.applies(), tried);
+
+    faults.mend();
+    within("resume", r.resume(DEST)).await.expect("resume");
+    within("sync", r.sync_destination(DEST))
+        .await
+        .expect("sync after resume");
+    assert_same(&setup, &sink).await;
+    r.shutdown().await;
+}

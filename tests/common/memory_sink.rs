@@ -158,6 +158,8 @@ struct Plan {
     /// The next apply waits here.
     hold: Option<Held>,
     refuse: Option<Refusal>,
+    /// Applies fail for good, naming no change, as a destination missing a privilege does.
+    broken: bool,
     /// Applies started, failed ones included.
     applies: u64,
 }
@@ -187,6 +189,17 @@ impl Faults {
     /// as a destination's constraint would; nothing of their batch is applied.
     pub fn refuse(&self, refuse: impl Fn(&Change) -> bool + Send + Sync + 'static) {
         self.plan().refuse = Some(Box::new(refuse));
+    }
+
+    /// Every apply fails with an error that needs a person and names no change, until
+    /// [`mend`](Self::mend).
+    pub fn break_for_good(&self) {
+        self.plan().broken = true;
+    }
+
+    /// Undoes [`break_for_good`](Self::break_for_good).
+    pub fn mend(&self) {
+        self.plan().broken = false;
     }
 
     /// Refuses nothing from now on.
@@ -263,12 +276,12 @@ impl<S: Sink> Sink for Faulty<S> {
     }
 
     async fn apply(&mut self, source: &str, batch: &Batch) -> Result<Position> {
-        let (fail, delay, hold) = {
+        let (fail, broken, delay, hold) = {
             let mut plan = self.faults.plan();
             plan.applies += 1;
             let fail = plan.fail_next > 0 || plan.fail_at.contains(&plan.applies);
             plan.fail_next = plan.fail_next.saturating_sub(1);
-            (fail, plan.delay, plan.hold.take())
+            (fail, plan.broken, plan.delay, plan.hold.take())
         };
         if let Some(mut held) = hold {
             let _ = held.entered.send(true);
@@ -282,6 +295,11 @@ impl<S: Sink> Sink for Faulty<S> {
                 context: "destination `memory`: applying a batch".into(),
                 source: DbErr::Conn(RuntimeErr::Internal("connection reset by the test".into())),
             });
+        }
+        if broken {
+            return Err(Error::Config(
+                "destination `memory`: broken for good by the test".into(),
+            ));
         }
         let done = self.inner.position(source).await?;
         let todo = batch.changes.iter().filter(|c| !done.contains(c.id));

@@ -458,6 +458,31 @@ async fn a_narrower_column_is_refused_and_nothing_altered(src: Backend, dst: Bac
         Err(ormsync::Error::SchemaEvolution { ref table, ref column, .. })
             if table == "items" && column == "score"
     ));
+    // What `ormsync schema` shows: `note` would be added, `score` would not.
+    let recorded = ormsync::outbox::entities::load_recorded(&s.db)
+        .await
+        .expect("recorded");
+    let found = ormsync::apply::differences(&d.db, &recorded)
+        .await
+        .expect("differences");
+    let items = found.iter().find(|t| t.table == "items").expect("items");
+    let shown: Vec<String> = items.columns.iter().map(|c| c.to_string()).collect();
+    // (MariaDB's `name TEXT` is shorter than the entity's `LONGTEXT`, and listed too.)
+    assert!(
+        items.columns.iter().any(|c| c.column == "note"
+            && c.difference == ormsync::apply::Difference::Missing
+            && c.evolves),
+        "{shown:?}"
+    );
+    assert!(
+        items.columns.iter().any(|c| c.column == "score"
+            && matches!(c.difference, ormsync::apply::Difference::Type { .. })
+            && !c.evolves
+            && c.note
+                .as_deref()
+                .is_some_and(|n| n.contains("alter the column"))),
+        "{shown:?}"
+    );
     r.shutdown().await;
 }
 

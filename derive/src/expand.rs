@@ -217,7 +217,7 @@ fn tokens(
             where
                 C: #orm::ConnectionTrait,
             {
-                ::ormsync::capture::guard::<Entity, C>(db)?;
+                ::ormsync::capture::require_transaction::<Entity, C>(db)?;
                 let this = #before_save.await?;
                 ::ormsync::capture::lock_unchanged::<Entity, C>(db, &this, insert).await?;
                 ::std::result::Result::Ok(this)
@@ -241,7 +241,7 @@ fn tokens(
             where
                 C: #orm::ConnectionTrait,
             {
-                ::ormsync::capture::guard::<Entity, C>(db)?;
+                ::ormsync::capture::require_transaction::<Entity, C>(db)?;
                 let this = #before_delete.await?;
                 ::ormsync::capture::complete::<Entity, C>(db, this).await
             }

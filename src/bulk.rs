@@ -37,7 +37,7 @@
 //!
 //! Like the hooks, every function refuses to run on a bare pool (`DatabaseConnection`)
 //! unless [`allow_non_atomic_writes`](crate::capture::allow_non_atomic_writes) was called:
-//! see [`ormsync::capture::guard`](crate::capture::guard).
+//! see [`ormsync::capture::require_transaction`](crate::capture::require_transaction).
 //!
 //! What they do not do, as sea-orm's bulk operations do not either:
 //!
@@ -56,7 +56,7 @@ use sea_orm::{
     Value,
 };
 
-use crate::capture::guard;
+use crate::capture::require_transaction;
 use crate::change::{Op, Row};
 use crate::entity::{Replicated, key_columns, key_condition, keys_condition};
 
@@ -134,7 +134,7 @@ where
     E: Replicated,
     C: ConnectionTrait,
 {
-    guard::<E, C>(db)?;
+    require_transaction::<E, C>(db)?;
     let models: Vec<E::ActiveModel> = models.into_iter().collect();
     if models.is_empty() {
         return Ok(Vec::new());
@@ -218,7 +218,7 @@ where
     E: Replicated,
     C: ConnectionTrait,
 {
-    guard::<E, C>(db)?;
+    require_transaction::<E, C>(db)?;
     let set: Vec<(E::Column, Expr)> = set.into_iter().collect();
     let key: Vec<E::Column> = key_columns::<E>();
     if let Some((c, _)) = set
@@ -325,7 +325,7 @@ where
     E: Replicated,
     C: ConnectionTrait,
 {
-    guard::<E, C>(db)?;
+    require_transaction::<E, C>(db)?;
     let condition = condition.into_condition();
     let rows = match db.get_database_backend() {
         DbBackend::MySql => {

@@ -4,7 +4,7 @@
 //! `insert`, `update`, `save` or `delete`. Inside a transaction that is the transaction,
 //! so the row and its change commit or roll back together. On a bare pooled connection
 //! they would be two separate autocommits, and a crash between them loses the change;
-//! by default ormsync refuses such a write *before* it happens (see [`guard`]).
+//! by default ormsync refuses such a write *before* it happens (see [`require_transaction`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -52,7 +52,7 @@ pub(crate) fn non_atomic_allowed() -> bool {
 /// # Errors
 ///
 /// [`Error::NonAtomicWrite`] (as `DbErr::Custom`) when `C` is a pool.
-pub fn guard<E: Replicated, C: ConnectionTrait>(_db: &C) -> Result<(), DbErr> {
+pub fn require_transaction<E: Replicated, C: ConnectionTrait>(_db: &C) -> Result<(), DbErr> {
     // sea-orm's ConnectionTrait does not say whether it is a transaction, and `C` is not
     // 'static, so the type's name is the one thing to go by. Pools are `DatabaseConnection`,
     // `RestrictedConnection` and ormsync's `GuardedConnection`; transactions, executors and

@@ -74,6 +74,7 @@ pub use hooks::ReplicatedHooks;
 pub use replicator::{
     Alert, AlertKind, Destination, DestinationStatus, OnPermanentError, ReplayReport, Replicator,
     ReplicatorBuilder, RetentionPolicy, Schedule, State, Status, notify_replicators,
+    replay_dead_letters,
 };
 pub use schema::{install, uninstall};
 pub use snapshot::SnapshotStatus;

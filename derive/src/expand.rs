@@ -22,29 +22,7 @@ const WHERE: &str = "#[derive(Replicated)] goes on the `Model` struct of a sea-o
                      beside #[derive(DeriveEntityModel)] (or #[derive(DeriveModel)] in the expanded format)";
 
 pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream> {
-    let fields = match &input.data {
-        Data::Struct(s) => match &s.fields {
-            Fields::Named(named) => &named.named,
-            _ => {
-                return Err(error(
-                    input.ident.span(),
-                    &format!("{WHERE}; `{}` has no named fields", input.ident),
-                ));
-            }
-        },
-        Data::Enum(_) => {
-            return Err(error(
-                input.ident.span(),
-                &format!("{WHERE}; `{}` is an enum", input.ident),
-            ));
-        }
-        Data::Union(_) => {
-            return Err(error(
-                input.ident.span(),
-                &format!("{WHERE}; `{}` is a union", input.ident),
-            ));
-        }
-    };
+    let fields = named_fields(&input)?;
     if input.ident == "ModelEx" {
         return model_ex(fields);
     }
@@ -55,7 +33,35 @@ pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream> {
         ));
     }
     let model = attributes::model(&input.attrs)?;
+    let columns = columns(fields)?;
+    let sync_key = sync_key(model.sync_key.as_ref(), &columns)?;
+    Ok(tokens(&model, &columns, &sync_key))
+}
 
+/// The named fields of the struct the derive is on, or why it cannot take it.
+fn named_fields(input: &DeriveInput) -> syn::Result<&Punctuated<Field, Token![,]>> {
+    match &input.data {
+        Data::Struct(s) => match &s.fields {
+            Fields::Named(named) => Ok(&named.named),
+            _ => Err(error(
+                input.ident.span(),
+                &format!("{WHERE}; `{}` has no named fields", input.ident),
+            )),
+        },
+        Data::Enum(_) => Err(error(
+            input.ident.span(),
+            &format!("{WHERE}; `{}` is an enum", input.ident),
+        )),
+        Data::Union(_) => Err(error(
+            input.ident.span(),
+            &format!("{WHERE}; `{}` is a union", input.ident),
+        )),
+    }
+}
+
+/// The entity's columns, in field order: relation fields and fields sea-orm does not treat
+/// as columns left out, with a refusal of `#[replicated(skip)]` on either.
+fn columns(fields: &Punctuated<Field, Token![,]>) -> syn::Result<Vec<Column>> {
     let mut columns = Vec::new();
     for field in fields {
         let attrs = attributes::field(&field.attrs)?;
@@ -94,37 +100,48 @@ pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream> {
             ty: field.ty.clone(),
         });
     }
+    Ok(columns)
+}
 
-    let sync_key = match &model.sync_key {
-        None => quote!(::std::option::Option::None),
-        Some(lit) => {
-            let wanted = lit.value();
-            let column = columns
-                .iter()
-                .find(|c| c.name == wanted || c.variant == wanted.to_upper_camel_case())
-                .ok_or_else(|| {
-                    let known: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
-                    error(
-                        lit.span(),
-                        &format!(
-                            "`sync_key = \"{wanted}\"` names no column of this Model; name one of: {}",
-                            known.join(", ")
-                        ),
-                    )
-                })?;
-            if column.skip {
-                return Err(error(
-                    lit.span(),
-                    &format!(
-                        "the sync key `{wanted}` is marked `#[replicated(skip)]`, but a sync key must be \
-                         shipped: remove `#[replicated(skip)]` from it or name another column"
-                    ),
-                ));
-            }
-            let v = &column.variant;
-            quote!(::std::option::Option::Some(Column::#v))
-        }
+/// `Replicated::sync_key`'s body: the column `sync_key = "…"` names, which must exist and
+/// be shipped.
+fn sync_key(named: Option<&syn::LitStr>, columns: &[Column]) -> syn::Result<TokenStream> {
+    let Some(lit) = named else {
+        return Ok(quote!(::std::option::Option::None));
     };
+    let wanted = lit.value();
+    let column = columns
+        .iter()
+        .find(|c| c.name == wanted || c.variant == wanted.to_upper_camel_case())
+        .ok_or_else(|| {
+            let known: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
+            error(
+                lit.span(),
+                &format!(
+                    "`sync_key = \"{wanted}\"` names no column of this Model; name one of: {}",
+                    known.join(", ")
+                ),
+            )
+        })?;
+    if column.skip {
+        return Err(error(
+            lit.span(),
+            &format!(
+                "the sync key `{wanted}` is marked `#[replicated(skip)]`, but a sync key must be \
+                 shipped: remove `#[replicated(skip)]` from it or name another column"
+            ),
+        ));
+    }
+    let v = &column.variant;
+    Ok(quote!(::std::option::Option::Some(Column::#v)))
+}
+
+/// The `Replicated` impl and the entity's `ActiveModelBehavior`, whose hooks capture.
+fn tokens(
+    model: &attributes::ModelAttrs,
+    columns: &[Column],
+    sync_key: &TokenStream,
+) -> TokenStream {
     let skipped: Vec<&syn::Ident> = columns
         .iter()
         .filter(|c| c.skip)
@@ -170,7 +187,7 @@ pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream> {
         )
     };
 
-    Ok(quote! {
+    quote! {
         #[automatically_derived]
         impl ::ormsync::Replicated for Entity {
             fn skipped_columns() -> ::std::vec::Vec<Column> {
@@ -200,7 +217,7 @@ pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream> {
             where
                 C: #orm::ConnectionTrait,
             {
-                ::ormsync::capture::guard::<Entity, C>(db)?;
+                ::ormsync::capture::require_transaction::<Entity, C>(db)?;
                 let this = #before_save.await?;
                 ::ormsync::capture::lock_unchanged::<Entity, C>(db, &this, insert).await?;
                 ::std::result::Result::Ok(this)
@@ -224,7 +241,7 @@ pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream> {
             where
                 C: #orm::ConnectionTrait,
             {
-                ::ormsync::capture::guard::<Entity, C>(db)?;
+                ::ormsync::capture::require_transaction::<Entity, C>(db)?;
                 let this = #before_delete.await?;
                 ::ormsync::capture::complete::<Entity, C>(db, this).await
             }
@@ -244,7 +261,7 @@ pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream> {
             }
         }
         };
-    })
+    }
 }
 
 /// The derive as sea-orm's `#[sea_orm::model]` and `#[sea_orm::compact_model]` copy it onto

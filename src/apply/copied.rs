@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use sea_orm::{DatabaseTransaction, DbErr};
 
 use super::columns;
-use super::mapped::{Fault, Placer};
+use super::mapped::{RowByRow, RowByRowError};
 use super::plan;
 use super::rules::Rules;
 use super::shape;
@@ -61,10 +61,10 @@ pub(crate) async fn write(
     let types = columns::of(txn, table)
         .await
         .map_err(|e| DbErr::Custom(e.to_string()))?;
-    if rules.is_careful(table) {
+    if rules.goes_row_by_row(table) {
         let types: HashMap<String, HashMap<String, String>> =
             types.into_iter().map(|t| (table.to_string(), t)).collect();
-        let mut placer = Placer {
+        let mut placer = RowByRow {
             db: txn,
             source,
             rules,
@@ -75,8 +75,8 @@ pub(crate) async fn write(
         for change in &shaped {
             match placer.apply(change).await {
                 Ok(()) => {}
-                Err(Fault::Db(e)) => return Err(e),
-                Err(Fault::Unresolved(reason)) => {
+                Err(RowByRowError::Db(e)) => return Err(e),
+                Err(RowByRowError::Unresolved(reason)) => {
                     tracing::debug!(table, key = %change.key.to_json(), %reason,
                         "snapshot: a copied row cannot be placed here yet");
                     unplaced.push(change.key.clone());

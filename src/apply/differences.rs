@@ -136,7 +136,22 @@ pub async fn differences(
                     )
                 } else {
                     match evolve::plan(backend, "", &spec.table, &defined, &[column], &present) {
-                        Ok(added) => (!added.is_empty(), None),
+                        Ok(added) if !added.is_empty() => (true, None),
+                        // A type that differs without altering values (a shorter text).
+                        Ok(_) => (
+                            false,
+                            Some(
+                                "not refused: a value the column cannot hold is refused when \
+                                 it comes"
+                                    .to_string(),
+                            ),
+                        ),
+                        // The types are in the difference itself; the remedy says what to do.
+                        Err(Error::SchemaEvolution { remedy, .. })
+                            if matches!(difference, Difference::Type { .. }) =>
+                        {
+                            (false, Some(remedy))
+                        }
                         Err(Error::SchemaEvolution {
                             problem, remedy, ..
                         }) => (false, Some(format!("{problem}; {remedy}"))),

@@ -16,21 +16,22 @@ use crate::entity::TableSpec;
 use crate::value::Value;
 
 /// Why a change could not be placed.
-pub(crate) enum Fault {
+pub(crate) enum RowByRowError {
     /// A statement failed.
     Db(DbErr),
     /// The rules cannot place it (a missing parent, an ambiguous match, a failed resolver).
     Unresolved(String),
 }
 
-impl From<DbErr> for Fault {
+impl From<DbErr> for RowByRowError {
     fn from(e: DbErr) -> Self {
-        Fault::Db(e)
+        RowByRowError::Db(e)
     }
 }
 
-/// Places changes of careful tables, collecting the conflicts it decided.
-pub(crate) struct Placer<'a, C> {
+/// Applies, one row at a time, the changes of tables that cannot go by multi-row
+/// statements (see [`Rules::goes_row_by_row`]), collecting the conflicts it decided.
+pub(crate) struct RowByRow<'a, C> {
     pub(crate) db: &'a C,
     pub(crate) source: &'a str,
     pub(crate) rules: &'a Rules,
@@ -40,12 +41,12 @@ pub(crate) struct Placer<'a, C> {
     pub(crate) conflicts: Vec<Conflict>,
 }
 
-impl<C: ConnectionTrait> Placer<'_, C> {
+impl<C: ConnectionTrait> RowByRow<'_, C> {
     /// Applies `change` under its table's rules.
-    pub(crate) async fn apply(&mut self, change: &Change) -> Result<(), Fault> {
+    pub(crate) async fn apply(&mut self, change: &Change) -> Result<(), RowByRowError> {
         let table = change.table.as_str();
         let Some(spec) = self.rules.specs.get(table) else {
-            return Err(Fault::Unresolved(format!(
+            return Err(RowByRowError::Unresolved(format!(
                 "table `{table}` has rules at this destination but no registered entity"
             )));
         };
@@ -106,7 +107,7 @@ impl<C: ConnectionTrait> Placer<'_, C> {
                 last_written: entry.as_ref().and_then(|e| e.hash.as_deref()),
             },
         )
-        .map_err(Fault::Unresolved)?;
+        .map_err(RowByRowError::Unresolved)?;
 
         match &decision {
             Decision::Write(written) => {
@@ -170,7 +171,7 @@ impl<C: ConnectionTrait> Placer<'_, C> {
 
     /// Rewrites the foreign keys of `row` that point at mapped tables to the destination's
     /// keys of the rows they point at.
-    async fn translate(&self, spec: &TableSpec, row: &mut Row) -> Result<(), Fault> {
+    async fn translate(&self, spec: &TableSpec, row: &mut Row) -> Result<(), RowByRowError> {
         for r in &spec.references {
             let Some(parent) = self.rules.specs.get(&r.table) else {
                 continue;
@@ -193,7 +194,7 @@ impl<C: ConnectionTrait> Placer<'_, C> {
             }
             let key = key_text(&values);
             let Some(entry) = key_map::get(self.db, self.source, &r.table, &key).await? else {
-                return Err(Fault::Unresolved(format!(
+                return Err(RowByRowError::Unresolved(format!(
                     "its `{}` points at `{}` {key}, which has not arrived at this destination \
                      (it may not be shipped yet, be filtered out, or its table be skipped); the \
                      change applies once that row is there",
@@ -214,7 +215,12 @@ impl<C: ConnectionTrait> Placer<'_, C> {
     }
 
     /// The key of the one row matching `by`, or `None`; several is an error.
-    async fn find_one(&self, spec: &TableSpec, by: &Row, what: &str) -> Result<Option<Row>, Fault> {
+    async fn find_one(
+        &self,
+        spec: &TableSpec,
+        by: &Row,
+        what: &str,
+    ) -> Result<Option<Row>, RowByRowError> {
         if by.0.is_empty() || by.values().any(Value::is_null) {
             return Ok(None);
         }
@@ -225,7 +231,7 @@ impl<C: ConnectionTrait> Placer<'_, C> {
         match found.as_slice() {
             [] => Ok(None),
             [one] => Ok(Some(read_row(spec, &key, one)?)),
-            _ => Err(Fault::Unresolved(format!(
+            _ => Err(RowByRowError::Unresolved(format!(
                 "{what} {} matches several rows at the destination; make `{}` unique there",
                 by.to_json(),
                 by.columns().collect::<Vec<_>>().join(", ")
@@ -239,7 +245,7 @@ impl<C: ConnectionTrait> Placer<'_, C> {
         spec: &TableSpec,
         columns: &[&str],
         key: &Row,
-    ) -> Result<Option<Row>, Fault> {
+    ) -> Result<Option<Row>, RowByRowError> {
         let backend = self.db.get_database_backend();
         let q = statement::select_where(&spec.table, columns, key, None, backend);
         match self.db.query_one(&q).await? {
@@ -249,7 +255,7 @@ impl<C: ConnectionTrait> Placer<'_, C> {
     }
 
     /// Inserts `row` without its key and returns the key the destination gave it.
-    async fn insert(&self, spec: &TableSpec, row: &Row) -> Result<Row, Fault> {
+    async fn insert(&self, spec: &TableSpec, row: &Row) -> Result<Row, RowByRowError> {
         let backend = self.db.get_database_backend();
         let key: Vec<&str> = spec.key.iter().map(String::as_str).collect();
         let q = statement::insert(&spec.table, row, &key, backend)?;
@@ -263,7 +269,7 @@ impl<C: ConnectionTrait> Placer<'_, C> {
             )]));
         }
         let res = self.db.query_one(&q).await?.ok_or_else(|| {
-            Fault::Unresolved(format!("`{}` returned no key for a new row", spec.table))
+            RowByRowError::Unresolved(format!("`{}` returned no key for a new row", spec.table))
         })?;
         read_row(spec, &key, &res)
     }
@@ -290,13 +296,13 @@ fn tag<'a>(spec: &'a TableSpec, column: &str) -> &'a str {
         .unwrap_or("")
 }
 
-fn read_row(spec: &TableSpec, columns: &[&str], res: &QueryResult) -> Result<Row, Fault> {
+fn read_row(spec: &TableSpec, columns: &[&str], res: &QueryResult) -> Result<Row, RowByRowError> {
     columns
         .iter()
         .map(|c| {
             Value::read(res, c, tag(spec, c))
                 .map(|v| (c.to_string(), v))
-                .map_err(|e| Fault::Unresolved(format!("`{}`: {e}", spec.table)))
+                .map_err(|e| RowByRowError::Unresolved(format!("`{}`: {e}", spec.table)))
         })
         .collect::<Result<Vec<_>, _>>()
         .map(Row)

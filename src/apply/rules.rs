@@ -311,7 +311,7 @@ impl Rules {
 
     /// Whether changes of `table` go through the row-by-row path that reads the
     /// destination's row: other keys, another policy, or a foreign key to a mapped table.
-    pub(crate) fn is_careful(&self, table: &str) -> bool {
+    pub(crate) fn goes_row_by_row(&self, table: &str) -> bool {
         self.is_mapped(table)
             || !matches!(self.policy(table), ConflictPolicy::SourceWins)
             || self.specs.get(table).is_some_and(|s| {

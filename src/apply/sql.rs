@@ -9,7 +9,7 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr, T
 use tracing::Instrument;
 
 use super::conflict::Conflict;
-use super::mapped::{Fault, Placer};
+use super::mapped::{RowByRow, RowByRowError};
 use super::plan::{self, Step};
 use super::rules::Rules;
 use super::statement;
@@ -230,8 +230,9 @@ impl SqlSink {
     }
 
     /// Applies `changes` (in id order) as this destination takes them: runs of plain tables
-    /// as multi-row statements (or one by one), changes of careful tables row by row.
-    /// Returns the conflicts decided.
+    /// as multi-row statements (or one by one), changes of tables that go row by row (own
+    /// keys, translated foreign keys, conflict policies reading the current row) one at a
+    /// time. Returns the conflicts decided.
     async fn apply_changes(
         &self,
         txn: &DatabaseTransaction,
@@ -240,7 +241,7 @@ impl SqlSink {
         one_by_one: bool,
     ) -> std::result::Result<Vec<Conflict>, Failure> {
         let shaped = shape::shape(changes, &self.rules);
-        let mut placer = Placer {
+        let mut placer = RowByRow {
             db: txn,
             source,
             rules: &self.rules,
@@ -249,10 +250,10 @@ impl SqlSink {
         };
         let mut rest: &[Cow<'_, Change>] = &shaped;
         while let Some(first) = rest.first() {
-            if self.rules.is_careful(&first.table) {
+            if self.rules.goes_row_by_row(&first.table) {
                 placer.apply(first).await.map_err(|fault| match fault {
-                    Fault::Db(e) => self.statement_failure(first, e, one_by_one),
-                    Fault::Unresolved(reason) => Failure::Other(Error::Unresolved {
+                    RowByRowError::Db(e) => self.statement_failure(first, e, one_by_one),
+                    RowByRowError::Unresolved(reason) => Failure::Other(Error::Unresolved {
                         destination: self.name.clone(),
                         id: first.id,
                         table: first.table.clone(),
@@ -264,7 +265,7 @@ impl SqlSink {
             }
             let end = rest
                 .iter()
-                .position(|c| self.rules.is_careful(&c.table))
+                .position(|c| self.rules.goes_row_by_row(&c.table))
                 .unwrap_or(rest.len());
             let run: Vec<&Change> = rest[..end].iter().map(|c| c.as_ref()).collect();
             rest = &rest[end..];

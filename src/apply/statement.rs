@@ -8,6 +8,7 @@ use sea_orm::sea_query::{
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement};
 use std::collections::HashMap;
 
+use super::pg_text::{on_conflict, quote};
 use super::plan::Step;
 use crate::change::Row;
 use crate::error::Error;
@@ -280,26 +281,6 @@ pub(crate) fn upsert_json(
         sql,
         [json.into()],
     ))
-}
-
-/// `ON CONFLICT (key) DO UPDATE SET` every other column to the incoming value, or
-/// `DO NOTHING` when every column is part of the key.
-pub(crate) fn on_conflict(key: &[&str], columns: &[&str]) -> String {
-    let rest: Vec<String> = columns
-        .iter()
-        .filter(|c| !key.contains(c))
-        .map(|c| format!("{0} = EXCLUDED.{0}", quote(c)))
-        .collect();
-    let conflict = key.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ");
-    if rest.is_empty() {
-        format!("ON CONFLICT ({conflict}) DO NOTHING")
-    } else {
-        format!("ON CONFLICT ({conflict}) DO UPDATE SET {}", rest.join(", "))
-    }
-}
-
-pub(crate) fn quote(ident: &str) -> String {
-    format!("\"{}\"", ident.replace('"', "\"\""))
 }
 
 fn push_json_string(out: &mut String, s: &str) {

@@ -19,7 +19,7 @@ use std::mem::discriminant;
 use sea_orm::sea_query::{self, ArrayType};
 use sea_orm::{DbBackend, Statement};
 
-use super::statement::{on_conflict, quote};
+use super::pg_text::{on_conflict, quote};
 use crate::change::Row;
 use crate::value::Value;
 

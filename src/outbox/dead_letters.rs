@@ -402,10 +402,6 @@ pub(crate) async fn failed_again<C: ConnectionTrait>(
     Ok(())
 }
 
-/// Applying parked changes again writes to a destination, so it lives with the worker,
-/// which ships; it is named here too, beside the table it empties.
-pub use crate::replicator::parked::replay;
-
 /// Drops the given parked changes of `destination` without applying them (all of them
 /// when `outbox_ids` is `None`); returns how many went. Running replicators are told to
 /// read the dead letters again, so later changes of those rows ship.

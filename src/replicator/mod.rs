@@ -11,7 +11,7 @@ mod status;
 mod wake;
 mod worker;
 
-pub(crate) use worker::parked;
+pub use worker::parked::replay as replay_dead_letters;
 
 pub use alert::{Alert, AlertKind};
 pub use builder::ReplicatorBuilder;

@@ -114,7 +114,7 @@ async fn replay_here(
     let db = urls.dest(destination).await?;
     let mut sink = SqlSink::new(destination.to_string(), db);
     let source_id = ormsync::outbox::node_id(source).await?;
-    dead_letters::replay(source, &source_id, destination, &mut sink).await
+    ormsync::replay_dead_letters(source, &source_id, destination, &mut sink).await
 }
 
 /// Asks the replicator instance shipping to `destination` to replay, and waits for it.

@@ -551,6 +551,50 @@ async fn shutdown_stops_a_long_drain_between_batches() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_stops_a_long_drain_between_batches() {
+    let setup = Setup::new().await;
+    setup.insert(1..=100).await;
+    let sink = MemorySink::new();
+    let (faulty, faults) = Faulty::new(sink.clone());
+    // A drain of 50 batches that cannot take less than 1.5 s.
+    faults.delay(Some(Duration::from_millis(30)));
+    let (builder, _alerts) = setup.builder();
+    let r = builder
+        .batch_size(2)
+        .destination(setup.destination(faulty))
+        .start()
+        .await
+        .expect("start");
+
+    let mut status = r.watch_status(DEST).expect("status");
+    within("a first batch", status.wait_for(|s| s.applied >= 2))
+        .await
+        .expect("the worker runs");
+    within("pause", r.pause(DEST)).await.expect("pause");
+    let landed = sink.rows("accounts").len();
+    assert!(
+        landed.is_multiple_of(2) && landed < 100,
+        "the pause stopped the drain between batches, not after it: {landed}"
+    );
+    state(&r, State::Paused).await;
+    let applies = faults.applies();
+    let answer = within("sync while paused", r.sync_destination(DEST)).await;
+    assert!(
+        matches!(answer, Err(ormsync::Error::NotShipping { .. })),
+        "{answer:?}"
+    );
+    assert_eq!(faults.applies(), applies, "nothing shipped while paused");
+
+    faults.delay(None);
+    within("resume", r.resume(DEST)).await.expect("resume");
+    within("sync", r.sync_destination(DEST))
+        .await
+        .expect("sync");
+    assert_same(&setup, &sink).await;
+    r.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_error_about_no_change_halts_even_under_dead_letter() {
     let setup = Setup::new().await;
     setup.insert(1..=5).await;

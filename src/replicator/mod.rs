@@ -406,12 +406,18 @@ impl Replicator {
     ///
     /// The pause is recorded at the source (`ormsync_control`): it holds for every
     /// instance and across restarts until resumed, here, by another instance or by
-    /// `ormsync resume` (see [`outbox::control`](crate::outbox::control)).
+    /// `ormsync resume` (see [`outbox::control`](crate::outbox::control)). A drain under
+    /// way stops after the batch at hand; the call returns once it has.
     ///
     /// # Errors
     ///
     /// [`Error::UnknownDestination`] or [`Error::Shutdown`].
     pub async fn pause(&self, name: &str) -> Result<()> {
+        self.handle(name, |_| ())?;
+        // Recorded before the worker is asked: it reads its commands between passes, but
+        // `ormsync_control` between batches, so a long drain stops after the batch at hand
+        // instead of the backlog.
+        crate::outbox::control::pause(&self.shared.source, name).await?;
         self.ask(name, Command::Pause).await
     }
 

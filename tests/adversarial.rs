@@ -89,17 +89,6 @@ const PARENTS: i64 = 20;
 const CHILDREN: i64 = 60;
 const DESTINATIONS: [&str; 2] = ["a", "b"];
 
-/// The seed from `ORMSYNC_SEED`, or a random one.
-fn first_seed() -> u64 {
-    match std::env::var("ORMSYNC_SEED") {
-        Ok(s) => s
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("ORMSYNC_SEED={s:?} is not a u64")),
-        Err(_) => rand::random(),
-    }
-}
-
 /// How long a soak lasts, from `ORMSYNC_SOAK_SECS`; `None` for the default single round.
 fn soak() -> Option<Duration> {
     let s = std::env::var("ORMSYNC_SOAK_SECS").ok()?;
@@ -1354,7 +1343,7 @@ async fn ormsync_state(db: &DatabaseConnection, queries: &[&str]) -> String {
 async fn hostile_histories(src: Backend, dst: Backend) {
     common::trace();
     let soak = soak();
-    let first = first_seed();
+    let first = common::seed();
     let began = Instant::now();
     for round in 0u64.. {
         let seed = first.wrapping_add(round);

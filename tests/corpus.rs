@@ -1173,16 +1173,6 @@ async fn profile(txn: &DatabaseTransaction, rng: &mut StdRng) -> Result<(), DbEr
 
 // ---- the test ------------------------------------------------------------------------------
 
-fn seed() -> u64 {
-    match std::env::var("ORMSYNC_SEED") {
-        Ok(s) => s
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("ORMSYNC_SEED={s:?} is not a u64")),
-        Err(_) => rand::random(),
-    }
-}
-
 /// Waits for the destination's initial copy to finish, failing on a halt.
 async fn copied(r: &Replicator, what: &str) {
     let began = Instant::now();
@@ -1236,7 +1226,7 @@ async fn every_difference(
 
 async fn corpus_replicates(src: Backend, dst: Backend) {
     common::trace();
-    let seed = seed();
+    let seed = common::seed();
     let what = format!("{}→{} (corpus seed = {seed})", src.name(), dst.name());
     eprintln!("corpus seed = {seed} ({}→{})", src.name(), dst.name());
     let (Some(source), Some(dest)) = (TestDb::create(src).await, TestDb::create(dst).await) else {

@@ -159,16 +159,6 @@ fn v2_migration(backend: DbBackend) -> [&'static str; 2] {
     }
 }
 
-fn seed() -> u64 {
-    match std::env::var("ORMSYNC_SEED") {
-        Ok(s) => s
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("ORMSYNC_SEED={s:?} is not a u64")),
-        Err(_) => rand::random(),
-    }
-}
-
 async fn run(db: &DatabaseConnection, sql: &str) {
     db.execute_unprepared(sql)
         .await
@@ -299,7 +289,7 @@ async fn a_column_added_mid_stream_reaches_every_destination(src: Backend, dst: 
     let Some(d) = TestDb::create(dst).await else {
         return;
     };
-    let seed = seed();
+    let seed = common::seed();
     let what = format!("{}→{} (evolution seed = {seed})", src.name(), dst.name());
     eprintln!("evolution seed = {seed} ({}→{})", src.name(), dst.name());
     let mut rng = StdRng::seed_from_u64(seed);
@@ -680,7 +670,7 @@ async fn a_new_entity_is_backfilled_and_nothing_else_copied_again(src: Backend, 
     let Some(d) = TestDb::create(dst).await else {
         return;
     };
-    let seed = seed();
+    let seed = common::seed();
     let what = format!("{}→{} (evolution seed = {seed})", src.name(), dst.name());
     eprintln!("evolution seed = {seed} ({}→{})", src.name(), dst.name());
     let mut rng = StdRng::seed_from_u64(seed);

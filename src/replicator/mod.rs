@@ -569,21 +569,7 @@ impl Replicator {
     /// # Ok(()) }
     /// ```
     pub async fn create_tables(&self, name: &str) -> Result<Vec<String>> {
-        let (db, skip) = self.tables_of(name)?;
-        let specs: Vec<&TableSpec> = self
-            .shared
-            .tables
-            .values()
-            .filter(|s| !skip.contains(&s.table))
-            .collect();
-        let how = Preparation {
-            defs: self.shared.defs.clone(),
-            create: true,
-            evolve: false,
-        };
-        Ok(crate::bootstrap::prepare_tables(&db, name, &specs, &how)
-            .await?
-            .created)
+        Ok(self.prepare(name, true, false).await?.created)
     }
 
     /// Adds to destination `name`'s tables the columns their entities ship and they lack,
@@ -607,6 +593,17 @@ impl Replicator {
     /// # Ok(()) }
     /// ```
     pub async fn evolve_schema(&self, name: &str) -> Result<Vec<(String, String)>> {
+        Ok(self.prepare(name, false, true).await?.added)
+    }
+
+    /// Creates the tables destination `name` lacks (`create`) or adds the columns they
+    /// lack (`evolve`), as a worker does when it starts.
+    async fn prepare(
+        &self,
+        name: &str,
+        create: bool,
+        evolve: bool,
+    ) -> Result<crate::bootstrap::Prepared> {
         let (db, skip) = self.tables_of(name)?;
         let specs: Vec<&TableSpec> = self
             .shared
@@ -616,12 +613,10 @@ impl Replicator {
             .collect();
         let how = Preparation {
             defs: self.shared.defs.clone(),
-            create: false,
-            evolve: true,
+            create,
+            evolve,
         };
-        Ok(crate::bootstrap::prepare_tables(&db, name, &specs, &how)
-            .await?
-            .added)
+        crate::bootstrap::prepare_tables(&db, name, &specs, &how).await
     }
 
     /// `name`'s connection and the tables it skips, for statements on its tables; a

@@ -53,6 +53,18 @@ fn admin_url(backend: Backend) -> String {
     }
 }
 
+/// The seed of a randomized test: `ORMSYNC_SEED` when set (a failing run replayed), else
+/// a random one; the test prints it.
+pub fn seed() -> u64 {
+    match std::env::var("ORMSYNC_SEED") {
+        Ok(s) => s
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("ORMSYNC_SEED={s:?} is not a u64")),
+        Err(_) => rand::random(),
+    }
+}
+
 /// Whether a missing server fails the test (CI) instead of skipping it.
 fn servers_required() -> bool {
     std::env::var("ORMSYNC_REQUIRE_SERVERS").is_ok_and(|v| !v.is_empty() && v != "0")

@@ -34,6 +34,7 @@ macro_rules! on_every_pair {
 
 pub mod entities;
 pub mod memory_sink;
+pub mod nats;
 pub mod proxy;
 
 use std::time::Duration;

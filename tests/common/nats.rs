@@ -237,6 +237,12 @@ impl NatsServer {
             )
     }
 
+    /// Whether `/healthz` answers 200: in a cluster, the server is in contact with the meta
+    /// leader and caught up with it, and so are the streams and consumers it holds.
+    pub fn is_healthy(&self) -> bool {
+        matches!(self.monitor("/healthz"), Some((200, _)))
+    }
+
     /// The meta leader's name as this server sees it (`meta_cluster.leader` of `/jsz`);
     /// `None` for a single server, or while the cluster has no leader. A follower keeps
     /// naming a dead leader for seconds, until a new one is elected.
@@ -390,14 +396,19 @@ impl NatsCluster {
             .find(|&i| self.nodes[i].name() == agreed)
     }
 
-    /// Waits until the running nodes agree on a meta leader among them (after a kill of
-    /// the leader, a new election: 4 to 9 s on 2.9) and returns its index; panics with the
-    /// end of every log after [`READY_TIMEOUT`].
+    /// Waits until the running nodes agree on a meta leader among them and every one is
+    /// [healthy](NatsServer::is_healthy) (after a kill of the leader, a new election:
+    /// 4 to 9 s on 2.9), and returns the leader's index; panics with the end of every log
+    /// after [`READY_TIMEOUT`].
     pub fn wait_for_meta_leader(&mut self) -> usize {
         let mut leader = None;
         if poll_until(|| {
             leader = self.meta_leader();
             leader.is_some()
+                && self
+                    .nodes
+                    .iter_mut()
+                    .all(|n| !n.is_running() || n.is_healthy())
         })
         .is_err()
         {
@@ -406,9 +417,10 @@ impl NatsCluster {
                 .iter()
                 .map(|n| {
                     format!(
-                        "--- {} (sees leader {:?}), log {}:\n{}",
+                        "--- {} (sees leader {:?}, healthy {}), log {}:\n{}",
                         n.name(),
                         n.meta_leader(),
+                        n.is_healthy(),
                         n.log_path().display(),
                         tail(n.log_path(), 15)
                     )

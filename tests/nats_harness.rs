@@ -35,6 +35,12 @@ fn single_server_starts_is_killed_and_restarts() {
         server.store_dir().join("jetstream").is_dir(),
         "the same store"
     );
+    let log = std::fs::read_to_string(server.log_path()).expect("the server log");
+    assert_eq!(
+        log.matches("Server is ready").count(),
+        2,
+        "both runs logged:\n{log}"
+    );
 }
 
 #[test]

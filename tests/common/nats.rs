@@ -295,7 +295,8 @@ impl NatsServer {
     }
 
     /// Kills the server if it runs, then starts it again on the same ports with the same
-    /// store, and waits until it is ready.
+    /// store, and waits until it is ready. A cluster node is then not yet caught up with
+    /// the others: [`NatsCluster::wait_for_meta_leader`] waits for that.
     pub fn restart(&mut self) {
         self.kill();
         self.launch();
@@ -317,8 +318,8 @@ pub struct NatsCluster {
 
 impl NatsCluster {
     /// Starts `n` nodes (`n0`, `n1`, …) forming one cluster and waits until every node is
-    /// ready and all agree on a meta leader; `None` (the test skips) when `nats-server` is
-    /// not installed.
+    /// ready and the cluster is settled ([`wait_for_meta_leader`](Self::wait_for_meta_leader));
+    /// `None` (the test skips) when `nats-server` is not installed.
     pub fn start(n: usize) -> Option<NatsCluster> {
         assert!(n >= 1, "a cluster needs a node");
         let binary = binary_or_skip()?;
@@ -350,7 +351,7 @@ impl NatsCluster {
             })
             .collect();
         let mut cluster = NatsCluster { nodes };
-        // All launched before any is waited on: a node's JetStream waits for its peers.
+        // All launched before any is waited on, so that they boot side by side.
         for node in &mut cluster.nodes {
             node.launch();
         }

@@ -452,6 +452,39 @@ pub enum Error {
         reason: String,
     },
 
+    /// A NATS JetStream call failed (feature `jetstream`); `transient` tells whether retrying
+    /// may succeed: the server unreachable, a stream without quorum, a publish not
+    /// acknowledged in time.
+    #[error("stream `{stream}`: {context}: {reason}")]
+    Stream {
+        /// The JetStream stream.
+        stream: String,
+        /// What ormsync was doing, e.g. "publishing change 42".
+        context: String,
+        /// What the client or the server said (redacted).
+        reason: String,
+        /// The outbox id of the change at fault, when one is.
+        id: Option<i64>,
+        /// Whether retrying may succeed.
+        transient: bool,
+    },
+
+    /// A child subscribed to a stream missed changes the stream no longer holds, and the
+    /// stream it would take the current rows from cannot give them.
+    #[error(
+        "subscriber `{child}` of stream `{stream}` fell behind what the stream retains: {reason}. \
+         Nothing was applied past the gap; give the stream a longer `max_age`, or let the child \
+         copy the current rows (the hub's state stream `{stream}_STATE`)"
+    )]
+    FellBehind {
+        /// The child's name.
+        child: String,
+        /// The stream.
+        stream: String,
+        /// What is missing.
+        reason: String,
+    },
+
     /// The replicator has shut down.
     #[error("the replicator has shut down")]
     Shutdown,
@@ -466,6 +499,7 @@ impl Error {
                 crate::classify::classify(source) == crate::classify::ErrorKind::Transient
             }
             Error::Standby { .. } | Error::Retrying { .. } => true,
+            Error::Stream { transient, .. } => *transient,
             _ => false,
         }
     }
@@ -479,6 +513,7 @@ impl Error {
             | Error::MissingColumn { id, .. }
             | Error::UnknownTable { id, .. }
             | Error::Decode { id, .. } => Some(*id),
+            Error::Stream { id, .. } => *id,
             _ => None,
         }
     }

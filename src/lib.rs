@@ -51,6 +51,8 @@ mod entity;
 mod error;
 pub mod guard;
 mod hooks;
+#[cfg(feature = "jetstream")]
+pub mod jetstream;
 mod keyset;
 #[cfg(feature = "migration")]
 pub mod migration;

@@ -8,6 +8,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::apply::{Conflict, OnConflict};
+
 /// What happened.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
@@ -176,6 +178,22 @@ impl Alerts {
         Fut: Future<Output = ()> + Send + 'static,
     {
         self.r#async.push(Arc::new(move |a| Box::pin(f(a))));
+    }
+
+    /// A conflict callback for a sink that raises a [`AlertKind::Conflict`] for
+    /// `destination` with each decision.
+    pub(crate) fn on_conflict(&self, destination: &str) -> OnConflict {
+        let (alerts, name) = (self.clone(), destination.to_string());
+        Arc::new(move |c: &Conflict| {
+            alerts.raise(Alert::new(
+                &name,
+                AlertKind::Conflict {
+                    table: c.table.clone(),
+                    key: c.key.to_json(),
+                    outcome: c.outcome.clone(),
+                },
+            ))
+        })
     }
 
     /// Logs the alert and hands it to every callback; async ones run on their own task.

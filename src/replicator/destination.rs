@@ -124,6 +124,37 @@ impl Destination {
         self
     }
 
+    /// A destination that publishes to a NATS JetStream stream for children to subscribe
+    /// to, instead of writing to a database (feature `jetstream`); see
+    /// [`jetstream`](crate::jetstream).
+    ///
+    /// `bookkeeping` keeps ormsync's tables for this destination (its progress and dead
+    /// letters): pass the source's own connection. The stream keeps the position, so the
+    /// source's retention prunes a change once the stream has stored it.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn f(source: sea_orm::DatabaseConnection) -> Result<(), Box<dyn std::error::Error>> {
+    /// use ormsync::Destination;
+    /// use ormsync::jetstream::Publisher;
+    ///
+    /// let client = async_nats::connect("nats://127.0.0.1:4222").await?;
+    /// let publisher = Publisher::builder(async_nats::jetstream::new(client), "HUB")
+    ///     .create()
+    ///     .await?;
+    /// let children = Destination::jetstream("children", source.clone(), publisher).realtime();
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "jetstream")]
+    pub fn jetstream(
+        name: impl Into<String>,
+        bookkeeping: DatabaseConnection,
+        publisher: crate::jetstream::Publisher,
+    ) -> Self {
+        Destination::new(name, bookkeeping).with_sink(publisher)
+    }
+
     /// Why this destination cannot start with the sink it was given, if it cannot.
     pub(crate) fn sink_refusal(&self) -> Option<String> {
         self.sink.as_ref()?;

@@ -1,13 +1,13 @@
 //! The replicator: one worker per destination shipping the source's outbox.
 
-mod alert;
+pub(crate) mod alert;
 mod builder;
 mod control;
 mod destination;
 mod lease;
 mod retention;
 mod schedule;
-mod status;
+pub(crate) mod status;
 mod wake;
 mod worker;
 
@@ -32,7 +32,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::apply::{self, Conflict, OnConflict, SharedSink, Sink, SqlSink};
+use crate::apply::{self, SharedSink, Sink, SqlSink};
 use crate::bootstrap::Preparation;
 use crate::entity::TableSpec;
 use crate::entity::ddl::TableDef;
@@ -117,19 +117,9 @@ impl Shared {
         rules.specs = self.tables.as_ref().clone();
         rules.validate(&d.name)?;
         let shared_rules = Arc::new(rules.clone());
-        let on_conflict: Option<OnConflict> = rules.alert_conflicts.then(|| {
-            let (alerts, name) = (self.alerts.clone(), d.name.clone());
-            Arc::new(move |c: &Conflict| {
-                alerts.raise(Alert::new(
-                    &name,
-                    AlertKind::Conflict {
-                        table: c.table.clone(),
-                        key: c.key.to_json(),
-                        outcome: c.outcome.clone(),
-                    },
-                ))
-            }) as OnConflict
-        });
+        let on_conflict = rules
+            .alert_conflicts
+            .then(|| self.alerts.on_conflict(&d.name));
         progress::register(&self.source, &d.name).await?;
         let (status, _) = watch::channel(status::DestinationStatus::new(&d.name));
         let (tx, rx) = mpsc::channel(8);

@@ -41,7 +41,7 @@
 
 mod converge;
 mod copy;
-mod order;
+pub(crate) mod order;
 mod run;
 mod status;
 mod store;

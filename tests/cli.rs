@@ -1358,3 +1358,110 @@ async fn schema_lists_differences_and_evolves_postgres_to_mariadb() {
 async fn schema_lists_differences_and_evolves_mariadb_to_postgres() {
     schema_lists_differences_and_evolves(Backend::MySql, Backend::Postgres).await
 }
+
+/// `status --nats … --stream …` lists a hub's subscribers from the stream alone: a child
+/// that caught up has nothing pending, one that is paused has what the hub published since.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_lists_the_subscribers_of_a_stream() {
+    let Some(nats) = common::nats::NatsServer::start() else {
+        return;
+    };
+    let Some((s, d)) = pair(Backend::Sqlite, Backend::Sqlite).await else {
+        return;
+    };
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.expect("nats"));
+    let publisher = ormsync::jetstream::Publisher::builder(js.clone(), "CLIHUB")
+        .create()
+        .await
+        .expect("streams");
+    let rep = builder(&s.db)
+        .destination(Destination::jetstream("children", s.db.clone(), publisher).realtime())
+        .start()
+        .await
+        .unwrap();
+    let child = ormsync::jetstream::Subscriber::builder(
+        js,
+        "CLIHUB",
+        Destination::new("child-1", d.db.clone()),
+    )
+    .entity::<accounts::Entity>()
+    .entity::<line_items::Entity>()
+    .start()
+    .await
+    .unwrap();
+    insert_accounts(&s.db, 1..=20, "1").await;
+    rep.sync_now().await.unwrap();
+    let hub = rep.status().destinations[0].clone();
+    child
+        .wait_for(Duration::from_secs(30), |c| c.watermark >= hub.watermark)
+        .await
+        .unwrap();
+    assert_all_same(&s.db, &d.db).await;
+    child.pause().await.unwrap();
+    child
+        .wait_for(Duration::from_secs(10), |c| c.state == State::Paused)
+        .await
+        .unwrap();
+    insert_accounts(&s.db, 21..=30, "1").await;
+    rep.sync_now().await.unwrap();
+
+    // A server that refuses the connection: a clear error, without the password.
+    let closed = format!("nats://u:{PASSWORD}@127.0.0.1:1");
+    let out = ormsync(args(&[
+        "--source",
+        &url(&s),
+        "status",
+        "--nats",
+        &closed,
+        "--stream",
+        "CLIHUB",
+    ]))
+    .await;
+    assert_ne!(out.code, 0, "{}", out.stdout);
+    assert!(out.stderr.contains("connecting to NATS"), "{}", out.stderr);
+    let out = ormsync(args(&[
+        "--source",
+        &url(&s),
+        "status",
+        "--nats",
+        &nats.url(),
+        "--stream",
+        "CLIHUB",
+        "--json",
+    ]))
+    .await
+    .ok()
+    .json();
+    let subs = out["subscribers"].as_array().expect("subscribers");
+    assert_eq!(subs.len(), 1, "{out}");
+    assert_eq!(subs[0]["name"], "child-1");
+    // The paused child may hold messages it fetched and has not acknowledged.
+    let behind = subs[0]["pending"].as_u64().unwrap() + subs[0]["unacknowledged"].as_u64().unwrap();
+    assert!(behind >= 1, "{out}");
+    let text = ormsync(args(&[
+        "--source",
+        &url(&s),
+        "status",
+        "--nats",
+        &nats.url(),
+        "--stream",
+        "CLIHUB",
+    ]))
+    .await
+    .ok()
+    .stdout;
+    assert!(
+        text.contains("subscribers of `CLIHUB`") && text.contains("child-1"),
+        "{text}"
+    );
+    child.resume().await.unwrap();
+    rep.sync_now().await.unwrap();
+    let hub = rep.status().destinations[0].clone();
+    child
+        .wait_for(Duration::from_secs(30), |c| c.watermark >= hub.watermark)
+        .await
+        .unwrap();
+    assert_all_same(&s.db, &d.db).await;
+    child.shutdown().await;
+    rep.shutdown().await;
+}

@@ -10,6 +10,7 @@
 //!
 //! - [`Publisher`]: the hub's destination that publishes to the stream.
 //! - [`Subscriber`]: the runner a child starts next to its application.
+//! - [`subscribers`]: where each child stands, from the stream alone.
 //!
 //! It needs nats-server 2.9 or later with JetStream on: the client asks nothing that 2.9
 //! lacks (streams with `max_msgs_per_subject`, message de-duplication by `Nats-Msg-Id`,
@@ -21,6 +22,8 @@ mod names;
 mod publisher;
 mod state;
 mod subscriber;
+mod subscribers;
 
 pub use publisher::{Publisher, PublisherBuilder};
 pub use subscriber::{Subscriber, SubscriberBuilder};
+pub use subscribers::{SubscriberInfo, subscribers};

@@ -52,6 +52,18 @@ pub enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// Also list the subscribers of a hub's JetStream stream: the NATS server's URL.
+        #[arg(
+            long,
+            value_name = "URL",
+            env = "ORMSYNC_NATS_URL",
+            hide_env_values = true,
+            requires = "stream"
+        )]
+        nats: Option<String>,
+        /// The stream whose subscribers to list (the name given to the hub's publisher).
+        #[arg(long, value_name = "NAME", requires = "nats")]
+        stream: Option<String>,
     },
     /// Pending changes and the oldest pending per table, per destination.
     Outbox {

@@ -39,7 +39,10 @@ fn holder_gone(holder: &str, destination: &str, what: &str) -> ormsync::Error {
 pub async fn run(cli: Cli) -> Result<ExitCode> {
     let urls = Urls::resolve(&cli.connections)?;
     match cli.command {
-        Command::Status { json } => status::run(&urls, json).await,
+        Command::Status { json, nats, stream } => {
+            let subscribers = nats.as_deref().zip(stream.as_deref());
+            status::run(&urls, json, subscribers).await
+        }
         Command::Outbox { json } => outbox::run(&urls, json).await,
         Command::DeadLetters(action) => dead_letters::run(&urls, action).await,
         Command::Pause { destination } => pause::run(&urls, &destination, true).await,

@@ -459,3 +459,104 @@ async fn the_hub_keeps_capturing_while_the_stream_is_down() {
     c.shutdown().await;
     hub_rep.shutdown().await;
 }
+
+/// SQLite triggers at a child that refuse a negative balance, or take them away.
+async fn refuse_negative(db: &TestDb, refuse: bool) {
+    use sea_orm::ConnectionTrait;
+    let sql: &[&str] = if refuse {
+        &[
+            "CREATE TRIGGER no_negative_i BEFORE INSERT ON accounts WHEN NEW.balance < 0 BEGIN SELECT RAISE(ABORT, 'negative balance'); END",
+            "CREATE TRIGGER no_negative_u BEFORE UPDATE ON accounts WHEN NEW.balance < 0 BEGIN SELECT RAISE(ABORT, 'negative balance'); END",
+        ]
+    } else {
+        &["DROP TRIGGER no_negative_i", "DROP TRIGGER no_negative_u"]
+    };
+    for s in sql {
+        db.db.execute_unprepared(s).await.expect("trigger");
+    }
+}
+
+/// A change a child refuses for good: one child parks it (with the later changes of its
+/// row) and goes on, and replays it once the cause is gone; the other halts before it and
+/// goes on after `resume`. Neither loses or doubles a change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_change_is_parked_or_halts_at_the_child() {
+    let Some(nats) = NatsServer::start() else {
+        return;
+    };
+    let (Some(src), Some(parks), Some(halts)) = (
+        database(Backend::Sqlite).await,
+        database(Backend::Sqlite).await,
+        database(Backend::Sqlite).await,
+    ) else {
+        return;
+    };
+    ormsync::install(&src.db).await.expect("install");
+    refuse_negative(&parks, true).await;
+    refuse_negative(&halts, true).await;
+    let url = nats.url();
+    let hub_rep = hub(&src, &url, |p| p, None).await;
+    let alerts = Arc::new(Mutex::new(Vec::new()));
+    let parking = child(
+        &url,
+        "parks",
+        &parks,
+        |d| d.on_permanent_error(ormsync::OnPermanentError::DeadLetter),
+        Some(alerts.clone()),
+    )
+    .await;
+    let halting = child(&url, "halts", &halts, |d| d, Some(alerts.clone())).await;
+    let txn = src.db.begin().await.unwrap();
+    for id in 1..=5 {
+        account(id, "ok", "1").insert(&txn).await.unwrap();
+    }
+    txn.commit().await.unwrap();
+    // Both stream by now (a refused row in the first copy stops the child, as a snapshot's
+    // does).
+    caught_up(&hub_rep, &[&parking, &halting]).await;
+    for (id, name, balance) in [(3, "negative", "-5"), (3, "after", "-6"), (4, "fine", "7")] {
+        let txn = src.db.begin().await.unwrap();
+        account(id, name, balance).update(&txn).await.unwrap();
+        txn.commit().await.unwrap();
+    }
+    caught_up(&hub_rep, &[&parking]).await;
+    let parked = parking.status();
+    assert_eq!(parked.dead_lettered, 2, "{parked:?}");
+    let letters = ormsync::outbox::dead_letters::list(&parks.db, "parks")
+        .await
+        .expect("the child's dead letters");
+    assert_eq!(letters.len(), 2);
+    assert_eq!(count(&parks.db, "accounts").await, 5);
+    halting
+        .wait_for(Duration::from_secs(30), |s| {
+            s.state == ormsync::State::Halted
+        })
+        .await
+        .expect("halts");
+
+    refuse_negative(&parks, false).await;
+    refuse_negative(&halts, false).await;
+    let report = parking.replay_dead_letters().await.expect("replay");
+    assert_eq!((report.replayed, report.failed), (2, 0));
+    halting.resume().await.unwrap();
+    caught_up(&hub_rep, &[&parking, &halting]).await;
+    for c in [&parks, &halts] {
+        assert_same::<accounts::Entity>(&src.db, &c.db).await;
+    }
+    let kinds: Vec<AlertKind> = alerts
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|a| a.kind.clone())
+        .collect();
+    assert!(kinds.contains(&AlertKind::Halted), "{kinds:?}");
+    assert!(
+        kinds
+            .iter()
+            .any(|k| matches!(k, AlertKind::DeadLettered { .. })),
+        "{kinds:?}"
+    );
+    parking.shutdown().await;
+    halting.shutdown().await;
+    hub_rep.shutdown().await;
+}

@@ -126,6 +126,8 @@ impl Follower {
                         s.errors += 1;
                         s.last_error = Some(message.clone());
                     });
+                    metrics::counter!("ormsync_apply_failures_total", "destination" => self.name.clone())
+                        .increment(1);
                     if e.is_transient() {
                         failures += 1;
                         self.update(|s| {
@@ -431,6 +433,7 @@ impl Follower {
         };
         self.update(|st| st.state = State::Running);
         let applied = run.batch.changes.len() as u64;
+        let started = std::time::Instant::now();
         if !run.batch.is_empty() {
             s.position = self.apply(s, run.batch).await?;
         }
@@ -447,6 +450,18 @@ impl Follower {
         let lag = run
             .newest
             .map(|t| (chrono::Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0);
+        // The replicator's metrics, under the child's name: one dashboard serves both.
+        let labels = [("destination", self.name.clone())];
+        metrics::counter!("ormsync_changes_applied_total", &labels).increment(applied);
+        metrics::histogram!("ormsync_batch_size", &labels).record(applied as f64);
+        metrics::histogram!("ormsync_batch_duration_seconds", &labels)
+            .record(started.elapsed().as_secs_f64());
+        metrics::gauge!("ormsync_pending_changes", &labels).set(pending as f64);
+        metrics::gauge!("ormsync_lag_seconds", &labels).set(if pending == 0 {
+            0.0
+        } else {
+            lag.unwrap_or(0.0)
+        });
         self.update(|st| {
             st.watermark = position.watermark;
             st.frontier = position.frontier();

@@ -560,3 +560,74 @@ async fn a_refused_change_is_parked_or_halts_at_the_child() {
     halting.shutdown().await;
     hub_rep.shutdown().await;
 }
+
+/// A change larger than the server takes in a message is refused for good by its id: the
+/// hub parks it (policy `DeadLetter`) and the stream goes on with the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_too_large_for_a_message_is_parked_at_the_hub() {
+    let Some(nats) = NatsServer::start() else {
+        return;
+    };
+    let (Some(src), Some(dst)) = (
+        database(Backend::Sqlite).await,
+        database(Backend::Sqlite).await,
+    ) else {
+        return;
+    };
+    ormsync::install(&src.db).await.expect("install");
+    let url = nats.url();
+    let publisher = Publisher::builder(client(&url).await, STREAM)
+        .create()
+        .await
+        .expect("streams");
+    let hub_rep = Replicator::builder(src.db.clone())
+        .entity::<accounts::Entity>()
+        .entity::<line_items::Entity>()
+        .poll_interval(Duration::from_millis(50))
+        .destination(
+            Destination::jetstream("children", src.db.clone(), publisher)
+                .on_permanent_error(ormsync::OnPermanentError::DeadLetter)
+                .realtime(),
+        )
+        .start()
+        .await
+        .expect("hub");
+    let c = child(&url, "c", &dst, |d| d, None).await;
+    for (id, note) in [
+        (1, "small".to_string()),
+        (2, "x".repeat(1_200_000)),
+        (3, "small".into()),
+    ] {
+        let txn = src.db.begin().await.unwrap();
+        let mut a = account(id, "a", "1");
+        a.note = sea_orm::Set(Some(note));
+        a.insert(&txn).await.unwrap();
+        txn.commit().await.unwrap();
+    }
+    caught_up(&hub_rep, &[&c]).await;
+    let hub_status = hub_rep.status().destinations[0].clone();
+    assert_eq!(hub_status.dead_lettered, 1, "{hub_status:?}");
+    let letters = ormsync::outbox::dead_letters::list(&src.db, "children")
+        .await
+        .unwrap();
+    assert_eq!(letters.len(), 1);
+    assert!(
+        letters[0].error.contains("max_payload"),
+        "{}",
+        letters[0].error
+    );
+    let ids: Vec<i64> = accounts::Entity::find()
+        .all(&dst.db)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.id)
+        .collect();
+    assert_eq!(
+        ids,
+        vec![1, 3],
+        "the rest went on; the large one waits at the hub"
+    );
+    c.shutdown().await;
+    hub_rep.shutdown().await;
+}

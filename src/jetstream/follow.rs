@@ -63,6 +63,8 @@ struct Session {
     position: Position,
     /// Rows with a parked change, whose later changes park behind it.
     blocked: HashSet<(String, String)>,
+    /// Messages read and not applied (the child failed): the next turn takes them first.
+    held: Vec<jetstream::Message>,
     /// Right after a copy, the first message's "since" is taken, not checked: the copy
     /// holds everything before the point the stream is read from.
     trust_since: bool,
@@ -81,7 +83,6 @@ struct Run {
     batch: Batch,
     /// Parked changes replayed at the hub: applied whatever the position says.
     replays: Vec<Change>,
-    last: Option<jetstream::Message>,
     pending: u64,
     newest: Option<chrono::DateTime<chrono::Utc>>,
 }
@@ -120,7 +121,11 @@ impl Follower {
                     (failures, unavailable) = (0, false);
                 }
                 Err(e) => {
-                    session = None;
+                    // The child's database failing leaves the stream as it was; a failed
+                    // stream is opened again.
+                    if matches!(e, Error::Stream { .. }) {
+                        session = None;
+                    }
                     let message = redact(&e.to_string());
                     self.update(|s| {
                         s.errors += 1;
@@ -237,6 +242,10 @@ impl Follower {
         let Some(s) = session.as_mut() else {
             return Ok(());
         };
+        if !s.held.is_empty() {
+            let held = std::mem::take(&mut s.held);
+            return self.take(s, held).await;
+        }
         let first = tokio::select! {
             biased;
             _ = self.cancel.cancelled() => return Ok(()),
@@ -315,15 +324,23 @@ impl Follower {
         };
         let messages = self.messages(&consumer).await?;
         let position = self.sink.position(&source).await?;
+        let pending = consumer.cached_info().num_pending;
         self.update(|s| {
             s.watermark = position.watermark;
             s.frontier = position.frontier();
+            s.pending = pending;
+            s.state = if pending == 0 {
+                State::Idle
+            } else {
+                State::Running
+            };
         });
         Ok(Some(Session {
             source,
             messages,
             position,
             blocked: dead_letters::blocked_rows(&self.db, &self.name).await?,
+            held: Vec::new(),
             trust_since,
         }))
     }
@@ -410,7 +427,28 @@ impl Follower {
     }
 
     /// Applies `messages` in one child transaction and acknowledges them after it commits.
+    ///
+    /// Messages it could not apply stay with the session, to be tried again first: handed
+    /// back to the stream, they would come again only once their acknowledgement is due.
     async fn take(&mut self, s: &mut Session, messages: Vec<jetstream::Message>) -> Result<()> {
+        match self.apply_run(s, &messages).await {
+            Ok(()) => {
+                if let Some(last) = messages.last() {
+                    // With "ack all", the last acknowledges every message before it.
+                    last.ack().await.map_err(|e| {
+                        stream_error(&self.names.stream, "acknowledging messages", e, true)
+                    })?;
+                }
+                Ok(())
+            }
+            Err(e) => {
+                s.held = messages;
+                Err(e)
+            }
+        }
+    }
+
+    async fn apply_run(&mut self, s: &mut Session, messages: &[jetstream::Message]) -> Result<()> {
         let run = match self.read_run(s, messages)? {
             Ok(run) => run,
             Err(missing) => {
@@ -439,12 +477,6 @@ impl Follower {
         }
         if !run.replays.is_empty() {
             self.sink.replay(&s.source, &run.replays).await?;
-        }
-        if let Some(last) = run.last {
-            // With "ack all", the last acknowledges every message before it.
-            last.ack()
-                .await
-                .map_err(|e| stream_error(&self.names.stream, "acknowledging messages", e, true))?;
         }
         let (position, pending) = (s.position.clone(), run.pending);
         let lag = run
@@ -484,13 +516,12 @@ impl Follower {
     fn read_run(
         &self,
         s: &mut Session,
-        messages: Vec<jetstream::Message>,
+        messages: &[jetstream::Message],
     ) -> Result<std::result::Result<Run, u64>> {
         let mut local = s.position.clone();
         let mut run = Run {
             batch: Batch::default(),
             replays: Vec::new(),
-            last: None,
             pending: 0,
             newest: None,
         };
@@ -566,7 +597,6 @@ impl Follower {
                 local.merge(&after);
             }
             run.pending = pending;
-            run.last = Some(m);
         }
         Ok(Ok(run))
     }

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use async_nats::jetstream::context::{PublishError, PublishErrorKind};
 use async_nats::jetstream::{self, message::PublishMessage, stream};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -58,6 +59,9 @@ pub struct Publisher {
     js: jetstream::Context,
     names: Names,
 }
+
+/// Row versions published before their acknowledgements are awaited.
+const ROWS_IN_FLIGHT: usize = 1000;
 
 /// Configures a [`Publisher`]; made by [`Publisher::builder`].
 #[must_use = "a builder does nothing until `.create()` is awaited"]
@@ -162,13 +166,22 @@ impl Publisher {
     }
 
     /// Publishes one message and waits for the stream to store it.
-    async fn publish(&self, subject: String, message: PublishMessage, what: &str) -> Result<()> {
+    /// A message that holds the one change `alone` and is larger than the server takes is
+    /// refused for good, by that change's id, so it can be parked.
+    async fn publish(
+        &self,
+        subject: String,
+        message: PublishMessage,
+        what: &str,
+        alone: Option<i64>,
+    ) -> Result<()> {
+        let refused = |e| publish_error(&self.names.stream, what, e, alone);
         self.js
             .send_publish(subject, message)
             .await
-            .map_err(|e| stream_error(&self.names.stream, what, e, true))?
+            .map_err(refused)?
             .await
-            .map_err(|e| stream_error(&self.names.stream, what, e, true))?;
+            .map_err(refused)?;
         Ok(())
     }
 
@@ -180,6 +193,7 @@ impl Publisher {
             last.insert((c.table.as_str(), c.key.to_json()), c);
         }
         let state = self.names.state_stream();
+        let what = "publishing a row's last version";
         let mut acks = Vec::with_capacity(last.len());
         for ((table, key), change) in last {
             let message = PublishMessage::build()
@@ -190,12 +204,19 @@ impl Publisher {
                 .js
                 .send_publish(self.names.row(source, table, &key), message)
                 .await
-                .map_err(|e| stream_error(&state, "publishing a row's last version", e, true))?;
-            acks.push(ack);
+                .map_err(|e| publish_error(&state, what, e, Some(change.id)))?;
+            acks.push((change.id, ack));
+            // Within any client's limit of acknowledgements in flight.
+            if acks.len() == ROWS_IN_FLIGHT {
+                for (id, ack) in acks.drain(..) {
+                    ack.await
+                        .map_err(|e| publish_error(&state, what, e, Some(id)))?;
+                }
+            }
         }
-        for ack in acks {
+        for (id, ack) in acks {
             ack.await
-                .map_err(|e| stream_error(&state, "publishing a row's last version", e, true))?;
+                .map_err(|e| publish_error(&state, what, e, Some(id)))?;
         }
         Ok(())
     }
@@ -245,23 +266,9 @@ impl Publisher {
                 .header(names::SINCE, position_header(&since).as_str())
                 .header(names::POSITION, position_header(&until).as_str());
             let what = format!("publishing changes {first}..={last}");
-            self.publish(self.names.change(source, table), message, &what)
-                .await
-                .map_err(|e| match e {
-                    // A change too large for any message is refused for good, by id.
-                    Error::Stream { reason, .. } if run.len() == 1 && too_large(&reason) => {
-                        Error::Stream {
-                            stream: self.names.stream.clone(),
-                            context: what.clone(),
-                            reason: format!(
-                                "{reason}; raise the server's max_payload, or park the change"
-                            ),
-                            id: Some(first),
-                            transient: false,
-                        }
-                    }
-                    other => other,
-                })?;
+            let alone = (run.len() == 1).then_some(first);
+            self.publish(self.names.change(source, table), message, &what, alone)
+                .await?;
             since = until;
             start = end;
         }
@@ -340,6 +347,7 @@ impl Sink for Publisher {
                 self.names.marker(source),
                 message,
                 "publishing the position",
+                None,
             )
             .await?;
         } else {
@@ -366,6 +374,7 @@ impl Sink for Publisher {
                 self.names.change(source, &change.table),
                 message,
                 &format!("replaying change {}", change.id),
+                Some(change.id),
             )
             .await?;
         }
@@ -408,8 +417,16 @@ pub(crate) async fn read_hub_position(
     Ok(Some((source.to_string(), position)))
 }
 
-fn too_large(reason: &str) -> bool {
-    reason.contains("payload") && (reason.contains("max") || reason.contains("exceed"))
+/// A failed publish as ormsync's error. One larger than the server takes is refused for
+/// good, naming the change `alone` in the message, so it can be parked.
+fn publish_error(stream: &str, what: &str, e: PublishError, alone: Option<i64>) -> Error {
+    let too_large = e.kind() == PublishErrorKind::MaxPayloadExceeded;
+    let mut error = stream_error(stream, what, e, !too_large);
+    if let (Error::Stream { id, reason, .. }, true) = (&mut error, too_large) {
+        *id = alone;
+        reason.push_str("; raise the server's max_payload, or park the change");
+    }
+    error
 }
 
 /// A NATS error as ormsync's, its text redacted.

@@ -277,9 +277,11 @@ impl Publisher {
 
     /// Records `position` as the hub's, for its next start and for new children.
     async fn store_position(&self, source: &str, position: &Position) -> Result<()> {
+        // The whole position, anchor included: what tells the replicator that its source
+        // went back in time, as a SQL destination's checkpoint does.
         let body = serde_json::json!({
             "source": source,
-            "position": position_header(position),
+            "position": position,
         });
         let message = PublishMessage::build()
             .payload(Bytes::from(body.to_string()))
@@ -330,7 +332,6 @@ impl Sink for Publisher {
             .collect();
         let mut after = before.clone();
         batch.mark_done(&mut after);
-        after.anchor = None;
         if todo.is_empty() && after == before {
             return Ok(before);
         }
@@ -410,10 +411,8 @@ pub(crate) async fn read_hub_position(
     let body: serde_json::Value =
         serde_json::from_slice(&message.payload).map_err(|e| bad(&e.to_string()))?;
     let source = body["source"].as_str().ok_or_else(|| bad("no source"))?;
-    let position = body["position"]
-        .as_str()
-        .and_then(message::parse_position)
-        .ok_or_else(|| bad("no position"))?;
+    let position: Position =
+        serde_json::from_value(body["position"].clone()).map_err(|e| bad(&e.to_string()))?;
     Ok(Some((source.to_string(), position)))
 }
 

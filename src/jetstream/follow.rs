@@ -85,6 +85,8 @@ struct Run {
     replays: Vec<Change>,
     pending: u64,
     newest: Option<chrono::DateTime<chrono::Utc>>,
+    /// Whether it took the "since" of its first message after a copy (done once applied).
+    trusted: bool,
 }
 
 impl Follower {
@@ -478,6 +480,9 @@ impl Follower {
         if !run.replays.is_empty() {
             self.sink.replay(&s.source, &run.replays).await?;
         }
+        if run.trusted {
+            s.trust_since = false;
+        }
         let (position, pending) = (s.position.clone(), run.pending);
         let lag = run
             .newest
@@ -515,15 +520,17 @@ impl Follower {
     /// past what the child holds.
     fn read_run(
         &self,
-        s: &mut Session,
+        s: &Session,
         messages: &[jetstream::Message],
     ) -> Result<std::result::Result<Run, u64>> {
         let mut local = s.position.clone();
+        let mut trust = s.trust_since;
         let mut run = Run {
             batch: Batch::default(),
             replays: Vec::new(),
             pending: 0,
             newest: None,
+            trusted: false,
         };
         for m in messages {
             let (seq, pending) = match m.info() {
@@ -546,10 +553,11 @@ impl Follower {
             let since = header(names::SINCE).and_then(|h| message::parse_position(&h));
             let after = header(names::POSITION).and_then(|h| message::parse_position(&h));
             if let Some(since) = since {
-                if s.trust_since {
+                if trust {
                     run.batch.skipped.extend(ranges(&since));
                     local.merge(&since);
-                    s.trust_since = false;
+                    trust = false;
+                    run.trusted = true;
                 } else if !covers(&local, &since) {
                     let missing = ranges(&since)
                         .into_iter()

@@ -5,7 +5,7 @@
 //! ```text
 //! cargo bench --bench fanout
 //! ORMSYNC_BENCH_CHILDREN=1,10,50 ORMSYNC_BENCH_RATE=1000 ORMSYNC_BENCH_SECS=10 \
-//!   ORMSYNC_BENCH_CATCHUP_CHILDREN=1,10 ORMSYNC_BENCH_CATCHUP_CHANGES=20000 \
+//!   ORMSYNC_BENCH_CATCHUP_CHILDREN=1,10 ORMSYNC_BENCH_CATCHUP_CHANGES=10000 \
 //!   cargo bench --bench fanout
 //! ```
 //!
@@ -101,7 +101,7 @@ async fn run() -> Result<(), Error> {
     let secs = env("ORMSYNC_BENCH_SECS", 10);
     let counts = env_list("ORMSYNC_BENCH_CHILDREN", "1,10,50");
     let catchup_counts = env_list("ORMSYNC_BENCH_CATCHUP_CHILDREN", "1,10");
-    let catchup_n = env("ORMSYNC_BENCH_CATCHUP_CHANGES", 20_000);
+    let catchup_n = env("ORMSYNC_BENCH_CATCHUP_CHANGES", 10_000);
     let nats = common::nats::NatsServer::start()?;
     println!("nats-server at {}", nats.url());
     println!("machine before: {}", common::machine());

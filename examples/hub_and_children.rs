@@ -11,6 +11,15 @@
 //! runs on SQLite files in a temporary directory. `--hub URL` and `--child URL` (three
 //! times) run it on servers; use scratch databases, since the example drops and recreates
 //! its `hub_*` tables and ormsync's own tables there. Exits non-zero if a check fails.
+//!
+//! ```text
+//! cargo run --example hub_and_children -- --nats nats://127.0.0.1:4222
+//! ```
+//!
+//! ships through a NATS JetStream server instead (feature `jetstream`, on by default): the
+//! hub publishes once to a stream of its own (`HUB_` and 8 random hex digits, so runs do not
+//! collide), each child applies it with a `Subscriber` under the same rules, and the
+//! example deletes the stream and its `_STATE` companion at the end.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -93,6 +102,10 @@ struct Args {
         value_delimiter = ','
     )]
     children: Vec<String>,
+    /// Ship through this NATS JetStream server (`nats://host:port`) instead of writing to
+    /// each child directly.
+    #[arg(long, env = "ORMSYNC_NATS_URL", hide_env_values = true)]
+    nats: Option<String>,
 }
 
 type Error = Box<dyn std::error::Error>;
@@ -184,26 +197,46 @@ async fn run(args: Args) -> Result<bool, Error> {
 
     // Every child: its own keys (adopting rows with the same email), orders following
     // their customers, and local edits kept.
-    let mut builder = Replicator::builder(hub.clone())
-        .entity::<customers::Entity>()
-        .entity::<orders::Entity>()
-        .poll_interval(Duration::from_millis(200))
-        .on_alert(|alert| println!("  alert: {alert}"));
-    for (name, db) in &children {
-        builder = builder.destination(
-            Destination::new(name.clone(), db.clone())
-                .keys::<customers::Entity>(KeyStrategy::key_map().matching(["email"]))
-                .keys::<orders::Entity>(KeyStrategy::key_map())
-                .conflicts(ConflictPolicy::DestinationWins)
-                .alert_on_conflicts(),
-        );
-    }
-    let replicator = builder.start().await?;
-    replicator.sync_now().await?;
+    let shipping = match &args.nats {
+        None => Shipping::direct(&hub, &children).await?,
+        Some(url) => Shipping::stream(url, &hub, &children).await?,
+    };
+    let checked = check(&hub, &children, &hub_customers, &shipping).await;
+    shipping.shutdown().await;
+    let ok = checked?;
+    println!(
+        "\n{}",
+        if ok {
+            "every child is consistent"
+        } else {
+            "CHECKS FAILED"
+        }
+    );
+    Ok(ok)
+}
+
+/// The rules every child applies the hub's rows under, directly or from a stream.
+fn rules(name: &str, db: &DatabaseConnection) -> Destination {
+    Destination::new(name, db.clone())
+        .keys::<customers::Entity>(KeyStrategy::key_map().matching(["email"]))
+        .keys::<orders::Entity>(KeyStrategy::key_map())
+        .conflicts(ConflictPolicy::DestinationWins)
+        .alert_on_conflicts()
+}
+
+/// The first sync, a local edit at child-2 and the hub's renames, then each child's rows
+/// compared to the hub's: whether every check passed.
+async fn check(
+    hub: &DatabaseConnection,
+    children: &[(String, DatabaseConnection)],
+    hub_customers: &[customers::Model],
+    shipping: &Shipping,
+) -> Result<bool, Error> {
+    shipping.sync().await?;
     println!("\nfirst sync: each child holds the hub's customers under its own ids");
-    for (name, db) in &children {
+    for (name, db) in children {
         let mut line = Vec::new();
-        for c in &hub_customers {
+        for c in hub_customers {
             line.push(format!("{} → {}", c.id, id_at(db, &c.email).await?));
         }
         println!("  {name}: {}", line.join(", "));
@@ -215,7 +248,7 @@ async fn run(args: Args) -> Result<bool, Error> {
         .execute_unprepared("UPDATE hub_customers SET name = 'Grace (edited at child-2)' WHERE email = 'grace@hub.example'")
         .await?;
     let txn = hub.begin().await?;
-    for c in &hub_customers {
+    for c in hub_customers {
         let mut am: customers::ActiveModel = c.clone().into();
         am.name = Set(format!("{} (verified)", c.name));
         am.update(&txn).await?;
@@ -229,11 +262,11 @@ async fn run(args: Args) -> Result<bool, Error> {
     .await?;
     txn.commit().await?;
     println!("\nthe hub renamed every customer; child-2 had edited Grace itself");
-    replicator.sync_now().await?;
+    shipping.sync().await?;
 
-    let hub_view = view(&hub).await?;
+    let hub_view = view(hub).await?;
     let mut ok = true;
-    for (name, db) in &children {
+    for (name, db) in children {
         let child = view(db).await?;
         println!("\n{name}:");
         for (email, cname, items) in &child {
@@ -269,16 +302,182 @@ async fn run(args: Args) -> Result<bool, Error> {
         println!("child-2 should have logged one kept local edit, found {grace_conflicts:?}");
         ok = false;
     }
-    replicator.shutdown().await;
-    println!(
-        "\n{}",
-        if ok {
-            "every child is consistent"
-        } else {
-            "CHECKS FAILED"
-        }
-    );
     Ok(ok)
+}
+
+/// How the hub's changes reach the children.
+enum Shipping {
+    /// One destination per child, written by the hub's replicator.
+    Direct(Replicator),
+    /// One JetStream destination at the hub; a subscriber per child.
+    #[cfg(feature = "jetstream")]
+    Stream(Box<stream::Stream>),
+}
+
+impl Shipping {
+    async fn direct(
+        hub: &DatabaseConnection,
+        children: &[(String, DatabaseConnection)],
+    ) -> Result<Shipping, Error> {
+        let mut builder = Replicator::builder(hub.clone())
+            .entity::<customers::Entity>()
+            .entity::<orders::Entity>()
+            .poll_interval(Duration::from_millis(200))
+            .on_alert(|alert| println!("  alert: {alert}"));
+        for (name, db) in children {
+            builder = builder.destination(rules(name, db));
+        }
+        Ok(Shipping::Direct(builder.start().await?))
+    }
+
+    #[cfg(feature = "jetstream")]
+    async fn stream(
+        url: &str,
+        hub: &DatabaseConnection,
+        children: &[(String, DatabaseConnection)],
+    ) -> Result<Shipping, Error> {
+        Ok(Shipping::Stream(Box::new(
+            stream::Stream::start(url, hub, children).await?,
+        )))
+    }
+
+    #[cfg(not(feature = "jetstream"))]
+    async fn stream(
+        _: &str,
+        _: &DatabaseConnection,
+        _: &[(String, DatabaseConnection)],
+    ) -> Result<Shipping, Error> {
+        Err("--nats needs ormsync's `jetstream` feature".into())
+    }
+
+    /// Ships everything the hub's outbox holds, and waits until every child applied it.
+    async fn sync(&self) -> Result<(), Error> {
+        match self {
+            Shipping::Direct(replicator) => Ok(replicator.sync_now().await?),
+            #[cfg(feature = "jetstream")]
+            Shipping::Stream(s) => s.sync().await,
+        }
+    }
+
+    async fn shutdown(self) {
+        match self {
+            Shipping::Direct(replicator) => replicator.shutdown().await,
+            #[cfg(feature = "jetstream")]
+            Shipping::Stream(s) => s.shutdown().await,
+        }
+    }
+}
+
+#[cfg(feature = "jetstream")]
+mod stream {
+    use std::time::Duration;
+
+    use ormsync::jetstream::{Publisher, Subscriber};
+    use ormsync::{Destination, Replicator};
+    use sea_orm::DatabaseConnection;
+
+    use super::{Error, customers, orders, rules};
+
+    /// The hub publishing to a stream of its own, and a subscriber per child.
+    pub struct Stream {
+        js: async_nats::jetstream::Context,
+        name: String,
+        replicator: Replicator,
+        subscribers: Vec<Subscriber>,
+    }
+
+    impl Stream {
+        pub async fn start(
+            url: &str,
+            hub: &DatabaseConnection,
+            children: &[(String, DatabaseConnection)],
+        ) -> Result<Stream, Error> {
+            let client = async_nats::connect(url).await?;
+            let js = async_nats::jetstream::new(client);
+            let name = format!(
+                "HUB_{}",
+                &uuid::Uuid::new_v4().simple().to_string()[..8].to_uppercase()
+            );
+            println!("stream   {name} at {}", ormsync::redact::redact(url));
+            let publisher = Publisher::builder(js.clone(), &name).create().await?;
+            let replicator = Replicator::builder(hub.clone())
+                .entity::<customers::Entity>()
+                .entity::<orders::Entity>()
+                .poll_interval(Duration::from_millis(200))
+                .on_alert(|alert| println!("  alert: {alert}"))
+                .destination(Destination::jetstream("children", hub.clone(), publisher).realtime())
+                .start()
+                .await;
+            let replicator = match replicator {
+                Ok(r) => r,
+                Err(e) => {
+                    delete(&js, &name).await;
+                    return Err(e.into());
+                }
+            };
+            let mut stream = Stream {
+                js,
+                name,
+                replicator,
+                subscribers: Vec::new(),
+            };
+            for (child, db) in children {
+                let subscriber =
+                    Subscriber::builder(stream.js.clone(), &stream.name, rules(child, db))
+                        .entity::<customers::Entity>()
+                        .entity::<orders::Entity>()
+                        .on_alert(|alert| println!("  alert: {alert}"))
+                        .start()
+                        .await;
+                match subscriber {
+                    Ok(s) => stream.subscribers.push(s),
+                    Err(e) => {
+                        stream.shutdown().await;
+                        return Err(e.into());
+                    }
+                }
+            }
+            Ok(stream)
+        }
+
+        /// Publishes what the hub's outbox holds, then waits until every child has applied
+        /// up to the hub's position.
+        pub async fn sync(&self) -> Result<(), Error> {
+            self.replicator.sync_now().await?;
+            let hub = self
+                .replicator
+                .status()
+                .destinations
+                .into_iter()
+                .find(|d| d.name == "children")
+                .ok_or("the hub has no stream destination")?;
+            for s in &self.subscribers {
+                s.wait_for(Duration::from_secs(30), |c| {
+                    c.watermark >= hub.watermark && c.frontier >= hub.frontier
+                })
+                .await?;
+            }
+            Ok(())
+        }
+
+        /// Stops the children and the hub, and deletes the stream and its state stream.
+        pub async fn shutdown(self) {
+            for s in self.subscribers {
+                s.shutdown().await;
+            }
+            self.replicator.shutdown().await;
+            delete(&self.js, &self.name).await;
+        }
+    }
+
+    async fn delete(js: &async_nats::jetstream::Context, name: &str) {
+        for stream in [name.to_string(), format!("{name}_STATE")] {
+            match js.delete_stream(&stream).await {
+                Ok(_) => println!("deleted stream {stream}"),
+                Err(e) => eprintln!("could not delete stream {stream}: {e}"),
+            }
+        }
+    }
 }
 
 /// Drops and recreates the example's tables from the entities.

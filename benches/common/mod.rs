@@ -2,6 +2,8 @@
 //! each backend, deterministic rows, and throwaway databases.
 #![allow(dead_code)]
 
+pub mod nats;
+
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};

@@ -102,7 +102,11 @@ async fn run() -> Result<(), Error> {
     let counts = env_list("ORMSYNC_BENCH_CHILDREN", "1,10,50");
     let catchup_counts = env_list("ORMSYNC_BENCH_CATCHUP_CHILDREN", "1,10");
     let catchup_n = env("ORMSYNC_BENCH_CATCHUP_CHANGES", 10_000);
-    let nats = common::nats::NatsServer::start()?;
+    // The harness waits on the server with blocking sleeps: off the runtime's threads.
+    let nats = tokio::task::spawn_blocking(common::nats::NatsServer::start)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("nats-server not found")?;
     println!("nats-server at {}", nats.url());
     println!("machine before: {}", common::machine());
 
@@ -382,7 +386,7 @@ async fn steady(
         wait_rows(&files, 1, Duration::from_secs(120)).await?;
     }
     let selects_before = selects.load(Ordering::Relaxed);
-    let nats_pid = nats.pid().to_string();
+    let nats_pid = nats.pid().map(|p| p.to_string()).unwrap_or_default();
     let (hub_before, nats_before) = (cpu_us("self"), cpu_us(&nats_pid));
     let children_before = children_proc.as_ref().map_or(0, |c| c.cpu_us());
     let commits = write_steady(&source.db, rate, secs).await?;

@@ -2,7 +2,15 @@
 //! each backend, deterministic rows, and throwaway databases.
 #![allow(dead_code)]
 
+// The tests' own harness: a bench needs a server as much as a test does.
+#[path = "../../tests/common/nats.rs"]
 pub mod nats;
+
+/// The NATS harness asks this; a bench cannot be skipped, so a missing `nats-server` fails
+/// it with the harness's message.
+fn servers_required() -> bool {
+    true
+}
 
 use std::time::Duration;
 

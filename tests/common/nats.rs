@@ -187,6 +187,11 @@ impl NatsServer {
         self.child = Some(child);
     }
 
+    /// The server's process id while it runs (a bench reads its CPU time).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// The client URL, `nats://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)

@@ -83,10 +83,23 @@ async fn child(
 
 /// Waits until the hub has published all its outbox holds and `children` have applied it.
 async fn caught_up(hub: &Replicator, children: &[&Subscriber]) {
-    tokio::time::timeout(Duration::from_secs(60), hub.sync_now())
-        .await
-        .expect("the hub publishes within 60 s")
-        .expect("the hub publishes");
+    // `sync_now` reports a failed pass (a stream electing a leader, a node just killed)
+    // while the worker retries on its own: ask again until one goes through.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match tokio::time::timeout(Duration::from_secs(60), hub.sync_now()).await {
+            Ok(Ok(())) => break,
+            Ok(Err(e)) if e.is_transient() || matches!(e, ormsync::Error::Retrying { .. }) => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the hub did not publish within 60 s: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Ok(Err(e)) => panic!("the hub failed to publish: {e}"),
+            Err(_) => panic!("the hub did not publish within 60 s"),
+        }
+    }
     let target = hub
         .status()
         .destinations

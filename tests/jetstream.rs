@@ -1418,3 +1418,12 @@ async fn a_child_copying_while_the_hub_moves_orders_to_a_recreated_customer_does
     c.shutdown().await;
     hub_rep.shutdown().await;
 }
+
+/// Seed 11 restarts the hub last, just before the writer ends: the hub that takes over
+/// stands by until the killed one's lease expires, and the children must be compared only
+/// once it ships (a status taken while it stood by said watermark 0, and a child still
+/// copying looked caught up).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kills_with_the_hub_restarted_last() {
+    kills_at_random(11).await;
+}

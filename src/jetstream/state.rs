@@ -8,6 +8,8 @@
 //! streams from the next sequence: a change it copied a later version of lands again and
 //! the later version follows, so the rows converge as a resync's do.
 
+use std::collections::HashMap;
+
 use async_nats::jetstream::{self, consumer::pull};
 use futures_util::StreamExt;
 
@@ -64,7 +66,9 @@ pub(crate) async fn copy_rows(
     let mut deletes: Vec<Vec<Change>> = Vec::with_capacity(order.len());
     let mut rows = 0;
     for spec in &order {
-        let mut gone = Vec::new();
+        // Deletions by key: a version of the row read after its deletion (the hub wrote it
+        // again while the copy read) takes it back.
+        let mut gone: HashMap<String, Change> = HashMap::new();
         // A plain ephemeral pull consumer, which nats-server 2.9 serves as any later one.
         let consumer = state
             .create_consumer(pull::Config {
@@ -95,8 +99,9 @@ pub(crate) async fn copy_rows(
                 let seq = m.info().map(|i| i.stream_sequence).unwrap_or_default();
                 let change = message::decode(&m.payload, &state_name, seq)?;
                 if change.op == Op::Delete {
-                    gone.push(change);
+                    gone.insert(change.key.to_json(), change);
                 } else {
+                    gone.remove(&change.key.to_json());
                     upserts.push(change);
                 }
                 if upserts.len() >= chunk {
@@ -114,6 +119,8 @@ pub(crate) async fn copy_rows(
         if !upserts.is_empty() {
             sink.replay(source, &upserts).await?;
         }
+        let mut gone: Vec<Change> = gone.into_values().collect();
+        gone.sort_by_key(|c| c.id);
         deletes.push(gone);
     }
     tracing::debug!(rows, "copying: deletions");

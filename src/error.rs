@@ -469,22 +469,6 @@ pub enum Error {
         transient: bool,
     },
 
-    /// A child subscribed to a stream missed changes the stream no longer holds, and the
-    /// stream it would take the current rows from cannot give them.
-    #[error(
-        "subscriber `{child}` of stream `{stream}` fell behind what the stream retains: {reason}. \
-         Nothing was applied past the gap; give the stream a longer `max_age`, or let the child \
-         copy the current rows (the hub's state stream `{stream}_STATE`)"
-    )]
-    FellBehind {
-        /// The child's name.
-        child: String,
-        /// The stream.
-        stream: String,
-        /// What is missing.
-        reason: String,
-    },
-
     /// The replicator has shut down.
     #[error("the replicator has shut down")]
     Shutdown,

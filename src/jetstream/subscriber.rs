@@ -36,8 +36,9 @@ use crate::replicator::status::{DestinationStatus, State};
 /// acknowledgement, applies nothing twice. Each message says where the hub stood before
 /// it; a child whose position does not hold that missed messages the stream no longer
 /// retains, and copies the current rows again from the hub's state stream (with an
-/// [`AlertKind::RetentionDropped`](crate::AlertKind::RetentionDropped) alert) instead of going on with a gap. A new child copies
-/// them first too. The copy needs no connection to the hub's database.
+/// [`AlertKind::RetentionDropped`](crate::AlertKind::RetentionDropped) alert) instead of
+/// going on with a gap. A new child copies them first too. The copy needs no connection to
+/// the hub's database.
 ///
 /// # Examples
 ///

@@ -6,7 +6,10 @@
 //! below the change stream's last sequence, read before the copy, has its row version
 //! (or a later one) in the state stream by the time the copy reads it. The child then
 //! streams from the next sequence: a change it copied a later version of lands again and
-//! the later version follows, so the rows converge as a resync's do.
+//! the later version follows, so the rows converge as a resync's do. On the way, such an
+//! older change can meet a row the copy took later (a delete of a parent that a copied
+//! child row points at again), which a foreign key refuses: the child halts there rather
+//! than diverge.
 
 use std::collections::HashMap;
 

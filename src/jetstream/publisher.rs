@@ -40,6 +40,11 @@ const MESSAGE_BYTES: usize = 256 * 1024;
 ///   position (`STREAM.pos`): what a new child, or one that fell behind what `STREAM`
 ///   retains, copies without a connection to the hub's database.
 ///
+/// A stream takes no transaction, so unlike a SQL sink the publisher cannot store its
+/// position with the changes: a batch published and not yet recorded (a crash between) is
+/// published again, and dropped by the stream's de-duplication or skipped by every child's
+/// position. What the [`Sink`] contract asks, nothing applied twice, holds at the children.
+///
 /// # Examples
 ///
 /// ```no_run

@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull, context::ConsumerInfoErrorKind};
+use backon::{BackoffBuilder, ExponentialBuilder};
 use futures_util::{FutureExt, StreamExt};
 use sea_orm::DatabaseConnection;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -97,6 +98,8 @@ impl Follower {
         };
         let mut session: Option<Session> = None;
         let (mut failures, mut unavailable) = (0u64, false);
+        // The worker's backoff: exponential with jitter, from the first delay to the most.
+        let mut backoff: Option<backon::ExponentialBackoff> = None;
         while !self.cancel.is_cancelled() {
             if flags.paused || flags.halted {
                 let state = if flags.halted {
@@ -121,6 +124,7 @@ impl Follower {
                             .raise(Alert::new(&self.name, AlertKind::Recovered));
                     }
                     (failures, unavailable) = (0, false);
+                    backoff = None;
                 }
                 Err(e) => {
                     // The child's database failing leaves the stream as it was; a failed
@@ -150,7 +154,17 @@ impl Follower {
                             );
                         }
                         tracing::warn!(subscriber = %self.name, error = %redact(&e.to_string()), "subscriber failed; retrying");
-                        let delay = self.backoff(failures);
+                        let delay = backoff
+                            .get_or_insert_with(|| {
+                                ExponentialBuilder::default()
+                                    .with_min_delay(self.settings.retry_min)
+                                    .with_max_delay(self.settings.retry_max)
+                                    .with_jitter()
+                                    .without_max_times()
+                                    .build()
+                            })
+                            .next()
+                            .unwrap_or(self.settings.retry_max);
                         tokio::select! {
                             _ = self.cancel.cancelled() => break,
                             _ = tokio::time::sleep(delay) => {}
@@ -165,15 +179,6 @@ impl Follower {
             }
         }
         self.update(|s| s.state = State::Stopped);
-    }
-
-    fn backoff(&self, failures: u64) -> Duration {
-        let exp = failures.saturating_sub(1).min(16) as u32;
-        let delay = self.settings.retry_min.saturating_mul(1 << exp);
-        let delay = delay.min(self.settings.retry_max);
-        // Up to a fifth less, so children retrying one outage do not come back in step.
-        let jitter = 1.0 - rand_fraction() * 0.2;
-        delay.mul_f64(jitter)
     }
 
     async fn command(
@@ -670,13 +675,4 @@ impl Follower {
         batch.changes = keep;
         Ok(())
     }
-}
-
-/// A number in [0, 1) from the clock: jitter needs no better randomness.
-fn rand_fraction() -> f64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    f64::from(nanos % 1000) / 1000.0
 }

@@ -272,26 +272,13 @@ async fn status_outbox_pause_and_resume_postgres_to_mariadb() {
 }
 
 /// Makes `accounts` at `db` refuse negative balances (SQLite triggers).
-async fn refuse_negative(db: &DatabaseConnection, refuse: bool) {
-    let sql: &[&str] = if refuse {
-        &[
-            "CREATE TRIGGER no_negative_i BEFORE INSERT ON accounts WHEN NEW.balance < 0 BEGIN SELECT RAISE(ABORT, 'negative balance'); END",
-            "CREATE TRIGGER no_negative_u BEFORE UPDATE ON accounts WHEN NEW.balance < 0 BEGIN SELECT RAISE(ABORT, 'negative balance'); END",
-        ]
-    } else {
-        &["DROP TRIGGER no_negative_i", "DROP TRIGGER no_negative_u"]
-    };
-    for s in sql {
-        db.execute_unprepared(s).await.unwrap();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_letters_list_replay_and_discard() {
     let Some((s, d)) = pair(Backend::Sqlite, Backend::Sqlite).await else {
         return;
     };
-    refuse_negative(&d.db, true).await;
+    common::refuse_negative(&d.db, true).await;
     let rep = builder(&s.db)
         .destination(
             // The refused rows must reach the destination as changes, not in a copy.
@@ -372,7 +359,7 @@ async fn dead_letters_list_replay_and_discard() {
     .await
     .ok();
     assert!(gone.stdout.contains("1 discarded"), "{}", gone.stdout);
-    refuse_negative(&d.db, false).await;
+    common::refuse_negative(&d.db, false).await;
     // `--direct` applies it from the command line, without asking the replicator (paused
     // here in process; the command line sees that pause too).
     rep.pause("backup").await.unwrap();
@@ -775,7 +762,7 @@ async fn resume_takes_a_halt_away_and_a_pause_survives_a_restart() {
     let Some((s, d)) = pair(Backend::Sqlite, Backend::Sqlite).await else {
         return;
     };
-    refuse_negative(&d.db, true).await;
+    common::refuse_negative(&d.db, true).await;
     let rep = builder(&s.db)
         .destination(Destination::new("backup", d.db.clone()))
         .start()
@@ -821,7 +808,7 @@ async fn resume_takes_a_halt_away_and_a_pause_survives_a_restart() {
     );
 
     // Fixed at the destination, resumed from the command line: the halted worker retries.
-    refuse_negative(&d.db, false).await;
+    common::refuse_negative(&d.db, false).await;
     ormsync(args(&["--source", &source, "resume", "backup"]))
         .await
         .ok();
@@ -1074,7 +1061,7 @@ async fn park_by_hand_lets_a_halted_destination_go_on() {
     let Some((s, d)) = pair(Backend::Sqlite, Backend::Sqlite).await else {
         return;
     };
-    refuse_negative(&d.db, true).await;
+    common::refuse_negative(&d.db, true).await;
     let rep = builder(&s.db)
         .destination(Destination::new("backup", d.db.clone()).initial_snapshot(false))
         .start()

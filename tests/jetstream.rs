@@ -1434,22 +1434,6 @@ async fn kills_with_seed_11() {
     kills_at_random(11, 400).await;
 }
 
-/// SQLite triggers at a child that refuse a negative balance, or take them away.
-async fn refuse_negative(db: &TestDb, refuse: bool) {
-    use sea_orm::ConnectionTrait;
-    let sql: &[&str] = if refuse {
-        &[
-            "CREATE TRIGGER no_negative_i BEFORE INSERT ON accounts WHEN NEW.balance < 0 BEGIN SELECT RAISE(ABORT, 'negative balance'); END",
-            "CREATE TRIGGER no_negative_u BEFORE UPDATE ON accounts WHEN NEW.balance < 0 BEGIN SELECT RAISE(ABORT, 'negative balance'); END",
-        ]
-    } else {
-        &["DROP TRIGGER no_negative_i", "DROP TRIGGER no_negative_u"]
-    };
-    for s in sql {
-        db.db.execute_unprepared(s).await.expect("trigger");
-    }
-}
-
 /// A change a child refuses for good: one child parks it (with the later changes of its
 /// row) and goes on, and replays it once the cause is gone; the other halts before it and
 /// goes on after `resume`. Neither loses or doubles a change.
@@ -1466,8 +1450,8 @@ async fn a_refused_change_is_parked_or_halts_at_the_child() {
         return;
     };
     ormsync::install(&src.db).await.expect("install");
-    refuse_negative(&parks, true).await;
-    refuse_negative(&halts, true).await;
+    common::refuse_negative(&parks.db, true).await;
+    common::refuse_negative(&halts.db, true).await;
     let url = nats.url();
     let hub_rep = hub(&src, &url, |p| p, None).await;
     let alerts = Arc::new(Mutex::new(Vec::new()));
@@ -1508,8 +1492,8 @@ async fn a_refused_change_is_parked_or_halts_at_the_child() {
         .await
         .expect("halts");
 
-    refuse_negative(&parks, false).await;
-    refuse_negative(&halts, false).await;
+    common::refuse_negative(&parks.db, false).await;
+    common::refuse_negative(&halts.db, false).await;
     let report = parking.replay_dead_letters().await.expect("replay");
     assert_eq!((report.replayed, report.failed), (2, 0));
     halting.resume().await.unwrap();

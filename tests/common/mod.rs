@@ -506,3 +506,19 @@ pub fn trace() {
 pub fn is_sqlite(db: &DatabaseConnection) -> bool {
     db.get_database_backend() == DbBackend::Sqlite
 }
+
+/// SQLite triggers at `db` that refuse a negative account balance, or take them away: a
+/// change a destination refuses for good, on demand.
+pub async fn refuse_negative(db: &DatabaseConnection, refuse: bool) {
+    let sql: &[&str] = if refuse {
+        &[
+            "CREATE TRIGGER no_negative_i BEFORE INSERT ON accounts WHEN NEW.balance < 0 BEGIN SELECT RAISE(ABORT, 'negative balance'); END",
+            "CREATE TRIGGER no_negative_u BEFORE UPDATE ON accounts WHEN NEW.balance < 0 BEGIN SELECT RAISE(ABORT, 'negative balance'); END",
+        ]
+    } else {
+        &["DROP TRIGGER no_negative_i", "DROP TRIGGER no_negative_u"]
+    };
+    for s in sql {
+        db.execute_unprepared(s).await.expect("trigger");
+    }
+}

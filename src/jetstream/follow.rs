@@ -31,6 +31,15 @@ use crate::replicator::status::{DestinationStatus, State};
 /// Messages taken into one child transaction at most (each holds up to 256 KiB of changes).
 const MESSAGES_PER_RUN: usize = 64;
 
+/// What became of a run of messages.
+enum Taken {
+    /// Applied: acknowledge them.
+    Applied,
+    /// They began past what the child holds: the consumer is removed, and the child copies
+    /// the rows again when it opens the stream anew.
+    Recopy,
+}
+
 /// What the application asks of a running subscriber.
 pub(crate) enum Command {
     Pause,
@@ -251,7 +260,10 @@ impl Follower {
         };
         if !s.held.is_empty() {
             let held = std::mem::take(&mut s.held);
-            return self.take(s, held).await;
+            if self.take(s, held).await? {
+                *session = None;
+            }
+            return Ok(());
         }
         let first = tokio::select! {
             biased;
@@ -292,7 +304,10 @@ impl Follower {
                 _ => break,
             }
         }
-        self.take(s, messages).await
+        if self.take(s, messages).await? {
+            *session = None;
+        }
+        Ok(())
     }
 
     /// Finds the hub's source and the child's place in the stream; copies the current
@@ -437,16 +452,20 @@ impl Follower {
     ///
     /// Messages it could not apply stay with the session, to be tried again first: handed
     /// back to the stream, they would come again only once their acknowledgement is due.
-    async fn take(&mut self, s: &mut Session, messages: Vec<jetstream::Message>) -> Result<()> {
+    ///
+    /// Returns whether the session must open again (to copy).
+    async fn take(&mut self, s: &mut Session, messages: Vec<jetstream::Message>) -> Result<bool> {
         match self.apply_run(s, &messages).await {
-            Ok(()) => {
+            // Their consumer is gone: the session opens again and copies.
+            Ok(Taken::Recopy) => Ok(true),
+            Ok(Taken::Applied) => {
                 if let Some(last) = messages.last() {
                     // With "ack all", the last acknowledges every message before it.
                     last.ack().await.map_err(|e| {
                         stream_error(&self.names.stream, "acknowledging messages", e, true)
                     })?;
                 }
-                Ok(())
+                Ok(false)
             }
             Err(e) => {
                 s.held = messages;
@@ -455,7 +474,11 @@ impl Follower {
         }
     }
 
-    async fn apply_run(&mut self, s: &mut Session, messages: &[jetstream::Message]) -> Result<()> {
+    async fn apply_run(
+        &mut self,
+        s: &mut Session,
+        messages: &[jetstream::Message],
+    ) -> Result<Taken> {
         let run = match self.read_run(s, messages)? {
             Ok(run) => run,
             Err(missing) => {
@@ -466,14 +489,23 @@ impl Follower {
                     &self.name,
                     AlertKind::RetentionDropped { rows: missing },
                 ));
+                // The copy runs when the session opens again, once this consumer's message
+                // stream is gone: left running, it would go on asking for messages by the
+                // consumer's name, and take those of the new one the copy creates.
                 let stream = self.js.get_stream(&self.names.stream).await.map_err(|e| {
                     stream_error(&self.names.stream, "opening the change stream", e, true)
                 })?;
-                let consumer = self.copy(&s.source, &stream).await?;
-                s.messages = self.messages(&consumer).await?;
-                s.position = self.sink.position(&s.source).await?;
-                s.trust_since = true;
-                return Ok(());
+                if let Err(e) = stream.delete_consumer(&self.name).await
+                    && !e.to_string().contains("not found")
+                {
+                    return Err(stream_error(
+                        &self.names.stream,
+                        "removing the consumer",
+                        e,
+                        true,
+                    ));
+                }
+                return Ok(Taken::Recopy);
             }
         };
         self.update(|st| st.state = State::Running);
@@ -518,7 +550,7 @@ impl Follower {
                 State::Running
             };
         });
-        Ok(())
+        Ok(Taken::Applied)
     }
 
     /// Decodes `messages` into one batch; `Err(missing)` (inside `Ok`) when one begins

@@ -458,6 +458,15 @@ async fn a_cluster_node_killed_while_publishing_loses_nothing() {
     eprintln!("seed {seed}");
     let mut rng = StdRng::seed_from_u64(seed);
     write(&src, &mut rng, 60).await;
+    // The node dies while the children stream: a child still copying when a node dies can
+    // time out on the state stream until it returns (a known limit).
+    for c in [&ca, &cb] {
+        c.wait_for(Duration::from_secs(60), |s| {
+            matches!(s.state, ormsync::State::Idle | ormsync::State::Running)
+        })
+        .await
+        .expect("the children copied and stream");
+    }
     let victim = rng.random_range(0..3);
     cluster.node(victim).kill();
     write(&src, &mut rng, 120).await;

@@ -199,6 +199,10 @@ pub struct Batch {
     /// The last change read, whether this destination applies it or not: the position's
     /// new anchor.
     pub anchor: Option<Anchor>,
+    /// The changes state what each row is now rather than what happened to it, as a copy's
+    /// converge writes them: a delete then removes the row whatever a destination's filter
+    /// says of it, since the destination may hold an earlier version the filter took.
+    pub restates: bool,
 }
 
 impl Batch {

@@ -55,7 +55,7 @@ pub(crate) async fn write(
         .chain(rows.iter().map(|r| as_change(Op::Update, r)))
         .collect();
     let refs: Vec<&Change> = changes.iter().collect();
-    let shaped = shape::shape(&refs, rules);
+    let shaped = shape::shape(&refs, rules, true);
     // The destination's column types: what each column keeps of a value, and on
     // PostgreSQL what lets a chunk go as a few big statements, as the stream's batches do.
     let types = columns::of(txn, table)

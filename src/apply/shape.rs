@@ -10,8 +10,14 @@ use crate::change::{Change, Op, Row};
 ///
 /// The filter sees the source's values, before any transform. An insert or a delete of a
 /// row outside the filter is not sent, so a delete never reaches a destination that never
-/// had the row; an update that moves a row out of the filter becomes a delete of it.
-pub(crate) fn shape<'a>(changes: &[&'a Change], rules: &Rules) -> Vec<Cow<'a, Change>> {
+/// had the row; an update that moves a row out of the filter becomes a delete of it. When
+/// the changes `restate` rows (see [`Batch::restates`](crate::change::Batch::restates)),
+/// every change of a row outside the filter is a delete of it.
+pub(crate) fn shape<'a>(
+    changes: &[&'a Change],
+    rules: &Rules,
+    restate: bool,
+) -> Vec<Cow<'a, Change>> {
     let mut out = Vec::with_capacity(changes.len());
     for &change in changes {
         let Some(table) = rules.tables.get(&change.table) else {
@@ -25,6 +31,7 @@ pub(crate) fn shape<'a>(changes: &[&'a Change], rules: &Rules) -> Vec<Cow<'a, Ch
         let op = match &table.filter {
             Some(filter) if !filter.matches(&change.row) => match change.op {
                 Op::Update => Op::Delete,
+                _ if restate => Op::Delete,
                 Op::Insert | Op::Delete => continue,
             },
             _ => change.op,
@@ -98,9 +105,22 @@ mod tests {
             change(5, Op::Delete, 7, "cy@x.org"),
         ];
         let refs: Vec<&Change> = cs.iter().collect();
-        let out = shape(&refs, &rules);
+        let out = shape(&refs, &rules, false);
         let seen: Vec<(i64, Op)> = out.iter().map(|c| (c.id, c.op)).collect();
         assert_eq!(seen, [(1, Op::Insert), (3, Op::Delete), (5, Op::Delete)]);
+        // Restated, a row outside the filter goes, however it left it.
+        let restated = shape(&refs, &rules, true);
+        let seen: Vec<(i64, Op)> = restated.iter().map(|c| (c.id, c.op)).collect();
+        assert_eq!(
+            seen,
+            [
+                (1, Op::Insert),
+                (2, Op::Delete),
+                (3, Op::Delete),
+                (4, Op::Delete),
+                (5, Op::Delete)
+            ]
+        );
         assert_eq!(out[0].row.get("secret"), None);
         assert_eq!(
             out[0].row.get("email"),

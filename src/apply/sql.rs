@@ -221,7 +221,9 @@ impl SqlSink {
             .iter()
             .filter(|c| !position.contains(c.id))
             .collect();
-        *conflicts = self.apply_changes(txn, source, &todo, one_by_one).await?;
+        *conflicts = self
+            .apply_changes(txn, source, &todo, one_by_one, batch.restates)
+            .await?;
         batch.mark_done(&mut position);
         checkpoint::store(txn, source, &position)
             .await
@@ -239,8 +241,9 @@ impl SqlSink {
         source: &str,
         changes: &[&Change],
         one_by_one: bool,
+        restates: bool,
     ) -> std::result::Result<Vec<Conflict>, Failure> {
-        let shaped = shape::shape(changes, &self.rules);
+        let shaped = shape::shape(changes, &self.rules, restates);
         let mut placer = RowByRow {
             db: txn,
             source,
@@ -448,6 +451,7 @@ fn prefix(batch: &Batch, id: i64) -> Batch {
             .filter(|&&(lo, _)| lo < id)
             .map(|&(lo, hi)| (lo, hi.min(id - 1)))
             .collect(),
+        restates: batch.restates,
     }
 }
 
@@ -467,7 +471,7 @@ impl Sink for SqlSink {
 
     async fn apply(&mut self, source: &str, batch: &Batch) -> Result<Position> {
         let all: Vec<&Change> = batch.changes.iter().collect();
-        let shaped = shape::shape(&all, &self.rules);
+        let shaped = shape::shape(&all, &self.rules, batch.restates);
         let changes: Vec<&Change> = shaped.iter().map(|c| c.as_ref()).collect();
         let span = tracing::debug_span!("ormsync.apply_batch", destination = %self.name, changes = batch.changes.len());
         let mut outcome = self.try_apply(source, batch, &changes, &span).await;
@@ -507,7 +511,7 @@ impl Sink for SqlSink {
 
     async fn replay(&mut self, source: &str, changes: &[Change]) -> Result<()> {
         let refs: Vec<&Change> = changes.iter().collect();
-        let shaped = shape::shape(&refs, &self.rules);
+        let shaped = shape::shape(&refs, &self.rules, false);
         let shaped: Vec<&Change> = shaped.iter().map(|c| c.as_ref()).collect();
         if let Err(e) = self.check_columns(&shaped).await {
             self.columns.clear();
@@ -519,7 +523,7 @@ impl Sink for SqlSink {
                 e,
             )
         })?;
-        let conflicts = match self.apply_changes(&txn, source, &refs, true).await {
+        let conflicts = match self.apply_changes(&txn, source, &refs, true, false).await {
             Ok(conflicts) => conflicts,
             Err(failure) => {
                 let _ = txn.rollback().await;

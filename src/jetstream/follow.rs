@@ -7,20 +7,20 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer::pull, context::ConsumerInfoErrorKind};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use futures_util::{FutureExt, StreamExt};
-use sea_orm::DatabaseConnection;
+use sea_orm::{DatabaseConnection, TransactionTrait};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::message::{self, covers, ranges};
 use super::names::{self, Names};
 use super::publisher::{read_hub_position, stream_error};
-use super::state;
 use super::subscriber::Settings;
+use super::{converge, state};
 use crate::apply::{Sink, SqlSink};
 use crate::bootstrap::{self, Preparation};
 use crate::change::{Batch, Change};
 use crate::entity::TableSpec;
-use crate::error::{Error, Result};
+use crate::error::{DbContext, Error, Result};
 use crate::outbox::dead_letters::{self, ReplayReport};
 use crate::position::Position;
 use crate::redact::redact;
@@ -407,6 +407,10 @@ impl Follower {
             .values()
             .filter(|s| !self.skip.contains(&s.table))
             .collect();
+        // Until the converge is written, the child's position says nothing it holds, so a
+        // copy cut short (a crash, a halt) starts over rather than skip what it had not
+        // written.
+        forget_position(&self.db, source).await?;
         let copied = state::copy_rows(
             &self.js,
             &self.names,
@@ -416,11 +420,34 @@ impl Follower {
             &mut self.sink,
         )
         .await?;
-        // The rows hold every change of the hub's position read before the copy: the
-        // child's own position says so, so it shows where it stands, and a restart does not
-        // copy again.
+        let rows = copied.rows;
+        let cut = converge::to_cut(
+            &self.js,
+            &self.names,
+            &self.name,
+            copied,
+            &self.tables,
+            &self.skip,
+        )
+        .await?;
+        let (end, written) = (cut.end, cut.changes.len());
+        let mut blocked = dead_letters::blocked_rows(&self.db, &self.name).await?;
+        let mut changes = cut.changes.into_iter().peekable();
+        while changes.peek().is_some() {
+            let batch = Batch {
+                changes: changes
+                    .by_ref()
+                    .take(self.settings.copy_chunk.max(1))
+                    .collect(),
+                restates: true,
+                ..Batch::default()
+            };
+            self.apply(source, &mut blocked, batch).await?;
+        }
+        // The rows hold every change up to the cut: the child's position says so, so it
+        // shows where it stands, and a restart does not copy again.
         let done = Batch {
-            skipped: ranges(&copied.position),
+            skipped: ranges(&cut.position),
             ..Batch::default()
         };
         let position = self.sink.apply(source, &done).await?;
@@ -429,8 +456,7 @@ impl Follower {
             s.frontier = position.frontier();
             s.state = State::Idle;
         });
-        let (end, rows) = (copied.end, copied.rows);
-        tracing::info!(subscriber = %self.name, rows, from = end + 1, "copied the hub's rows; streaming");
+        tracing::info!(subscriber = %self.name, rows, converged = written, from = end + 1, "copied the hub's rows; streaming");
         stream
             .create_consumer(pull::Config {
                 durable_name: Some(self.name.clone()),
@@ -512,7 +538,7 @@ impl Follower {
         let applied = run.batch.changes.len() as u64;
         let started = std::time::Instant::now();
         if !run.batch.is_empty() {
-            s.position = self.apply(s, run.batch).await?;
+            s.position = self.apply(&s.source, &mut s.blocked, run.batch).await?;
         }
         if !run.replays.is_empty() {
             self.sink.replay(&s.source, &run.replays).await?;
@@ -648,10 +674,15 @@ impl Follower {
 
     /// Applies `batch`, parking a change the child refuses for good under
     /// [`OnPermanentError::DeadLetter`] (and later changes of its row behind it).
-    async fn apply(&mut self, s: &mut Session, mut batch: Batch) -> Result<Position> {
-        self.park_blocked(s, &mut batch).await?;
+    async fn apply(
+        &mut self,
+        source: &str,
+        blocked: &mut HashSet<(String, String)>,
+        mut batch: Batch,
+    ) -> Result<Position> {
+        self.park_blocked(blocked, &mut batch).await?;
         loop {
-            let error = match self.sink.apply(&s.source, &batch).await {
+            let error = match self.sink.apply(source, &batch).await {
                 Ok(position) => return Ok(position),
                 Err(e) => e,
             };
@@ -665,8 +696,7 @@ impl Follower {
             let change = batch.changes.remove(i);
             dead_letters::park(&self.db, &self.name, &change, &redact(&error.to_string())).await?;
             batch.skipped.push((change.id, change.id));
-            s.blocked
-                .insert((change.table.clone(), change.key.to_json()));
+            blocked.insert((change.table.clone(), change.key.to_json()));
             self.update(|st| st.dead_lettered += 1);
             self.alerts.raise(
                 Alert::new(
@@ -677,20 +707,22 @@ impl Follower {
                 )
                 .error(redact(&error.to_string())),
             );
-            self.park_blocked(s, &mut batch).await?;
+            self.park_blocked(blocked, &mut batch).await?;
         }
     }
 
     /// Parks the changes of `batch` whose row has a parked change, behind it.
-    async fn park_blocked(&mut self, s: &Session, batch: &mut Batch) -> Result<()> {
-        if s.blocked.is_empty() {
+    async fn park_blocked(
+        &mut self,
+        blocked: &HashSet<(String, String)>,
+        batch: &mut Batch,
+    ) -> Result<()> {
+        if blocked.is_empty() {
             return Ok(());
         }
         let mut keep = Vec::with_capacity(batch.changes.len());
         for change in std::mem::take(&mut batch.changes) {
-            if s.blocked
-                .contains(&(change.table.clone(), change.key.to_json()))
-            {
+            if blocked.contains(&(change.table.clone(), change.key.to_json())) {
                 dead_letters::park(
                     &self.db,
                     &self.name,
@@ -707,4 +739,17 @@ impl Follower {
         batch.changes = keep;
         Ok(())
     }
+}
+
+/// Sets the child's position for `source` back to nothing.
+async fn forget_position(db: &DatabaseConnection, source: &str) -> Result<()> {
+    let txn = db
+        .begin()
+        .await
+        .context(|| "forgetting the position before a copy".into())?;
+    crate::apply::lock_checkpoint(&txn, source).await?;
+    crate::apply::store_checkpoint(&txn, source, &Position::default()).await?;
+    txn.commit()
+        .await
+        .context(|| "forgetting the position before a copy".into())
 }

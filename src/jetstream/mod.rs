@@ -16,6 +16,7 @@
 //! lacks (streams with `max_msgs_per_subject`, message de-duplication by `Nats-Msg-Id`,
 //! durable pull consumers, and getting a subject's last message).
 
+mod converge;
 mod follow;
 mod message;
 mod names;

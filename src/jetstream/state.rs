@@ -4,12 +4,10 @@
 //!
 //! The hub publishes a batch's row versions before its changes, so every change at or
 //! below the change stream's last sequence, read before the copy, has its row version
-//! (or a later one) in the state stream by the time the copy reads it. The child then
-//! streams from the next sequence: a change it copied a later version of lands again and
-//! the later version follows, so the rows converge as a resync's do. On the way, such an
-//! older change can meet a row the copy took later (a delete of a parent that a copied
-//! child row points at again), which a foreign key refuses: the child halts there rather
-//! than diverge.
+//! (or a later one) in the state stream by the time the copy reads it. The rows copied
+//! come from many moments, though: what the hub changed while the copy read is set
+//! right by the [converge](super::converge) that follows, not by replaying those changes
+//! one by one over rows the copy may hold newer.
 
 use std::collections::HashMap;
 
@@ -22,7 +20,7 @@ use super::publisher::{read_hub_position, stream_error};
 use crate::apply::Sink;
 use crate::change::{Change, Op};
 use crate::entity::TableSpec;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::position::Position;
 use crate::snapshot::order::parents_first;
 
@@ -34,10 +32,20 @@ pub(crate) struct Copied {
     pub(crate) position: Position,
     /// Row versions written.
     pub(crate) rows: u64,
+    /// Ids of the versions copied that `position` lacks: the hub published them while the
+    /// copy read, and the converge waits until the change stream holds their changes.
+    pub(crate) fresh: Vec<i64>,
+    /// Rows the child refused as copied (usually a row whose parent the hub wrote after
+    /// the copy read the parent's table), left for the converge.
+    pub(crate) deferred: Vec<Change>,
+    /// The rows the hub deleted, for the converge to delete after the rows it writes.
+    pub(crate) gone: Vec<Change>,
 }
 
 /// Copies every row version of `tables` in the state stream through `sink`, parents
-/// first, then the deletions, children first.
+/// first; the deletions it finds are left for the converge, which writes them after the
+/// rows it writes. Each version goes as an update ("the row is now this"), so a row
+/// outside a destination's filter is removed from it, as after a change that moved it out.
 pub(crate) async fn copy_rows(
     js: &jetstream::Context,
     names: &Names,
@@ -66,8 +74,12 @@ pub(crate) async fn copy_rows(
         .await
         .map_err(|e| stream_error(&state_name, "opening the state stream", e, true))?;
     let order = parents_first(tables.iter().copied());
-    let mut deletes: Vec<Vec<Change>> = Vec::with_capacity(order.len());
-    let mut rows = 0;
+    let mut deletes: Vec<Change> = Vec::new();
+    let mut done = Done {
+        rows: 0,
+        fresh: Vec::new(),
+        deferred: Vec::new(),
+    };
     for spec in &order {
         // Deletions by key: a version of the row read after its deletion (the hub wrote it
         // again while the copy read) takes it back.
@@ -100,17 +112,20 @@ pub(crate) async fn copy_rows(
                 let m = m.map_err(|e| stream_error(&state_name, "reading the rows", e, true))?;
                 fetched += 1;
                 let seq = m.info().map(|i| i.stream_sequence).unwrap_or_default();
-                let change = message::decode(&m.payload, &state_name, seq)?;
+                let mut change = message::decode(&m.payload, &state_name, seq)?;
+                if !position.contains(change.id) {
+                    done.fresh.push(change.id);
+                }
                 if change.op == Op::Delete {
                     gone.insert(change.key.to_json(), change);
                 } else {
                     gone.remove(&change.key.to_json());
+                    change.op = Op::Update;
                     upserts.push(change);
                 }
                 if upserts.len() >= chunk {
-                    rows += upserts.len() as u64;
-                    sink.replay(source, &upserts).await?;
-                    upserts.clear();
+                    done.write(source, std::mem::take(&mut upserts), sink)
+                        .await?;
                 }
             }
             tracing::debug!(table = %spec.table, fetched, "copying: fetched");
@@ -118,23 +133,57 @@ pub(crate) async fn copy_rows(
                 break;
             }
         }
-        rows += upserts.len() as u64;
-        if !upserts.is_empty() {
-            sink.replay(source, &upserts).await?;
-        }
-        let mut gone: Vec<Change> = gone.into_values().collect();
-        gone.sort_by_key(|c| c.id);
-        deletes.push(gone);
-    }
-    tracing::debug!(rows, "copying: deletions");
-    for gone in deletes.iter().rev() {
-        for part in gone.chunks(chunk) {
-            sink.replay(source, part).await?;
-        }
+        done.write(source, upserts, sink).await?;
+        deletes.extend(gone.into_values());
     }
     Ok(Copied {
         end,
         position,
-        rows,
+        rows: done.rows,
+        fresh: done.fresh,
+        deferred: done.deferred,
+        gone: deletes,
     })
+}
+
+/// What the copy has written so far, and left for the converge.
+struct Done {
+    rows: u64,
+    fresh: Vec<i64>,
+    deferred: Vec<Change>,
+}
+
+impl Done {
+    /// Writes `changes` in one child transaction; a row the child refuses (its foreign key,
+    /// a constraint, a rule that cannot place it) is left for the converge, which writes it
+    /// after its parents, or meets the destination's policy for it there.
+    async fn write(
+        &mut self,
+        source: &str,
+        mut changes: Vec<Change>,
+        sink: &mut dyn Sink,
+    ) -> Result<()> {
+        while !changes.is_empty() {
+            let error = match sink.replay(source, &changes).await {
+                Ok(()) => {
+                    self.rows += changes.len() as u64;
+                    return Ok(());
+                }
+                Err(e) => e,
+            };
+            let refused = match &error {
+                Error::Apply { id, .. } | Error::Unresolved { id, .. } if !error.is_transient() => {
+                    changes.iter().position(|c| c.id == *id)
+                }
+                _ => None,
+            };
+            let Some(i) = refused else {
+                return Err(error);
+            };
+            tracing::debug!(change = changes[i].id, table = %changes[i].table, error = %crate::redact::redact(&error.to_string()),
+                "copying: a row refused, left for the converge");
+            self.deferred.push(changes.remove(i));
+        }
+        Ok(())
+    }
 }

@@ -238,6 +238,7 @@ impl OutboxReader {
             anchor: changes.last().map(Change::anchor),
             changes,
             skipped: holes,
+            restates: false,
         })
     }
 

@@ -34,9 +34,9 @@ use super::copy::identity;
 use super::order;
 use super::run::Link;
 use super::store;
-use crate::apply::{self, Sink, plan};
+use crate::apply::{self, Sink};
 use crate::change::{Batch, Change, Op, Row};
-use crate::entity::{Reference, TableSpec};
+use crate::entity::TableSpec;
 use crate::error::{DbContext, Error, Result};
 use crate::keyset::{self, Decoder};
 use crate::outbox::{dead_letters, visible};
@@ -122,7 +122,11 @@ pub(crate) async fn converge(
     for spec in &specs {
         if let Some(t) = touched.get_mut(&spec.table) {
             done.refreshed += t.present.len() as u64;
-            upserts.extend(in_tree_order(spec, std::mem::take(&mut t.present)));
+            upserts.extend(order::in_tree_order(
+                spec,
+                std::mem::take(&mut t.present),
+                |r| &r.change.row,
+            ));
         }
     }
     apply_in_batches(link, sink, upserts, batch_size, in_flight).await?;
@@ -161,24 +165,6 @@ pub(crate) async fn converge(
     Ok(done)
 }
 
-/// `rows` of `spec`'s table, each after the rows it references when the table references
-/// itself: batches apply one after the other, so a row's parent must not come in a later
-/// one. Other tables' rows keep their order.
-fn in_tree_order(spec: &TableSpec, rows: Vec<Refreshed>) -> Vec<Refreshed> {
-    let own: Vec<&Reference> = spec
-        .references
-        .iter()
-        .filter(|r| r.table == spec.table)
-        .collect();
-    if own.is_empty() || rows.len() < 2 {
-        return rows;
-    }
-    let refs: Vec<&Row> = rows.iter().map(|r| &r.change.row).collect();
-    let order = plan::tree_positions(&refs, &own);
-    let mut slots: Vec<Option<Refreshed>> = rows.into_iter().map(Some).collect();
-    order.into_iter().filter_map(|i| slots[i].take()).collect()
-}
-
 /// Applies `rows` through `sink`, `batch_size` a batch, each batch marking done the ids its
 /// rows supersede; on failure the batch is left in `in_flight`.
 async fn apply_in_batches(
@@ -191,7 +177,10 @@ async fn apply_in_batches(
     let per_batch = batch_size.max(1) as usize;
     let mut rows = rows.into_iter().peekable();
     while rows.peek().is_some() {
-        let mut batch = Batch::default();
+        let mut batch = Batch {
+            restates: true,
+            ..Batch::default()
+        };
         for r in rows.by_ref().take(per_batch) {
             batch.changes.push(r.change);
             batch

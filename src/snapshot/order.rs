@@ -1,7 +1,9 @@
 //! Foreign-key order: parents before the tables that reference them, so a copied or created
 //! child always finds its parent table (and, for a copy, its parent rows) in place.
 
-use crate::entity::TableSpec;
+use crate::apply::plan;
+use crate::change::Row;
+use crate::entity::{Reference, TableSpec};
 
 /// `specs` ordered parents first (by their [`references`](TableSpec::references)), ties
 /// by name so the order is stable. A cycle of references (or a table referencing itself)
@@ -23,6 +25,24 @@ pub(crate) fn parents_first<'a>(
         out.push(left.remove(i));
     }
     out
+}
+
+/// `rows` of `spec`'s table, each after the rows it references when the table references
+/// itself (`row` gives a row's values): batches apply one after the other, so a row's
+/// parent must not come in a later one. Other tables' rows keep their order.
+pub(crate) fn in_tree_order<T>(spec: &TableSpec, rows: Vec<T>, row: impl Fn(&T) -> &Row) -> Vec<T> {
+    let own: Vec<&Reference> = spec
+        .references
+        .iter()
+        .filter(|r| r.table == spec.table)
+        .collect();
+    if own.is_empty() || rows.len() < 2 {
+        return rows;
+    }
+    let refs: Vec<&Row> = rows.iter().map(&row).collect();
+    let order = plan::tree_positions(&refs, &own);
+    let mut slots: Vec<Option<T>> = rows.into_iter().map(Some).collect();
+    order.into_iter().filter_map(|i| slots[i].take()).collect()
 }
 
 #[cfg(test)]

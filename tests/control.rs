@@ -423,3 +423,67 @@ async fn sync_now_waits_for_a_drain_longer_than_the_lease() {
     assert_all_same(&s.db, &d.db).await;
     rep.shutdown().await;
 }
+
+/// Lag alerts: a paused destination passes the backlog threshold and raises `LagHigh`
+/// once, with the backlog it saw; resumed, it catches up and raises `LagNormal` once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lag_alerts_rise_once_over_the_threshold_and_fall_once_caught_up() {
+    let Some((s, d)) = pair(Backend::Sqlite, Backend::Sqlite).await else {
+        return;
+    };
+    let alerts: std::sync::Arc<std::sync::Mutex<Vec<ormsync::Alert>>> = Default::default();
+    let seen = alerts.clone();
+    let rep = builder(&s.db)
+        .poll_interval(Duration::from_millis(20))
+        .lag_alert(Some(10), None)
+        .on_alert(move |a| seen.lock().unwrap().push(a.clone()))
+        .destination(Destination::new("d", d.db.clone()))
+        .start()
+        .await
+        .unwrap();
+    let lag = |kind: ormsync::AlertKind| {
+        alerts
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|a| a.kind == kind)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    insert(&s.db, 1..=5).await;
+    rep.sync_now().await.unwrap();
+    rep.pause("d").await.unwrap();
+    // Under the threshold: no alert.
+    insert(&s.db, 6..=9).await;
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert!(lag(ormsync::AlertKind::LagHigh).is_empty());
+    insert(&s.db, 10..=30).await;
+    let began = Instant::now();
+    while lag(ormsync::AlertKind::LagHigh).is_empty() {
+        assert!(began.elapsed() < Duration::from_secs(10), "no LagHigh");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let high = lag(ormsync::AlertKind::LagHigh);
+    assert_eq!(high.len(), 1, "{high:?}");
+    assert_eq!(high[0].destination, "d");
+    assert_eq!(high[0].pending, Some(25), "{:?}", high[0]);
+    assert!(lag(ormsync::AlertKind::LagNormal).is_empty());
+
+    rep.resume("d").await.unwrap();
+    rep.sync_now().await.unwrap();
+    assert_all_same(&s.db, &d.db).await;
+    let began = Instant::now();
+    while lag(ormsync::AlertKind::LagNormal).is_empty() {
+        assert!(began.elapsed() < Duration::from_secs(10), "no LagNormal");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A while later, still one of each.
+    insert(&s.db, 31..=33).await;
+    rep.sync_now().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert_eq!(lag(ormsync::AlertKind::LagHigh).len(), 1);
+    let normal = lag(ormsync::AlertKind::LagNormal);
+    assert_eq!(normal.len(), 1, "{normal:?}");
+    assert_eq!(normal[0].pending, Some(0));
+    rep.shutdown().await;
+}

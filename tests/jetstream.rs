@@ -1697,3 +1697,71 @@ async fn a_child_joining_while_a_cluster_node_is_down_copies_and_streams() {
     ca.shutdown().await;
     hub_rep.shutdown().await;
 }
+
+/// Children killed at random moments while they copy and converge, as the hub goes on
+/// deleting customers, re-creating them and moving orders: each start copies again until
+/// one gets through, and each child ends with the hub's rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn children_killed_while_they_copy_end_with_the_hubs_rows() {
+    let Some(nats) = NatsServer::start() else {
+        return;
+    };
+    let seed = seed();
+    eprintln!("seed {seed} (ORMSYNC_SEED={seed} replays it)");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let (Some(src), Some(a), Some(b)) = (
+        database(Backend::Sqlite).await,
+        database(Backend::Sqlite).await,
+        database(Backend::Postgres).await,
+    ) else {
+        return;
+    };
+    for db in [&src, &a, &b] {
+        shop_tables(db, false).await;
+    }
+    ormsync::install(&src.db).await.expect("install");
+    let url = nats.url();
+    let hub_rep = hub_of(&src, &url, |p| p, None, shop_hub).await;
+    open_shop(&src, &mut rng).await;
+    // Cold rows, so a copy lasts long enough to be cut short.
+    let txn = src.db.begin().await.expect("begin");
+    for order in 1000..1600 {
+        for no in 1..=4 {
+            line(order, no, rng.random_range(0..50))
+                .insert(&txn)
+                .await
+                .expect("insert line");
+        }
+    }
+    txn.commit().await.expect("commit");
+    write_shop(&src, &mut rng, 20).await;
+    caught_up(&hub_rep, &[]).await;
+
+    let mut children = Vec::new();
+    for (name, db) in [("a", &a), ("b", &b)] {
+        for _ in 0..rng.random_range(2..5) {
+            let c = child_of(&url, name, db, |d| d, None, shop_child).await;
+            write_shop(&src, &mut rng, 5).await;
+            write(&src, &mut rng, 3).await;
+            tokio::time::sleep(Duration::from_millis(rng.random_range(0..1500))).await;
+            eprintln!("child {name} killed while {:?}", c.status().state);
+            c.abort().await;
+        }
+        children.push(child_of(&url, name, db, |d| d, None, shop_child).await);
+    }
+    write_shop(&src, &mut rng, 20).await;
+    write(&src, &mut rng, 10).await;
+    let running: Vec<&Subscriber> = children.iter().collect();
+    caught_up(&hub_rep, &running).await;
+    for db in [&a, &b] {
+        assert_same::<accounts::Entity>(&src.db, &db.db).await;
+        assert_same::<line_items::Entity>(&src.db, &db.db).await;
+        assert_same::<customers::Entity>(&src.db, &db.db).await;
+        assert_same::<orders::Entity>(&src.db, &db.db).await;
+    }
+    for c in children {
+        assert_eq!(c.status().errors, 0, "{:?}", c.status());
+        c.shutdown().await;
+    }
+    hub_rep.shutdown().await;
+}

@@ -124,7 +124,9 @@ impl Lease {
             ))
             .await
             .context(|| format!("reading the lease of `{}`", self.name))?;
-        Ok(row.and_then(|r| r.try_get::<String>("", "holder").ok()))
+        Ok(row
+            .and_then(|r| r.try_get::<String>("", "holder").ok())
+            .filter(|h| !h.is_empty()))
     }
 
     /// Takes or renews the lease; returns the generation held, or `None` when another
@@ -132,15 +134,12 @@ impl Lease {
     async fn try_acquire(&self) -> Result<Option<i64>> {
         let backend = self.db.get_database_backend();
         // A row that is already expired, so the conditional update below can take it.
-        // Each backend stores timestamps in its own form: text on SQLite.
-        let expired = match backend {
-            DbBackend::MySql => "'1970-01-02 00:00:00'",
-            DbBackend::Postgres => "'1970-01-02T00:00:00Z'",
-            _ => "'1970-01-02T00:00:00.000Z'",
-        };
         let create = insert_if_absent(
             backend,
-            &format!("ormsync_leases (destination, holder, expires_at) VALUES (?, '', {expired})"),
+            &format!(
+                "ormsync_leases (destination, holder, expires_at) VALUES (?, '', {})",
+                expired(backend)
+            ),
         );
         self.db
             .execute_raw(Statement::from_sql_and_values(
@@ -234,9 +233,15 @@ impl Lease {
             return;
         }
         let backend = self.db.get_database_backend();
+        // Expired rather than deleted: the row keeps the generation, which the next taking
+        // raises by one whatever the source's clock does meanwhile.
         let sql = marks(
             backend,
-            "DELETE FROM ormsync_leases WHERE destination = ? AND holder = ?",
+            &format!(
+                "UPDATE ormsync_leases SET holder = '', expires_at = {} \
+                 WHERE destination = ? AND holder = ?",
+                expired(backend)
+            ),
         );
         let result = self
             .db
@@ -249,5 +254,53 @@ impl Lease {
         if let Err(e) = result {
             tracing::debug!(lease = %self.name, error = %e, "could not release the lease; it will expire");
         }
+    }
+}
+
+/// A time long past, as `backend` stores timestamps (text on SQLite).
+fn expired(backend: DbBackend) -> &'static str {
+    match backend {
+        DbBackend::MySql => "'1970-01-02 00:00:00'",
+        DbBackend::Postgres => "'1970-01-02T00:00:00Z'",
+        _ => "'1970-01-02T00:00:00.000Z'",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::Database;
+
+    use super::*;
+
+    async fn source() -> (tempfile::TempDir, DatabaseConnection) {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("s.db").display());
+        let db = Database::connect(url).await.expect("connect");
+        crate::schema::install(&db).await.expect("install");
+        (dir, db)
+    }
+
+    fn lease(db: &DatabaseConnection, holder: &str) -> Lease {
+        Lease::new(db.clone(), "d", holder, Duration::from_secs(60))
+    }
+
+    #[tokio::test]
+    async fn each_taking_raises_the_generation_and_a_renewal_keeps_it() {
+        let (_dir, db) = source().await;
+        let mut a = lease(&db, "a");
+        assert!(a.ensure().await.expect("take"));
+        let first = a.generation().expect("held");
+        a.forget();
+        assert!(a.ensure().await.expect("renew"));
+        assert_eq!(a.generation(), Some(first), "a renewal keeps it");
+
+        a.release().await;
+        assert_eq!(a.generation(), None);
+        let mut b = lease(&db, "b");
+        assert!(b.ensure().await.expect("take over"));
+        let second = b.generation().expect("held");
+        assert!(second > first, "{second} > {first}");
+        assert!(!a.ensure().await.expect("ask"), "b holds it");
+        assert_eq!(a.generation(), None);
     }
 }

@@ -438,6 +438,18 @@ pub enum Error {
         holder: String,
     },
 
+    /// This instance lost the destination's lease while it was writing there, and the
+    /// instance that took it over has written since: the write is refused, so the two never
+    /// overwrite each other's copy. This one stands by and takes over if that one stops.
+    #[error(
+        "destination `{destination}`: another instance took over the lease and writes there \
+         now; this one stands by and takes over if that one stops"
+    )]
+    LeaseLost {
+        /// The destination's name.
+        destination: String,
+    },
+
     /// Code ormsync calls (a driver, the query builder) panicked while shipping to a
     /// destination. The destination halts rather than the replicator stopping, and no
     /// change is lost: the batch it was on stays in the outbox.
@@ -482,7 +494,7 @@ impl Error {
             Error::Db { source, .. } | Error::Apply { source, .. } => {
                 crate::classify::classify(source) == crate::classify::ErrorKind::Transient
             }
-            Error::Standby { .. } | Error::Retrying { .. } => true,
+            Error::Standby { .. } | Error::LeaseLost { .. } | Error::Retrying { .. } => true,
             Error::Stream { transient, .. } => *transient,
             _ => false,
         }

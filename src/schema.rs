@@ -187,12 +187,14 @@ pub async fn uninstall<C: ConnectionTrait>(db: &C) -> Result<()> {
 
 /// Columns added since the tables were first created: [`install`] adds them to tables an
 /// earlier version created.
-const ADDED_COLUMNS: [(&str, &str, &str); 5] = [
+const ADDED_COLUMNS: [(&str, &str, &str); 7] = [
     ("ormsync_checkpoint", "anchor_id", "BIGINT NULL"),
     ("ormsync_checkpoint", "anchor_digest", "VARCHAR(64) NULL"),
     ("ormsync_progress", "anchor_id", "BIGINT NULL"),
     ("ormsync_progress", "state", "VARCHAR(32) NULL"),
     ("ormsync_progress", "last_error", "TEXT NULL"),
+    ("ormsync_leases", "generation", "BIGINT NOT NULL DEFAULT 0"),
+    ("ormsync_checkpoint", "fence", "BIGINT NOT NULL DEFAULT 0"),
 ];
 
 /// An outbox with a `NOTIFY` trigger has it dropped: notifying inside every capturing
@@ -257,7 +259,8 @@ fn ddl(backend: DbBackend) -> [String; 13] {
         ),
         format!(
             "CREATE TABLE IF NOT EXISTS ormsync_leases (destination {name} NOT NULL PRIMARY KEY, \
-             holder {name} NOT NULL, expires_at {ts} NOT NULL, updated_at {ts} NOT NULL DEFAULT {now}){suffix}"
+             holder {name} NOT NULL, expires_at {ts} NOT NULL, updated_at {ts} NOT NULL DEFAULT {now}, \
+             generation BIGINT NOT NULL DEFAULT 0){suffix}"
         ),
         format!(
             "CREATE TABLE IF NOT EXISTS ormsync_dead_letters (id {autoinc}, destination {name} NOT NULL, \
@@ -271,10 +274,13 @@ fn ddl(backend: DbBackend) -> [String; 13] {
              state VARCHAR(32) NULL, last_error {text} NULL, \
              updated_at {ts} NOT NULL DEFAULT {now}){suffix}"
         ),
+        // `fence`: the highest lease generation that wrote a copy's bookkeeping here; an
+        // instance of an older one lost the lease and is refused (see `snapshot::fence`).
         format!(
             "CREATE TABLE IF NOT EXISTS ormsync_checkpoint (source {name} NOT NULL PRIMARY KEY, \
              watermark BIGINT NOT NULL, applied {text} NOT NULL, anchor_id BIGINT NULL, \
-             anchor_digest VARCHAR(64) NULL, updated_at {ts} NOT NULL DEFAULT {now}){suffix}"
+             anchor_digest VARCHAR(64) NULL, updated_at {ts} NOT NULL DEFAULT {now}, \
+             fence BIGINT NOT NULL DEFAULT 0){suffix}"
         ),
         format!(
             "CREATE TABLE IF NOT EXISTS ormsync_key_map (source {short} NOT NULL, table_name {short} NOT NULL, \

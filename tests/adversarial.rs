@@ -1295,11 +1295,12 @@ fn log_table(log: &BTreeMap<(String, String), Vec<Logged>>, id: i64) -> &str {
 const SOURCE_STATE: &[&str] = &[
     "SELECT destination, watermark, frontier FROM ormsync_progress ORDER BY destination",
     "SELECT COUNT(*) AS outbox_rows, MIN(id) AS first_id, MAX(id) AS last_id FROM ormsync_outbox",
+    "SELECT destination, holder, generation FROM ormsync_leases ORDER BY destination",
 ];
 
 /// What a destination keeps of the replication, for a failure's report.
 const DESTINATION_STATE: &[&str] = &[
-    "SELECT watermark, applied FROM ormsync_checkpoint",
+    "SELECT watermark, applied, fence FROM ormsync_checkpoint",
     "SELECT table_name, done, copied, deferred, last_key FROM ormsync_snapshot ORDER BY table_name",
     "SELECT base FROM ormsync_snapshot_base",
 ];

@@ -18,13 +18,14 @@ use ormsync::{Destination, Replicated, Replicator, SnapshotStatus, State};
 use rand::{Rng, SeedableRng};
 use sea_orm::prelude::Decimal;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, ModelTrait,
-    QueryFilter, Set, Statement, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait,
+    ModelTrait, QueryFilter, Set, Statement, TransactionTrait,
 };
 
 on_every_pair!(
     also_sqlite: a_new_destination_meets_parents_deleted_and_recreated,
     resync_after_a_parent_deleted_and_its_child_moved,
+    an_instance_that_lost_its_lease_plans_no_copy,
 );
 
 // Several instances creating one PostgreSQL destination's tables at once, and instances
@@ -336,7 +337,91 @@ async fn stored_progress(dest: &DatabaseConnection) -> Vec<(String, i64, bool)> 
         .collect()
 }
 
+/// Expires every lease at `db`, as leases whose holders were held up past their time.
+async fn expire_leases(db: &DatabaseConnection) {
+    let past = match db.get_database_backend() {
+        DbBackend::MySql => "'1970-01-02 00:00:00'",
+        DbBackend::Postgres => "'1970-01-02T00:00:00Z'",
+        _ => "'1970-01-02T00:00:00.000Z'",
+    };
+    db.execute_unprepared(&format!("UPDATE ormsync_leases SET expires_at = {past}"))
+        .await
+        .expect("expire the leases");
+}
+
 // ---- scenarios -------------------------------------------------------------------------
+
+/// An instance whose lease another one took over while it did not look (an instance held
+/// up past its lease) is asked to copy a table again. Its copy must not start: a plan it
+/// leaves unfinished at the destination, which the instance that ships there does not
+/// resume, keeps that destination from ever draining.
+async fn an_instance_that_lost_its_lease_plans_no_copy(src: Backend, dst: Backend) {
+    common::trace();
+    let (Some(s), Some(d)) = (TestDb::create(src).await, TestDb::create(dst).await) else {
+        return;
+    };
+    existing_rows(&s.db, 200).await;
+    dest_tables(&d.db).await;
+    // An instance trusts its lease for a third of it after each renewal: long enough here
+    // for the other to take it over meanwhile, unseen.
+    let instance = |name: &str| {
+        start(&s.db)
+            .instance_id(name)
+            .lease_ttl(Duration::from_secs(90))
+            .destination(Destination::new("backup", d.db.clone()).snapshot_chunk_rows(5))
+    };
+    let first = instance("first").start().await.expect("start the first");
+    sync(&first).await;
+    assert_both_same(&s.db, &d.db).await;
+
+    expire_leases(&s.db).await;
+    let second = instance("second").start().await.expect("start the second");
+    // A pass of its own: it holds the lease and streams.
+    sync(&second).await;
+    assert_eq!(snapshot_of(&second).0, State::Idle);
+
+    // The first is asked to copy a table again, and killed once a plan shows at the
+    // destination, if one does.
+    let planned = async {
+        while stored_progress(&d.db)
+            .await
+            .iter()
+            .all(|(_, _, done)| *done)
+        {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    };
+    let answer = tokio::select! {
+        answer = first.resync("backup", &["snap_orders"]) => Some(answer),
+        () = planned => None,
+    };
+    first.abort().await;
+    if let Some(answer) = answer {
+        assert!(
+            matches!(&answer, Err(e) if e.is_transient()),
+            "the first, no longer holding the lease, stands by: {answer:?}"
+        );
+    }
+
+    let txn = s.db.begin().await.unwrap();
+    customers::ActiveModel::from(customer(201))
+        .insert(&txn)
+        .await
+        .unwrap();
+    orders::ActiveModel::from(order(201, 0))
+        .insert(&txn)
+        .await
+        .unwrap();
+    txn.commit().await.unwrap();
+    let drained = tokio::time::timeout(Duration::from_secs(30), second.drain("backup")).await;
+    assert!(
+        matches!(drained, Ok(Ok(()))),
+        "the destination drains: {drained:?}; copy progress there: {:?}",
+        stored_progress(&d.db).await
+    );
+    assert_both_same(&s.db, &d.db).await;
+    second.shutdown().await;
+}
 
 /// A destination added while the outbox holds histories whose replay over a copy of the
 /// current rows would break a foreign key: a parent deleted and re-created with a new child,

@@ -523,7 +523,8 @@ impl Replicator {
     /// # Errors
     ///
     /// [`Error::Config`] for a table not replicated to `name`; [`Error::Standby`] when
-    /// another instance ships to it (call it there); [`Error::Db`] when a chunk fails;
+    /// another instance ships to it (call it there), [`Error::LeaseLost`] when one took it
+    /// over while this one was about to copy; [`Error::Db`] when a chunk fails;
     /// [`Error::UnknownDestination`]; [`Error::Shutdown`].
     ///
     /// # Examples

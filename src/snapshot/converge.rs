@@ -205,6 +205,7 @@ async fn delete_stray(link: &Link, spec: &TableSpec, keys: &[Row]) -> Result<()>
         .context(|| format!("snapshot `{}`: beginning a transaction", spec.table))?;
     let deleted = async {
         apply::lock_checkpoint(&txn, &link.source_id).await?;
+        link.fence.hold(&txn, &link.source_id).await?;
         apply::copied::write(
             &txn,
             &link.source_id,
@@ -479,6 +480,9 @@ async fn finish(link: &Link, mut position: Position) -> Result<Position> {
         .context(|| "snapshot: beginning its last transaction".into())?;
     let stored = async {
         let current = apply::lock_checkpoint(&txn, &link.source_id).await?;
+        // A converge of an instance that lost its lease sets no checkpoint over the new
+        // holder's.
+        link.fence.hold(&txn, &link.source_id).await?;
         let anchor = position.anchor.take();
         position.merge(&current);
         position.anchor = anchor;

@@ -6,6 +6,7 @@ use std::collections::HashSet;
 
 use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, TransactionTrait};
 
+use super::fence::Fence;
 use super::store;
 use crate::apply;
 use crate::apply::Rules;
@@ -35,7 +36,8 @@ pub(crate) struct Chunk {
 /// `dest`, and records the chunk in `ormsync_snapshot`.
 ///
 /// The chunk runs in a destination transaction that first locks `source_id`'s checkpoint,
-/// the lock every batch takes to apply, so no batch lands while the chunk is read and
+/// the lock every batch takes to apply, and holds `fence` under it, so a chunk of an
+/// instance that lost its lease is refused; so no batch lands while the chunk is read and
 /// written: the chunk holds the source rows as they are *after* every batch applied so far,
 /// and every change committed after the read is still ahead in the stream, which replays it
 /// over the copy (upserts and deletes by key are idempotent). Destination rows in the
@@ -54,6 +56,7 @@ pub(crate) async fn copy_chunk(
     source: &DatabaseConnection,
     dest: &DatabaseConnection,
     source_id: &str,
+    fence: &Fence,
     spec: &TableSpec,
     rules: &Rules,
     prune: bool,
@@ -66,7 +69,7 @@ pub(crate) async fn copy_chunk(
         .await
         .context(|| format!("snapshot `{}`: beginning a transaction", spec.table))?;
     match copy_in(
-        &txn, source, source_id, spec, rules, prune, parents, after, budget,
+        &txn, source, source_id, fence, spec, rules, prune, parents, after, budget,
     )
     .await
     {
@@ -89,6 +92,7 @@ async fn copy_in(
     txn: &DatabaseTransaction,
     source: &DatabaseConnection,
     source_id: &str,
+    fence: &Fence,
     spec: &TableSpec,
     rules: &Rules,
     prune: bool,
@@ -97,6 +101,7 @@ async fn copy_in(
     budget: &mut ReadBudget,
 ) -> Result<Chunk> {
     apply::lock_checkpoint(txn, source_id).await?;
+    fence.hold(txn, source_id).await?;
     let (rows, full) = keyset::read_chunk(source, spec, after, budget).await?;
     let last_key = match rows.last() {
         Some(last) if full => Some(keyset::key_of(spec, last)?),

@@ -37,16 +37,22 @@
 //!   source at that snapshot, and the stream goes on from exactly there: no change is
 //!   replayed over a newer row, so no replay meets a foreign key its moment did not have.
 //!   A converge interrupted halfway runs again from the same base.
+//! - **One writer.** Every write of the copy's bookkeeping (its plan, each chunk, the
+//!   converge's checkpoint) checks, under the checkpoint's lock, that no newer holder of
+//!   the lease wrote there (see `fence`): an instance that lost its lease mid-copy stops
+//!   instead of overwriting the plan of the one that took over.
 //! - **Skipped columns** (`#[replicated(skip)]`) are never read nor written.
 
 mod converge;
 mod copy;
+mod fence;
 pub(crate) mod order;
 mod run;
 mod status;
 mod store;
 
 pub(crate) use converge::converge;
+pub(crate) use fence::Fence;
 pub(crate) use order::parents_first;
 pub(crate) use run::{Copy, Link};
 pub use status::{SnapshotStatus, TableCopy, progress};

@@ -28,6 +28,8 @@ pub(crate) struct Link {
     pub(crate) destination: String,
     pub(crate) rules: Arc<Rules>,
     pub(crate) chunk_rows: u64,
+    /// The lease generation the copy writes under.
+    pub(crate) fence: super::Fence,
 }
 
 /// A copy in progress: the tables left, in foreign-key order, each from its last key.
@@ -175,6 +177,7 @@ impl Copy {
             &self.link.source,
             &self.link.dest,
             &self.link.source_id,
+            &self.link.fence,
             spec,
             &self.link.rules,
             *prune,

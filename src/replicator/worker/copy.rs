@@ -16,7 +16,7 @@ use crate::error::{DbContext, Result};
 use crate::outbox::progress;
 use crate::position::Position;
 use crate::schema;
-use crate::snapshot::{self, SnapshotStatus};
+use crate::snapshot::{self, Fence, SnapshotStatus};
 
 /// What readying and copying into the destination take besides the sink, which takes
 /// batches only.
@@ -44,6 +44,8 @@ pub(super) struct Readiness {
     pub(super) installed: bool,
     /// Whether a snapshot to start or resume was looked for.
     pub(super) snapshot_checked: bool,
+    /// The lease generation the destination was claimed for (see [`Worker::claim`]).
+    pub(super) claimed: Option<i64>,
 }
 
 impl Worker {
@@ -58,6 +60,11 @@ impl Worker {
                 bootstrap::prepare_tables(&self.target.db, &self.name, &specs, how).await?;
             }
             state.readiness.installed = true;
+        }
+        if state.readiness.claimed != self.lease.generation() {
+            // Taken (again) after another instance held the lease: that one may have
+            // planned a copy meanwhile, or left one unfinished, for this one to resume.
+            state.readiness.snapshot_checked = false;
         }
         if !state.readiness.snapshot_checked {
             if !self.snapshot(state).await? {
@@ -88,6 +95,7 @@ impl Worker {
     /// unfinished snapshot or resync, and converges it; returns whether the copy is complete
     /// (`false` when it stopped for a shutdown, to resume on the next start).
     pub(super) async fn snapshot(&mut self, state: &mut WorkerState) -> Result<bool> {
+        let fence = self.claim(state).await?;
         let tables = self.shipped_tables();
         let mut progress = snapshot::list(&self.target.db, &self.source_id)
             .await
@@ -104,13 +112,13 @@ impl Worker {
                     .await?
                     .is_none();
             if new {
-                base = Some(self.plan_snapshot(state, &tables).await?);
+                base = Some(self.plan_snapshot(state, &tables, &fence).await?);
                 progress = snapshot::list(&self.target.db, &self.source_id).await?;
                 progress.retain(|p| tables.contains_key(&p.table));
             } else {
                 if let Some(base) = base {
                     self.update(|s| s.state = State::Copying);
-                    self.converge(state, &tables, &base).await?;
+                    self.converge(state, &tables, &base, &fence).await?;
                 }
                 // Tables the destination never had copied: an entity registered since its
                 // snapshot, or a table it skipped and no longer does. Their rows written
@@ -123,16 +131,16 @@ impl Worker {
                 if !self.target.initial_snapshot || !copied_before || unseen.is_empty() {
                     return Ok(true);
                 }
-                base = Some(self.plan_backfill(&unseen).await?);
+                base = Some(self.plan_backfill(&unseen, &fence).await?);
                 progress = snapshot::list(&self.target.db, &self.source_id).await?;
                 progress.retain(|p| tables.contains_key(&p.table) && !p.done);
             }
         }
-        let done = self.copy_tables(state, &tables, &progress).await?;
+        let done = self.copy_tables(state, &tables, &progress, &fence).await?;
         if done {
             // A copy begun by a version that kept no base converges from nothing: every
             // change still in the outbox is read again.
-            self.converge(state, &tables, &base.unwrap_or_default())
+            self.converge(state, &tables, &base.unwrap_or_default(), &fence)
                 .await?;
             tracing::info!(destination = %self.name, "snapshot: done; streaming");
         }
@@ -142,13 +150,14 @@ impl Worker {
     /// Plans the copy of `tables` into a destination that streams already, converging from
     /// its checkpoint as a resync does (the stream waits meanwhile), but deleting nothing:
     /// rows of the destination's own stay, as in an initial snapshot. Returns the base.
-    async fn plan_backfill(&mut self, tables: &[&str]) -> Result<Position> {
+    async fn plan_backfill(&mut self, tables: &[&str], fence: &Fence) -> Result<Position> {
         let base = apply::read_checkpoint(&self.target.db, &self.source_id)
             .await?
             .unwrap_or_default();
         let context = || format!("destination `{}`: starting a backfill", self.name);
         let txn = self.target.db.begin().await.context(context)?;
         apply::lock_checkpoint(&txn, &self.source_id).await?;
+        fence.hold(&txn, &self.source_id).await?;
         snapshot::reset(&txn, &self.source_id, tables, false).await?;
         snapshot::set_base(&txn, &self.source_id, &base).await?;
         txn.commit().await.context(context)?;
@@ -162,6 +171,7 @@ impl Worker {
         &mut self,
         state: &mut WorkerState,
         tables: &HashMap<String, TableSpec>,
+        fence: &Fence,
     ) -> Result<Position> {
         // From here on retention keeps every change for this destination. The checkpoint
         // (at zero), the plan and the base are stored together.
@@ -176,6 +186,7 @@ impl Worker {
             .await
             .context(|| format!("destination `{}`: starting a snapshot", self.name))?;
         apply::lock_checkpoint(&txn, &self.source_id).await?;
+        fence.hold(&txn, &self.source_id).await?;
         snapshot::reset(&txn, &self.source_id, &names, false).await?;
         snapshot::set_base(&txn, &self.source_id, &visible).await?;
         txn.commit()
@@ -192,10 +203,11 @@ impl Worker {
         state: &mut WorkerState,
         tables: &HashMap<String, TableSpec>,
         progress: &[snapshot::TableProgress],
+        fence: &Fence,
     ) -> Result<bool> {
         self.update(|s| s.state = State::Copying);
         self.publish_state(state).await;
-        let mut copy = snapshot::Copy::new(self.link(), tables.clone(), progress)?;
+        let mut copy = snapshot::Copy::new(self.link(fence), tables.clone(), progress)?;
         if let Err(e) = copy.count_rows().await {
             // Only the progress bar's total is missing then.
             tracing::debug!(destination = %self.name, error = %e, "snapshot: cannot count the rows");
@@ -219,7 +231,7 @@ impl Worker {
     }
 
     /// How a copy reaches the source and this destination.
-    fn link(&self) -> snapshot::Link {
+    fn link(&self, fence: &Fence) -> snapshot::Link {
         snapshot::Link {
             source: self.source.clone(),
             dest: self.target.db.clone(),
@@ -227,6 +239,7 @@ impl Worker {
             destination: self.name.clone(),
             rules: self.target.rules.clone(),
             chunk_rows: self.target.chunk_rows,
+            fence: fence.clone(),
         }
     }
 
@@ -237,10 +250,11 @@ impl Worker {
         state: &mut WorkerState,
         tables: &HashMap<String, TableSpec>,
         base: &Position,
+        fence: &Fence,
     ) -> Result<()> {
         self.still_shipping().await?;
         let done = snapshot::converge(
-            &self.link(),
+            &self.link(fence),
             self.sink.as_mut(),
             tables,
             &self.skip,

@@ -30,6 +30,7 @@ impl Worker {
         state: &mut WorkerState,
         turns: &mut Turns,
     ) -> Duration {
+        self.forget_lease_if_lost(&error);
         state.drain.position = None;
         let message = redact(&error.to_string());
         metrics::counter!("ormsync_apply_failures_total", "destination" => self.name.clone())

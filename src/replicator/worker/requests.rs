@@ -54,7 +54,11 @@ impl Worker {
                 return false;
             }
             Command::Resync(tables, reply) => {
-                let _ = reply.send(self.resync(state, &tables).await);
+                let answer = self.resync(state, &tables).await;
+                if let Err(e) = &answer {
+                    self.forget_lease_if_lost(e);
+                }
+                let _ = reply.send(answer);
                 return false;
             }
         }

@@ -9,7 +9,7 @@ use crate::apply;
 use crate::error::{DbContext, Error, Result};
 use crate::outbox::control;
 use crate::redact::redact;
-use crate::snapshot;
+use crate::snapshot::{self, Fence};
 
 impl Worker {
     /// Copies `tables` again (see [`Replicator::resync`](crate::Replicator::resync)).
@@ -37,7 +37,8 @@ impl Worker {
             self.install().await?;
             state.readiness.installed = true;
         }
-        self.plan_resync(tables).await?;
+        let fence = self.claim(state).await?;
+        self.plan_resync(tables, &fence).await?;
         let done = match self.snapshot(state).await {
             Ok(done) => done,
             Err(e) => {
@@ -60,7 +61,7 @@ impl Worker {
     }
 
     /// Plans the copy of `tables` from the checkpoint.
-    async fn plan_resync(&mut self, tables: &[String]) -> Result<()> {
+    async fn plan_resync(&mut self, tables: &[String], fence: &Fence) -> Result<()> {
         // The stream waits while the copy runs, so every other table stays at the
         // checkpoint: the copy converges from it.
         let base = apply::read_checkpoint(&self.target.db, &self.source_id)
@@ -73,6 +74,8 @@ impl Worker {
             .begin()
             .await
             .context(|| format!("destination `{}`: starting a resync", self.name))?;
+        apply::lock_checkpoint(&txn, &self.source_id).await?;
+        fence.hold(&txn, &self.source_id).await?;
         snapshot::reset(&txn, &self.source_id, &names, true).await?;
         snapshot::set_base(&txn, &self.source_id, &base).await?;
         txn.commit()
@@ -103,6 +106,7 @@ impl Worker {
         let error = match outcome {
             Ok(()) => None,
             Err(e) => {
+                self.forget_lease_if_lost(&e);
                 tracing::warn!(destination = %self.name, error = %e, "resync failed");
                 Some(redact(&e.to_string()))
             }

@@ -6,8 +6,9 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use super::super::status::State;
-use super::{Suspension, Worker, WorkerState};
+use super::{Suspension, Worker, WorkerState, in_destination};
 use crate::error::{Error, Result};
+use crate::snapshot::Fence;
 
 impl Worker {
     /// Keeps the lease while not shipping, so no other instance takes over a destination
@@ -82,6 +83,36 @@ impl Worker {
         }
         let holder = self.lease.holder().await?.unwrap_or_default();
         Err(self.standby(holder))
+    }
+
+    /// The fence of the lease generation held, the destination claimed for it once, before
+    /// a copy's state is read there (see [`Fence::claim`]).
+    pub(super) async fn claim(&mut self, state: &mut WorkerState) -> Result<Fence> {
+        let Some(generation) = self.lease.generation() else {
+            return Err(Error::LeaseLost {
+                destination: self.name.clone(),
+            });
+        };
+        let fence = Fence {
+            destination: self.name.clone(),
+            generation,
+        };
+        if state.readiness.claimed != Some(generation) {
+            fence
+                .claim(&self.target.db, &self.source_id)
+                .await
+                .map_err(|e| in_destination(&self.name, e))?;
+            state.readiness.claimed = Some(generation);
+        }
+        Ok(fence)
+    }
+
+    /// After `error`: when the destination refused a write of this lease generation, asks
+    /// the source about the lease on the next turn instead of trusting it until it lapses.
+    pub(super) fn forget_lease_if_lost(&mut self, error: &Error) {
+        if matches!(error, Error::LeaseLost { .. }) {
+            self.lease.forget();
+        }
     }
 
     /// The answer while `holder` ships to this destination.

@@ -64,7 +64,7 @@ pub(crate) async fn to_cut(
     tables: &HashMap<String, TableSpec>,
     skip: &HashSet<String>,
 ) -> Result<Cut> {
-    let changes = js
+    let mut changes = js
         .get_stream(&names.stream)
         .await
         .map_err(|e| stream_error(&names.stream, "opening the change stream", e, true))?;
@@ -93,11 +93,20 @@ pub(crate) async fn to_cut(
     let began = Instant::now();
     loop {
         // What the hub had stored when this pass began: every change it holds is in the
-        // stream before the pass reads to the stream's end.
+        // stream up to the end read after it. The pass reads to that end, not to whatever
+        // end there is when it gets there: a hub that goes on publishing faster than the
+        // child reads would keep it from ever getting there.
         let hub = read_hub_position(js, names).await?.map(|(_, p)| p);
-        loop {
+        let target = changes
+            .info()
+            .await
+            .map_err(|e| stream_error(&names.stream, "reading the change stream's end", e, true))?
+            .state
+            .last_sequence;
+        while end < target {
             let read = read_some(&consumer, names, &mut end).await?;
             if read.is_empty() {
+                // Gone (aged out) meanwhile: nothing more to read up to the target.
                 break;
             }
             for (changes, after) in read {

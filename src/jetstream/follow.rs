@@ -28,8 +28,15 @@ use crate::replicator::OnPermanentError;
 use crate::replicator::alert::{Alert, AlertKind, Alerts};
 use crate::replicator::status::{DestinationStatus, State};
 
-/// Messages taken into one child transaction at most (each holds up to 256 KiB of changes).
-const MESSAGES_PER_RUN: usize = 64;
+/// Messages taken into one child transaction at most. A hub that keeps up publishes a
+/// message per change or few, so a child behind it catches up by taking many at once: one
+/// commit for hundreds of changes rather than one for each.
+const MESSAGES_PER_RUN: usize = 512;
+
+/// Payload bytes taken into one child transaction, past which a run ends (each message
+/// holds up to 256 KiB of changes). No byte limit goes with a pull: a message over it
+/// (a replayed change, up to the server's `max_payload`) would never be delivered.
+const BYTES_PER_RUN: usize = 8 << 20;
 
 /// What became of a run of messages.
 enum Taken {
@@ -290,9 +297,13 @@ impl Follower {
                 stream_error(&self.names.stream, "reading the change stream", e, true)
             })?];
         // What else is already here joins the same child transaction.
-        while messages.len() < MESSAGES_PER_RUN {
+        let mut bytes = messages[0].payload.len();
+        while messages.len() < MESSAGES_PER_RUN && bytes < BYTES_PER_RUN {
             match s.messages.next().now_or_never() {
-                Some(Some(Ok(m))) => messages.push(m),
+                Some(Some(Ok(m))) => {
+                    bytes += m.payload.len();
+                    messages.push(m);
+                }
                 Some(Some(Err(e))) => {
                     return Err(stream_error(
                         &self.names.stream,

@@ -69,7 +69,7 @@ pub(crate) async fn copy_rows(
         .state
         .last_sequence;
     let state_name = names.state_stream();
-    let state = js
+    let mut state = js
         .get_stream(&state_name)
         .await
         .map_err(|e| stream_error(&state_name, "opening the state stream", e, true))?;
@@ -81,6 +81,15 @@ pub(crate) async fn copy_rows(
         deferred: Vec::new(),
     };
     for spec in &order {
+        // The table is read up to the state stream's end as it is now: versions the hub
+        // publishes meanwhile come again as changes, and a busy hub would otherwise keep
+        // the copy from ever reaching the end.
+        let target = state
+            .info()
+            .await
+            .map_err(|e| stream_error(&state_name, "reading the state stream's end", e, true))?
+            .state
+            .last_sequence;
         // Deletions by key: a version of the row read after its deletion (the hub wrote it
         // again while the copy read) takes it back.
         let mut gone: HashMap<String, Change> = HashMap::new();
@@ -95,10 +104,12 @@ pub(crate) async fn copy_rows(
             .await
             .map_err(|e| stream_error(&state_name, "reading the rows", e, true))?;
         tracing::debug!(table = %spec.table, "copying row versions from the state stream");
-        // A fetch answers with what there is, so an empty one ends the table. (A consumer's
-        // pending count cannot: a version replaced meanwhile under the one-per-subject limit
-        // is counted and never delivered.) nats-server 2.9 leaves an empty fetch to expire.
+        // A fetch answers with what there is, so an empty one ends the table, as does a
+        // version past the end read above. (A consumer's pending count cannot: a version
+        // replaced meanwhile under the one-per-subject limit is counted and never
+        // delivered.) nats-server 2.9 leaves an empty fetch to expire.
         let mut upserts = Vec::with_capacity(chunk);
+        let mut reached = target == 0;
         loop {
             let mut messages = consumer
                 .fetch()
@@ -112,6 +123,7 @@ pub(crate) async fn copy_rows(
                 let m = m.map_err(|e| stream_error(&state_name, "reading the rows", e, true))?;
                 fetched += 1;
                 let seq = m.info().map(|i| i.stream_sequence).unwrap_or_default();
+                reached |= seq >= target;
                 let mut change = message::decode(&m.payload, &state_name, seq)?;
                 if !position.contains(change.id) {
                     done.fresh.push(change.id);
@@ -129,7 +141,7 @@ pub(crate) async fn copy_rows(
                 }
             }
             tracing::debug!(table = %spec.table, fetched, "copying: fetched");
-            if fetched == 0 {
+            if fetched == 0 || reached {
                 break;
             }
         }

@@ -92,8 +92,9 @@ pub(crate) async fn to_cut(
     let mut end = copied.end;
     let began = Instant::now();
     loop {
-        // What the hub had stored when this pass began: every change it holds is in the
-        // stream up to the end read after it. The pass reads to that end, not to whatever
+        // What the hub had stored when this pass began (the first one: once the copy had
+        // ended, so the cut holds the change of every row the copy may have missed): every
+        // change it holds is in the stream up to the end read after it. The pass reads to that end, not to whatever
         // end there is when it gets there: a hub that goes on publishing faster than the
         // child reads would keep it from ever getting there.
         let hub = read_hub_position(js, names).await?.map(|(_, p)| p);

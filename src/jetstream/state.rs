@@ -81,9 +81,12 @@ pub(crate) async fn copy_rows(
         deferred: Vec::new(),
     };
     for spec in &order {
-        // The table is read up to the state stream's end as it is now: versions the hub
-        // publishes meanwhile come again as changes, and a busy hub would otherwise keep
-        // the copy from ever reaching the end.
+        // The table is read up to the state stream's end as it is now: a busy hub would
+        // otherwise keep the copy from ever reaching the end. A row the hub changes while
+        // the table is read may then be missed (its version replaced before it was
+        // delivered, the new one past that end): its change, published before the copy
+        // ends, is inside the converge's cut, which holds the hub's position read once
+        // the copy has ended.
         let target = state
             .info()
             .await

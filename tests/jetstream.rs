@@ -1358,20 +1358,10 @@ async fn the_hub_and_children_killed_at_random_moments_lose_nothing() {
 /// line's delete, whose row is odd, and must still remove the even line it copied.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_filtered_child_copying_while_the_hub_moves_a_line_out_and_deletes_it_loses_it() {
-    let Some(nats) = NatsServer::start() else {
+    let Some((nats, src, dst, hub_rep)) = shop_hub_and_child_db().await else {
         return;
     };
-    let (Some(src), Some(dst)) = (
-        database(Backend::Sqlite).await,
-        database(Backend::Sqlite).await,
-    ) else {
-        return;
-    };
-    shop_tables(&src, false).await;
-    shop_tables(&dst, false).await;
-    ormsync::install(&src.db).await.expect("install");
     let url = nats.url();
-    let hub_rep = hub_of(&src, &url, |p| p, None, shop_hub).await;
     // Lines come before customers in the copy; the customers keep it going meanwhile.
     let txn = src.db.begin().await.expect("begin");
     line(1, 1, 2).insert(&txn).await.expect("insert");
@@ -1419,32 +1409,35 @@ async fn a_filtered_child_copying_while_the_hub_moves_a_line_out_and_deletes_it_
     hub_rep.shutdown().await;
 }
 
-/// A new child copies the hub's rows from the state stream while the hub deletes a
-/// customer, creates it again and moves an order to it. The copy holds the order's last
-/// version (pointing at the customer), then the change stream from before those changes
-/// replays: the customer's delete must not halt the child on the order that points at it,
-/// and the child ends with the hub's rows.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_child_copying_while_the_hub_moves_orders_to_a_recreated_customer_does_not_halt() {
-    // Found by `twenty_children_under_their_own_rules` with ORMSYNC_SEED=813989775369551909
-    // before it let children copy only while the hub is idle: `child-0` (keys of its own)
-    // halted with "change 95 to `snap_customers` could not be applied: … violates foreign
-    // key constraint", the delete of a customer that a copied, later version of an order
-    // pointed at. It happens with the hub's keys too, as here.
-    let Some(nats) = NatsServer::start() else {
-        return;
-    };
-    let (Some(src), Some(dst)) = (
-        database(Backend::Sqlite).await,
-        database(Backend::Sqlite).await,
-    ) else {
-        return;
-    };
+/// A server, a SQLite hub publishing the shop and a SQLite child database with its
+/// tables; `None` when a server is missing.
+async fn shop_hub_and_child_db() -> Option<(NatsServer, TestDb, TestDb, Replicator)> {
+    let nats = NatsServer::start()?;
+    let src = database(Backend::Sqlite).await?;
+    let dst = database(Backend::Sqlite).await?;
     shop_tables(&src, false).await;
     shop_tables(&dst, false).await;
     ormsync::install(&src.db).await.expect("install");
+    let hub_rep = hub_of(&src, &nats.url(), |p| p, None, shop_hub).await;
+    Some((nats, src, dst, hub_rep))
+}
+
+/// A new child copies the hub's rows from the state stream while the hub deletes a
+/// customer, creates it again and moves an order to it. The copy holds the order's last
+/// version (pointing at the customer); the customer's delete, published after the copy
+/// began, must not halt the child on the order that points at it, and the child ends with
+/// the hub's rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_copying_while_the_hub_moves_orders_to_a_recreated_customer_does_not_halt() {
+    // The case of `twenty_children_under_their_own_rules` with
+    // ORMSYNC_SEED=813989775369551909, where `child-0` (keys of its own) met "change 95 to
+    // `snap_customers` could not be applied: … violates foreign key constraint", the delete
+    // of a customer that a copied, later version of an order pointed at. The hub's keys
+    // meet it too, as here.
+    let Some((nats, src, dst, hub_rep)) = shop_hub_and_child_db().await else {
+        return;
+    };
     let url = nats.url();
-    let hub_rep = hub_of(&src, &url, |p| p, None, shop_hub).await;
     // Enough customers that the child is still copying them when the hub changes the
     // order, so the copy reads the order's new version.
     let txn = src.db.begin().await.expect("begin");

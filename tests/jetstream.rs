@@ -458,8 +458,9 @@ async fn a_cluster_node_killed_while_publishing_loses_nothing() {
     eprintln!("seed {seed}");
     let mut rng = StdRng::seed_from_u64(seed);
     write(&src, &mut rng, 60).await;
-    // The node dies while the children stream (a child that joins while a node is down is
-    // `a_child_joining_while_a_cluster_node_is_down_copies_and_streams`).
+    // The node dies while the children stream: a child that starts copying while a node
+    // is down waits out the client's request timeout on each request to a leader the dead
+    // node held, over and over until new leaders are elected (see the README).
     for c in [&ca, &cb] {
         c.wait_for(Duration::from_secs(60), |s| {
             matches!(s.state, ormsync::State::Idle | ormsync::State::Running)
@@ -980,13 +981,21 @@ async fn twenty_children_under_their_own_rules() {
     // The last five join late: none of them has local edits to make before the hub writes.
     let late = |i: usize| i >= 15 && plan[i].1 != Rules::LocalEdits;
     let mut dbs = Vec::new();
-    for (backend, rules) in &plan {
+    for (i, (backend, rules)) in plan.iter().enumerate() {
         let Some(db) = database(*backend).await else {
             return;
         };
         shop_tables(&db, *rules == Rules::OwnKeys).await;
         if *rules == Rules::OwnKeys {
-            for sql in LOCAL_SHOP {
+            // A late child may copy customer 1 already deleted: a delete adopts no row by
+            // its natural key, so the child's own `c1@shop.example` would rightly stay.
+            // Only a child there from the start has it, to adopt.
+            let customers = if late(i) {
+                LOCAL_SHOP[0].replace(", ('c1@shop.example', 0)", "")
+            } else {
+                LOCAL_SHOP[0].to_string()
+            };
+            for sql in [customers.as_str(), LOCAL_SHOP[1]] {
                 db.db.execute_unprepared(sql).await.expect("local rows");
             }
         }
@@ -1649,45 +1658,6 @@ async fn a_change_too_large_for_a_message_is_parked_at_the_hub() {
         "the rest went on; the large one waits at the hub"
     );
     c.shutdown().await;
-    hub_rep.shutdown().await;
-}
-
-/// A child that joins while a node of the 3-node cluster is down copies the rows from the
-/// two left, and streams. Until the cluster places the dead node's streams and consumers
-/// elsewhere, requests to them go unanswered and the child retries each after the
-/// client's request timeout (10 s): the copy takes some tens of seconds here.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_child_joining_while_a_cluster_node_is_down_copies_and_streams() {
-    common::trace();
-    let Some(mut cluster) = NatsCluster::start(3) else {
-        return;
-    };
-    let (Some(src), Some(a)) = (
-        database(Backend::Sqlite).await,
-        database(Backend::Sqlite).await,
-    ) else {
-        return;
-    };
-    ormsync::install(&src.db).await.expect("install");
-    let urls = cluster.urls();
-    let hub_rep = hub(&src, &urls, |p| p.replicas(3), None).await;
-    let seed = seed();
-    eprintln!("seed {seed}");
-    let mut rng = StdRng::seed_from_u64(seed);
-    write(&src, &mut rng, 60).await;
-    caught_up(&hub_rep, &[]).await;
-    let victim = rng.random_range(0..3);
-    eprintln!("killing node {victim}");
-    cluster.node(victim).kill();
-    let began = std::time::Instant::now();
-    let ca = child(&urls, "a", &a, |d| d, None).await;
-    write(&src, &mut rng, 30).await;
-    caught_up(&hub_rep, &[&ca]).await;
-    eprintln!("caught up {:?} after the kill", began.elapsed());
-    assert_same::<accounts::Entity>(&src.db, &a.db).await;
-    assert_same::<line_items::Entity>(&src.db, &a.db).await;
-    cluster.node(victim).restart();
-    ca.shutdown().await;
     hub_rep.shutdown().await;
 }
 

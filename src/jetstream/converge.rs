@@ -24,7 +24,7 @@ use futures_util::StreamExt;
 
 use super::message;
 use super::names::{self, Names};
-use super::publisher::{read_hub_position, stream_error};
+use super::publisher::{read_hub_position, stream_end, stream_error};
 use super::state::Copied;
 use crate::change::{Change, Op};
 use crate::entity::TableSpec;
@@ -98,12 +98,12 @@ pub(crate) async fn to_cut(
         // end there is when it gets there: a hub that goes on publishing faster than the
         // child reads would keep it from ever getting there.
         let hub = read_hub_position(js, names).await?.map(|(_, p)| p);
-        let target = changes
-            .info()
-            .await
-            .map_err(|e| stream_error(&names.stream, "reading the change stream's end", e, true))?
-            .state
-            .last_sequence;
+        let target = stream_end(
+            &mut changes,
+            &names.stream,
+            "reading the change stream's end",
+        )
+        .await?;
         while end < target {
             let read = read_some(&consumer, names, &mut end).await?;
             if read.is_empty() {

@@ -433,6 +433,21 @@ fn publish_error(stream: &str, what: &str, e: PublishError, alone: Option<i64>) 
     error
 }
 
+/// The last sequence `stream` (named `name`) holds now; `context` names the read in an
+/// error.
+pub(crate) async fn stream_end(
+    stream: &mut stream::Stream,
+    name: &str,
+    context: &str,
+) -> Result<u64> {
+    Ok(stream
+        .info()
+        .await
+        .map_err(|e| stream_error(name, context, e, true))?
+        .state
+        .last_sequence)
+}
+
 /// A NATS error as ormsync's, its text redacted.
 pub(crate) fn stream_error(
     stream: &str,

@@ -16,7 +16,7 @@ use futures_util::StreamExt;
 
 use super::message;
 use super::names::Names;
-use super::publisher::{read_hub_position, stream_error};
+use super::publisher::{read_hub_position, stream_end, stream_error};
 use crate::apply::Sink;
 use crate::change::{Change, Op};
 use crate::entity::TableSpec;
@@ -62,12 +62,12 @@ pub(crate) async fn copy_rows(
         .get_stream(&names.stream)
         .await
         .map_err(|e| stream_error(&names.stream, "opening the change stream", e, true))?;
-    let end = changes
-        .info()
-        .await
-        .map_err(|e| stream_error(&names.stream, "reading the change stream's end", e, true))?
-        .state
-        .last_sequence;
+    let end = stream_end(
+        &mut changes,
+        &names.stream,
+        "reading the change stream's end",
+    )
+    .await?;
     let state_name = names.state_stream();
     let mut state = js
         .get_stream(&state_name)
@@ -87,12 +87,7 @@ pub(crate) async fn copy_rows(
         // delivered, the new one past that end): its change, published before the copy
         // ends, is inside the converge's cut, which holds the hub's position read once
         // the copy has ended.
-        let target = state
-            .info()
-            .await
-            .map_err(|e| stream_error(&state_name, "reading the state stream's end", e, true))?
-            .state
-            .last_sequence;
+        let target = stream_end(&mut state, &state_name, "reading the state stream's end").await?;
         // Deletions by key: a version of the row read after its deletion (the hub wrote it
         // again while the copy read) takes it back.
         let mut gone: HashMap<String, Change> = HashMap::new();

@@ -6,7 +6,7 @@ use futures_util::StreamExt;
 use serde::Serialize;
 
 use super::names::Names;
-use super::publisher::stream_error;
+use super::publisher::{stream_end, stream_error};
 use crate::error::Result;
 
 /// One subscriber of a stream, as its durable consumer reports it.
@@ -48,12 +48,7 @@ pub async fn subscribers(js: &jetstream::Context, stream: &str) -> Result<Vec<Su
         .get_stream(&names.stream)
         .await
         .map_err(|e| stream_error(stream, "opening the change stream", e, true))?;
-    let last = found
-        .info()
-        .await
-        .map_err(|e| stream_error(stream, "reading the change stream", e, true))?
-        .state
-        .last_sequence;
+    let last = stream_end(&mut found, stream, "reading the change stream").await?;
     let mut consumers = found.consumers();
     let mut out = Vec::new();
     while let Some(info) = consumers.next().await {

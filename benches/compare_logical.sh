@@ -6,6 +6,9 @@
 #   sudo ORMSYNC_BENCH_ROWS=200000 benches/compare_logical.sh
 #   sudo ORMSYNC_BENCH_CEILING_CLIENTS=1,2,4 benches/compare_logical.sh   # also the ceiling
 #                                       # with 2 and 4 clients at once, against native
+#   sudo ORMSYNC_BENCH_APPLY_CONNECTIONS=2 ORMSYNC_BENCH_CEILING_CLIENTS=1,2 \
+#       benches/compare_logical.sh      # ormsync applying through 2 connections, against
+#                                       # the ceiling with 2 clients
 #
 # Creates two throwaway PostgreSQL clusters with pg_createcluster (a publisher with
 # wal_level=logical and a subscriber, on free ports from 5433 up; the machine's own

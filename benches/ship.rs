@@ -18,6 +18,7 @@
 //!
 //! - `ORMSYNC_BENCH_ROWS`: N (default 20000).
 //! - `ORMSYNC_BENCH_BATCH`: the replicator's `batch_size` (default: the library's, 3000).
+//! - `ORMSYNC_BENCH_APPLY_CONNECTIONS`: the destination's `apply_connections` (default 1).
 //! - `ORMSYNC_BENCH_CEILING_CLIENTS`: a comma-separated list of client counts (default
 //!   `1`). The ceiling is also measured with that many clients upserting at once, each
 //!   taking the next 5,000-row statement: what several destination connections could reach
@@ -157,6 +158,8 @@ struct Config {
     mysql: String,
     require_servers: bool,
     ceiling_clients: Vec<usize>,
+    /// `Destination::apply_connections` of the shipping destination.
+    connections: usize,
 }
 
 fn env_number<T: std::str::FromStr>(name: &str, default: T) -> Result<T, String> {
@@ -194,6 +197,7 @@ impl Config {
         Ok(Config {
             rows,
             batch: env_number("ORMSYNC_BENCH_BATCH", 3000)?,
+            connections: env_number("ORMSYNC_BENCH_APPLY_CONNECTIONS", 1)?,
             scenarios,
             pg_source: std::env::var("ORMSYNC_BENCH_SOURCE_URL").unwrap_or_else(|_| pg.clone()),
             pg_dest: std::env::var("ORMSYNC_BENCH_DEST_URL").unwrap_or(pg),
@@ -313,6 +317,7 @@ async fn ship(
     source: &DatabaseConnection,
     dest: &DatabaseConnection,
     batch: u64,
+    connections: usize,
     spans: &SpanTimes,
 ) -> Result<(f64, Shares, u32), Error> {
     let target = max_outbox_id(source).await?;
@@ -322,7 +327,11 @@ async fn ship(
     let replicator = Replicator::builder(source.clone())
         .entity::<captured::Entity>()
         // The backlog is what is measured: no initial copy of the rows it already wrote.
-        .destination(Destination::new("bench", dest.clone()).initial_snapshot(false))
+        .destination(
+            Destination::new("bench", dest.clone())
+                .initial_snapshot(false)
+                .apply_connections(connections),
+        )
         .batch_size(batch)
         // Only the first pass and `sync_now` should run.
         .poll_interval(Duration::from_secs(3600))
@@ -503,7 +512,8 @@ async fn run_scenario(sc: &Scenario, cfg: &Config, spans: &SpanTimes) -> Result<
         eprintln!("{}: {op}: writing a backlog of {n} captured {op}s", sc.id);
         let capture_rows_per_s = backlog(&source.db, n, round).await?;
         eprintln!("{}: {op}: shipping", sc.id);
-        let (ship_secs, shares, sync_calls) = ship(&source.db, &dest.db, cfg.batch, spans).await?;
+        let (ship_secs, shares, sync_calls) =
+            ship(&source.db, &dest.db, cfg.batch, cfg.connections, spans).await?;
         check_row(&source.db, &dest.db, n, n).await?;
         eprintln!("{}: {op}: ceiling", sc.id);
         let ceiling_secs = ceiling(&dest.db, n, round, 1).await?;

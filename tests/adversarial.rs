@@ -18,7 +18,8 @@
 //! mid-stream; instances are killed as a crash would (no shutdown, leases left to expire),
 //! some in the middle of a snapshot, and others started; several may run at once and
 //! compete for the leases. Now and then a destination is resynced or paused for a while.
-//! Retention runs often and prunes the outbox.
+//! Retention runs often and prunes the outbox. The destinations apply a large batch
+//! through one, two or three connections at once.
 //!
 //! Then the writers stop, every destination is drained, and three oracles are checked:
 //!
@@ -247,6 +248,8 @@ struct Settings {
     lease_ttl: Duration,
     retention_every: Duration,
     retention_step: i64,
+    /// Destination connections a batch may apply through at once.
+    apply_connections: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -262,7 +265,7 @@ impl Plan {
         let mut rng = StdRng::seed_from_u64(seed);
         let per_writer = rng.random_range(200..=320) * if long { 4 } else { 1 };
         let total = (per_writer * WRITERS) as u64;
-        let settings = Settings {
+        let mut settings = Settings {
             batch_size: [3, 17, 64, 500][rng.random_range(0..4)],
             chunk_rows: [rng.random_range(2..=15), rng.random_range(2..=15)],
             realtime: [rng.random_bool(0.5), rng.random_bool(0.5)],
@@ -270,6 +273,7 @@ impl Plan {
             lease_ttl: Duration::from_millis(rng.random_range(300..=600)),
             retention_every: Duration::from_millis(rng.random_range(100..=400)),
             retention_step: [7, 100, 1000][rng.random_range(0..3)],
+            apply_connections: 1,
         };
         let mut events = Vec::new();
         let first_at = rng.random_range(0..=total / 4);
@@ -307,6 +311,8 @@ impl Plan {
             events.push((rng.random_range(first_at..=total * 9 / 10), event));
         }
         events.sort_by_key(|(at, _)| *at);
+        // Drawn last, so that a seed found before keeps drawing what it drew.
+        settings.apply_connections = [1, 2, 3][rng.random_range(0..3)];
         let writers = (0..WRITERS)
             .map(|w| {
                 let mut rng = StdRng::seed_from_u64(
@@ -983,7 +989,8 @@ impl Fleet<'_> {
     async fn destination(&self, i: usize) -> Destination {
         let d = Destination::new(DESTINATIONS[i], self.dests[i].connect().await)
             .create_tables()
-            .snapshot_chunk_rows(self.settings.chunk_rows[i]);
+            .snapshot_chunk_rows(self.settings.chunk_rows[i])
+            .apply_connections(self.settings.apply_connections);
         if self.settings.realtime[i] {
             d.realtime()
         } else {

@@ -1,6 +1,7 @@
 //! Delivery under failure, on real servers: a destination that goes away mid-batch, a
-//! replicator killed again and again, a change a destination refuses for good, three
-//! instances on one source, many writers with rollbacks, and retention.
+//! replicator killed again and again (applying through one connection or several), a
+//! change a destination refuses for good, three instances on one source, many writers
+//! with rollbacks, and retention.
 
 #[macro_use]
 mod common;
@@ -8,7 +9,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::entities::{account, accounts, line_items};
+use common::entities::{account, accounts, customers, line_items, orders};
 use common::proxy::Proxy;
 use common::{Backend, TestDb, assert_all_same, count, max_outbox_id, pair};
 use ormsync::{
@@ -17,7 +18,8 @@ use ormsync::{
 use rand::{Rng, SeedableRng};
 use sea_orm::prelude::Decimal;
 use sea_orm::{
-    ActiveModelTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, ModelTrait, Set,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr,
+    EntityTrait, ModelTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Schema, Set,
     TransactionTrait,
 };
 
@@ -91,6 +93,8 @@ macro_rules! on_server_destinations {
 on_server_destinations!(destination_outage);
 on_every_pair!(
     crash_with_sigkill_while_draining,
+    crash_with_sigkill_while_applying_through_several_connections,
+    a_large_batch_applies_through_several_connections,
     poison_change_halts_or_is_dead_lettered,
     corrupt_outbox_rows_are_parked,
     three_instances_one_shipper_each,
@@ -166,9 +170,53 @@ async fn destination_outage(src: Backend, dst: Backend) {
     rep.shutdown().await;
 }
 
-/// The child side of the crash test: ships until it is killed.
+/// How a crash test's shipper applies.
+#[derive(Clone, Copy)]
+struct Shipping {
+    batch: u64,
+    connections: usize,
+    /// Whether customers and their orders (a foreign key) are replicated too.
+    orders: bool,
+}
+
+impl Shipping {
+    fn builder(self, source: &DatabaseConnection) -> ormsync::ReplicatorBuilder {
+        let b = builder(source).batch_size(self.batch);
+        if self.orders {
+            b.entity::<customers::Entity>().entity::<orders::Entity>()
+        } else {
+            b
+        }
+    }
+
+    fn destination(self, db: DatabaseConnection) -> Destination {
+        // The backlog is drained by the stream, not absorbed by a first copy.
+        Destination::new("dest", db)
+            .initial_snapshot(false)
+            .apply_connections(self.connections)
+    }
+
+    fn env(self) -> [(&'static str, String); 3] {
+        [
+            ("ORMSYNC_CHILD_BATCH", self.batch.to_string()),
+            ("ORMSYNC_CHILD_CONNECTIONS", self.connections.to_string()),
+            ("ORMSYNC_CHILD_ORDERS", u8::from(self.orders).to_string()),
+        ]
+    }
+
+    fn from_env() -> Self {
+        let var = |name: &str| std::env::var(name).unwrap_or_default();
+        Shipping {
+            batch: var("ORMSYNC_CHILD_BATCH").parse().unwrap_or(53),
+            connections: var("ORMSYNC_CHILD_CONNECTIONS").parse().unwrap_or(1),
+            orders: var("ORMSYNC_CHILD_ORDERS") == "1",
+        }
+    }
+}
+
+/// The child side of the crash tests: ships until it is killed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "run by crash_with_sigkill_while_draining as a child process"]
+#[ignore = "run by the crash tests as a child process"]
 async fn child_shipper() {
     let (Ok(source), Ok(dest)) = (
         std::env::var("ORMSYNC_CHILD_SOURCE"),
@@ -176,13 +224,13 @@ async fn child_shipper() {
     ) else {
         return;
     };
+    let shipping = Shipping::from_env();
     let source = sea_orm::Database::connect(&source).await.unwrap();
     let dest = sea_orm::Database::connect(&dest).await.unwrap();
-    let rep = builder(&source)
-        .batch_size(53)
+    let rep = shipping
+        .builder(&source)
         .instance_id(format!("child-{}", std::process::id()))
-        // The backlog is drained by the stream, not absorbed by a first copy.
-        .destination(Destination::new("dest", dest).initial_snapshot(false))
+        .destination(shipping.destination(dest))
         .start()
         .await
         .unwrap();
@@ -202,22 +250,186 @@ async fn crash_with_sigkill_while_draining(src: Backend, dst: Backend) {
     let mut next = 1;
     while max_outbox_id(&s.db).await < 10_000 {
         let txn = s.db.begin().await.unwrap();
-        for _ in 0..250 {
-            account(next, "v0", "1").insert(&txn).await.unwrap();
-            let old = rng.random_range(1..=next);
-            if let Some(m) = accounts::Entity::find_by_id(old).one(&txn).await.unwrap() {
-                if rng.random_bool(0.3) {
-                    m.delete(&txn).await.unwrap();
-                } else {
-                    let mut a: accounts::ActiveModel = m.into();
-                    a.name = Set(format!("v{next}"));
-                    a.update(&txn).await.unwrap();
+        write_accounts(&txn, &mut rng, &mut next, 250).await;
+        txn.commit().await.unwrap();
+    }
+    let shipping = Shipping {
+        batch: 53,
+        connections: 1,
+        orders: false,
+    };
+    kill_shippers_then_check(&s, &d, shipping, &mut rng).await;
+}
+
+/// The same with each batch applied through three connections at once, and a history
+/// drawn from a seed that mixes the accounts with customers and their orders: customers
+/// created, orders placed, moved to another customer, customers deleted with their orders
+/// and created again under the same key.
+async fn crash_with_sigkill_while_applying_through_several_connections(src: Backend, dst: Backend) {
+    let Some((s, d)) = pair(src, dst).await else {
+        return;
+    };
+    for db in [&s.db, &d.db] {
+        let schema = Schema::new(db.get_database_backend());
+        db.execute(&schema.create_table_from_entity(customers::Entity))
+            .await
+            .unwrap();
+        db.execute(&schema.create_table_from_entity(orders::Entity))
+            .await
+            .unwrap();
+    }
+    let seed = common::seed();
+    eprintln!("{src:?}→{dst:?}: several connections, seed = {seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let (mut next, mut next_customer, mut next_order) = (1, 1, 1);
+    while max_outbox_id(&s.db).await < 12_000 {
+        let txn = s.db.begin().await.unwrap();
+        match rng.random_range(0..5) {
+            0 => write_accounts(&txn, &mut rng, &mut next, 200).await,
+            1 => {
+                for _ in 0..150 {
+                    customer(next_customer).insert(&txn).await.unwrap();
+                    next_customer += 1;
                 }
             }
-            next += 1;
+            2 => {
+                for _ in 0..200 {
+                    if let Some(c) = some_customer(&txn, &mut rng).await {
+                        order(next_order, c, "placed").insert(&txn).await.unwrap();
+                        next_order += 1;
+                    }
+                }
+            }
+            3 => {
+                for _ in 0..100 {
+                    let (Some(o), Some(c)) = (
+                        some_order(&txn, &mut rng).await,
+                        some_customer(&txn, &mut rng).await,
+                    ) else {
+                        continue;
+                    };
+                    let mut o: orders::ActiveModel = o.into();
+                    o.customer_id = Set(c);
+                    o.item = Set(format!("moved to {c}"));
+                    o.update(&txn).await.unwrap();
+                }
+            }
+            _ => {
+                for _ in 0..15 {
+                    let Some(c) = some_customer(&txn, &mut rng).await else {
+                        continue;
+                    };
+                    // Row by row, through the models: what captures.
+                    let placed = orders::Entity::find()
+                        .filter(orders::Column::CustomerId.eq(c))
+                        .all(&txn)
+                        .await
+                        .unwrap();
+                    for o in placed {
+                        o.delete(&txn).await.unwrap();
+                    }
+                    let gone = customers::Entity::find_by_id(c).one(&txn).await.unwrap();
+                    gone.unwrap().delete(&txn).await.unwrap();
+                    if rng.random_bool(0.5) {
+                        customer(c).insert(&txn).await.unwrap();
+                        order(next_order, c, "again").insert(&txn).await.unwrap();
+                        next_order += 1;
+                    }
+                }
+            }
         }
         txn.commit().await.unwrap();
     }
+    let shipping = Shipping {
+        batch: 400,
+        connections: 3,
+        orders: true,
+    };
+    kill_shippers_then_check(&s, &d, shipping, &mut rng).await;
+    common::assert_same::<customers::Entity>(&s.db, &d.db).await;
+    common::assert_same::<orders::Entity>(&s.db, &d.db).await;
+}
+
+/// Inserts `n` accounts, each time updating or deleting an earlier one at random.
+async fn write_accounts(
+    txn: &DatabaseTransaction,
+    rng: &mut rand::rngs::StdRng,
+    next: &mut i64,
+    n: usize,
+) {
+    for _ in 0..n {
+        account(*next, "v0", "1").insert(txn).await.unwrap();
+        let old = rng.random_range(1..=*next);
+        if let Some(m) = accounts::Entity::find_by_id(old).one(txn).await.unwrap() {
+            if rng.random_bool(0.3) {
+                m.delete(txn).await.unwrap();
+            } else {
+                let mut a: accounts::ActiveModel = m.into();
+                a.name = Set(format!("v{next}"));
+                a.update(txn).await.unwrap();
+            }
+        }
+        *next += 1;
+    }
+}
+
+fn customer(id: i64) -> customers::ActiveModel {
+    customers::ActiveModel {
+        id: Set(id),
+        name: Set(format!("customer {id}")),
+        credit: Set(Decimal::new(id * 100 + 7, 2)),
+        local_note: Set(None),
+    }
+}
+
+fn order(id: i64, customer_id: i64, item: &str) -> orders::ActiveModel {
+    orders::ActiveModel {
+        id: Set(id),
+        customer_id: Set(customer_id),
+        item: Set(item.into()),
+        qty: Set((id % 9 + 1) as i32),
+    }
+}
+
+/// The id of a customer the source holds, picked at random, if it holds any.
+async fn some_customer(txn: &DatabaseTransaction, rng: &mut rand::rngs::StdRng) -> Option<i64> {
+    let n = customers::Entity::find().count(txn).await.unwrap();
+    let at = rng.random_range(0..n.max(1));
+    customers::Entity::find()
+        .order_by_asc(customers::Column::Id)
+        .offset(at)
+        .one(txn)
+        .await
+        .unwrap()
+        .map(|c| c.id)
+}
+
+/// An order the source holds, picked at random, if it holds any.
+async fn some_order(
+    txn: &DatabaseTransaction,
+    rng: &mut rand::rngs::StdRng,
+) -> Option<orders::Model> {
+    let n = orders::Entity::find().count(txn).await.unwrap();
+    let at = rng.random_range(0..n.max(1));
+    orders::Entity::find()
+        .order_by_asc(orders::Column::Id)
+        .offset(at)
+        .one(txn)
+        .await
+        .unwrap()
+}
+
+/// Starts a shipper process and kills it (SIGKILL) at a random moment once it is seen
+/// shipping, again and again, then drains what is left in this process and checks the
+/// destination holds the source's rows, with every change applied.
+async fn kill_shippers_then_check(
+    s: &TestDb,
+    d: &TestDb,
+    shipping: Shipping,
+    rng: &mut rand::rngs::StdRng,
+) {
+    let (src, dst) = (s.backend, d.backend);
+    log_writes(d).await;
     let total = max_outbox_id(&s.db).await;
     let exe = std::env::current_exe().unwrap();
     let source_id = ormsync::outbox::node_id(&s.db).await.unwrap();
@@ -234,6 +446,7 @@ async fn crash_with_sigkill_while_draining(src: Backend, dst: Backend) {
             ])
             .env("ORMSYNC_CHILD_SOURCE", &s.url)
             .env("ORMSYNC_CHILD_DEST", &d.url)
+            .envs(shipping.env())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -245,7 +458,7 @@ async fn crash_with_sigkill_while_draining(src: Backend, dst: Backend) {
             .ok()
             .flatten()
             .unwrap_or_default()
-            .watermark;
+            .frontier();
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             let now = ormsync::apply::read_checkpoint(&d.db, &source_id)
@@ -253,7 +466,7 @@ async fn crash_with_sigkill_while_draining(src: Backend, dst: Backend) {
                 .ok()
                 .flatten()
                 .unwrap_or_default();
-            if now.watermark > before {
+            if now.frontier() > before {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -267,8 +480,10 @@ async fn crash_with_sigkill_while_draining(src: Backend, dst: Backend) {
             .flatten()
             .unwrap_or_default();
         eprintln!(
-            "{src:?}→{dst:?}: killed shipper {round} at watermark {} of {total}",
-            p.watermark
+            "{src:?}→{dst:?}: killed shipper {round} at watermark {} of {total} \
+             ({} more applied above it)",
+            p.watermark,
+            p.above.len()
         );
         if p.watermark == total {
             break;
@@ -281,9 +496,9 @@ async fn crash_with_sigkill_while_draining(src: Backend, dst: Backend) {
         mid_drain >= 2,
         "the shipper was killed mid-drain only {mid_drain} times"
     );
-    let rep = builder(&s.db)
-        .batch_size(500)
-        .destination(Destination::new("dest", d.db.clone()).initial_snapshot(false))
+    let rep = shipping
+        .builder(&s.db)
+        .destination(shipping.destination(d.db.clone()))
         .start()
         .await
         .unwrap();
@@ -297,6 +512,107 @@ async fn crash_with_sigkill_while_draining(src: Backend, dst: Backend) {
         stored.watermark, total,
         "every change applied, none left behind"
     );
+    rep.shutdown().await;
+    // Every account version is a change of its own (a name no other change writes), so a
+    // version written twice is a change applied twice.
+    let twice =
+        d.db.query_all_raw(sea_orm::Statement::from_string(
+            d.db.get_database_backend(),
+            "SELECT id, name, COUNT(*) AS n FROM account_writes GROUP BY id, name \
+             HAVING COUNT(*) > 1",
+        ))
+        .await
+        .unwrap();
+    let twice: Vec<(i64, String, i64)> = twice
+        .iter()
+        .map(|r| {
+            (
+                r.try_get("", "id").unwrap(),
+                r.try_get("", "name").unwrap(),
+                r.try_get("", "n").unwrap(),
+            )
+        })
+        .collect();
+    assert!(
+        twice.is_empty(),
+        "{src:?}→{dst:?}: account versions written more than once: {twice:?}"
+    );
+}
+
+/// Makes `db` log every account row written (inserted or updated) in `account_writes`.
+async fn log_writes(db: &TestDb) {
+    let sql: &[&str] = match db.backend {
+        Backend::Postgres => &[
+            "CREATE TABLE account_writes (id BIGINT NOT NULL, name TEXT NOT NULL)",
+            "CREATE FUNCTION log_account_write() RETURNS trigger AS $$ BEGIN \
+             INSERT INTO account_writes VALUES (NEW.id, NEW.name); RETURN NEW; END $$ \
+             LANGUAGE plpgsql",
+            "CREATE TRIGGER account_written AFTER INSERT OR UPDATE ON accounts \
+             FOR EACH ROW EXECUTE FUNCTION log_account_write()",
+        ],
+        Backend::MySql => &[
+            "CREATE TABLE account_writes (id BIGINT NOT NULL, name VARCHAR(255) NOT NULL)",
+            "CREATE TRIGGER account_inserted AFTER INSERT ON accounts FOR EACH ROW \
+             INSERT INTO account_writes VALUES (NEW.id, NEW.name)",
+            "CREATE TRIGGER account_updated AFTER UPDATE ON accounts FOR EACH ROW \
+             INSERT INTO account_writes VALUES (NEW.id, NEW.name)",
+        ],
+        Backend::Sqlite => &[
+            "CREATE TABLE account_writes (id INTEGER NOT NULL, name TEXT NOT NULL)",
+            "CREATE TRIGGER account_inserted AFTER INSERT ON accounts BEGIN \
+             INSERT INTO account_writes VALUES (NEW.id, NEW.name); END",
+            "CREATE TRIGGER account_updated AFTER UPDATE ON accounts BEGIN \
+             INSERT INTO account_writes VALUES (NEW.id, NEW.name); END",
+        ],
+    };
+    for statement in sql {
+        db.db.execute_unprepared(statement).await.unwrap();
+    }
+}
+
+/// A batch of 2,000 inserts applied through four connections: the destination ends with
+/// the source's rows, and PostgreSQL, which records the transaction that wrote each row,
+/// shows the rows came in more than one.
+async fn a_large_batch_applies_through_several_connections(src: Backend, dst: Backend) {
+    let Some((s, d)) = pair(src, dst).await else {
+        return;
+    };
+    let txn = s.db.begin().await.unwrap();
+    for id in 1..=2000 {
+        account(id, &format!("a{id}"), "1")
+            .insert(&txn)
+            .await
+            .unwrap();
+    }
+    txn.commit().await.unwrap();
+    let rep = builder(&s.db)
+        .batch_size(5000)
+        .destination(
+            Destination::new("dest", d.db.clone())
+                .initial_snapshot(false)
+                .apply_connections(4),
+        )
+        .start()
+        .await
+        .unwrap();
+    rep.drain("dest").await.unwrap();
+    assert_all_same(&s.db, &d.db).await;
+    assert_eq!(count(&d.db, "accounts").await, 2000);
+    if dst == Backend::Postgres {
+        let row =
+            d.db.query_one_raw(sea_orm::Statement::from_string(
+                sea_orm::DbBackend::Postgres,
+                "SELECT count(DISTINCT xmin::text) AS n FROM accounts",
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        let writers: i64 = row.try_get("", "n").unwrap();
+        assert!(
+            writers > 1,
+            "the batch's rows were written by {writers} transaction(s)"
+        );
+    }
     rep.shutdown().await;
 }
 

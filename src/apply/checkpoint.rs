@@ -27,7 +27,15 @@ pub(crate) async fn lock<C: ConnectionTrait>(txn: &C, source: &str) -> Result<Po
             .await?
             .ok_or_else(|| Error::Config("the checkpoint upsert returned no row".into()));
     }
-    // MySQL has no RETURNING: create if absent, then read with a lock.
+    // MySQL has no RETURNING: read with a lock, and create the row the first time. Not
+    // the other way round: `INSERT IGNORE` of a row that exists takes a shared lock on
+    // it, and two transactions each holding one and asking for the exclusive lock
+    // deadlock (the parts of a batch applied at once all lock the checkpoint).
+    let select = "SELECT watermark, applied, anchor_id, anchor_digest FROM ormsync_checkpoint \
+                  WHERE source = ? FOR UPDATE";
+    if let Some(position) = read_with(txn, select, source).await? {
+        return Ok(position);
+    }
     let create = insert_if_absent(
         backend,
         "ormsync_checkpoint (source, watermark, applied) VALUES (?, 0, '[]')",
@@ -39,8 +47,6 @@ pub(crate) async fn lock<C: ConnectionTrait>(txn: &C, source: &str) -> Result<Po
     ))
     .await
     .context(|| "creating the destination's checkpoint".into())?;
-    let select = "SELECT watermark, applied, anchor_id, anchor_digest FROM ormsync_checkpoint \
-                  WHERE source = ? FOR UPDATE";
     read_with(txn, select, source).await?.ok_or_else(|| {
         Error::Config("the checkpoint row vanished inside its own transaction".into())
     })

@@ -15,6 +15,7 @@ mod differences;
 pub(crate) mod evolve;
 mod key_map;
 mod mapped;
+mod parallel;
 mod pg_text;
 pub(crate) mod plan;
 mod rules;

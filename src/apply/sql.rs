@@ -13,7 +13,7 @@ use super::mapped::{RowByRow, RowByRowError};
 use super::plan::{self, Step};
 use super::rules::Rules;
 use super::statement;
-use super::{checkpoint, columns, evolve, shape};
+use super::{checkpoint, columns, evolve, parallel, shape};
 use crate::change::{Batch, Change};
 use crate::classify::{ErrorKind, classify, is_foreign_key};
 use crate::entity::ddl::TableDef;
@@ -31,15 +31,17 @@ use super::sink::Sink;
 /// fails for a reason other than the connection, it is retried change by change so the
 /// error names the change at fault.
 pub struct SqlSink {
-    name: String,
-    db: DatabaseConnection,
+    pub(super) name: String,
+    pub(super) db: DatabaseConnection,
     /// Columns of each destination table, read on first use and forgotten after an error.
     columns: HashMap<String, HashMap<String, String>>,
-    rules: Arc<Rules>,
+    pub(super) rules: Arc<Rules>,
     on_conflict: Option<OnConflict>,
     /// The entities' table definitions, when a column a change carries and a table lacks
     /// is added rather than refused (`Destination::evolve_schema`).
     evolve: Option<Arc<HashMap<String, TableDef>>>,
+    /// How many connections a batch may apply through at once (see [`parallel`]).
+    connections: usize,
 }
 
 /// Called with each conflict decision once its batch has committed.
@@ -55,7 +57,15 @@ impl SqlSink {
             rules: Arc::default(),
             on_conflict: None,
             evolve: None,
+            connections: 1,
         }
+    }
+
+    /// Applies a large batch through up to `k` connections at once (see [`parallel`]);
+    /// 1, the default, applies every batch in one transaction.
+    pub(crate) fn connections(mut self, k: usize) -> Self {
+        self.connections = k.max(1);
+        self
     }
 
     /// Adds a column a change carries and its table lacks, as `defs` defines it, before
@@ -143,6 +153,23 @@ impl SqlSink {
         span: &tracing::Span,
     ) -> Result<Position> {
         self.check_columns(changes).await?;
+        if self.connections > 1 {
+            let position = checkpoint::read(&self.db, source)
+                .await?
+                .unwrap_or_default();
+            let todo: Vec<&Change> = changes
+                .iter()
+                .copied()
+                .filter(|c| !position.contains(c.id))
+                .collect();
+            if let Some(segments) = parallel::split(&todo, &self.rules, self.connections) {
+                // Whether or not every part committed, the transaction below finishes the
+                // batch: it applies what no part did, and marks the batch done.
+                self.apply_parallel(source, &segments)
+                    .instrument(span.clone())
+                    .await?;
+            }
+        }
         match self
             .apply_steps(source, batch, false)
             .instrument(span.clone())
@@ -421,7 +448,7 @@ impl SqlSink {
         }
     }
 
-    async fn run<C: ConnectionTrait>(
+    pub(super) async fn run<C: ConnectionTrait>(
         &self,
         txn: &C,
         step: &Step<'_>,

@@ -174,7 +174,9 @@ impl SubscriberBuilder {
             .alert_conflicts
             .then(|| self.alerts.on_conflict(&d.name));
         let defs = Arc::new(self.defs);
-        let mut sink = SqlSink::new(d.name.clone(), d.db.clone()).with_rules(rules, on_conflict);
+        let mut sink = SqlSink::new(d.name.clone(), d.db.clone())
+            .with_rules(rules, on_conflict)
+            .connections(d.apply_connections);
         if d.evolve_schema {
             sink = sink.evolving(defs.clone());
         }

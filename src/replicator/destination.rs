@@ -33,6 +33,7 @@ pub struct Destination {
     pub(crate) disabled: bool,
     pub(crate) initial_snapshot: bool,
     pub(crate) chunk_rows: u64,
+    pub(crate) apply_connections: usize,
     pub(crate) create_tables: bool,
     pub(crate) evolve_schema: bool,
     pub(crate) rules: Rules,
@@ -68,6 +69,7 @@ impl Destination {
             disabled: false,
             initial_snapshot: true,
             chunk_rows: 3000,
+            apply_connections: 1,
             create_tables: false,
             evolve_schema: false,
             rules: Rules::default(),
@@ -234,6 +236,37 @@ impl Destination {
     /// and a chunk also stops at about 8 MiB of row data, so wide rows come fewer a chunk.
     pub fn snapshot_chunk_rows(mut self, rows: u64) -> Self {
         self.chunk_rows = rows.max(1);
+        self
+    }
+
+    /// Applies a large batch through up to `k` connections of the destination at once.
+    /// Default: 1, every batch in one transaction.
+    ///
+    /// One connection waits on the destination for each statement in turn; several keep
+    /// it busy, so a server destination catching up on a backlog takes more rows a
+    /// second. A batch is split by table and key, so every change of a row goes through
+    /// one connection in order; it is cut wherever a foreign key joins its tables, so a
+    /// parent is never written after its child or deleted before it; and each part marks
+    /// what it applied in the checkpoint in its own transaction, so a crash at any moment
+    /// loses nothing and applies nothing twice. Batches of fewer than a few hundred
+    /// changes, and tables that go row by row ([own keys](Self::keys), a
+    /// [conflict policy](Self::conflicts) other than `SourceWins`), still apply in one
+    /// transaction. The foreign keys seen are the entities' `belongs_to` relations.
+    ///
+    /// The connection pool given to [`new`](Self::new) needs `k` connections to spare.
+    /// SQLite writes one transaction at a time, so it gains nothing from more than one.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # async fn f(backup: sea_orm::DatabaseConnection) {
+    /// use ormsync::Destination;
+    ///
+    /// let dest = Destination::new("backup", backup).apply_connections(2);
+    /// # }
+    /// ```
+    pub fn apply_connections(mut self, k: usize) -> Self {
+        self.apply_connections = k.max(1);
         self
     }
 

@@ -139,8 +139,9 @@ impl Shared {
             sink: match &d.sink {
                 Some(own) => Box::new(own.clone()),
                 None => Box::new({
-                    let sink =
-                        SqlSink::new(d.name.clone(), d.db.clone()).with_rules(rules, on_conflict);
+                    let sink = SqlSink::new(d.name.clone(), d.db.clone())
+                        .with_rules(rules, on_conflict)
+                        .connections(d.apply_connections);
                     if d.evolve_schema {
                         sink.evolving(self.defs.clone())
                     } else {

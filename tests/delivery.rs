@@ -89,8 +89,12 @@ macro_rules! on_server_destinations {
     )*};
 }
 
-// A proxy stands only in front of a server, so the destination is PostgreSQL or MariaDB.
-on_server_destinations!(destination_outage);
+// A proxy stands only in front of a server, and SQLite applies through one connection
+// whatever it is given, so the destination is PostgreSQL or MariaDB.
+on_server_destinations!(
+    destination_outage,
+    a_refusal_through_several_connections_halts_right_before_it
+);
 on_every_pair!(
     crash_with_sigkill_while_draining,
     crash_with_sigkill_while_applying_through_several_connections,
@@ -513,11 +517,17 @@ async fn kill_shippers_then_check(
         "every change applied, none left behind"
     );
     rep.shutdown().await;
-    // Every account version is a change of its own (a name no other change writes), so a
-    // version written twice is a change applied twice.
-    let twice =
-        d.db.query_all_raw(sea_orm::Statement::from_string(
-            d.db.get_database_backend(),
+    assert_written_once(d).await;
+}
+
+/// Asserts no account version was written twice at `db` (see [`log_writes`]). In these
+/// tests every account version is a change of its own (a name no other change writes),
+/// so a version written twice is a change applied twice.
+async fn assert_written_once(db: &TestDb) {
+    let twice = db
+        .db
+        .query_all_raw(sea_orm::Statement::from_string(
+            db.db.get_database_backend(),
             "SELECT id, name, COUNT(*) AS n FROM account_writes GROUP BY id, name \
              HAVING COUNT(*) > 1",
         ))
@@ -535,7 +545,8 @@ async fn kill_shippers_then_check(
         .collect();
     assert!(
         twice.is_empty(),
-        "{src:?}→{dst:?}: account versions written more than once: {twice:?}"
+        "{:?}: account versions written more than once: {twice:?}",
+        db.backend
     );
 }
 
@@ -614,6 +625,51 @@ async fn a_large_batch_applies_through_several_connections(src: Backend, dst: Ba
         );
     }
     rep.shutdown().await;
+}
+
+/// A change the destination refuses in a batch applied through several connections: the
+/// destination halts holding exactly the changes before it, as through one connection,
+/// not later rows that other connections had written; once the cause is fixed it ends
+/// with the source's rows, each version written once.
+async fn a_refusal_through_several_connections_halts_right_before_it(src: Backend, dst: Backend) {
+    let Some((s, d)) = pair(src, dst).await else {
+        return;
+    };
+    refuse_negative(&d).await;
+    log_writes(&d).await;
+    let txn = s.db.begin().await.unwrap();
+    for id in 1..=600 {
+        let balance = if id == 300 { "-5" } else { "5" };
+        account(id, &format!("a{id}"), balance)
+            .insert(&txn)
+            .await
+            .unwrap();
+    }
+    txn.commit().await.unwrap();
+    let rep = builder(&s.db)
+        .batch_size(5000)
+        .destination(
+            Destination::new("strict", d.db.clone())
+                .initial_snapshot(false)
+                .apply_connections(3),
+        )
+        .start()
+        .await
+        .unwrap();
+    let _ = rep.sync_now().await;
+    let err = rep.sync_destination("strict").await.unwrap_err();
+    assert!(matches!(err, ormsync::Error::Halted { .. }), "{err}");
+    assert_eq!(
+        ids(&d.db).await,
+        (1..300).collect::<Vec<_>>(),
+        "everything before the refused change, nothing after it"
+    );
+    accept_negative(&d).await;
+    rep.resume("strict").await.unwrap();
+    rep.sync_now().await.unwrap();
+    assert_all_same(&s.db, &d.db).await;
+    rep.shutdown().await;
+    assert_written_once(&d).await;
 }
 
 /// Makes `db` refuse accounts with a negative balance, in a way that can be undone.

@@ -16,17 +16,24 @@
 //!   that no other caller marked any of them meanwhile. A crash leaves each part applied
 //!   and marked, or neither. The batch is then marked done (its skipped ids, its anchor)
 //!   by the ordinary one-transaction path, which finds every change already applied.
+//! - **A refusal.** A segment's parts commit only once all have run their statements, so
+//!   a change the destination refuses rolls its whole segment back: what is committed is
+//!   a prefix of the batch, as through one connection, and a halted destination holds
+//!   the source's rows as of some moment, never later rows of others without the refused
+//!   one.
 //!
 //! Whatever the split cannot promise goes by that one-transaction path instead: a batch
 //! too small for the extra commits to pay, tables that go row by row (own keys, conflict
-//! policies), and a part the destination refuses, after which the path applies the rest
-//! in order and names the change at fault.
+//! policies), SQLite (one writer at a time), and a segment the destination refused, after
+//! which the path applies the rest in order and names the change at fault.
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 
+use std::time::Duration;
+
 use futures_util::future::join_all;
-use sea_orm::{DbErr, TransactionTrait};
+use sea_orm::{DatabaseTransaction, DbErr, TransactionTrait};
 
 use super::checkpoint;
 use super::plan;
@@ -35,6 +42,7 @@ use super::sql::SqlSink;
 use crate::change::Change;
 use crate::classify::{ErrorKind, classify};
 use crate::error::{Error, Result};
+use crate::redact::redact;
 use crate::value::canonical;
 
 /// The fewest changes per segment for which a commit on each connection pays: below it,
@@ -99,67 +107,109 @@ fn part_of(change: &Change, rules: &Rules, k: usize) -> usize {
     (hasher.finish() % k as u64) as usize
 }
 
-/// How a part ended.
-enum Part {
-    /// Applied, and its ids marked in the checkpoint.
-    Committed,
-    /// Rolled back: the destination refused a statement, or another caller applied some
-    /// of its changes meanwhile.
-    Left,
-}
+/// How long a part waits for a connection of the pool: longer means the pool has fewer
+/// connections to spare than parts, and the batch goes through one transaction instead.
+const POOL_WAIT: Duration = Duration::from_secs(2);
 
 impl SqlSink {
-    /// Applies `segments` (from [`split`]), each segment's parts at once on connections of
-    /// their own. Stops after a segment with a part left: the one-transaction path then
-    /// applies what no part did.
+    /// Applies `segments` (from [`split`]), one after the other.
+    ///
+    /// A segment's parts run their statements at once, each in a transaction of its own,
+    /// and commit only once all of them have: a part the destination refuses rolls the
+    /// whole segment back, so what is committed stays a prefix of the batch, as it would
+    /// be through one connection, and the one-transaction path goes on from there to name
+    /// the change at fault. The parts then commit one by one, each marking its ids in the
+    /// checkpoint under its lock.
     pub(super) async fn apply_parallel(
         &self,
         source: &str,
         segments: &[Vec<Vec<&Change>>],
     ) -> Result<()> {
         for segment in segments {
-            let outcomes = join_all(
-                segment
+            let parts: Vec<&[&Change]> = segment
+                .iter()
+                .filter(|part| !part.is_empty())
+                .map(Vec::as_slice)
+                .collect();
+            // Every part holds its connection until the segment commits: take them all
+            // first, so a pool too small to give them cannot leave parts waiting on each
+            // other.
+            let mut txns = Vec::with_capacity(parts.len());
+            for _ in &parts {
+                match tokio::time::timeout(POOL_WAIT, self.db.begin()).await {
+                    Ok(Ok(txn)) => txns.push(txn),
+                    Ok(Err(e)) => {
+                        roll_back(txns).await;
+                        return Err(self.failed("beginning a transaction", e));
+                    }
+                    Err(_) => {
+                        roll_back(txns).await;
+                        tracing::warn!(destination = %self.name, connections = parts.len(),
+                            "the connection pool has fewer connections to spare than the \
+                             destination's apply_connections; the batch goes through one");
+                        return Ok(());
+                    }
+                }
+            }
+            let ran = join_all(
+                parts
                     .iter()
-                    .filter(|part| !part.is_empty())
-                    .map(|part| self.apply_part(source, part)),
+                    .zip(&txns)
+                    .map(|(part, txn)| self.run_part(txn, part)),
             )
             .await;
-            let mut whole = true;
-            for outcome in outcomes {
-                whole &= matches!(outcome?, Part::Committed);
+            let mut refused = false;
+            for outcome in ran {
+                match outcome {
+                    Ok(done) => refused |= !done,
+                    Err(e) => {
+                        roll_back(txns).await;
+                        return Err(e);
+                    }
+                }
             }
-            if !whole {
-                break;
+            if refused {
+                roll_back(txns).await;
+                return Ok(());
+            }
+            let mut txns = txns.into_iter();
+            for part in &parts {
+                let Some(txn) = txns.next() else { break };
+                if !self.commit_part(source, txn, part).await? {
+                    roll_back(txns.collect()).await;
+                    return Ok(());
+                }
             }
         }
         Ok(())
     }
 
-    /// Applies `part` in a transaction of its own that marks its ids in the checkpoint.
-    async fn apply_part(&self, source: &str, part: &[&Change]) -> Result<Part> {
-        let failed =
-            |what: &str, e: DbErr| Error::db(format!("destination `{}`: {what}", self.name), e);
-        let txn = self
-            .db
-            .begin()
-            .await
-            .map_err(|e| failed("beginning a transaction", e))?;
+    /// Runs the statements of `part` in `txn`: `Ok(false)` when the destination refused
+    /// one.
+    async fn run_part(&self, txn: &DatabaseTransaction, part: &[&Change]) -> Result<bool> {
         let mut steps = plan::plan(part);
         plan::parents_first(&mut steps, &self.rules.specs);
         for step in &steps {
-            if let Err(e) = self.run(&txn, step).await {
-                let _ = txn.rollback().await;
+            if let Err(e) = self.run(txn, step).await {
                 if classify(&e) == ErrorKind::Transient {
-                    return Err(failed(&format!("applying to `{}`", step.table()), e));
+                    return Err(self.failed(&format!("applying to `{}`", step.table()), e));
                 }
-                tracing::debug!(destination = %self.name, table = step.table(),
+                tracing::debug!(destination = %self.name, table = step.table(), error = %redact(&e.to_string()),
                     "a part of a batch was refused; the batch goes through one transaction");
-                return Ok(Part::Left);
+                return Ok(false);
             }
         }
-        // Taken last, the lock is held only for the commit, so the parts of a segment
-        // queue there and nowhere else.
+        Ok(true)
+    }
+
+    /// Marks the ids of `part` in the checkpoint and commits `txn`: `Ok(false)`, rolled
+    /// back, when another caller marked any of them meanwhile.
+    async fn commit_part(
+        &self,
+        source: &str,
+        txn: DatabaseTransaction,
+        part: &[&Change],
+    ) -> Result<bool> {
         let mut position = match checkpoint::lock(&txn, source).await {
             Ok(p) => p,
             Err(e) => {
@@ -171,7 +221,7 @@ impl SqlSink {
             let _ = txn.rollback().await;
             tracing::debug!(destination = %self.name,
                 "changes of a part were applied by another caller meanwhile");
-            return Ok(Part::Left);
+            return Ok(false);
         }
         for change in part {
             position.mark(change.id, change.id);
@@ -182,8 +232,20 @@ impl SqlSink {
         }
         txn.commit()
             .await
-            .map_err(|e| failed("committing a part of a batch", e))?;
-        Ok(Part::Committed)
+            .map_err(|e| self.failed("committing a part of a batch", e))?;
+        Ok(true)
+    }
+
+    fn failed(&self, what: &str, e: DbErr) -> Error {
+        Error::db(format!("destination `{}`: {what}", self.name), e)
+    }
+}
+
+async fn roll_back(txns: Vec<DatabaseTransaction>) {
+    for txn in txns {
+        // Explicitly: a dropped transaction holds its connection until the pool next
+        // hands it out.
+        let _ = txn.rollback().await;
     }
 }
 

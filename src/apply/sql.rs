@@ -5,7 +5,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr, TransactionTrait};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, TransactionTrait,
+};
 use tracing::Instrument;
 
 use super::conflict::Conflict;
@@ -153,7 +155,8 @@ impl SqlSink {
         span: &tracing::Span,
     ) -> Result<Position> {
         self.check_columns(changes).await?;
-        if self.connections > 1 {
+        // SQLite lets one transaction write at a time: parts would wait on each other.
+        if self.connections > 1 && self.db.get_database_backend() != DbBackend::Sqlite {
             let position = checkpoint::read(&self.db, source)
                 .await?
                 .unwrap_or_default();

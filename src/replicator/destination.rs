@@ -253,8 +253,13 @@ impl Destination {
     /// [conflict policy](Self::conflicts) other than `SourceWins`), still apply in one
     /// transaction. The foreign keys seen are the entities' `belongs_to` relations.
     ///
-    /// The connection pool given to [`new`](Self::new) needs `k` connections to spare.
-    /// SQLite writes one transaction at a time, so it gains nothing from more than one.
+    /// A change the destination refuses rolls back the parts written beside it, so a
+    /// halted destination holds the changes before that one and none after.
+    ///
+    /// The connection pool given to [`new`](Self::new) needs `k` connections to spare; a
+    /// batch that cannot have them within two seconds goes through one. SQLite lets one
+    /// transaction write at a time, so a SQLite destination applies through one whatever
+    /// `k` is.
     ///
     /// # Examples
     ///

@@ -588,24 +588,8 @@ async fn a_large_batch_applies_through_several_connections(src: Backend, dst: Ba
     let Some((s, d)) = pair(src, dst).await else {
         return;
     };
-    let txn = s.db.begin().await.unwrap();
-    for id in 1..=2000 {
-        account(id, &format!("a{id}"), "1")
-            .insert(&txn)
-            .await
-            .unwrap();
-    }
-    txn.commit().await.unwrap();
-    let rep = builder(&s.db)
-        .batch_size(5000)
-        .destination(
-            Destination::new("dest", d.db.clone())
-                .initial_snapshot(false)
-                .apply_connections(4),
-        )
-        .start()
-        .await
-        .unwrap();
+    accounts_in_one_transaction(&s.db, 2000, None).await;
+    let rep = one_batch_through(&s.db, "dest", &d.db, 4).await;
     rep.drain("dest").await.unwrap();
     assert_all_same(&s.db, &d.db).await;
     assert_eq!(count(&d.db, "accounts").await, 2000);
@@ -637,25 +621,8 @@ async fn a_refusal_through_several_connections_halts_right_before_it(src: Backen
     };
     refuse_negative(&d).await;
     log_writes(&d).await;
-    let txn = s.db.begin().await.unwrap();
-    for id in 1..=600 {
-        let balance = if id == 300 { "-5" } else { "5" };
-        account(id, &format!("a{id}"), balance)
-            .insert(&txn)
-            .await
-            .unwrap();
-    }
-    txn.commit().await.unwrap();
-    let rep = builder(&s.db)
-        .batch_size(5000)
-        .destination(
-            Destination::new("strict", d.db.clone())
-                .initial_snapshot(false)
-                .apply_connections(3),
-        )
-        .start()
-        .await
-        .unwrap();
+    accounts_in_one_transaction(&s.db, 600, Some(300)).await;
+    let rep = one_batch_through(&s.db, "strict", &d.db, 3).await;
     let _ = rep.sync_now().await;
     let err = rep.sync_destination("strict").await.unwrap_err();
     assert!(matches!(err, ormsync::Error::Halted { .. }), "{err}");
@@ -670,6 +637,39 @@ async fn a_refusal_through_several_connections_halts_right_before_it(src: Backen
     assert_all_same(&s.db, &d.db).await;
     rep.shutdown().await;
     assert_written_once(&d).await;
+}
+
+/// Inserts accounts 1 to `n` in one transaction, `negative` with a negative balance.
+async fn accounts_in_one_transaction(db: &DatabaseConnection, n: i64, negative: Option<i64>) {
+    let txn = db.begin().await.unwrap();
+    for id in 1..=n {
+        let balance = if Some(id) == negative { "-5" } else { "5" };
+        account(id, &format!("a{id}"), balance)
+            .insert(&txn)
+            .await
+            .unwrap();
+    }
+    txn.commit().await.unwrap();
+}
+
+/// A replicator reading the whole outbox in one batch, which destination `name` at `db`
+/// applies through `k` connections.
+async fn one_batch_through(
+    source: &DatabaseConnection,
+    name: &str,
+    db: &DatabaseConnection,
+    k: usize,
+) -> Replicator {
+    builder(source)
+        .batch_size(5000)
+        .destination(
+            Destination::new(name, db.clone())
+                .initial_snapshot(false)
+                .apply_connections(k),
+        )
+        .start()
+        .await
+        .unwrap()
 }
 
 /// Makes `db` refuse accounts with a negative balance, in a way that can be undone.

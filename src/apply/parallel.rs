@@ -253,7 +253,7 @@ async fn roll_back(txns: Vec<DatabaseTransaction>) {
 mod tests {
     use super::*;
     use crate::change::{Op, Row};
-    use crate::entity::{Reference, TableSpec};
+    use crate::entity::{TableSpec, test_spec};
     use crate::value::Value;
 
     fn change(id: i64, table: &str, key: i64) -> Change {
@@ -266,24 +266,6 @@ mod tests {
             key,
             origin: None,
             created_at: None,
-        }
-    }
-
-    fn spec(table: &str, references: &[&str]) -> TableSpec {
-        TableSpec {
-            table: table.into(),
-            key: vec!["id".into()],
-            columns: vec!["id".into()],
-            types: vec!["i8".into()],
-            sync_key: None,
-            references: references
-                .iter()
-                .map(|t| Reference {
-                    columns: vec![format!("{t}_id")],
-                    table: (*t).into(),
-                    to_columns: vec!["id".into()],
-                })
-                .collect(),
         }
     }
 
@@ -304,7 +286,7 @@ mod tests {
 
     #[test]
     fn a_rows_changes_stay_on_one_connection_in_order() {
-        let rules = rules(&[spec("t", &[])]);
+        let rules = rules(&[test_spec("t", &[])]);
         let cs: Vec<Change> = (1..=400).map(|id| change(id, "t", id % 50)).collect();
         let refs: Vec<&Change> = cs.iter().collect();
         let segments = split(&refs, &rules, 3).expect("a batch this big splits");
@@ -326,7 +308,11 @@ mod tests {
 
     #[test]
     fn related_tables_are_cut_into_segments_in_order() {
-        let rules = rules(&[spec("a", &[]), spec("b", &["a"]), spec("c", &[])]);
+        let rules = rules(&[
+            test_spec("a", &[]),
+            test_spec("b", &["a"]),
+            test_spec("c", &[]),
+        ]);
         let mut cs = Vec::new();
         let mut id = 0;
         for (table, n) in [("a", 200), ("c", 150), ("b", 200), ("a", 150)] {
@@ -352,7 +338,7 @@ mod tests {
 
     #[test]
     fn a_table_that_references_itself_goes_through_one_connection() {
-        let rules = rules(&[spec("tree", &["tree"])]);
+        let rules = rules(&[test_spec("tree", &["tree"])]);
         let cs: Vec<Change> = (1..=300).map(|id| change(id, "tree", id)).collect();
         let refs: Vec<&Change> = cs.iter().collect();
         let segments = split(&refs, &rules, 4).expect("splits");
@@ -362,7 +348,7 @@ mod tests {
 
     #[test]
     fn small_or_choppy_batches_go_through_one_transaction() {
-        let rules = rules(&[spec("a", &[]), spec("b", &["a"])]);
+        let rules = rules(&[test_spec("a", &[]), test_spec("b", &["a"])]);
         let few: Vec<Change> = (1..=20).map(|id| change(id, "a", id)).collect();
         let refs: Vec<&Change> = few.iter().collect();
         assert!(split(&refs, &rules, 4).is_none());

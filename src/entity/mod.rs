@@ -272,6 +272,27 @@ pub struct TableSpec {
     pub references: Vec<Reference>,
 }
 
+/// A table `table` keyed by `id` whose `<parent>_id` columns reference each of `parents`:
+/// for tests of what foreign keys order.
+#[cfg(test)]
+pub(crate) fn test_spec(table: &str, parents: &[&str]) -> TableSpec {
+    TableSpec {
+        table: table.into(),
+        key: vec!["id".into()],
+        columns: vec!["id".into()],
+        types: vec!["i8".into()],
+        sync_key: None,
+        references: parents
+            .iter()
+            .map(|p| Reference {
+                columns: vec![format!("{p}_id")],
+                table: (*p).into(),
+                to_columns: vec!["id".into()],
+            })
+            .collect(),
+    }
+}
+
 /// A foreign key: `columns` of one table hold `to_columns` of a row of `table`.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Reference {

@@ -48,34 +48,16 @@ pub(crate) fn in_tree_order<T>(spec: &TableSpec, rows: Vec<T>, row: impl Fn(&T) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::entity::Reference;
-
-    fn spec(table: &str, parents: &[&str]) -> TableSpec {
-        TableSpec {
-            table: table.into(),
-            key: vec!["id".into()],
-            columns: vec!["id".into()],
-            types: vec!["i8".into()],
-            sync_key: None,
-            references: parents
-                .iter()
-                .map(|p| Reference {
-                    columns: vec![format!("{p}_id")],
-                    table: (*p).into(),
-                    to_columns: vec!["id".into()],
-                })
-                .collect(),
-        }
-    }
+    use crate::entity::test_spec;
 
     #[test]
     fn parents_come_first() {
         let specs = [
-            spec("lines", &["orders", "products"]),
-            spec("orders", &["customers"]),
-            spec("customers", &[]),
-            spec("products", &[]),
-            spec("tree", &["tree"]),
+            test_spec("lines", &["orders", "products"]),
+            test_spec("orders", &["customers"]),
+            test_spec("customers", &[]),
+            test_spec("products", &[]),
+            test_spec("tree", &["tree"]),
         ];
         let order: Vec<&str> = parents_first(&specs)
             .iter()

@@ -29,7 +29,6 @@
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
-
 use std::time::Duration;
 
 use futures_util::future::join_all;

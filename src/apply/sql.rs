@@ -32,6 +32,10 @@ use super::sink::Sink;
 /// kind, applies in one transaction that also advances `ormsync_checkpoint`. When that
 /// fails for a reason other than the connection, it is retried change by change so the
 /// error names the change at fault.
+///
+/// A large batch may first go through several connections at once, in parts that each
+/// mark their changes in the checkpoint (`Destination::apply_connections`); the one
+/// transaction then finishes it.
 pub struct SqlSink {
     pub(super) name: String,
     pub(super) db: DatabaseConnection,

@@ -246,13 +246,15 @@ impl Destination {
     /// keep a server destination with cores to spare busier while it catches up on a
     /// backlog. Each batch then commits once per connection and once more, so measure
     /// before turning it on: on a 2-core machine running both servers it did not beat
-    /// one connection. A batch is split by table and key, so every change of a row goes through
-    /// one connection in order; it is cut wherever a foreign key joins its tables, so a
-    /// parent is never written after its child or deleted before it; and each part marks
-    /// what it applied in the checkpoint in its own transaction, so a crash at any moment
-    /// loses nothing and applies nothing twice. Batches of fewer than a few hundred
-    /// changes, and tables that go row by row ([own keys](Self::keys), a
-    /// [conflict policy](Self::conflicts) other than `SourceWins`), still apply in one
+    /// one connection.
+    ///
+    /// A batch is split by table and key, so every change of a row goes through one
+    /// connection in order; it is cut into segments wherever a foreign key joins its
+    /// tables, so a parent is never written after its child or deleted before it; and
+    /// each part marks what it applied in the checkpoint in its own transaction, so a
+    /// crash at any moment loses nothing and applies nothing twice. A batch with fewer
+    /// than 128 changes a segment, and tables that go row by row ([own keys](Self::keys),
+    /// a [conflict policy](Self::conflicts) other than `SourceWins`), still apply in one
     /// transaction. The foreign keys seen are the entities' `belongs_to` relations.
     ///
     /// A change the destination refuses rolls back the parts written beside it, so a

@@ -282,9 +282,7 @@ async fn crash_with_sigkill_while_applying_through_several_connections(src: Back
             .await
             .unwrap();
     }
-    let seed = common::seed();
-    eprintln!("{src:?}→{dst:?}: several connections, seed = {seed}");
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut rng = common::seeded_rng(&format!("{src:?}→{dst:?}: several connections"));
     let (mut next, mut next_customer, mut next_order) = (1, 1, 1);
     while max_outbox_id(&s.db).await < 12_000 {
         let txn = s.db.begin().await.unwrap();

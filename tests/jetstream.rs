@@ -12,7 +12,7 @@ use common::entities::{account, accounts, customers, fk_ddl, line, line_items, o
 use common::nats::{NatsCluster, NatsServer};
 use common::{
     Backend, TestDb, assert_same, count, diff_rows, differences, key_of_row, max_outbox_id,
-    rows_of, seed,
+    rows_of, seed, seeded_rng,
 };
 use ormsync::change::Row;
 use ormsync::jetstream::{Publisher, Subscriber, SubscriberBuilder};
@@ -279,9 +279,7 @@ async fn children_on_every_engine_apply_each_change_once_through_kills() {
         return;
     };
     ormsync::install(&src.db).await.expect("install");
-    let seed = seed();
-    eprintln!("seed {seed} (ORMSYNC_SEED={seed} replays it)");
-    let mut rng = StdRng::seed_from_u64(seed);
+    let mut rng = seeded_rng("children_on_every_engine_apply_each_change_once_through_kills");
     let url = nats.url();
 
     let mut hub_rep = hub(&src, &url, |p| p, None).await;
@@ -348,7 +346,7 @@ async fn an_offline_child_catches_up_and_a_late_child_gets_every_row() {
     let url = nats.url();
     let hub_rep = hub(&src, &url, |p| p, None).await;
     let first = child(&url, "early", &early, |d| d, None).await;
-    let mut rng = StdRng::seed_from_u64(seed());
+    let mut rng = seeded_rng("an_offline_child_catches_up_and_a_late_child_gets_every_row");
     write(&src, &mut rng, 50).await;
     caught_up(&hub_rep, &[&first]).await;
     first.shutdown().await;
@@ -410,7 +408,7 @@ async fn a_child_behind_what_the_stream_keeps_copies_the_rows_again() {
     let hub_rep = hub(&src, &url, |p| p.max_age(Duration::from_secs(1)), None).await;
     let alerts = Arc::new(Mutex::new(Vec::new()));
     let c = child(&url, "far", &dst, |d| d, Some(alerts.clone())).await;
-    let mut rng = StdRng::seed_from_u64(seed());
+    let mut rng = seeded_rng("a_child_behind_what_the_stream_keeps_copies_the_rows_again");
     write(&src, &mut rng, 80).await;
     caught_up(&hub_rep, &[&c]).await;
     c.shutdown().await;
@@ -454,9 +452,7 @@ async fn a_cluster_node_killed_while_publishing_loses_nothing() {
     let hub_rep = hub(&src, &urls, |p| p.replicas(3), None).await;
     let ca = child(&urls, "a", &a, |d| d, None).await;
     let cb = child(&urls, "b", &b, |d| d, None).await;
-    let seed = seed();
-    eprintln!("seed {seed}");
-    let mut rng = StdRng::seed_from_u64(seed);
+    let mut rng = seeded_rng("a_cluster_node_killed_while_publishing_loses_nothing");
     write(&src, &mut rng, 60).await;
     // The node dies while the children stream: a child that starts copying while a node
     // is down waits out the client's request timeout on each request to a leader the dead
@@ -502,7 +498,7 @@ async fn the_hub_keeps_capturing_while_the_stream_is_down() {
     let alerts = Arc::new(Mutex::new(Vec::new()));
     let hub_rep = hub(&src, &url, |p| p, Some(alerts.clone())).await;
     let c = child(&url, "c", &dst, |d| d, None).await;
-    let mut rng = StdRng::seed_from_u64(seed());
+    let mut rng = seeded_rng("the_hub_keeps_capturing_while_the_stream_is_down");
     write(&src, &mut rng, 30).await;
     caught_up(&hub_rep, &[&c]).await;
 
@@ -942,15 +938,14 @@ where
 /// Twenty children of one hub at once, on SQLite, PostgreSQL and MariaDB, each under rules
 /// of its own: keys of their own with foreign keys translated, a tenant's rows only,
 /// masked columns, local edits that win; five join after the hub has written and copy
-/// its rows from the state stream while it goes on writing. Each ends with the hub's rows as its rules shape them.
+/// its rows from the state stream while it goes on writing. Each ends with the hub's rows
+/// as its rules shape them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_children_under_their_own_rules() {
     let Some(nats) = NatsServer::start() else {
         return;
     };
-    let seed = seed();
-    eprintln!("seed {seed} (ORMSYNC_SEED={seed} replays it)");
-    let mut rng = StdRng::seed_from_u64(seed);
+    let mut rng = seeded_rng("twenty_children_under_their_own_rules");
     let Some(src) = database(Backend::Sqlite).await else {
         return;
     };
@@ -1669,9 +1664,7 @@ async fn children_killed_while_they_copy_end_with_the_hubs_rows() {
     let Some(nats) = NatsServer::start() else {
         return;
     };
-    let seed = seed();
-    eprintln!("seed {seed} (ORMSYNC_SEED={seed} replays it)");
-    let mut rng = StdRng::seed_from_u64(seed);
+    let mut rng = seeded_rng("children_killed_while_they_copy_end_with_the_hubs_rows");
     let (Some(src), Some(a), Some(b)) = (
         database(Backend::Sqlite).await,
         database(Backend::Sqlite).await,

@@ -66,6 +66,15 @@ pub fn seed() -> u64 {
     }
 }
 
+/// A generator drawn from [`seed`], which it prints for `what` (the test and its case), so
+/// a failing run can be replayed.
+pub fn seeded_rng(what: &str) -> rand::rngs::StdRng {
+    use rand::SeedableRng;
+    let seed = seed();
+    eprintln!("{what}: seed {seed} (ORMSYNC_SEED={seed} replays it)");
+    rand::rngs::StdRng::seed_from_u64(seed)
+}
+
 /// Whether a missing server fails the test (CI) instead of skipping it.
 fn servers_required() -> bool {
     std::env::var("ORMSYNC_REQUIRE_SERVERS").is_ok_and(|v| !v.is_empty() && v != "0")
